@@ -1,0 +1,74 @@
+//! Every way a request can be refused, and the one place that maps each to
+//! an HTTP status and a JSON body.
+
+use chatup_wire::RoomNameError;
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum GateError {
+    #[error("not found")]
+    NotFound,
+    #[error("method not allowed: use {allow}")]
+    MethodNotAllowed { allow: &'static str },
+    #[error("invalid room name: {0}")]
+    BadRoom(#[from] RoomNameError),
+    #[error("content type must be application/json")]
+    UnsupportedMediaType,
+    #[error("missing bearer token")]
+    MissingToken,
+    #[error("{0}")]
+    BadToken(String),
+    #[error("body is not valid UTF-8")]
+    InvalidUtf8,
+    #[error("body is not valid JSON: {0}")]
+    BadJson(String),
+    #[error("message is empty")]
+    EmptyMessage,
+    #[error("message is longer than {max} characters")]
+    MessageTooLong { max: usize },
+    #[error("request body is larger than {max} bytes")]
+    BodyTooLarge { max: usize },
+    #[error("chat service unavailable, try again")]
+    Unavailable,
+    #[error("internal error")]
+    Internal,
+}
+
+impl GateError {
+    /// The HTTP status this refusal is answered with.
+    pub fn status(&self) -> u16 {
+        match self {
+            GateError::NotFound => 404,
+            GateError::MethodNotAllowed { .. } => 405,
+            GateError::BadRoom(_) => 400,
+            GateError::UnsupportedMediaType => 415,
+            GateError::MissingToken | GateError::BadToken(_) => 401,
+            GateError::InvalidUtf8 | GateError::BadJson(_) | GateError::EmptyMessage => 400,
+            GateError::MessageTooLong { .. } | GateError::BodyTooLarge { .. } => 413,
+            GateError::Unavailable => 503,
+            GateError::Internal => 500,
+        }
+    }
+
+    /// The JSON body: `{"error": "<message>"}`.
+    pub fn json_body(&self) -> String {
+        serde_json::json!({ "error": self.to_string() }).to_string()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn maps_statuses_and_json() {
+        assert_eq!(GateError::MissingToken.status(), 401);
+        assert_eq!(GateError::MessageTooLong { max: 5 }.status(), 413);
+        assert_eq!(GateError::UnsupportedMediaType.status(), 415);
+        assert_eq!(GateError::Unavailable.status(), 503);
+        assert_eq!(
+            GateError::MessageTooLong { max: 5 }.json_body(),
+            r#"{"error":"message is longer than 5 characters"}"#
+        );
+        assert_eq!(GateError::BadToken("say \"x\"".into()).json_body(), r#"{"error":"say \"x\""}"#);
+    }
+}

@@ -1,0 +1,248 @@
+//! Verifying the site's JSON Web Tokens.
+//!
+//! Keys and the accepted algorithms are fixed at configuration time. A
+//! token is refused when its `alg` is not in that pinned list (so `none`,
+//! and an HMAC token "signed" with an RSA public key, never get as far as a
+//! signature check), when its signature, `exp`, `nbf`, `iss` or `aud` does
+//! not hold, or when it has no usable `sub`.
+
+use base64::Engine;
+use jsonwebtoken::{errors::ErrorKind, Algorithm, DecodingKey, Validation};
+use serde::Deserialize;
+use serde_json::{Map, Value};
+
+use crate::GateError;
+
+/// Longest accepted `sub`, in bytes.
+pub const MAX_SUB_LEN: usize = 256;
+/// Largest accepted `public` claim, serialized, in bytes: it travels with
+/// every message the user posts.
+pub const MAX_PUBLIC_LEN: usize = 2048;
+/// Shortest accepted HMAC secret, in bytes (RFC 7518 §3.2 asks for at least
+/// the hash size).
+pub const MIN_HMAC_SECRET_LEN: usize = 32;
+
+/// Where the verification key comes from.
+#[derive(Debug, Clone)]
+pub enum KeyMaterial {
+    /// The bytes of an HMAC secret file (trailing whitespace is ignored).
+    HmacSecret(Vec<u8>),
+    /// A PEM public key: RSA, EC (P-256/P-384) or Ed25519.
+    PublicKeyPem(Vec<u8>),
+}
+
+#[derive(Debug, Clone)]
+pub struct VerifierConfig {
+    pub key: KeyMaterial,
+    /// Accepted `alg` values; empty means the usual one for the key
+    /// (HS256, RS256, ES256 or EdDSA).
+    pub algorithms: Vec<String>,
+    pub issuer: Option<String>,
+    pub audience: Option<String>,
+    /// Clock skew tolerated on `exp` and `nbf`, in seconds.
+    pub leeway_secs: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum KeyError {
+    #[error("HMAC secret is {0} bytes; at least {MIN_HMAC_SECRET_LEN} are required")]
+    SecretTooShort(usize),
+    #[error("not a PEM RSA, EC or Ed25519 public key")]
+    UnreadablePem,
+    #[error("unknown JWT algorithm \"{0}\"")]
+    UnknownAlgorithm(String),
+    #[error("algorithm {alg} cannot be used with {key} key")]
+    AlgorithmKeyMismatch { alg: String, key: &'static str },
+}
+
+/// The verified user behind a token.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Identity {
+    pub sub: String,
+    pub public: Option<Map<String, Value>>,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum KeyKind {
+    Hmac,
+    Rsa,
+    Ec,
+    Ed,
+}
+
+impl KeyKind {
+    fn name(self) -> &'static str {
+        match self {
+            KeyKind::Hmac => "an HMAC",
+            KeyKind::Rsa => "an RSA",
+            KeyKind::Ec => "an EC",
+            KeyKind::Ed => "an Ed25519",
+        }
+    }
+
+    fn default_algorithm(self) -> Algorithm {
+        match self {
+            KeyKind::Hmac => Algorithm::HS256,
+            KeyKind::Rsa => Algorithm::RS256,
+            KeyKind::Ec => Algorithm::ES256,
+            KeyKind::Ed => Algorithm::EdDSA,
+        }
+    }
+
+    fn accepts(self, alg: Algorithm) -> bool {
+        use Algorithm::*;
+        match self {
+            KeyKind::Hmac => matches!(alg, HS256 | HS384 | HS512),
+            KeyKind::Rsa => matches!(alg, RS256 | RS384 | RS512 | PS256 | PS384 | PS512),
+            KeyKind::Ec => matches!(alg, ES256 | ES384),
+            KeyKind::Ed => matches!(alg, EdDSA),
+        }
+    }
+}
+
+pub struct TokenVerifier {
+    key: DecodingKey,
+    validation: Validation,
+    algorithms: Vec<Algorithm>,
+}
+
+impl std::fmt::Debug for TokenVerifier {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TokenVerifier").field("algorithms", &self.algorithms).finish()
+    }
+}
+
+#[derive(Deserialize)]
+struct Claims {
+    #[serde(default)]
+    sub: Option<Value>,
+    #[serde(default)]
+    public: Option<Value>,
+}
+
+#[derive(Deserialize)]
+struct Header {
+    #[serde(default)]
+    alg: Option<String>,
+}
+
+impl TokenVerifier {
+    pub fn new(config: VerifierConfig) -> Result<Self, KeyError> {
+        let (key, kind) = load_key(&config.key)?;
+        let algorithms = if config.algorithms.is_empty() {
+            vec![kind.default_algorithm()]
+        } else {
+            config
+                .algorithms
+                .iter()
+                .map(|name| {
+                    let alg: Algorithm =
+                        name.parse().map_err(|_| KeyError::UnknownAlgorithm(name.clone()))?;
+                    if !kind.accepts(alg) {
+                        return Err(KeyError::AlgorithmKeyMismatch { alg: name.clone(), key: kind.name() });
+                    }
+                    Ok(alg)
+                })
+                .collect::<Result<Vec<_>, _>>()?
+        };
+        let mut validation = Validation::new(algorithms[0]);
+        validation.algorithms = algorithms.clone();
+        validation.leeway = config.leeway_secs;
+        validation.validate_exp = true;
+        validation.validate_nbf = true;
+        validation.set_required_spec_claims(&["exp", "sub"]);
+        match &config.issuer {
+            Some(iss) => validation.set_issuer(&[iss]),
+            None => validation.iss = None,
+        }
+        match &config.audience {
+            Some(aud) => validation.set_audience(&[aud]),
+            None => validation.validate_aud = false,
+        }
+        Ok(Self { key, validation, algorithms })
+    }
+
+    /// Checks a compact JWT and returns who it vouches for.
+    pub fn verify(&self, token: &str) -> Result<Identity, GateError> {
+        self.check_pinned_algorithm(token)?;
+        let data = jsonwebtoken::decode::<Claims>(token, &self.key, &self.validation)
+            .map_err(|e| GateError::BadToken(describe(e.kind())))?;
+        identity_from(data.claims)
+    }
+
+    /// Reads the header's `alg` before anything else, so that a token
+    /// naming an algorithm we do not accept gets a precise error.
+    fn check_pinned_algorithm(&self, token: &str) -> Result<(), GateError> {
+        let malformed = || GateError::BadToken("malformed token".into());
+        let header_b64 = token.split('.').next().ok_or_else(malformed)?;
+        let header_json = base64::engine::general_purpose::URL_SAFE_NO_PAD
+            .decode(header_b64.trim_end_matches('='))
+            .map_err(|_| malformed())?;
+        let header: Header = serde_json::from_slice(&header_json).map_err(|_| malformed())?;
+        let alg = header.alg.ok_or_else(|| GateError::BadToken("token has no alg".into()))?;
+        let pinned = alg.parse::<Algorithm>().ok().filter(|a| self.algorithms.contains(a));
+        match pinned {
+            Some(_) => Ok(()),
+            None => Err(GateError::BadToken(format!("token algorithm \"{alg}\" is not accepted"))),
+        }
+    }
+}
+
+fn identity_from(claims: Claims) -> Result<Identity, GateError> {
+    let sub = match claims.sub {
+        Some(Value::String(s)) if !s.is_empty() && s.len() <= MAX_SUB_LEN => s,
+        Some(Value::String(s)) if !s.is_empty() => {
+            return Err(GateError::BadToken(format!("token sub is longer than {MAX_SUB_LEN} bytes")))
+        }
+        _ => return Err(GateError::BadToken("token has no sub".into())),
+    };
+    let public = match claims.public {
+        None | Some(Value::Null) => None,
+        Some(Value::Object(map)) => {
+            if Value::Object(map.clone()).to_string().len() > MAX_PUBLIC_LEN {
+                return Err(GateError::BadToken(format!(
+                    "token public claim is larger than {MAX_PUBLIC_LEN} bytes"
+                )));
+            }
+            Some(map)
+        }
+        Some(_) => return Err(GateError::BadToken("token public claim must be an object".into())),
+    };
+    Ok(Identity { sub, public })
+}
+
+fn describe(kind: &ErrorKind) -> String {
+    match kind {
+        ErrorKind::ExpiredSignature => "token expired".into(),
+        ErrorKind::ImmatureSignature => "token not yet valid".into(),
+        ErrorKind::InvalidSignature => "invalid token signature".into(),
+        ErrorKind::InvalidAlgorithm | ErrorKind::MissingAlgorithm => "token algorithm is not accepted".into(),
+        ErrorKind::InvalidIssuer => "token issuer is not accepted".into(),
+        ErrorKind::InvalidAudience => "token audience is not accepted".into(),
+        ErrorKind::MissingRequiredClaim(claim) => format!("token has no {claim}"),
+        ErrorKind::InvalidClaimFormat(claim) => format!("token claim {claim} is malformed"),
+        _ => "malformed token".into(),
+    }
+}
+
+fn load_key(material: &KeyMaterial) -> Result<(DecodingKey, KeyKind), KeyError> {
+    match material {
+        KeyMaterial::HmacSecret(bytes) => {
+            let secret = trim_trailing_whitespace(bytes);
+            if secret.len() < MIN_HMAC_SECRET_LEN {
+                return Err(KeyError::SecretTooShort(secret.len()));
+            }
+            Ok((DecodingKey::from_secret(secret), KeyKind::Hmac))
+        }
+        KeyMaterial::PublicKeyPem(pem) => DecodingKey::from_rsa_pem(pem)
+            .map(|k| (k, KeyKind::Rsa))
+            .or_else(|_| DecodingKey::from_ec_pem(pem).map(|k| (k, KeyKind::Ec)))
+            .or_else(|_| DecodingKey::from_ed_pem(pem).map(|k| (k, KeyKind::Ed)))
+            .map_err(|_| KeyError::UnreadablePem),
+    }
+}
+
+fn trim_trailing_whitespace(bytes: &[u8]) -> &[u8] {
+    let end = bytes.iter().rposition(|b| !b.is_ascii_whitespace()).map_or(0, |p| p + 1);
+    &bytes[..end]
+}

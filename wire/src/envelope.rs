@@ -1,0 +1,76 @@
+//! The envelope: one chat message as stored in history and broadcast.
+
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+
+/// A chat message, built by the nginx module once the token and the body
+/// have been checked. Serialized as `{"id","room","user","msg","ts"}`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Envelope {
+    /// Unique, time-ordered id (a ULID: sorts like the time it was made).
+    pub id: String,
+    pub room: String,
+    pub user: User,
+    pub msg: String,
+    /// Milliseconds since the Unix epoch, when the module accepted it.
+    pub ts: u64,
+}
+
+/// Who posted: the token's `sub` and its `public` display data.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct User {
+    /// The token's `sub` claim. Broadcast to every reader, so sites should
+    /// use an identifier that is not secret.
+    pub id: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub public: Option<Map<String, Value>>,
+}
+
+/// What the sidecar answers once a message is stored, and what the module
+/// answers its client with `202 Accepted`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Ack {
+    pub id: String,
+    pub ts: u64,
+}
+
+impl Envelope {
+    pub fn ack(&self) -> Ack {
+        Ack { id: self.id.clone(), ts: self.ts }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn serializes_to_the_documented_shape() {
+        let mut public = Map::new();
+        public.insert("name".into(), "Ann".into());
+        let envelope = Envelope {
+            id: "01J0000000000000000000000A".into(),
+            room: "lobby".into(),
+            user: User { id: "u1".into(), public: Some(public) },
+            msg: "hi".into(),
+            ts: 1_700_000_000_000,
+        };
+        let json = serde_json::to_value(&envelope).unwrap();
+        assert_eq!(
+            json,
+            serde_json::json!({
+                "id": "01J0000000000000000000000A", "room": "lobby",
+                "user": {"id": "u1", "public": {"name": "Ann"}},
+                "msg": "hi", "ts": 1_700_000_000_000u64
+            })
+        );
+        let back: Envelope = serde_json::from_value(json).unwrap();
+        assert_eq!(back, envelope);
+    }
+
+    #[test]
+    fn user_without_public_data_omits_the_field() {
+        let user = User { id: "u1".into(), public: None };
+        assert_eq!(serde_json::to_string(&user).unwrap(), r#"{"id":"u1"}"#);
+    }
+}
