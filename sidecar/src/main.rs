@@ -1,1 +1,77 @@
-fn main(){}
+//! `chatup`: the ChatUp sidecar daemon.
+//!
+//! Thin on purpose: parse the command line and configuration, set up
+//! logging, run the chosen role until SIGTERM/SIGINT.
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+use tokio_util::sync::CancellationToken;
+
+use chatup::config::{LogFormat, WorkerArgs, WorkerConfig};
+use chatup::devtoken::DevTokenArgs;
+
+#[derive(Parser)]
+#[command(name = "chatup", version, about = "ChatUp sidecar daemon")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run beside a chat worker's nginx: store and fan out messages.
+    Worker(WorkerArgs),
+    /// Mint a development JWT (for local testing only).
+    DevToken(DevTokenArgs),
+}
+
+fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Worker(args) => {
+            let config = WorkerConfig::load(&args).context("loading worker configuration")?;
+            init_tracing(config.log_format);
+            run(move |shutdown| chatup::worker::run(config, shutdown))
+        }
+        Command::DevToken(args) => {
+            println!("{}", chatup::devtoken::mint(&args)?);
+            Ok(())
+        }
+    }
+}
+
+fn run<F, Fut>(role: F) -> anyhow::Result<()>
+where
+    F: FnOnce(CancellationToken) -> Fut,
+    Fut: std::future::Future<Output = anyhow::Result<()>>,
+{
+    let runtime = tokio::runtime::Runtime::new().context("starting the tokio runtime")?;
+    runtime.block_on(async {
+        let shutdown = CancellationToken::new();
+        tokio::spawn(cancel_on_signal(shutdown.clone()));
+        role(shutdown).await
+    })
+}
+
+async fn cancel_on_signal(shutdown: CancellationToken) {
+    use tokio::signal::unix::{signal, SignalKind};
+    let (Ok(mut term), Ok(mut int)) = (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) else {
+        tracing::error!("cannot install signal handlers");
+        return;
+    };
+    tokio::select! {
+        _ = term.recv() => tracing::info!("SIGTERM: draining"),
+        _ = int.recv() => tracing::info!("SIGINT: draining"),
+    }
+    shutdown.cancel();
+}
+
+fn init_tracing(format: LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("CHATUP_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    match format {
+        LogFormat::Json => builder.json().init(),
+        LogFormat::Text => builder.init(),
+    }
+}

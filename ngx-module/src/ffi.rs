@@ -1,0 +1,77 @@
+//! Small helpers at the nginx FFI edge: panic containment and reading
+//! nginx strings and headers.
+
+use std::panic::{catch_unwind, AssertUnwindSafe};
+
+use ngx::ffi::{ngx_http_request_t, ngx_int_t, ngx_str_t, ngx_table_elt_t, NGX_LOG_ALERT};
+use ngx::ngx_log_error;
+
+/// Runs `f`, turning a panic into `fallback` so that it never unwinds into
+/// nginx's C frames (which would be undefined behaviour and, at best, take
+/// the worker process down).
+pub fn contain_panic<R>(log: *mut ngx::ffi::ngx_log_t, fallback: R, f: impl FnOnce() -> R) -> R {
+    match catch_unwind(AssertUnwindSafe(f)) {
+        Ok(value) => value,
+        Err(panic) => {
+            let what = panic
+                .downcast_ref::<&str>()
+                .copied()
+                .or_else(|| panic.downcast_ref::<String>().map(String::as_str))
+                .unwrap_or("unknown panic");
+            if !log.is_null() {
+                ngx_log_error!(NGX_LOG_ALERT, log, "chatup: handler panicked: {what}");
+            }
+            fallback
+        }
+    }
+}
+
+/// The bytes of an nginx string.
+///
+/// # Safety
+/// `s` must describe memory that stays valid for `'a` (nginx strings live
+/// in the request's or the configuration's pool).
+pub unsafe fn bytes<'a>(s: &ngx_str_t) -> &'a [u8] {
+    if s.data.is_null() || s.len == 0 {
+        return &[];
+    }
+    // SAFETY: per this function's contract, `data` points to `len` bytes.
+    unsafe { std::slice::from_raw_parts(s.data, s.len) }
+}
+
+/// The value of a header that nginx keeps a direct pointer to.
+///
+/// # Safety
+/// `elt` is null or points to a header of a live request.
+pub unsafe fn header_value<'a>(elt: *mut ngx_table_elt_t) -> Option<&'a [u8]> {
+    // SAFETY: null-checked; nginx keeps header elements in the request pool.
+    unsafe { elt.as_ref().map(|e| bytes(&e.value)) }
+}
+
+/// The value of the first request header named `name` (case-insensitive).
+///
+/// # Safety
+/// `r` points to a live request.
+pub unsafe fn find_header<'a>(r: *mut ngx_http_request_t, name: &str) -> Option<&'a [u8]> {
+    // SAFETY: nginx's header list: a chain of parts, each an array of
+    // `nelts` `ngx_table_elt_t`, all in the request pool.
+    unsafe {
+        let mut part = &(*r).headers_in.headers.part as *const ngx::ffi::ngx_list_part_t;
+        while !part.is_null() {
+            let elts = (*part).elts as *const ngx_table_elt_t;
+            for i in 0..(*part).nelts {
+                let h = &*elts.add(i);
+                if bytes(&h.key).eq_ignore_ascii_case(name.as_bytes()) {
+                    return Some(bytes(&h.value));
+                }
+            }
+            part = (*part).next;
+        }
+    }
+    None
+}
+
+pub const OK: ngx_int_t = ngx::ffi::NGX_OK as ngx_int_t;
+pub const ERROR: ngx_int_t = ngx::ffi::NGX_ERROR as ngx_int_t;
+pub const DONE: ngx_int_t = ngx::ffi::NGX_DONE as ngx_int_t;
+pub const INTERNAL_SERVER_ERROR: ngx_int_t = ngx::ffi::NGX_HTTP_INTERNAL_SERVER_ERROR as ngx_int_t;

@@ -1,0 +1,193 @@
+//! Handing an accepted message to the sidecar without blocking nginx.
+//!
+//! The module makes a subrequest to an internal location (`chatup_handoff`,
+//! default `/_chatup/handoff`) that `proxy_pass`es to the sidecar with
+//! `proxy_set_body $chatup_envelope`. nginx's upstream machinery does the
+//! non-blocking I/O, keepalive and timeouts; when the subrequest ends, the
+//! client gets `202` only if the sidecar answered 2xx (the message is
+//! stored), and `503` otherwise.
+
+use chatup_gate::post::AcceptedHead;
+use chatup_gate::GateError;
+use chatup_wire::Envelope;
+use ngx::core::Pool;
+use ngx::ffi::{
+    ngx_conf_t, ngx_http_add_variable, ngx_http_finalize_request, ngx_http_post_subrequest_t,
+    ngx_http_request_body_t, ngx_http_request_t, ngx_http_subrequest, ngx_http_variable_value_t, ngx_int_t, ngx_str_t,
+    NGX_HTTP_SPECIAL_RESPONSE, NGX_HTTP_SUBREQUEST_WAITED, NGX_HTTP_VAR_NOCACHEABLE, NGX_LOG_WARN,
+};
+use ngx::http::{HttpModule, Request};
+use ngx::{ngx_log_error, ngx_string};
+
+use crate::ffi::{contain_panic, ERROR, INTERNAL_SERVER_ERROR, OK};
+use crate::{respond, Module};
+
+/// Per-request state of a chat POST, kept in the main request's pool.
+#[derive(Default)]
+pub struct PostCtx {
+    /// Set by the head checks, taken when the body is checked.
+    pub head: Option<AcceptedHead>,
+    /// The serialized envelope, read by `$chatup_envelope`.
+    envelope: Vec<u8>,
+    /// The `{"id","ts"}` answer for the client.
+    ack: Vec<u8>,
+    /// The sidecar's status, once the subrequest has ended.
+    sidecar_status: Option<ngx_int_t>,
+    answered: bool,
+}
+
+impl PostCtx {
+    /// Creates the context of `r` (freed with its pool).
+    ///
+    /// # Safety
+    /// `r` is a live main request.
+    pub unsafe fn attach<'a>(r: *mut ngx_http_request_t, head: AcceptedHead) -> Option<&'a mut PostCtx> {
+        // SAFETY: the pool outlives every use of the context, and the
+        // allocation registers a cleanup that drops it with the pool.
+        unsafe {
+            let pool = Pool::from_ngx_pool((*r).pool);
+            let ctx = pool.allocate(PostCtx { head: Some(head), ..Default::default() });
+            if ctx.is_null() {
+                return None;
+            }
+            Request::from_ngx_http_request(r).set_module_ctx(ctx.cast(), Module::module());
+            Some(&mut *ctx)
+        }
+    }
+
+    /// The context of `r`'s main request, if it has one.
+    ///
+    /// # Safety
+    /// `r` is a live request.
+    pub unsafe fn get<'a>(r: *mut ngx_http_request_t) -> Option<&'a mut PostCtx> {
+        // SAFETY: this module's ctx slot only ever holds a `PostCtx`.
+        unsafe {
+            let main = Request::from_ngx_http_request((*r).main);
+            let ctx = *(*main.as_mut()).ctx.add(Module::module().ctx_index) as *mut PostCtx;
+            ctx.as_mut()
+        }
+    }
+}
+
+/// Starts the subrequest that delivers `envelope` to the sidecar.
+///
+/// # Safety
+/// `r` is the live main request that owns `ctx`.
+pub unsafe fn start(r: *mut ngx_http_request_t, ctx: &mut PostCtx, envelope: &Envelope, uri: &str) -> Result<(), String> {
+    ctx.envelope = serde_json_vec(envelope)?;
+    ctx.ack = serde_json_vec(&envelope.ack())?;
+    // SAFETY: every allocation comes from the request pool and lives as
+    // long as the request; nginx copies nothing it is given here.
+    unsafe {
+        let pool = Pool::from_ngx_pool((*r).pool);
+        let mut uri = ngx_str_t::from_str((*r).pool, uri);
+        let ps = pool.calloc_type::<ngx_http_post_subrequest_t>();
+        if ps.is_null() {
+            return Err("out of memory".into());
+        }
+        (*ps).handler = Some(subrequest_done);
+        (*ps).data = (ctx as *mut PostCtx).cast();
+        let mut sr: *mut ngx_http_request_t = std::ptr::null_mut();
+        let rc = ngx_http_subrequest(r, &mut uri, std::ptr::null_mut(), &mut sr, ps, NGX_HTTP_SUBREQUEST_WAITED as _);
+        if rc != OK || sr.is_null() {
+            return Err(format!("ngx_http_subrequest returned {rc}"));
+        }
+        // An empty body of its own, so the upstream never tries to read or
+        // resend the client's body: the sidecar gets `$chatup_envelope`.
+        let rb = pool.calloc_type::<ngx_http_request_body_t>();
+        if rb.is_null() {
+            return Err("out of memory".into());
+        }
+        (*sr).request_body = rb;
+        // Like auth_request: only the status matters, nothing of the
+        // sidecar's response is sent to the client.
+        (*sr).set_header_only(1);
+        (*r).write_event_handler = Some(answer_client);
+    }
+    Ok(())
+}
+
+fn serde_json_vec<T: serde::Serialize>(value: &T) -> Result<Vec<u8>, String> {
+    serde_json::to_vec(value).map_err(|e| e.to_string())
+}
+
+/// Post-subrequest handler: records the sidecar's status.
+unsafe extern "C" fn subrequest_done(sr: *mut ngx_http_request_t, data: *mut std::ffi::c_void, rc: ngx_int_t) -> ngx_int_t {
+    // SAFETY: `data` is the `PostCtx` given in `start`, alive with the main
+    // request; `sr` is the finishing subrequest.
+    unsafe {
+        let ctx = &mut *(data as *mut PostCtx);
+        let status = if rc == ERROR || rc >= NGX_HTTP_SPECIAL_RESPONSE as ngx_int_t {
+            rc
+        } else {
+            (*sr).headers_out.status as ngx_int_t
+        };
+        ctx.sidecar_status = Some(status);
+    }
+    rc
+}
+
+/// The main request's write handler while the handoff runs: nginx calls it
+/// when the subrequest has ended (and possibly on other write events before
+/// that, which are ignored).
+unsafe extern "C" fn answer_client(r: *mut ngx_http_request_t) {
+    // SAFETY: `r` is the live main request.
+    let log = unsafe { (*(*r).connection).log };
+    let rc = contain_panic(log, Some(INTERNAL_SERVER_ERROR), || unsafe {
+        let ctx = PostCtx::get(r)?;
+        let status = ctx.sidecar_status?;
+        if ctx.answered {
+            return None;
+        }
+        ctx.answered = true;
+        Some(match status {
+            200..=299 => respond::json(r, 202, &ctx.ack, &[]),
+            _ => {
+                ngx_log_error!(NGX_LOG_WARN, log, "chatup: sidecar refused or unreachable (status {status}), answering 503");
+                let err = if (400..500).contains(&status) { GateError::Internal } else { GateError::Unavailable };
+                respond::error(r, &err)
+            }
+        })
+    });
+    if let Some(rc) = rc {
+        // SAFETY: ends the main request once, after the subrequest is done.
+        unsafe { ngx_http_finalize_request(r, rc) };
+    }
+}
+
+/// Registers `$chatup_envelope`.
+///
+/// # Safety
+/// Called by nginx during preconfiguration.
+pub unsafe fn register_variables(cf: *mut ngx_conf_t) -> ngx_int_t {
+    // SAFETY: adds a variable to the configuration being parsed.
+    unsafe {
+        let mut name = ngx_string!("chatup_envelope");
+        let var = ngx_http_add_variable(cf, &mut name, NGX_HTTP_VAR_NOCACHEABLE as _);
+        if var.is_null() {
+            return ERROR;
+        }
+        (*var).get_handler = Some(envelope_variable);
+    }
+    OK
+}
+
+/// `$chatup_envelope`: the accepted message of the main request.
+unsafe extern "C" fn envelope_variable(r: *mut ngx_http_request_t, v: *mut ngx_http_variable_value_t, _data: usize) -> ngx_int_t {
+    // SAFETY: `v` is nginx's value slot for this variable; the envelope
+    // bytes live in the main request's context as long as the request.
+    unsafe {
+        let v = &mut *v;
+        match PostCtx::get(r).filter(|ctx| !ctx.envelope.is_empty()) {
+            Some(ctx) => {
+                v.data = ctx.envelope.as_mut_ptr();
+                v.set_len(ctx.envelope.len() as _);
+                v.set_valid(1);
+                v.set_no_cacheable(0);
+                v.set_not_found(0);
+            }
+            None => v.set_not_found(1),
+        }
+    }
+    OK
+}

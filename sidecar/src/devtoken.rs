@@ -1,0 +1,35 @@
+//! `chatup dev-token`: mints a JWT with the development key, so the local
+//! deployment and its docs can be tried without a site's auth server.
+//! Never use the development key in production.
+
+use std::path::PathBuf;
+
+use anyhow::Context;
+use jsonwebtoken::{encode, Algorithm, EncodingKey, Header};
+
+#[derive(Debug, clap::Args)]
+pub struct DevTokenArgs {
+    /// The user id (`sub`).
+    #[arg(long)]
+    pub sub: String,
+    /// Display name, put in the `public` claim.
+    #[arg(long)]
+    pub name: Option<String>,
+    /// Seconds until the token expires.
+    #[arg(long, default_value_t = 3600)]
+    pub ttl: u64,
+    /// RSA private key (PEM) to sign with (RS256).
+    #[arg(long, default_value = "conf/dev-keys/jwt-rs256.key")]
+    pub key: PathBuf,
+}
+
+pub fn mint(args: &DevTokenArgs) -> anyhow::Result<String> {
+    let pem = std::fs::read(&args.key).with_context(|| format!("reading {}", args.key.display()))?;
+    let key = EncodingKey::from_rsa_pem(&pem).context("the key must be an RSA private key in PEM")?;
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH)?.as_secs();
+    let mut claims = serde_json::json!({ "sub": args.sub, "iat": now, "exp": now + args.ttl });
+    if let Some(name) = &args.name {
+        claims["public"] = serde_json::json!({ "name": name });
+    }
+    Ok(encode(&Header::new(Algorithm::RS256), &claims, &key)?)
+}

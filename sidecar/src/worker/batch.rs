@@ -1,0 +1,137 @@
+//! Batching policy, free of I/O: how items become frames, and which items
+//! were already delivered.
+
+use std::collections::{HashSet, VecDeque};
+
+use chatup_wire::frame::encode_frame;
+
+/// Limits of one frame.
+#[derive(Debug, Clone, Copy)]
+pub struct FrameLimits {
+    pub max_items: usize,
+    pub max_bytes: usize,
+}
+
+/// Items waiting to be sent, cut into frames within the limits.
+#[derive(Debug, Default)]
+pub struct Pending {
+    items: Vec<String>,
+    bytes: usize,
+}
+
+impl Pending {
+    pub fn push(&mut self, item: String) {
+        self.bytes += item.len() + 1;
+        self.items.push(item);
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.items.is_empty()
+    }
+
+    pub fn len(&self) -> usize {
+        self.items.len()
+    }
+
+    /// True when the next frame cannot take more: send now rather than wait
+    /// for the window to close.
+    pub fn is_full(&self, limits: FrameLimits) -> bool {
+        self.items.len() >= limits.max_items || self.bytes >= limits.max_bytes
+    }
+
+    /// Empties the queue into frames (JSON arrays), in order, each within
+    /// the limits (an item larger than `max_bytes` goes alone).
+    pub fn take_frames(&mut self, limits: FrameLimits) -> Vec<(String, usize)> {
+        let mut frames = Vec::new();
+        let mut current: Vec<String> = Vec::new();
+        let mut bytes = 2;
+        for item in self.items.drain(..) {
+            let full = current.len() >= limits.max_items || bytes + item.len() + 1 > limits.max_bytes;
+            if !current.is_empty() && full {
+                frames.push((encode_frame(&current), current.len()));
+                current.clear();
+                bytes = 2;
+            }
+            bytes += item.len() + 1;
+            current.push(item);
+        }
+        if !current.is_empty() {
+            frames.push((encode_frame(&current), current.len()));
+        }
+        self.bytes = 0;
+        frames
+    }
+}
+
+/// The ids delivered most recently, to drop the duplicates that a resync
+/// from history may bring.
+#[derive(Debug)]
+pub struct RecentIds {
+    order: VecDeque<String>,
+    set: HashSet<String>,
+    capacity: usize,
+}
+
+impl RecentIds {
+    pub fn new(capacity: usize) -> Self {
+        Self { order: VecDeque::with_capacity(capacity), set: HashSet::with_capacity(capacity), capacity }
+    }
+
+    /// Records `id`; false if it was already there.
+    pub fn insert(&mut self, id: &str) -> bool {
+        if self.set.contains(id) {
+            return false;
+        }
+        if self.order.len() == self.capacity {
+            if let Some(old) = self.order.pop_front() {
+                self.set.remove(&old);
+            }
+        }
+        self.order.push_back(id.to_owned());
+        self.set.insert(id.to_owned());
+        true
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const LIMITS: FrameLimits = FrameLimits { max_items: 3, max_bytes: 1000 };
+
+    #[test]
+    fn frames_respect_the_item_limit_and_keep_order() {
+        let mut pending = Pending::default();
+        for n in 0..7 {
+            pending.push(format!("{n}"));
+        }
+        assert!(pending.is_full(LIMITS));
+        let frames = pending.take_frames(LIMITS);
+        let texts: Vec<&str> = frames.iter().map(|(f, _)| f.as_str()).collect();
+        assert_eq!(texts, ["[0,1,2]", "[3,4,5]", "[6]"]);
+        assert_eq!(frames.iter().map(|(_, n)| n).sum::<usize>(), 7);
+        assert!(pending.is_empty());
+    }
+
+    #[test]
+    fn frames_respect_the_byte_limit_and_oversized_items_go_alone() {
+        let limits = FrameLimits { max_items: 100, max_bytes: 12 };
+        let mut pending = Pending::default();
+        for item in ["\"aaaa\"", "\"bbbb\"", "\"cccccccccccccccc\"", "\"d\""] {
+            pending.push(item.to_string());
+        }
+        let frames: Vec<String> = pending.take_frames(limits).into_iter().map(|(f, _)| f).collect();
+        assert_eq!(frames, ["[\"aaaa\"]", "[\"bbbb\"]", "[\"cccccccccccccccc\"]", "[\"d\"]"]);
+    }
+
+    #[test]
+    fn recent_ids_drop_duplicates_and_forget_old_ones() {
+        let mut recent = RecentIds::new(2);
+        assert!(recent.insert("a"));
+        assert!(!recent.insert("a"));
+        assert!(recent.insert("b"));
+        assert!(recent.insert("c"));
+        assert!(recent.insert("a"), "a was evicted");
+        assert!(!recent.insert("c"));
+    }
+}

@@ -1,0 +1,160 @@
+//! The worker's Redis subscription: one Pub/Sub connection subscribed to
+//! the channels of the rooms served here. Reconnects with backoff,
+//! re-subscribes, and asks every room to resync from history, since Redis
+//! Pub/Sub does not replay what was published while it was down.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures_util::StreamExt;
+use tokio::sync::{mpsc, oneshot};
+use tokio_util::sync::CancellationToken;
+
+use crate::keys;
+use crate::worker::rooms::Rooms;
+
+pub enum FaninCommand {
+    /// Subscribe to a room; the sender is told once Redis confirmed.
+    Subscribe(String, oneshot::Sender<()>),
+    Unsubscribe(String),
+}
+
+const MIN_BACKOFF: Duration = Duration::from_millis(100);
+const MAX_BACKOFF: Duration = Duration::from_secs(5);
+
+struct Fanin {
+    client: redis::Client,
+    timeout: Duration,
+    rooms: Arc<Rooms>,
+    wanted: HashSet<String>,
+    waiting: HashMap<String, Vec<oneshot::Sender<()>>>,
+}
+
+pub async fn run(
+    client: redis::Client,
+    timeout: Duration,
+    rooms: Arc<Rooms>,
+    mut commands: mpsc::UnboundedReceiver<FaninCommand>,
+    shutdown: CancellationToken,
+) {
+    let mut fanin = Fanin { client, timeout, rooms, wanted: HashSet::new(), waiting: HashMap::new() };
+    let mut backoff = MIN_BACKOFF;
+    let mut connected_before = false;
+    loop {
+        match fanin.session(&mut commands, &shutdown, connected_before).await {
+            Session::Shutdown => return,
+            Session::Lost { was_up } => {
+                connected_before |= was_up;
+                if was_up {
+                    backoff = MIN_BACKOFF;
+                }
+            }
+        }
+        // Wait before reconnecting, still recording (un)subscriptions.
+        let deadline = tokio::time::sleep(backoff);
+        tokio::pin!(deadline);
+        loop {
+            tokio::select! {
+                _ = shutdown.cancelled() => return,
+                _ = &mut deadline => break,
+                command = commands.recv() => match command {
+                    Some(command) => fanin.record(command),
+                    None => return,
+                },
+            }
+        }
+        backoff = (backoff * 2).min(MAX_BACKOFF);
+    }
+}
+
+enum Session {
+    Shutdown,
+    Lost { was_up: bool },
+}
+
+impl Fanin {
+    fn record(&mut self, command: FaninCommand) {
+        match command {
+            FaninCommand::Subscribe(room, ack) => {
+                self.wanted.insert(room.clone());
+                self.waiting.entry(room).or_default().push(ack);
+            }
+            FaninCommand::Unsubscribe(room) => {
+                self.wanted.remove(&room);
+                self.waiting.remove(&room);
+            }
+        }
+    }
+
+    fn confirm_all(&mut self) {
+        for (_, acks) in self.waiting.drain() {
+            for ack in acks {
+                let _ = ack.send(());
+            }
+        }
+    }
+
+    /// One connection's life: connect, subscribe to every wanted room, then
+    /// relay messages and (un)subscriptions until the connection drops.
+    async fn session(
+        &mut self,
+        commands: &mut mpsc::UnboundedReceiver<FaninCommand>,
+        shutdown: &CancellationToken,
+        reconnecting: bool,
+    ) -> Session {
+        let pubsub = match tokio::time::timeout(self.timeout, self.client.get_async_pubsub()).await {
+            Ok(Ok(pubsub)) => pubsub,
+            Ok(Err(e)) => {
+                tracing::warn!(error = %e, "redis subscription: cannot connect");
+                return Session::Lost { was_up: false };
+            }
+            Err(_) => {
+                tracing::warn!("redis subscription: connect timed out");
+                return Session::Lost { was_up: false };
+            }
+        };
+        let (mut sink, mut stream) = pubsub.split();
+        let channels: Vec<String> = self.wanted.iter().map(|room| keys::room_channel(room)).collect();
+        if !channels.is_empty() {
+            if let Err(e) = sink.subscribe(&channels).await {
+                tracing::warn!(error = %e, "redis subscription: cannot subscribe");
+                return Session::Lost { was_up: false };
+            }
+        }
+        self.confirm_all();
+        if reconnecting {
+            tracing::info!(rooms = channels.len(), "redis subscription restored, resyncing rooms from history");
+            self.rooms.resync_all();
+        }
+        loop {
+            tokio::select! {
+                _ = shutdown.cancelled() => return Session::Shutdown,
+                command = commands.recv() => {
+                    let Some(command) = command else { return Session::Shutdown };
+                    let result = match &command {
+                        FaninCommand::Subscribe(room, _) => sink.subscribe(keys::room_channel(room)).await,
+                        FaninCommand::Unsubscribe(room) => sink.unsubscribe(keys::room_channel(room)).await,
+                    };
+                    self.record(command);
+                    if let Err(e) = result {
+                        tracing::warn!(error = %e, "redis subscription lost");
+                        return Session::Lost { was_up: true };
+                    }
+                    self.confirm_all();
+                }
+                message = stream.next() => {
+                    let Some(message) = message else {
+                        tracing::warn!("redis subscription lost");
+                        return Session::Lost { was_up: true };
+                    };
+                    let Some(room) = keys::room_of_channel(message.get_channel_name()) else { continue };
+                    match String::from_utf8(message.get_payload_bytes().to_vec()) {
+                        Ok(payload) => self.rooms.deliver(room, payload),
+                        Err(_) => tracing::warn!(room, "dropping a non-UTF-8 message from redis"),
+                    }
+                }
+            }
+        }
+    }
+}

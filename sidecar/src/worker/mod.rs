@@ -1,0 +1,99 @@
+//! `chatup worker`: runs beside one nginx (nchan + the ChatUp module).
+//!
+//! - `ingest`: the unix-socket API nginx hands accepted messages to;
+//! - `store` (crate): Redis history + publish, one transaction per message;
+//! - `fanin`: the Redis subscription for the rooms with local subscribers;
+//! - `rooms` / `room`: per-room tasks batching messages into nchan;
+//! - `batch`: the batching policy itself, free of I/O.
+
+mod batch;
+mod fanin;
+mod ingest;
+mod room;
+mod rooms;
+
+use std::os::unix::fs::PermissionsExt;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use tokio::net::UnixListener;
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+use crate::config::WorkerConfig;
+use crate::nchan::Nchan;
+use crate::store::Store;
+use batch::FrameLimits;
+use room::RoomSettings;
+use rooms::Rooms;
+
+pub async fn run(config: WorkerConfig, shutdown: CancellationToken) -> anyhow::Result<()> {
+    let client = redis::Client::open(config.redis_url.as_str()).context("redis_url")?;
+    let store = Store::new(client.clone(), config.redis_timeout(), config.history_length, config.history_ttl_secs)?;
+    let nchan = Nchan::new(config.nchan_socket.clone());
+    let settings = RoomSettings {
+        window: config.batch_window(),
+        limits: FrameLimits { max_items: config.batch_max_messages, max_bytes: config.batch_max_bytes },
+        history_length: config.history_length,
+    };
+    let (fanin_tx, fanin_rx) = mpsc::unbounded_channel();
+    let rooms = Arc::new(Rooms::new(fanin_tx, nchan, store.clone(), settings, config.state_file.clone()));
+
+    let fanin_stop = CancellationToken::new();
+    let fanin = tokio::spawn(fanin::run(client, config.redis_timeout(), rooms.clone(), fanin_rx, fanin_stop.clone()));
+
+    for room in rooms.load_state() {
+        rooms.ensure(&room, Duration::ZERO).await;
+    }
+
+    let listener = bind(&config)?;
+    tracing::info!(listen = %config.listen.display(), nchan = %config.nchan_socket.display(), "chatup worker ready");
+
+    let sweeper = {
+        let rooms = rooms.clone();
+        let every = Duration::from_secs(config.room_sweep_secs);
+        let stop = shutdown.clone();
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(every);
+            tick.tick().await;
+            loop {
+                tokio::select! {
+                    _ = stop.cancelled() => return,
+                    _ = tick.tick() => rooms.sweep().await,
+                }
+            }
+        })
+    };
+
+    let state = ingest::IngestState { store, rooms: rooms.clone(), draining: shutdown.clone() };
+    let server = axum::serve(listener, ingest::router(state)).with_graceful_shutdown(shutdown.clone().cancelled_owned());
+    server.await.context("serving the worker API")?;
+
+    // Drain: requests in flight were answered; now deliver what the room
+    // tasks still hold, then drop the Redis subscription.
+    let _ = sweeper.await;
+    let _ = tokio::time::timeout(Duration::from_secs(5), rooms.close_all()).await;
+    fanin_stop.cancel();
+    let _ = fanin.await;
+    let _ = std::fs::remove_file(&config.listen);
+    tracing::info!("chatup worker stopped");
+    Ok(())
+}
+
+fn bind(config: &WorkerConfig) -> anyhow::Result<UnixListener> {
+    if let Some(dir) = config.listen.parent() {
+        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    }
+    // A socket file left by a previous run would make bind fail.
+    match std::fs::remove_file(&config.listen) {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(e).with_context(|| format!("removing stale {}", config.listen.display())),
+    }
+    let listener =
+        UnixListener::bind(&config.listen).with_context(|| format!("listening on {}", config.listen.display()))?;
+    std::fs::set_permissions(&config.listen, std::fs::Permissions::from_mode(config.socket_mode))
+        .with_context(|| format!("setting permissions of {}", config.listen.display()))?;
+    Ok(listener)
+}
