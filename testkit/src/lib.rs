@@ -1,1 +1,15 @@
+//! Test harness for ChatUp: real processes, ports chosen at run time, temp
+//! directories, readiness waits with timeouts, logs printed when a test
+//! fails, everything stopped on drop.
+//!
+//! Binaries: `CHATUP_BIN` (default `target/debug/chatup`) and
+//! `CHATUP_MODULE` (default `target/release/libngx_chatup.so`); `ci/test.sh`
+//! builds both before running the tests.
 
+pub mod clients;
+pub mod process;
+pub mod token;
+
+pub use clients::{post_message, Frame, Subscriber, Transport};
+pub use process::{ChatWorker, Redis};
+pub use token::{rs256_token, token_for};

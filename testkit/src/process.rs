@@ -1,0 +1,321 @@
+//! Starting and stopping the real servers.
+
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context};
+use nix::sys::signal::{kill, Signal};
+use nix::unistd::Pid;
+
+/// The workspace root (this crate lives one level below it).
+pub fn workspace_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("workspace root").to_path_buf()
+}
+
+fn target_dir() -> PathBuf {
+    std::env::var_os("CARGO_TARGET_DIR").map(PathBuf::from).unwrap_or_else(|| workspace_root().join("target"))
+}
+
+pub fn chatup_bin() -> PathBuf {
+    std::env::var_os("CHATUP_BIN").map(PathBuf::from).unwrap_or_else(|| target_dir().join("debug/chatup"))
+}
+
+pub fn chatup_module() -> PathBuf {
+    std::env::var_os("CHATUP_MODULE")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| target_dir().join("release/libngx_chatup.so"))
+}
+
+/// A free TCP port on 127.0.0.1.
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map(|a| a.port()).expect("free port")
+}
+
+/// Polls `ready` until it holds or `timeout` passes.
+pub fn wait_until(what: &str, timeout: Duration, mut ready: impl FnMut() -> bool) -> anyhow::Result<()> {
+    let start = Instant::now();
+    while start.elapsed() < timeout {
+        if ready() {
+            return Ok(());
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    bail!("{what} not ready after {timeout:?}")
+}
+
+fn tcp_open(port: u16) -> bool {
+    std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
+}
+
+fn unix_open(path: &Path) -> bool {
+    std::os::unix::net::UnixStream::connect(path).is_ok()
+}
+
+/// Stops a child: SIGTERM, then SIGKILL if it lingers.
+fn stop(child: &mut Child, signal: Signal) {
+    if let Ok(Some(_)) = child.try_wait() {
+        return;
+    }
+    let _ = kill(Pid::from_raw(child.id() as i32), signal);
+    let start = Instant::now();
+    while start.elapsed() < Duration::from_secs(5) {
+        if let Ok(Some(_)) = child.try_wait() {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+}
+
+fn log_file(dir: &Path, name: &str) -> anyhow::Result<std::fs::File> {
+    std::fs::OpenOptions::new().create(true).append(true).open(dir.join(name)).context("log file")
+}
+
+fn print_logs_if_failing(dir: &Path, names: &[&str]) {
+    if !std::thread::panicking() {
+        return;
+    }
+    for name in names {
+        if let Ok(text) = std::fs::read_to_string(dir.join(name)) {
+            let tail: Vec<&str> = text.lines().rev().take(40).collect();
+            eprintln!("----- {} (last lines) -----", dir.join(name).display());
+            for line in tail.into_iter().rev() {
+                eprintln!("{line}");
+            }
+        }
+    }
+}
+
+/// A redis-server of its own, on a run-time port.
+pub struct Redis {
+    child: Option<Child>,
+    pub port: u16,
+    dir: tempfile::TempDir,
+}
+
+impl Redis {
+    pub fn start() -> anyhow::Result<Self> {
+        let dir = tempfile::Builder::new().prefix("chatup-redis-").tempdir()?;
+        let mut redis = Self { child: None, port: free_port(), dir };
+        redis.spawn()?;
+        Ok(redis)
+    }
+
+    fn spawn(&mut self) -> anyhow::Result<()> {
+        let child = Command::new("redis-server")
+            .args(["--port", &self.port.to_string(), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
+            .arg("--dir")
+            .arg(self.dir.path())
+            .stdout(log_file(self.dir.path(), "redis.log")?)
+            .stderr(log_file(self.dir.path(), "redis.log")?)
+            .spawn()
+            .context("starting redis-server (is it installed? ci/setup.sh installs it)")?;
+        self.child = Some(child);
+        let port = self.port;
+        wait_until("redis", Duration::from_secs(10), || tcp_open(port))
+    }
+
+    pub fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}", self.port)
+    }
+
+    pub fn stop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            stop(&mut child, Signal::SIGKILL);
+        }
+    }
+
+    /// Stops and starts again on the same port (with no data).
+    pub fn restart(&mut self) -> anyhow::Result<()> {
+        self.stop();
+        self.spawn()
+    }
+
+    pub fn client(&self) -> anyhow::Result<redis_probe::Probe> {
+        Ok(redis_probe::Probe { port: self.port })
+    }
+}
+
+impl Drop for Redis {
+    fn drop(&mut self) {
+        print_logs_if_failing(self.dir.path(), &["redis.log"]);
+        self.stop();
+    }
+}
+
+/// Minimal Redis commands for assertions, over a plain TCP socket with
+/// `redis-cli` so the harness needs no client library of its own.
+pub mod redis_probe {
+    use std::process::Command;
+
+    pub struct Probe {
+        pub port: u16,
+    }
+
+    impl Probe {
+        pub fn cmd(&self, args: &[&str]) -> String {
+            let out = Command::new("redis-cli")
+                .args(["-p", &self.port.to_string(), "--raw"])
+                .args(args)
+                .output()
+                .expect("redis-cli");
+            String::from_utf8_lossy(&out.stdout).trim_end().to_string()
+        }
+    }
+}
+
+/// Settings of a chat worker under test.
+#[derive(Clone, Debug)]
+pub struct WorkerOptions {
+    pub batch_window_ms: u64,
+    pub room_sweep_secs: u64,
+}
+
+impl Default for WorkerOptions {
+    fn default() -> Self {
+        Self { batch_window_ms: 30, room_sweep_secs: 10 }
+    }
+}
+
+/// One chat worker: nginx (nchan + the module, rendered from
+/// conf/chatup-worker.nginx.conf) and its `chatup worker` sidecar.
+pub struct ChatWorker {
+    nginx: Option<Child>,
+    sidecar: Option<Child>,
+    pub port: u16,
+    redis_url: String,
+    options: WorkerOptions,
+    dir: tempfile::TempDir,
+}
+
+impl ChatWorker {
+    pub fn start(redis: &Redis) -> anyhow::Result<Self> {
+        Self::start_with(redis, WorkerOptions::default())
+    }
+
+    pub fn start_with(redis: &Redis, options: WorkerOptions) -> anyhow::Result<Self> {
+        let dir = tempfile::Builder::new().prefix("chatup-worker-").tempdir()?;
+        std::fs::create_dir_all(dir.path().join("tmp"))?;
+        let mut worker =
+            Self { nginx: None, sidecar: None, port: free_port(), redis_url: redis.url(), options, dir };
+        worker.start_sidecar()?;
+        worker.start_nginx()?;
+        Ok(worker)
+    }
+
+    pub fn dir(&self) -> &Path {
+        self.dir.path()
+    }
+
+    pub fn base_url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+
+    pub fn ws_url(&self) -> String {
+        format!("ws://127.0.0.1:{}", self.port)
+    }
+
+    /// Renders the shipped nginx configuration for this worker.
+    pub fn render_nginx_conf(dir: &Path, port: u16, public_key: &Path) -> anyhow::Result<String> {
+        let template = std::fs::read_to_string(workspace_root().join("conf/chatup-worker.nginx.conf"))?;
+        let user = std::env::var("USER").ok().filter(|u| !u.is_empty()).unwrap_or_else(|| "root".into());
+        Ok(template
+            .replace("{{RUN_DIR}}", &dir.display().to_string())
+            .replace("{{LISTEN}}", &format!("127.0.0.1:{port}"))
+            .replace("{{NGINX_USER}}", &user)
+            .replace("{{NCHAN_MODULE}}", "/usr/lib/nginx/modules/ngx_nchan_module.so")
+            .replace("{{CHATUP_MODULE}}", &chatup_module().display().to_string())
+            .replace("{{JWT_PUBLIC_KEY}}", &public_key.display().to_string()))
+    }
+
+    fn start_nginx(&mut self) -> anyhow::Result<()> {
+        let conf = Self::render_nginx_conf(
+            self.dir.path(),
+            self.port,
+            &workspace_root().join("conf/dev-keys/jwt-rs256.pub"),
+        )?;
+        let conf_path = self.dir.path().join("nginx.conf");
+        std::fs::write(&conf_path, conf)?;
+        let child = Command::new("nginx")
+            .arg("-p")
+            .arg(self.dir.path())
+            .arg("-c")
+            .arg(&conf_path)
+            .args(["-g", "daemon off;"])
+            .stdout(Stdio::null())
+            .stderr(log_file(self.dir.path(), "nginx-stderr.log")?)
+            .spawn()
+            .context("starting nginx (ci/setup.sh installs it)")?;
+        self.nginx = Some(child);
+        let (port, internal) = (self.port, self.dir.path().join("nginx-internal.sock"));
+        wait_until("nginx", Duration::from_secs(10), || tcp_open(port) && unix_open(&internal)).with_context(|| {
+            let stderr = std::fs::read_to_string(self.dir.path().join("nginx-stderr.log")).unwrap_or_default();
+            format!("nginx stderr: {stderr}")
+        })
+    }
+
+    pub fn start_sidecar(&mut self) -> anyhow::Result<()> {
+        let dir = self.dir.path();
+        let child = Command::new(chatup_bin())
+            .arg("worker")
+            .args(["--redis-url", &self.redis_url])
+            .arg("--listen")
+            .arg(dir.join("sidecar.sock"))
+            .arg("--nchan-socket")
+            .arg(dir.join("nginx-internal.sock"))
+            .arg("--state-file")
+            .arg(dir.join("rooms.json"))
+            .args(["--socket-mode", "666"])
+            .args(["--batch-window-ms", &self.options.batch_window_ms.to_string()])
+            .args(["--room-sweep-secs", &self.options.room_sweep_secs.to_string()])
+            .env("CHATUP_LOG", "info,chatup=debug")
+            .stdout(Stdio::null())
+            .stderr(log_file(dir, "sidecar.log")?)
+            .spawn()
+            .with_context(|| format!("starting {}", chatup_bin().display()))?;
+        self.sidecar = Some(child);
+        let socket = dir.join("sidecar.sock");
+        wait_until("chatup worker", Duration::from_secs(10), || unix_open(&socket))
+            .with_context(|| format!("sidecar log: {}", self.sidecar_log()))
+    }
+
+    /// Stops the sidecar with SIGTERM (it drains) and waits for it.
+    pub fn stop_sidecar(&mut self) {
+        if let Some(mut child) = self.sidecar.take() {
+            stop(&mut child, Signal::SIGTERM);
+        }
+    }
+
+    /// Kills nginx and the sidecar at once, as a machine dying would.
+    pub fn kill(&mut self) {
+        for child in [self.sidecar.take(), self.nginx.take()].into_iter().flatten() {
+            let mut child = child;
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// The sidecar's log so far.
+    pub fn sidecar_log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("sidecar.log")).unwrap_or_default()
+    }
+
+    /// nginx's error log so far.
+    pub fn nginx_log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("nginx-error.log")).unwrap_or_default()
+    }
+}
+
+impl Drop for ChatWorker {
+    fn drop(&mut self) {
+        print_logs_if_failing(self.dir.path(), &["sidecar.log", "nginx-error.log", "nginx-stderr.log"]);
+        self.stop_sidecar();
+        if let Some(mut child) = self.nginx.take() {
+            // SIGTERM: nginx's fast shutdown, master and workers.
+            stop(&mut child, Signal::SIGTERM);
+        }
+    }
+}

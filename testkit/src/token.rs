@@ -1,0 +1,21 @@
+//! Development tokens for tests, signed with conf/dev-keys.
+
+use jsonwebtoken::{encode, Algorithm, EncodingKey, Header};
+use serde_json::{json, Value};
+
+use crate::process::workspace_root;
+
+pub fn now_secs() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs()
+}
+
+/// An RS256 token with exactly these claims, signed with the dev key.
+pub fn rs256_token(claims: &Value) -> String {
+    let pem = std::fs::read(workspace_root().join("conf/dev-keys/jwt-rs256.key")).expect("dev key");
+    encode(&Header::new(Algorithm::RS256), claims, &EncodingKey::from_rsa_pem(&pem).expect("rsa key")).unwrap()
+}
+
+/// A valid token for `sub`, with `{"name": name}` as public data.
+pub fn token_for(sub: &str, name: &str) -> String {
+    rs256_token(&json!({"sub": sub, "exp": now_secs() + 600, "public": {"name": name}}))
+}
