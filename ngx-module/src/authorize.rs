@@ -32,7 +32,9 @@ unsafe fn authorize(r: *mut ngx_http_request_t) -> ngx_int_t {
             return INTERNAL_SERVER_ERROR;
         }
         let request = Request::from_ngx_http_request(r);
-        let Some(conf) = Module::location_conf(request) else { return INTERNAL_SERVER_ERROR };
+        let Some(conf) = Module::location_conf(request) else {
+            return INTERNAL_SERVER_ERROR;
+        };
         let (Some(mode), Some(verifier)) = (conf.authorize, conf.verifier.as_deref()) else {
             return INTERNAL_SERVER_ERROR;
         };

@@ -104,7 +104,11 @@ pub unsafe fn merge(cf: *mut ngx_conf_t, prev: *mut LocConf, conf: *mut LocConf)
                 std::ptr::null_mut()
             }
             Err(message) => {
-                let what = if conf.post { "chatup_post" } else { "chatup_authorize" };
+                let what = if conf.post {
+                    "chatup_post"
+                } else {
+                    "chatup_authorize"
+                };
                 ngx_conf_log_error!(NGX_LOG_EMERG, cf, "{what}: {message}");
                 NGX_CONF_ERROR
             }
@@ -126,7 +130,10 @@ unsafe fn args<'a>(cf: *mut ngx_conf_t) -> Result<Vec<&'a str>, String> {
     all.iter()
         .skip(1)
         // SAFETY: argument strings live in the configuration pool.
-        .map(|s| std::str::from_utf8(unsafe { bytes(s) }).map_err(|_| "argument is not valid UTF-8".to_string()))
+        .map(|s| {
+            std::str::from_utf8(unsafe { bytes(s) })
+                .map_err(|_| "argument is not valid UTF-8".to_string())
+        })
         .collect()
 }
 
@@ -148,7 +155,9 @@ unsafe fn directive(
         match result {
             Ok(()) => std::ptr::null_mut(),
             Err(message) => {
-                let name = unsafe { String::from_utf8_lossy(bytes(&*((*(*cf).args).elts as *const ngx_str_t))) };
+                let name = unsafe {
+                    String::from_utf8_lossy(bytes(&*((*(*cf).args).elts as *const ngx_str_t)))
+                };
                 ngx_conf_log_error!(NGX_LOG_EMERG, cf, "\"{name}\" directive: {message}");
                 NGX_CONF_ERROR
             }
@@ -169,7 +178,11 @@ fn read_key_file(path: &str) -> Result<Vec<u8>, String> {
 }
 
 fn parse_seconds(value: &str) -> Result<u64, String> {
-    value.strip_suffix('s').unwrap_or(value).parse().map_err(|_| format!("invalid duration \"{value}\""))
+    value
+        .strip_suffix('s')
+        .unwrap_or(value)
+        .parse()
+        .map_err(|_| format!("invalid duration \"{value}\""))
 }
 
 macro_rules! directive_handler {
@@ -178,7 +191,11 @@ macro_rules! directive_handler {
         ///
         /// # Safety
         /// Called by nginx while parsing this module's directive.
-        pub unsafe extern "C" fn $name(cf: *mut ngx_conf_t, _cmd: *mut ngx_command_t, conf: *mut c_void) -> *mut c_char {
+        pub unsafe extern "C" fn $name(
+            cf: *mut ngx_conf_t,
+            _cmd: *mut ngx_command_t,
+            conf: *mut c_void,
+        ) -> *mut c_char {
             // SAFETY: forwarded from nginx unchanged.
             unsafe { directive(cf, conf, |$conf, $args| $body) }
         }
@@ -188,7 +205,11 @@ macro_rules! directive_handler {
         ///
         /// # Safety
         /// Called by nginx while parsing this module's directive.
-        pub unsafe extern "C" fn $name(cf: *mut ngx_conf_t, _cmd: *mut ngx_command_t, conf: *mut c_void) -> *mut c_char {
+        pub unsafe extern "C" fn $name(
+            cf: *mut ngx_conf_t,
+            _cmd: *mut ngx_command_t,
+            conf: *mut c_void,
+        ) -> *mut c_char {
             // SAFETY: forwarded from nginx unchanged.
             unsafe {
                 directive(cf, conf, |$conf, $args| {
@@ -205,7 +226,10 @@ macro_rules! directive_handler {
 ///
 /// # Safety
 /// `cf` is a location block being parsed.
-unsafe fn install_content_handler(cf: *mut ngx_conf_t, handler: ngx::ffi::ngx_http_handler_pt) -> Result<(), String> {
+unsafe fn install_content_handler(
+    cf: *mut ngx_conf_t,
+    handler: ngx::ffi::ngx_http_handler_pt,
+) -> Result<(), String> {
     // SAFETY: inside a location block, `cf` has the core module's location
     // configuration.
     let clcf = unsafe { NgxHttpCoreModule::location_conf_mut(&*cf) }
@@ -214,25 +238,37 @@ unsafe fn install_content_handler(cf: *mut ngx_conf_t, handler: ngx::ffi::ngx_ht
     Ok(())
 }
 
-directive_handler!(set_post, |conf, _args| {
-    if conf.post || conf.authorize.is_some() {
-        return Err("is duplicate, or the location already has chatup_authorize".into());
-    }
-    conf.post = true;
-    Ok::<(), String>(())
-}, content_handler = crate::post::handler);
+directive_handler!(
+    set_post,
+    |conf, _args| {
+        if conf.post || conf.authorize.is_some() {
+            return Err("is duplicate, or the location already has chatup_authorize".into());
+        }
+        conf.post = true;
+        Ok::<(), String>(())
+    },
+    content_handler = crate::post::handler
+);
 
-directive_handler!(set_authorize, |conf, args| {
-    let mode = match args[0] {
-        "anonymous" => AuthorizeMode::Anonymous,
-        "token" => AuthorizeMode::Token,
-        other => return Err(format!("invalid value \"{other}\", expected anonymous or token")),
-    };
-    if conf.post {
-        return Err("the location already has chatup_post".into());
-    }
-    set_once(&mut conf.authorize, mode)
-}, content_handler = crate::authorize::handler);
+directive_handler!(
+    set_authorize,
+    |conf, args| {
+        let mode = match args[0] {
+            "anonymous" => AuthorizeMode::Anonymous,
+            "token" => AuthorizeMode::Token,
+            other => {
+                return Err(format!(
+                    "invalid value \"{other}\", expected anonymous or token"
+                ))
+            }
+        };
+        if conf.post {
+            return Err("the location already has chatup_post".into());
+        }
+        set_once(&mut conf.authorize, mode)
+    },
+    content_handler = crate::authorize::handler
+);
 
 directive_handler!(set_secret_file, |conf, args| {
     let key = KeyMaterial::HmacSecret(read_key_file(args[0])?);
@@ -248,12 +284,21 @@ directive_handler!(set_public_key, |conf, args| {
 });
 
 directive_handler!(set_algorithms, |conf, args| {
-    set_once(&mut conf.algorithms, args.iter().map(|s| s.to_string()).collect())
+    set_once(
+        &mut conf.algorithms,
+        args.iter().map(|s| s.to_string()).collect(),
+    )
 });
 
-directive_handler!(set_issuer, |conf, args| set_once(&mut conf.issuer, args[0].to_string()));
+directive_handler!(set_issuer, |conf, args| set_once(
+    &mut conf.issuer,
+    args[0].to_string()
+));
 
-directive_handler!(set_audience, |conf, args| set_once(&mut conf.audience, args[0].to_string()));
+directive_handler!(set_audience, |conf, args| set_once(
+    &mut conf.audience,
+    args[0].to_string()
+));
 
 directive_handler!(set_leeway, |conf, args| {
     let secs = parse_seconds(args[0])?;
@@ -264,7 +309,9 @@ directive_handler!(set_leeway, |conf, args| {
 });
 
 directive_handler!(set_max_message_length, |conf, args| {
-    let n: usize = args[0].parse().map_err(|_| format!("invalid number \"{}\"", args[0]))?;
+    let n: usize = args[0]
+        .parse()
+        .map_err(|_| format!("invalid number \"{}\"", args[0]))?;
     if n == 0 || n > MAX_MESSAGE_CHARS_LIMIT {
         return Err(format!("must be between 1 and {MAX_MESSAGE_CHARS_LIMIT}"));
     }

@@ -13,8 +13,9 @@ use chatup_wire::Envelope;
 use ngx::core::Pool;
 use ngx::ffi::{
     ngx_conf_t, ngx_http_add_variable, ngx_http_finalize_request, ngx_http_post_subrequest_t,
-    ngx_http_request_body_t, ngx_http_request_t, ngx_http_subrequest, ngx_http_variable_value_t, ngx_int_t, ngx_str_t,
-    NGX_HTTP_SPECIAL_RESPONSE, NGX_HTTP_SUBREQUEST_WAITED, NGX_HTTP_VAR_NOCACHEABLE, NGX_LOG_WARN,
+    ngx_http_request_body_t, ngx_http_request_t, ngx_http_subrequest, ngx_http_variable_value_t,
+    ngx_int_t, ngx_str_t, NGX_HTTP_SPECIAL_RESPONSE, NGX_HTTP_SUBREQUEST_WAITED,
+    NGX_HTTP_VAR_NOCACHEABLE, NGX_LOG_WARN,
 };
 use ngx::http::{HttpModule, Request};
 use ngx::{ngx_log_error, ngx_string};
@@ -41,12 +42,18 @@ impl PostCtx {
     ///
     /// # Safety
     /// `r` is a live main request.
-    pub unsafe fn attach<'a>(r: *mut ngx_http_request_t, head: AcceptedHead) -> Option<&'a mut PostCtx> {
+    pub unsafe fn attach<'a>(
+        r: *mut ngx_http_request_t,
+        head: AcceptedHead,
+    ) -> Option<&'a mut PostCtx> {
         // SAFETY: the pool outlives every use of the context, and the
         // allocation registers a cleanup that drops it with the pool.
         unsafe {
             let pool = Pool::from_ngx_pool((*r).pool);
-            let ctx = pool.allocate(PostCtx { head: Some(head), ..Default::default() });
+            let ctx = pool.allocate(PostCtx {
+                head: Some(head),
+                ..Default::default()
+            });
             if ctx.is_null() {
                 return None;
             }
@@ -63,7 +70,7 @@ impl PostCtx {
         // SAFETY: this module's ctx slot only ever holds a `PostCtx`.
         unsafe {
             let main = Request::from_ngx_http_request((*r).main);
-            let ctx = *(*main.as_mut()).ctx.add(Module::module().ctx_index) as *mut PostCtx;
+            let ctx = *main.as_mut().ctx.add(Module::module().ctx_index) as *mut PostCtx;
             ctx.as_mut()
         }
     }
@@ -73,7 +80,12 @@ impl PostCtx {
 ///
 /// # Safety
 /// `r` is the live main request that owns `ctx`.
-pub unsafe fn start(r: *mut ngx_http_request_t, ctx: &mut PostCtx, envelope: &Envelope, uri: &str) -> Result<(), String> {
+pub unsafe fn start(
+    r: *mut ngx_http_request_t,
+    ctx: &mut PostCtx,
+    envelope: &Envelope,
+    uri: &str,
+) -> Result<(), String> {
     ctx.envelope = serde_json_vec(envelope)?;
     ctx.ack = serde_json_vec(&envelope.ack())?;
     // SAFETY: every allocation comes from the request pool and lives as
@@ -88,7 +100,14 @@ pub unsafe fn start(r: *mut ngx_http_request_t, ctx: &mut PostCtx, envelope: &En
         (*ps).handler = Some(subrequest_done);
         (*ps).data = (ctx as *mut PostCtx).cast();
         let mut sr: *mut ngx_http_request_t = std::ptr::null_mut();
-        let rc = ngx_http_subrequest(r, &mut uri, std::ptr::null_mut(), &mut sr, ps, NGX_HTTP_SUBREQUEST_WAITED as _);
+        let rc = ngx_http_subrequest(
+            r,
+            &mut uri,
+            std::ptr::null_mut(),
+            &mut sr,
+            ps,
+            NGX_HTTP_SUBREQUEST_WAITED as _,
+        );
         if rc != OK || sr.is_null() {
             return Err(format!("ngx_http_subrequest returned {rc}"));
         }
@@ -112,7 +131,11 @@ fn serde_json_vec<T: serde::Serialize>(value: &T) -> Result<Vec<u8>, String> {
 }
 
 /// Post-subrequest handler: records the sidecar's status.
-unsafe extern "C" fn subrequest_done(sr: *mut ngx_http_request_t, data: *mut std::ffi::c_void, rc: ngx_int_t) -> ngx_int_t {
+unsafe extern "C" fn subrequest_done(
+    sr: *mut ngx_http_request_t,
+    data: *mut std::ffi::c_void,
+    rc: ngx_int_t,
+) -> ngx_int_t {
     // SAFETY: `data` is the `PostCtx` given in `start`, alive with the main
     // request; `sr` is the finishing subrequest.
     unsafe {
@@ -143,8 +166,16 @@ unsafe extern "C" fn answer_client(r: *mut ngx_http_request_t) {
         Some(match status {
             200..=299 => respond::json(r, 202, &ctx.ack, &[]),
             _ => {
-                ngx_log_error!(NGX_LOG_WARN, log, "chatup: sidecar refused or unreachable (status {status}), answering 503");
-                let err = if (400..500).contains(&status) { GateError::Internal } else { GateError::Unavailable };
+                ngx_log_error!(
+                    NGX_LOG_WARN,
+                    log,
+                    "chatup: sidecar refused or unreachable (status {status}), answering 503"
+                );
+                let err = if (400..500).contains(&status) {
+                    GateError::Internal
+                } else {
+                    GateError::Unavailable
+                };
                 respond::error(r, &err)
             }
         })
@@ -173,7 +204,11 @@ pub unsafe fn register_variables(cf: *mut ngx_conf_t) -> ngx_int_t {
 }
 
 /// `$chatup_envelope`: the accepted message of the main request.
-unsafe extern "C" fn envelope_variable(r: *mut ngx_http_request_t, v: *mut ngx_http_variable_value_t, _data: usize) -> ngx_int_t {
+unsafe extern "C" fn envelope_variable(
+    r: *mut ngx_http_request_t,
+    v: *mut ngx_http_variable_value_t,
+    _data: usize,
+) -> ngx_int_t {
     // SAFETY: `v` is nginx's value slot for this variable; the envelope
     // bytes live in the main request's context as long as the request.
     unsafe {

@@ -28,9 +28,9 @@ mod respond;
 use std::ffi::{c_char, c_void};
 
 use ngx::ffi::{
-    ngx_command_t, ngx_conf_t, ngx_http_module_t, ngx_int_t, ngx_module_t, ngx_uint_t, NGX_CONF_1MORE,
-    NGX_CONF_NOARGS, NGX_CONF_TAKE1, NGX_HTTP_LOC_CONF, NGX_HTTP_LOC_CONF_OFFSET, NGX_HTTP_MAIN_CONF,
-    NGX_HTTP_MODULE, NGX_HTTP_SRV_CONF,
+    ngx_command_t, ngx_conf_t, ngx_http_module_t, ngx_int_t, ngx_module_t, ngx_uint_t,
+    NGX_CONF_1MORE, NGX_CONF_NOARGS, NGX_CONF_TAKE1, NGX_HTTP_LOC_CONF, NGX_HTTP_LOC_CONF_OFFSET,
+    NGX_HTTP_MAIN_CONF, NGX_HTTP_MODULE, NGX_HTTP_SRV_CONF,
 };
 use ngx::http::{HttpModule, HttpModuleLocationConf};
 use ngx::ngx_string;
@@ -54,7 +54,11 @@ impl HttpModule for Module {
 /// Merges a location's configuration with its parent's. Not the `Merge`
 /// trait: merging here builds the token verifier and reports errors against
 /// the configuration file, which needs `cf`.
-unsafe extern "C" fn merge_loc_conf(cf: *mut ngx_conf_t, prev: *mut c_void, conf: *mut c_void) -> *mut c_char {
+unsafe extern "C" fn merge_loc_conf(
+    cf: *mut ngx_conf_t,
+    prev: *mut c_void,
+    conf: *mut c_void,
+) -> *mut c_char {
     // SAFETY: nginx passes two `LocConf`s of this module.
     unsafe { config::merge(cf, prev.cast(), conf.cast()) }
 }
@@ -94,16 +98,56 @@ const fn command(
 }
 
 static mut NGX_HTTP_CHATUP_COMMANDS: [ngx_command_t; 11] = [
-    command(ngx_string!("chatup_post"), NGX_HTTP_LOC_CONF | NGX_CONF_NOARGS, config::set_post),
-    command(ngx_string!("chatup_authorize"), NGX_HTTP_LOC_CONF | NGX_CONF_TAKE1, config::set_authorize),
-    command(ngx_string!("chatup_jwt_secret_file"), ANY_LEVEL | NGX_CONF_TAKE1, config::set_secret_file),
-    command(ngx_string!("chatup_jwt_public_key"), ANY_LEVEL | NGX_CONF_TAKE1, config::set_public_key),
-    command(ngx_string!("chatup_jwt_algorithms"), ANY_LEVEL | NGX_CONF_1MORE, config::set_algorithms),
-    command(ngx_string!("chatup_jwt_issuer"), ANY_LEVEL | NGX_CONF_TAKE1, config::set_issuer),
-    command(ngx_string!("chatup_jwt_audience"), ANY_LEVEL | NGX_CONF_TAKE1, config::set_audience),
-    command(ngx_string!("chatup_jwt_leeway"), ANY_LEVEL | NGX_CONF_TAKE1, config::set_leeway),
-    command(ngx_string!("chatup_max_message_length"), ANY_LEVEL | NGX_CONF_TAKE1, config::set_max_message_length),
-    command(ngx_string!("chatup_handoff"), ANY_LEVEL | NGX_CONF_TAKE1, config::set_handoff),
+    command(
+        ngx_string!("chatup_post"),
+        NGX_HTTP_LOC_CONF | NGX_CONF_NOARGS,
+        config::set_post,
+    ),
+    command(
+        ngx_string!("chatup_authorize"),
+        NGX_HTTP_LOC_CONF | NGX_CONF_TAKE1,
+        config::set_authorize,
+    ),
+    command(
+        ngx_string!("chatup_jwt_secret_file"),
+        ANY_LEVEL | NGX_CONF_TAKE1,
+        config::set_secret_file,
+    ),
+    command(
+        ngx_string!("chatup_jwt_public_key"),
+        ANY_LEVEL | NGX_CONF_TAKE1,
+        config::set_public_key,
+    ),
+    command(
+        ngx_string!("chatup_jwt_algorithms"),
+        ANY_LEVEL | NGX_CONF_1MORE,
+        config::set_algorithms,
+    ),
+    command(
+        ngx_string!("chatup_jwt_issuer"),
+        ANY_LEVEL | NGX_CONF_TAKE1,
+        config::set_issuer,
+    ),
+    command(
+        ngx_string!("chatup_jwt_audience"),
+        ANY_LEVEL | NGX_CONF_TAKE1,
+        config::set_audience,
+    ),
+    command(
+        ngx_string!("chatup_jwt_leeway"),
+        ANY_LEVEL | NGX_CONF_TAKE1,
+        config::set_leeway,
+    ),
+    command(
+        ngx_string!("chatup_max_message_length"),
+        ANY_LEVEL | NGX_CONF_TAKE1,
+        config::set_max_message_length,
+    ),
+    command(
+        ngx_string!("chatup_handoff"),
+        ANY_LEVEL | NGX_CONF_TAKE1,
+        config::set_handoff,
+    ),
     ngx_command_t::empty(),
 ];
 

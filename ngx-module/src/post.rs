@@ -15,7 +15,10 @@ use chatup_gate::post::RequestHead;
 use chatup_gate::{GateError, PostGate};
 use chatup_wire::id::unix_millis;
 use chatup_wire::MessageIdGenerator;
-use ngx::ffi::{ngx_http_discard_request_body, ngx_http_finalize_request, ngx_http_read_client_request_body, ngx_http_request_t, ngx_int_t, NGX_HTTP_SPECIAL_RESPONSE, NGX_LOG_ERR};
+use ngx::ffi::{
+    ngx_http_discard_request_body, ngx_http_finalize_request, ngx_http_read_client_request_body,
+    ngx_http_request_t, ngx_int_t, NGX_HTTP_SPECIAL_RESPONSE, NGX_LOG_ERR,
+};
 use ngx::http::{HttpModuleLocationConf, Request};
 use ngx::ngx_log_error;
 
@@ -46,9 +49,16 @@ unsafe fn start(r: *mut ngx_http_request_t) -> ngx_int_t {
         if r != (*r).main {
             return refuse(r, &GateError::NotFound);
         }
-        let Some(conf) = Module::location_conf(request) else { return INTERNAL_SERVER_ERROR };
-        let Some(verifier) = conf.verifier.as_deref() else { return INTERNAL_SERVER_ERROR };
-        let gate = PostGate { verifier, limits: conf.limits() };
+        let Some(conf) = Module::location_conf(request) else {
+            return INTERNAL_SERVER_ERROR;
+        };
+        let Some(verifier) = conf.verifier.as_deref() else {
+            return INTERNAL_SERVER_ERROR;
+        };
+        let gate = PostGate {
+            verifier,
+            limits: conf.limits(),
+        };
         let method = std::str::from_utf8(bytes(&(*r).method_name)).unwrap_or("");
         let headers = &(*r).headers_in;
         let head = RequestHead {
@@ -62,7 +72,9 @@ unsafe fn start(r: *mut ngx_http_request_t) -> ngx_int_t {
             Ok(accepted) => accepted,
             Err(err) => return refuse(r, &err),
         };
-        let Some(ctx) = PostCtx::attach(r, accepted) else { return INTERNAL_SERVER_ERROR };
+        let Some(ctx) = PostCtx::attach(r, accepted) else {
+            return INTERNAL_SERVER_ERROR;
+        };
         let _ = ctx;
         let rc = ngx_http_read_client_request_body(r, Some(body_read));
         if rc >= NGX_HTTP_SPECIAL_RESPONSE as ngx_int_t {
@@ -104,7 +116,10 @@ unsafe fn on_body(r: *mut ngx_http_request_t) -> Option<ngx_int_t> {
         let request = Request::from_ngx_http_request(r);
         let conf = Module::location_conf(request)?;
         let verifier = conf.verifier.as_deref()?;
-        let gate = PostGate { verifier, limits: conf.limits() };
+        let gate = PostGate {
+            verifier,
+            limits: conf.limits(),
+        };
         let ctx = PostCtx::get(r)?;
         let head = ctx.head.take()?;
         let body = match read_body(r, gate.limits.max_body_bytes) {
@@ -118,7 +133,11 @@ unsafe fn on_body(r: *mut ngx_http_request_t) -> Option<ngx_int_t> {
             Err(err) => return Some(respond::error(r, &err)),
         };
         if let Err(err) = handoff::start(r, ctx, &envelope, conf.handoff_uri()) {
-            ngx_log_error!(NGX_LOG_ERR, (*(*r).connection).log, "chatup: cannot start handoff: {err}");
+            ngx_log_error!(
+                NGX_LOG_ERR,
+                (*(*r).connection).log,
+                "chatup: cannot start handoff: {err}"
+            );
             return Some(respond::error(r, &GateError::Internal));
         }
         None

@@ -3,8 +3,8 @@
 
 use chatup_gate::GateError;
 use ngx::ffi::{
-    ngx_chain_t, ngx_create_temp_buf, ngx_http_output_filter, ngx_http_request_t, ngx_http_send_header, ngx_int_t,
-    ngx_str_t,
+    ngx_chain_t, ngx_create_temp_buf, ngx_http_output_filter, ngx_http_request_t,
+    ngx_http_send_header, ngx_int_t, ngx_str_t,
 };
 use ngx::http::Request;
 
@@ -25,7 +25,12 @@ pub fn error(r: *mut ngx_http_request_t, err: &GateError) -> ngx_int_t {
 
 /// Sends `status` with `body` as `application/json` (no body when empty)
 /// and returns what the content handler should return to nginx.
-pub fn json(r: *mut ngx_http_request_t, status: u16, body: &[u8], headers: &[(&str, &str)]) -> ngx_int_t {
+pub fn json(
+    r: *mut ngx_http_request_t,
+    status: u16,
+    body: &[u8],
+    headers: &[(&str, &str)],
+) -> ngx_int_t {
     // SAFETY: `r` is the live request this handler was called for; nginx
     // runs handlers on one thread and the request outlives this call.
     unsafe {
@@ -35,12 +40,18 @@ pub fn json(r: *mut ngx_http_request_t, status: u16, body: &[u8], headers: &[(&s
                 return ERROR;
             }
         }
-        if request.add_header_out("Cache-Control", "no-store").is_none() {
+        if request
+            .add_header_out("Cache-Control", "no-store")
+            .is_none()
+        {
             return ERROR;
         }
         let out = &mut (*r).headers_out;
         out.status = status as usize;
-        out.content_type = ngx_str_t { len: b"application/json".len(), data: b"application/json".as_ptr() as *mut u8 };
+        out.content_type = ngx_str_t {
+            len: b"application/json".len(),
+            data: b"application/json".as_ptr() as *mut u8,
+        };
         out.content_type_len = out.content_type.len;
         out.content_type_lowcase = std::ptr::null_mut();
         out.content_length_n = body.len() as i64;
@@ -62,7 +73,10 @@ pub fn json(r: *mut ngx_http_request_t, status: u16, body: &[u8], headers: &[(&s
         } else {
             (*buf).set_last_in_chain(1);
         }
-        let mut chain = ngx_chain_t { buf, next: std::ptr::null_mut() };
+        let mut chain = ngx_chain_t {
+            buf,
+            next: std::ptr::null_mut(),
+        };
         ngx_http_output_filter(r, &mut chain)
     }
 }

@@ -117,15 +117,22 @@ pub struct WorkerArgs {
 }
 
 fn parse_octal(s: &str) -> Result<u32, String> {
-    u32::from_str_radix(s.trim_start_matches("0o"), 8).map_err(|e| format!("not an octal mode: {e}"))
+    u32::from_str_radix(s.trim_start_matches("0o"), 8)
+        .map_err(|e| format!("not an octal mode: {e}"))
 }
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
     #[error("cannot read {path}: {source}")]
-    Read { path: PathBuf, source: std::io::Error },
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     #[error("invalid configuration in {path}: {source}")]
-    Parse { path: PathBuf, source: toml::de::Error },
+    Parse {
+        path: PathBuf,
+        source: toml::de::Error,
+    },
     #[error("invalid setting: {0}")]
     Invalid(String),
 }
@@ -142,8 +149,14 @@ impl WorkerConfig {
     }
 
     pub fn from_file(path: &Path) -> Result<Self, ConfigError> {
-        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read { path: path.into(), source })?;
-        toml::from_str(&text).map_err(|source| ConfigError::Parse { path: path.into(), source })
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.into(),
+            source,
+        })?;
+        toml::from_str(&text).map_err(|source| ConfigError::Parse {
+            path: path.into(),
+            source,
+        })
     }
 
     fn apply(&mut self, args: &WorkerArgs) {
@@ -151,8 +164,18 @@ impl WorkerConfig {
             ($($field:ident),*) => { $( if let Some(v) = &args.$field { self.$field = v.clone(); } )* };
         }
         overlay!(
-            redis_url, listen, socket_mode, nchan_socket, history_length, history_ttl_secs, batch_window_ms,
-            batch_max_messages, batch_max_bytes, room_sweep_secs, redis_timeout_ms, log_format
+            redis_url,
+            listen,
+            socket_mode,
+            nchan_socket,
+            history_length,
+            history_ttl_secs,
+            batch_window_ms,
+            batch_max_messages,
+            batch_max_bytes,
+            room_sweep_secs,
+            redis_timeout_ms,
+            log_format
         );
         if args.state_file.is_some() {
             self.state_file.clone_from(&args.state_file);
@@ -160,13 +183,34 @@ impl WorkerConfig {
     }
 
     fn validate(&self) -> Result<(), ConfigError> {
-        let check = |ok: bool, what: &str| if ok { Ok(()) } else { Err(ConfigError::Invalid(what.into())) };
+        let check = |ok: bool, what: &str| {
+            if ok {
+                Ok(())
+            } else {
+                Err(ConfigError::Invalid(what.into()))
+            }
+        };
         check(self.history_length > 0, "history_length must be at least 1")?;
-        check(self.batch_window_ms <= 1000, "batch_window_ms must be at most 1000")?;
-        check(self.batch_max_messages > 0, "batch_max_messages must be at least 1")?;
-        check(self.batch_max_bytes >= 4096, "batch_max_bytes must be at least 4096")?;
-        check(self.room_sweep_secs > 0, "room_sweep_secs must be at least 1")?;
-        check(self.redis_timeout_ms > 0, "redis_timeout_ms must be at least 1")?;
+        check(
+            self.batch_window_ms <= 1000,
+            "batch_window_ms must be at most 1000",
+        )?;
+        check(
+            self.batch_max_messages > 0,
+            "batch_max_messages must be at least 1",
+        )?;
+        check(
+            self.batch_max_bytes >= 4096,
+            "batch_max_bytes must be at least 4096",
+        )?;
+        check(
+            self.room_sweep_secs > 0,
+            "room_sweep_secs must be at least 1",
+        )?;
+        check(
+            self.redis_timeout_ms > 0,
+            "redis_timeout_ms must be at least 1",
+        )?;
         redis::Client::open(self.redis_url.as_str())
             .map(drop)
             .map_err(|e| ConfigError::Invalid(format!("redis_url: {e}")))
@@ -190,8 +234,16 @@ mod tests {
         let dir = std::env::temp_dir().join(format!("chatup-config-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
         let file = dir.join("worker.toml");
-        std::fs::write(&file, "history_length = 7\nbatch_window_ms = 50\nlog_format = \"json\"\n").unwrap();
-        let args = WorkerArgs { config: Some(file), batch_window_ms: Some(20), ..Default::default() };
+        std::fs::write(
+            &file,
+            "history_length = 7\nbatch_window_ms = 50\nlog_format = \"json\"\n",
+        )
+        .unwrap();
+        let args = WorkerArgs {
+            config: Some(file),
+            batch_window_ms: Some(20),
+            ..Default::default()
+        };
         let config = WorkerConfig::load(&args).unwrap();
         assert_eq!(config.history_length, 7);
         assert_eq!(config.batch_window_ms, 20);
@@ -205,9 +257,17 @@ mod tests {
         std::fs::create_dir_all(&dir).unwrap();
         let file = dir.join("worker.toml");
         std::fs::write(&file, "histroy_length = 7\n").unwrap();
-        let err = WorkerConfig::load(&WorkerArgs { config: Some(file), ..Default::default() }).unwrap_err();
+        let err = WorkerConfig::load(&WorkerArgs {
+            config: Some(file),
+            ..Default::default()
+        })
+        .unwrap_err();
         assert!(err.to_string().contains("histroy_length"), "{err}");
-        let err = WorkerConfig::load(&WorkerArgs { history_length: Some(0), ..Default::default() }).unwrap_err();
+        let err = WorkerConfig::load(&WorkerArgs {
+            history_length: Some(0),
+            ..Default::default()
+        })
+        .unwrap_err();
         assert!(err.to_string().contains("history_length"), "{err}");
     }
 }

@@ -24,9 +24,13 @@ pub struct DevTokenArgs {
 }
 
 pub fn mint(args: &DevTokenArgs) -> anyhow::Result<String> {
-    let pem = std::fs::read(&args.key).with_context(|| format!("reading {}", args.key.display()))?;
-    let key = EncodingKey::from_rsa_pem(&pem).context("the key must be an RSA private key in PEM")?;
-    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH)?.as_secs();
+    let pem =
+        std::fs::read(&args.key).with_context(|| format!("reading {}", args.key.display()))?;
+    let key =
+        EncodingKey::from_rsa_pem(&pem).context("the key must be an RSA private key in PEM")?;
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)?
+        .as_secs();
     let mut claims = serde_json::json!({ "sub": args.sub, "iat": now, "exp": now + args.ttl });
     if let Some(name) = &args.name {
         claims["public"] = serde_json::json!({ "name": name });

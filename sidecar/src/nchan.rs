@@ -45,7 +45,11 @@ impl Nchan {
             .header("Accept", "text/json")
             .body(Full::new(Bytes::from(frame)))
             .map_err(|e| NchanError::Unreachable(e.to_string()))?;
-        let response = self.client.request(request).await.map_err(|e| NchanError::Unreachable(e.to_string()))?;
+        let response = self
+            .client
+            .request(request)
+            .await
+            .map_err(|e| NchanError::Unreachable(e.to_string()))?;
         let status = response.status();
         // Read the body so the connection goes back to the pool.
         let _ = response.into_body().collect().await;
@@ -65,15 +69,25 @@ impl Nchan {
             .header("Accept", "text/json")
             .body(Full::new(Bytes::new()))
             .map_err(|e| NchanError::Unreachable(e.to_string()))?;
-        let response = self.client.request(request).await.map_err(|e| NchanError::Unreachable(e.to_string()))?;
+        let response = self
+            .client
+            .request(request)
+            .await
+            .map_err(|e| NchanError::Unreachable(e.to_string()))?;
         let status = response.status();
-        let body = response.into_body().collect().await.map_err(|e| NchanError::Unreachable(e.to_string()))?;
+        let body = response
+            .into_body()
+            .collect()
+            .await
+            .map_err(|e| NchanError::Unreachable(e.to_string()))?;
         match status {
             StatusCode::NOT_FOUND => Ok(0),
             s if s.is_success() => {
-                let info: serde_json::Value =
-                    serde_json::from_slice(&body.to_bytes()).map_err(|e| NchanError::BadInfo(e.to_string()))?;
-                info["subscribers"].as_u64().ok_or_else(|| NchanError::BadInfo(info.to_string()))
+                let info: serde_json::Value = serde_json::from_slice(&body.to_bytes())
+                    .map_err(|e| NchanError::BadInfo(e.to_string()))?;
+                info["subscribers"]
+                    .as_u64()
+                    .ok_or_else(|| NchanError::BadInfo(info.to_string()))
             }
             s => Err(NchanError::Status(s)),
         }

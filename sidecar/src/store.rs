@@ -40,11 +40,22 @@ impl Store {
             .set_number_of_retries(2)
             .set_max_delay(Duration::from_secs(2));
         let conn = ConnectionManager::new_lazy_with_config(client, config)?;
-        Ok(Self { conn, history_length, history_ttl_secs, timeout })
+        Ok(Self {
+            conn,
+            history_length,
+            history_ttl_secs,
+            timeout,
+        })
     }
 
-    async fn bounded<T>(&self, op: impl std::future::Future<Output = redis::RedisResult<T>>) -> Result<T, StoreError> {
-        tokio::time::timeout(self.timeout, op).await.map_err(|_| StoreError::Timeout(self.timeout))?.map_err(Into::into)
+    async fn bounded<T>(
+        &self,
+        op: impl std::future::Future<Output = redis::RedisResult<T>>,
+    ) -> Result<T, StoreError> {
+        tokio::time::timeout(self.timeout, op)
+            .await
+            .map_err(|_| StoreError::Timeout(self.timeout))?
+            .map_err(Into::into)
     }
 
     /// Stores `message` (a serialized envelope) in `room`'s history and
@@ -69,11 +80,14 @@ impl Store {
     pub async fn recent(&self, room: &str, count: usize) -> Result<Vec<String>, StoreError> {
         let mut conn = self.conn.clone();
         let start = -(count.max(1) as isize);
-        self.bounded(conn.lrange(keys::history(room), start, -1)).await
+        self.bounded(conn.lrange(keys::history(room), start, -1))
+            .await
     }
 
     pub async fn ping(&self) -> Result<(), StoreError> {
         let mut conn = self.conn.clone();
-        self.bounded(redis::cmd("PING").query_async::<String>(&mut conn)).await.map(drop)
+        self.bounded(redis::cmd("PING").query_async::<String>(&mut conn))
+            .await
+            .map(drop)
     }
 }

@@ -39,7 +39,8 @@ impl Drop for Subscriber {
 }
 
 fn parse_frame(nchan_id: String, data: &str) -> Frame {
-    let items = chatup_wire::frame::decode_frame(data).unwrap_or_else(|e| panic!("bad frame {data:?}: {e}"));
+    let items = chatup_wire::frame::decode_frame(data)
+        .unwrap_or_else(|e| panic!("bad frame {data:?}: {e}"));
     Frame { nchan_id, items }
 }
 
@@ -54,18 +55,26 @@ impl Subscriber {
         last_id: Option<&str>,
     ) -> anyhow::Result<Self> {
         let (tx, frames) = mpsc::unbounded_channel();
-        let query = last_id.map(|id| format!("?last_event_id={id}")).unwrap_or_default();
+        let query = last_id
+            .map(|id| format!("?last_event_id={id}"))
+            .unwrap_or_default();
         let task = match transport {
             Transport::WebSocket => {
                 let url = format!("{}/sub/{room}{query}", worker.ws_url());
                 let mut request = url.into_client_request()?;
-                request.headers_mut().insert("Sec-WebSocket-Protocol", "ws+meta.nchan".parse()?);
+                request
+                    .headers_mut()
+                    .insert("Sec-WebSocket-Protocol", "ws+meta.nchan".parse()?);
                 let (mut ws, _) = tokio_tungstenite::connect_async(request).await?;
                 tokio::spawn(async move {
                     while let Some(Ok(message)) = ws.next().await {
                         if let Message::Text(text) = message {
-                            let (meta, data) = text.split_once("\n\n").unwrap_or(("", text.as_str()));
-                            let id = meta.lines().find_map(|l| l.strip_prefix("id: ")).unwrap_or_default();
+                            let (meta, data) =
+                                text.split_once("\n\n").unwrap_or(("", text.as_str()));
+                            let id = meta
+                                .lines()
+                                .find_map(|l| l.strip_prefix("id: "))
+                                .unwrap_or_default();
                             if tx.send(parse_frame(id.to_string(), data)).is_err() {
                                 return;
                             }
@@ -81,7 +90,11 @@ impl Subscriber {
                     request = request.header("Last-Event-ID", id);
                 }
                 let response = request.send().await?;
-                anyhow::ensure!(response.status() == 200, "eventsource: status {}", response.status());
+                anyhow::ensure!(
+                    response.status() == 200,
+                    "eventsource: status {}",
+                    response.status()
+                );
                 let mut body = response.bytes_stream();
                 tokio::spawn(async move {
                     let mut buffer = String::new();
@@ -98,7 +111,9 @@ impl Subscriber {
                                     data.push(v);
                                 }
                             }
-                            if !data.is_empty() && tx.send(parse_frame(id, &data.join("\n"))).is_err() {
+                            if !data.is_empty()
+                                && tx.send(parse_frame(id, &data.join("\n"))).is_err()
+                            {
                                 return;
                             }
                         }
@@ -113,15 +128,31 @@ impl Subscriber {
                     loop {
                         let mut request = client.get(&url);
                         if let (Some(m), Some(e)) = (&modified, &etag) {
-                            request = request.header("If-Modified-Since", m).header("If-None-Match", e);
+                            request = request
+                                .header("If-Modified-Since", m)
+                                .header("If-None-Match", e);
                         }
-                        let Ok(response) = request.send().await else { return };
-                        let header = |name: &str| response.headers().get(name).and_then(|v| v.to_str().ok()).map(String::from);
+                        let Ok(response) = request.send().await else {
+                            return;
+                        };
+                        let header = |name: &str| {
+                            response
+                                .headers()
+                                .get(name)
+                                .and_then(|v| v.to_str().ok())
+                                .map(String::from)
+                        };
                         let (m, e) = (header("Last-Modified"), header("Etag"));
                         let status = response.status();
-                        let Ok(body) = response.text().await else { return };
+                        let Ok(body) = response.text().await else {
+                            return;
+                        };
                         if status == 200 {
-                            let id = format!("{}|{}", m.clone().unwrap_or_default(), e.clone().unwrap_or_default());
+                            let id = format!(
+                                "{}|{}",
+                                m.clone().unwrap_or_default(),
+                                e.clone().unwrap_or_default()
+                            );
                             if tx.send(parse_frame(id, &body)).is_err() {
                                 return;
                             }
@@ -138,7 +169,10 @@ impl Subscriber {
 
     /// The next frame, if one comes within `timeout`.
     pub async fn next_frame(&mut self, timeout: Duration) -> Option<Frame> {
-        tokio::time::timeout(timeout, self.frames.recv()).await.ok().flatten()
+        tokio::time::timeout(timeout, self.frames.recv())
+            .await
+            .ok()
+            .flatten()
     }
 
     /// Frames until `count` items arrived or `timeout` passed.
@@ -176,7 +210,12 @@ pub fn items(frames: &[Frame]) -> Vec<Value> {
 
 /// POSTs `body` to `/rooms/{room}/messages` with `token` as a bearer token;
 /// returns the status and the JSON body (Null if none or not JSON).
-pub async fn post_message(worker: &ChatWorker, room: &str, token: Option<&str>, body: &str) -> (u16, Value) {
+pub async fn post_message(
+    worker: &ChatWorker,
+    room: &str,
+    token: Option<&str>,
+    body: &str,
+) -> (u16, Value) {
     let mut request = reqwest::Client::new()
         .post(format!("{}/rooms/{room}/messages", worker.base_url()))
         .header("Content-Type", "application/json")

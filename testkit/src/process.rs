@@ -11,15 +11,22 @@ use nix::unistd::Pid;
 
 /// The workspace root (this crate lives one level below it).
 pub fn workspace_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("workspace root").to_path_buf()
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("workspace root")
+        .to_path_buf()
 }
 
 fn target_dir() -> PathBuf {
-    std::env::var_os("CARGO_TARGET_DIR").map(PathBuf::from).unwrap_or_else(|| workspace_root().join("target"))
+    std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| workspace_root().join("target"))
 }
 
 pub fn chatup_bin() -> PathBuf {
-    std::env::var_os("CHATUP_BIN").map(PathBuf::from).unwrap_or_else(|| target_dir().join("debug/chatup"))
+    std::env::var_os("CHATUP_BIN")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| target_dir().join("debug/chatup"))
 }
 
 pub fn chatup_module() -> PathBuf {
@@ -30,11 +37,18 @@ pub fn chatup_module() -> PathBuf {
 
 /// A free TCP port on 127.0.0.1.
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map(|a| a.port()).expect("free port")
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("free port")
 }
 
 /// Polls `ready` until it holds or `timeout` passes.
-pub fn wait_until(what: &str, timeout: Duration, mut ready: impl FnMut() -> bool) -> anyhow::Result<()> {
+pub fn wait_until(
+    what: &str,
+    timeout: Duration,
+    mut ready: impl FnMut() -> bool,
+) -> anyhow::Result<()> {
     let start = Instant::now();
     while start.elapsed() < timeout {
         if ready() {
@@ -71,7 +85,11 @@ fn stop(child: &mut Child, signal: Signal) {
 }
 
 fn log_file(dir: &Path, name: &str) -> anyhow::Result<std::fs::File> {
-    std::fs::OpenOptions::new().create(true).append(true).open(dir.join(name)).context("log file")
+    std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(dir.join(name))
+        .context("log file")
 }
 
 fn print_logs_if_failing(dir: &Path, names: &[&str]) {
@@ -99,14 +117,27 @@ pub struct Redis {
 impl Redis {
     pub fn start() -> anyhow::Result<Self> {
         let dir = tempfile::Builder::new().prefix("chatup-redis-").tempdir()?;
-        let mut redis = Self { child: None, port: free_port(), dir };
+        let mut redis = Self {
+            child: None,
+            port: free_port(),
+            dir,
+        };
         redis.spawn()?;
         Ok(redis)
     }
 
     fn spawn(&mut self) -> anyhow::Result<()> {
         let child = Command::new("redis-server")
-            .args(["--port", &self.port.to_string(), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
+            .args([
+                "--port",
+                &self.port.to_string(),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+            ])
             .arg("--dir")
             .arg(self.dir.path())
             .stdout(log_file(self.dir.path(), "redis.log")?)
@@ -176,7 +207,10 @@ pub struct WorkerOptions {
 
 impl Default for WorkerOptions {
     fn default() -> Self {
-        Self { batch_window_ms: 30, room_sweep_secs: 10 }
+        Self {
+            batch_window_ms: 30,
+            room_sweep_secs: 10,
+        }
     }
 }
 
@@ -197,10 +231,18 @@ impl ChatWorker {
     }
 
     pub fn start_with(redis: &Redis, options: WorkerOptions) -> anyhow::Result<Self> {
-        let dir = tempfile::Builder::new().prefix("chatup-worker-").tempdir()?;
+        let dir = tempfile::Builder::new()
+            .prefix("chatup-worker-")
+            .tempdir()?;
         std::fs::create_dir_all(dir.path().join("tmp"))?;
-        let mut worker =
-            Self { nginx: None, sidecar: None, port: free_port(), redis_url: redis.url(), options, dir };
+        let mut worker = Self {
+            nginx: None,
+            sidecar: None,
+            port: free_port(),
+            redis_url: redis.url(),
+            options,
+            dir,
+        };
         worker.start_sidecar()?;
         worker.start_nginx()?;
         Ok(worker)
@@ -220,13 +262,20 @@ impl ChatWorker {
 
     /// Renders the shipped nginx configuration for this worker.
     pub fn render_nginx_conf(dir: &Path, port: u16, public_key: &Path) -> anyhow::Result<String> {
-        let template = std::fs::read_to_string(workspace_root().join("conf/chatup-worker.nginx.conf"))?;
-        let user = std::env::var("USER").ok().filter(|u| !u.is_empty()).unwrap_or_else(|| "root".into());
+        let template =
+            std::fs::read_to_string(workspace_root().join("conf/chatup-worker.nginx.conf"))?;
+        let user = std::env::var("USER")
+            .ok()
+            .filter(|u| !u.is_empty())
+            .unwrap_or_else(|| "root".into());
         Ok(template
             .replace("{{RUN_DIR}}", &dir.display().to_string())
             .replace("{{LISTEN}}", &format!("127.0.0.1:{port}"))
             .replace("{{NGINX_USER}}", &user)
-            .replace("{{NCHAN_MODULE}}", "/usr/lib/nginx/modules/ngx_nchan_module.so")
+            .replace(
+                "{{NCHAN_MODULE}}",
+                "/usr/lib/nginx/modules/ngx_nchan_module.so",
+            )
             .replace("{{CHATUP_MODULE}}", &chatup_module().display().to_string())
             .replace("{{JWT_PUBLIC_KEY}}", &public_key.display().to_string()))
     }
@@ -251,8 +300,12 @@ impl ChatWorker {
             .context("starting nginx (ci/setup.sh installs it)")?;
         self.nginx = Some(child);
         let (port, internal) = (self.port, self.dir.path().join("nginx-internal.sock"));
-        wait_until("nginx", Duration::from_secs(10), || tcp_open(port) && unix_open(&internal)).with_context(|| {
-            let stderr = std::fs::read_to_string(self.dir.path().join("nginx-stderr.log")).unwrap_or_default();
+        wait_until("nginx", Duration::from_secs(10), || {
+            tcp_open(port) && unix_open(&internal)
+        })
+        .with_context(|| {
+            let stderr = std::fs::read_to_string(self.dir.path().join("nginx-stderr.log"))
+                .unwrap_or_default();
             format!("nginx stderr: {stderr}")
         })
     }
@@ -269,8 +322,14 @@ impl ChatWorker {
             .arg("--state-file")
             .arg(dir.join("rooms.json"))
             .args(["--socket-mode", "666"])
-            .args(["--batch-window-ms", &self.options.batch_window_ms.to_string()])
-            .args(["--room-sweep-secs", &self.options.room_sweep_secs.to_string()])
+            .args([
+                "--batch-window-ms",
+                &self.options.batch_window_ms.to_string(),
+            ])
+            .args([
+                "--room-sweep-secs",
+                &self.options.room_sweep_secs.to_string(),
+            ])
             .env("CHATUP_LOG", "info,chatup=debug")
             .stdout(Stdio::null())
             .stderr(log_file(dir, "sidecar.log")?)
@@ -278,8 +337,10 @@ impl ChatWorker {
             .with_context(|| format!("starting {}", chatup_bin().display()))?;
         self.sidecar = Some(child);
         let socket = dir.join("sidecar.sock");
-        wait_until("chatup worker", Duration::from_secs(10), || unix_open(&socket))
-            .with_context(|| format!("sidecar log: {}", self.sidecar_log()))
+        wait_until("chatup worker", Duration::from_secs(10), || {
+            unix_open(&socket)
+        })
+        .with_context(|| format!("sidecar log: {}", self.sidecar_log()))
     }
 
     /// Stops the sidecar with SIGTERM (it drains) and waits for it.
@@ -291,7 +352,10 @@ impl ChatWorker {
 
     /// Kills nginx and the sidecar at once, as a machine dying would.
     pub fn kill(&mut self) {
-        for child in [self.sidecar.take(), self.nginx.take()].into_iter().flatten() {
+        for child in [self.sidecar.take(), self.nginx.take()]
+            .into_iter()
+            .flatten()
+        {
             let mut child = child;
             let _ = child.kill();
             let _ = child.wait();
@@ -311,7 +375,10 @@ impl ChatWorker {
 
 impl Drop for ChatWorker {
     fn drop(&mut self) {
-        print_logs_if_failing(self.dir.path(), &["sidecar.log", "nginx-error.log", "nginx-stderr.log"]);
+        print_logs_if_failing(
+            self.dir.path(),
+            &["sidecar.log", "nginx-error.log", "nginx-stderr.log"],
+        );
         self.stop_sidecar();
         if let Some(mut child) = self.nginx.take() {
             // SIGTERM: nginx's fast shutdown, master and workers.

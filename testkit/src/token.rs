@@ -6,13 +6,21 @@ use serde_json::{json, Value};
 use crate::process::workspace_root;
 
 pub fn now_secs() -> u64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs()
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
 }
 
 /// An RS256 token with exactly these claims, signed with the dev key.
 pub fn rs256_token(claims: &Value) -> String {
     let pem = std::fs::read(workspace_root().join("conf/dev-keys/jwt-rs256.key")).expect("dev key");
-    encode(&Header::new(Algorithm::RS256), claims, &EncodingKey::from_rsa_pem(&pem).expect("rsa key")).unwrap()
+    encode(
+        &Header::new(Algorithm::RS256),
+        claims,
+        &EncodingKey::from_rsa_pem(&pem).expect("rsa key"),
+    )
+    .unwrap()
 }
 
 /// A valid token for `sub`, with `{"name": name}` as public data.

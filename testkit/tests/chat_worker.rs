@@ -6,7 +6,9 @@ use std::time::Duration;
 use chatup_testkit::clients::items;
 use chatup_testkit::process::WorkerOptions;
 use chatup_testkit::token::now_secs;
-use chatup_testkit::{post_message, rs256_token, token_for, ChatWorker, Redis, Subscriber, Transport};
+use chatup_testkit::{
+    post_message, rs256_token, token_for, ChatWorker, Redis, Subscriber, Transport,
+};
 use serde_json::{json, Value};
 
 const WAIT: Duration = Duration::from_secs(5);
@@ -19,27 +21,48 @@ fn msg(text: &str) -> String {
 async fn post_reaches_websocket_eventsource_and_longpoll_subscribers_of_its_room_only() {
     let redis = Redis::start().unwrap();
     let worker = ChatWorker::start(&redis).unwrap();
-    let mut ws = Subscriber::connect(Transport::WebSocket, &worker, "lobby", None).await.unwrap();
-    let mut es = Subscriber::connect(Transport::EventSource, &worker, "lobby", None).await.unwrap();
-    let mut lp = Subscriber::connect(Transport::LongPoll, &worker, "lobby", None).await.unwrap();
-    let mut other = Subscriber::connect(Transport::WebSocket, &worker, "other-room", None).await.unwrap();
+    let mut ws = Subscriber::connect(Transport::WebSocket, &worker, "lobby", None)
+        .await
+        .unwrap();
+    let mut es = Subscriber::connect(Transport::EventSource, &worker, "lobby", None)
+        .await
+        .unwrap();
+    let mut lp = Subscriber::connect(Transport::LongPoll, &worker, "lobby", None)
+        .await
+        .unwrap();
+    let mut other = Subscriber::connect(Transport::WebSocket, &worker, "other-room", None)
+        .await
+        .unwrap();
 
     let token = token_for("alice", "Alice");
     let (status, ack) = post_message(&worker, "lobby", Some(&token), &msg("  hello world ")).await;
     assert_eq!(status, 202, "{ack}");
     let id = ack["id"].as_str().unwrap().to_string();
 
-    for (name, sub) in [("websocket", &mut ws), ("eventsource", &mut es), ("longpoll", &mut lp)] {
-        let frame = sub.next_frame(WAIT).await.unwrap_or_else(|| panic!("{name} got nothing"));
+    for (name, sub) in [
+        ("websocket", &mut ws),
+        ("eventsource", &mut es),
+        ("longpoll", &mut lp),
+    ] {
+        let frame = sub
+            .next_frame(WAIT)
+            .await
+            .unwrap_or_else(|| panic!("{name} got nothing"));
         assert_eq!(frame.items.len(), 1, "{name}");
         let envelope = &frame.items[0];
         assert_eq!(envelope["id"], id.as_str(), "{name}");
         assert_eq!(envelope["room"], "lobby");
         assert_eq!(envelope["msg"], "hello world");
         assert_eq!(envelope["ts"], ack["ts"]);
-        assert_eq!(envelope["user"], json!({"id": "alice", "public": {"name": "Alice"}}));
+        assert_eq!(
+            envelope["user"],
+            json!({"id": "alice", "public": {"name": "Alice"}})
+        );
     }
-    assert!(other.drain_for(Duration::from_millis(500)).await.is_empty(), "another room got the message");
+    assert!(
+        other.drain_for(Duration::from_millis(500)).await.is_empty(),
+        "another room got the message"
+    );
 }
 
 #[tokio::test]
@@ -47,43 +70,78 @@ async fn two_workers_deliver_each_others_messages() {
     let redis = Redis::start().unwrap();
     let a = ChatWorker::start(&redis).unwrap();
     let b = ChatWorker::start(&redis).unwrap();
-    let mut on_a = Subscriber::connect(Transport::WebSocket, &a, "shared", None).await.unwrap();
-    let mut on_b = Subscriber::connect(Transport::EventSource, &b, "shared", None).await.unwrap();
+    let mut on_a = Subscriber::connect(Transport::WebSocket, &a, "shared", None)
+        .await
+        .unwrap();
+    let mut on_b = Subscriber::connect(Transport::EventSource, &b, "shared", None)
+        .await
+        .unwrap();
 
-    let (status, from_a) = post_message(&a, "shared", Some(&token_for("ann", "Ann")), &msg("from a")).await;
+    let (status, from_a) =
+        post_message(&a, "shared", Some(&token_for("ann", "Ann")), &msg("from a")).await;
     assert_eq!(status, 202);
-    let (status, from_b) = post_message(&b, "shared", Some(&token_for("bob", "Bob")), &msg("from b")).await;
+    let (status, from_b) =
+        post_message(&b, "shared", Some(&token_for("bob", "Bob")), &msg("from b")).await;
     assert_eq!(status, 202);
 
     for sub in [&mut on_a, &mut on_b] {
         let got = items(&sub.frames_until(2, WAIT).await);
         let ids: Vec<&str> = got.iter().map(|e| e["id"].as_str().unwrap()).collect();
-        assert_eq!(ids, [from_a["id"].as_str().unwrap(), from_b["id"].as_str().unwrap()]);
+        assert_eq!(
+            ids,
+            [
+                from_a["id"].as_str().unwrap(),
+                from_b["id"].as_str().unwrap()
+            ]
+        );
     }
 }
 
 #[tokio::test]
 async fn burst_of_200_messages_arrives_complete_in_order_in_fewer_frames() {
     let redis = Redis::start().unwrap();
-    let worker = ChatWorker::start_with(&redis, WorkerOptions { batch_window_ms: 40, ..Default::default() }).unwrap();
-    let mut sub = Subscriber::connect(Transport::WebSocket, &worker, "busy", None).await.unwrap();
+    let worker = ChatWorker::start_with(
+        &redis,
+        WorkerOptions {
+            batch_window_ms: 40,
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    let mut sub = Subscriber::connect(Transport::WebSocket, &worker, "busy", None)
+        .await
+        .unwrap();
     let token = token_for("alice", "Alice");
 
     // Posted one after the other, so the order of acknowledgement is the
     // order the room must show.
     let mut sent = Vec::new();
     for n in 0..200 {
-        let (status, ack) = post_message(&worker, "busy", Some(&token), &msg(&format!("m{n}"))).await;
+        let (status, ack) =
+            post_message(&worker, "busy", Some(&token), &msg(&format!("m{n}"))).await;
         assert_eq!(status, 202, "{ack}");
         sent.push(ack["id"].as_str().unwrap().to_string());
     }
     let frames = sub.frames_until(200, Duration::from_secs(10)).await;
-    let got: Vec<String> = items(&frames).iter().map(|e| e["id"].as_str().unwrap().to_string()).collect();
+    let got: Vec<String> = items(&frames)
+        .iter()
+        .map(|e| e["id"].as_str().unwrap().to_string())
+        .collect();
     assert_eq!(got, sent, "every message, in order, once");
-    let texts: Vec<String> = items(&frames).iter().map(|e| e["msg"].as_str().unwrap().to_string()).collect();
+    let texts: Vec<String> = items(&frames)
+        .iter()
+        .map(|e| e["msg"].as_str().unwrap().to_string())
+        .collect();
     assert_eq!(texts, (0..200).map(|n| format!("m{n}")).collect::<Vec<_>>());
-    assert!(frames.len() < 200, "batching must send fewer frames than messages, got {}", frames.len());
-    assert!(frames.iter().any(|f| f.items.len() > 1), "some frame must hold several messages");
+    assert!(
+        frames.len() < 200,
+        "batching must send fewer frames than messages, got {}",
+        frames.len()
+    );
+    assert!(
+        frames.iter().any(|f| f.items.len() > 1),
+        "some frame must hold several messages"
+    );
 }
 
 #[tokio::test]
@@ -93,7 +151,9 @@ async fn reconnecting_subscriber_with_its_last_id_gets_exactly_what_it_missed() 
     let token = token_for("alice", "Alice");
     for transport in [Transport::EventSource, Transport::WebSocket] {
         let room = format!("resume-{transport:?}").to_lowercase();
-        let mut sub = Subscriber::connect(transport, &worker, &room, None).await.unwrap();
+        let mut sub = Subscriber::connect(transport, &worker, &room, None)
+            .await
+            .unwrap();
         let (_, first) = post_message(&worker, &room, Some(&token), &msg("before")).await;
         let seen = sub.next_frame(WAIT).await.expect("first message");
         assert_eq!(seen.items[0]["id"], first["id"]);
@@ -101,18 +161,30 @@ async fn reconnecting_subscriber_with_its_last_id_gets_exactly_what_it_missed() 
 
         let mut missed = Vec::new();
         for n in 0..3 {
-            let (status, ack) = post_message(&worker, &room, Some(&token), &msg(&format!("missed {n}"))).await;
+            let (status, ack) =
+                post_message(&worker, &room, Some(&token), &msg(&format!("missed {n}"))).await;
             assert_eq!(status, 202);
             missed.push(ack["id"].clone());
             // Separate frames, as a reconnecting client usually finds them.
             tokio::time::sleep(Duration::from_millis(60)).await;
         }
-        let mut back = Subscriber::connect(transport, &worker, &room, Some(&seen.nchan_id)).await.unwrap();
+        let mut back = Subscriber::connect(transport, &worker, &room, Some(&seen.nchan_id))
+            .await
+            .unwrap();
         let (_, live) = post_message(&worker, &room, Some(&token), &msg("after")).await;
         missed.push(live["id"].clone());
-        let got: Vec<Value> = items(&back.frames_until(4, WAIT).await).iter().map(|e| e["id"].clone()).collect();
-        assert_eq!(got, missed, "{transport:?}: exactly the missed messages, then the live one");
-        assert!(back.drain_for(Duration::from_millis(300)).await.is_empty(), "{transport:?}: duplicates");
+        let got: Vec<Value> = items(&back.frames_until(4, WAIT).await)
+            .iter()
+            .map(|e| e["id"].clone())
+            .collect();
+        assert_eq!(
+            got, missed,
+            "{transport:?}: exactly the missed messages, then the live one"
+        );
+        assert!(
+            back.drain_for(Duration::from_millis(300)).await.is_empty(),
+            "{transport:?}: duplicates"
+        );
     }
 }
 
@@ -122,15 +194,24 @@ async fn reconnecting_subscriber_with_its_last_id_gets_exactly_what_it_missed() 
 async fn bad_inputs_get_their_status_and_json_error_and_publish_nothing() {
     let redis = Redis::start().unwrap();
     let worker = ChatWorker::start(&redis).unwrap();
-    let mut sub = Subscriber::connect(Transport::WebSocket, &worker, "guarded", None).await.unwrap();
+    let mut sub = Subscriber::connect(Transport::WebSocket, &worker, "guarded", None)
+        .await
+        .unwrap();
     let good = token_for("alice", "Alice");
     let now = now_secs();
-    let public_key = std::fs::read(chatup_testkit::process::workspace_root().join("conf/dev-keys/jwt-rs256.pub")).unwrap();
+    let public_key = std::fs::read(
+        chatup_testkit::process::workspace_root().join("conf/dev-keys/jwt-rs256.pub"),
+    )
+    .unwrap();
     let b64 = |v: Value| {
         use base64_url as b;
         b::encode(&v.to_string())
     };
-    let alg_none = format!("{}.{}.", b64(json!({"alg": "none"})), b64(json!({"sub": "x", "exp": now + 60})));
+    let alg_none = format!(
+        "{}.{}.",
+        b64(json!({"alg": "none"})),
+        b64(json!({"sub": "x", "exp": now + 60}))
+    );
     let hs_with_public_key = jsonwebtoken::encode(
         &jsonwebtoken::Header::new(jsonwebtoken::Algorithm::HS256),
         &json!({"sub": "mallory", "exp": now + 60}),
@@ -146,33 +227,108 @@ async fn bad_inputs_get_their_status_and_json_error_and_publish_nothing() {
     let cases: Vec<(&str, Option<String>, String, u16)> = vec![
         ("missing token", None, msg("x"), 401),
         ("malformed token", Some("not.a.jwt".into()), msg("x"), 401),
-        ("expired token", Some(rs256_token(&json!({"sub": "a", "exp": now - 120}))), msg("x"), 401),
-        ("not yet valid", Some(rs256_token(&json!({"sub": "a", "exp": now + 600, "nbf": now + 300}))), msg("x"), 401),
+        (
+            "expired token",
+            Some(rs256_token(&json!({"sub": "a", "exp": now - 120}))),
+            msg("x"),
+            401,
+        ),
+        (
+            "not yet valid",
+            Some(rs256_token(
+                &json!({"sub": "a", "exp": now + 600, "nbf": now + 300}),
+            )),
+            msg("x"),
+            401,
+        ),
         ("forged token", Some(forged), msg("x"), 401),
         ("alg none", Some(alg_none), msg("x"), 401),
-        ("HS256 with the RSA public key", Some(hs_with_public_key), msg("x"), 401),
-        ("no sub", Some(rs256_token(&json!({"exp": now + 600}))), msg("x"), 401),
+        (
+            "HS256 with the RSA public key",
+            Some(hs_with_public_key),
+            msg("x"),
+            401,
+        ),
+        (
+            "no sub",
+            Some(rs256_token(&json!({"exp": now + 600}))),
+            msg("x"),
+            401,
+        ),
         ("not JSON", Some(good.clone()), "hello".into(), 400),
-        ("no msg field", Some(good.clone()), json!({"text": "x"}).to_string(), 400),
+        (
+            "no msg field",
+            Some(good.clone()),
+            json!({"text": "x"}).to_string(),
+            400,
+        ),
         ("empty message", Some(good.clone()), msg("   "), 400),
-        ("too long message", Some(good.clone()), msg(&"x".repeat(501)), 413),
-        ("huge body", Some(good.clone()), msg(&"x".repeat(200_000)), 413),
+        (
+            "too long message",
+            Some(good.clone()),
+            msg(&"x".repeat(501)),
+            413,
+        ),
+        (
+            "huge body",
+            Some(good.clone()),
+            msg(&"x".repeat(200_000)),
+            413,
+        ),
     ];
     for (name, token, body, status) in cases {
         let (got, json) = post_message(&worker, "guarded", token.as_deref(), &body).await;
         assert_eq!(got, status, "{name}: {json}");
-        assert!(json["error"].as_str().is_some_and(|e| !e.is_empty()), "{name}: {json}");
+        assert!(
+            json["error"].as_str().is_some_and(|e| !e.is_empty()),
+            "{name}: {json}"
+        );
     }
 
     let client = reqwest::Client::new();
     let url = format!("{}/rooms/guarded/messages", worker.base_url());
     let auth = format!("Bearer {good}");
     let raw = [
-        ("wrong method", client.get(&url).header("Authorization", &auth), 405),
-        ("not JSON content type", client.post(&url).header("Authorization", &auth).header("Content-Type", "text/plain").body(msg("x")), 415),
-        ("invalid UTF-8", client.post(&url).header("Authorization", &auth).header("Content-Type", "application/json").body(b"{\"msg\":\"\xff\xfe\"}".to_vec()), 400),
-        ("bad room name", client.post(format!("{}/rooms/bad%20room/messages", worker.base_url())).header("Authorization", &auth).header("Content-Type", "application/json").body(msg("x")), 400),
-        ("unknown path", client.post(format!("{}/rooms/guarded/other", worker.base_url())).header("Authorization", &auth).body(msg("x")), 404),
+        (
+            "wrong method",
+            client.get(&url).header("Authorization", &auth),
+            405,
+        ),
+        (
+            "not JSON content type",
+            client
+                .post(&url)
+                .header("Authorization", &auth)
+                .header("Content-Type", "text/plain")
+                .body(msg("x")),
+            415,
+        ),
+        (
+            "invalid UTF-8",
+            client
+                .post(&url)
+                .header("Authorization", &auth)
+                .header("Content-Type", "application/json")
+                .body(b"{\"msg\":\"\xff\xfe\"}".to_vec()),
+            400,
+        ),
+        (
+            "bad room name",
+            client
+                .post(format!("{}/rooms/bad%20room/messages", worker.base_url()))
+                .header("Authorization", &auth)
+                .header("Content-Type", "application/json")
+                .body(msg("x")),
+            400,
+        ),
+        (
+            "unknown path",
+            client
+                .post(format!("{}/rooms/guarded/other", worker.base_url()))
+                .header("Authorization", &auth)
+                .body(msg("x")),
+            404,
+        ),
     ];
     for (name, request, status) in raw {
         let response = request.send().await.unwrap();
@@ -181,8 +337,17 @@ async fn bad_inputs_get_their_status_and_json_error_and_publish_nothing() {
         assert!(json["error"].as_str().is_some(), "{name}: {json}");
     }
 
-    assert!(sub.drain_for(Duration::from_millis(500)).await.is_empty(), "a refused message was published");
-    assert_eq!(redis.client().unwrap().cmd(&["LLEN", "chatup:{guarded}:history"]), "0");
+    assert!(
+        sub.drain_for(Duration::from_millis(500)).await.is_empty(),
+        "a refused message was published"
+    );
+    assert_eq!(
+        redis
+            .client()
+            .unwrap()
+            .cmd(&["LLEN", "chatup:{guarded}:history"]),
+        "0"
+    );
     let (status, _) = post_message(&worker, "guarded", Some(&good), &msg("finally")).await;
     assert_eq!(status, 202, "a good request still works after all that");
 }
@@ -191,7 +356,9 @@ async fn bad_inputs_get_their_status_and_json_error_and_publish_nothing() {
 async fn stopped_sidecar_gives_503_quickly_and_posting_works_again_when_it_returns() {
     let redis = Redis::start().unwrap();
     let mut worker = ChatWorker::start(&redis).unwrap();
-    let mut sub = Subscriber::connect(Transport::WebSocket, &worker, "flaky", None).await.unwrap();
+    let mut sub = Subscriber::connect(Transport::WebSocket, &worker, "flaky", None)
+        .await
+        .unwrap();
     let token = token_for("alice", "Alice");
     worker.stop_sidecar();
 
@@ -199,7 +366,11 @@ async fn stopped_sidecar_gives_503_quickly_and_posting_works_again_when_it_retur
     let (status, json) = post_message(&worker, "flaky", Some(&token), &msg("lost?")).await;
     assert_eq!(status, 503, "{json}");
     assert!(json["error"].is_string());
-    assert!(started.elapsed() < Duration::from_secs(2), "503 took {:?}", started.elapsed());
+    assert!(
+        started.elapsed() < Duration::from_secs(2),
+        "503 took {:?}",
+        started.elapsed()
+    );
 
     worker.start_sidecar().unwrap();
     let (status, ack) = post_message(&worker, "flaky", Some(&token), &msg("back")).await;
@@ -208,14 +379,19 @@ async fn stopped_sidecar_gives_503_quickly_and_posting_works_again_when_it_retur
     // sidecar remembers the room from its state file.
     let got = items(&sub.frames_until(1, WAIT).await);
     assert_eq!(got.len(), 1, "nothing for the subscriber that stayed");
-    assert_eq!(got[0]["id"], ack["id"], "the refused message must not appear");
+    assert_eq!(
+        got[0]["id"], ack["id"],
+        "the refused message must not appear"
+    );
 }
 
 #[tokio::test]
 async fn redis_restart_is_survived_without_restarting_anything_else() {
     let mut redis = Redis::start().unwrap();
     let worker = ChatWorker::start(&redis).unwrap();
-    let mut sub = Subscriber::connect(Transport::EventSource, &worker, "durable", None).await.unwrap();
+    let mut sub = Subscriber::connect(Transport::EventSource, &worker, "durable", None)
+        .await
+        .unwrap();
     let token = token_for("alice", "Alice");
     let (status, _) = post_message(&worker, "durable", Some(&token), &msg("one")).await;
     assert_eq!(status, 202);
@@ -233,11 +409,17 @@ async fn redis_restart_is_survived_without_restarting_anything_else() {
         if status == 202 {
             break ack;
         }
-        assert!(std::time::Instant::now() < deadline, "posting did not resume: {status} {ack}");
+        assert!(
+            std::time::Instant::now() < deadline,
+            "posting did not resume: {status} {ack}"
+        );
         tokio::time::sleep(Duration::from_millis(200)).await;
     };
     let got = items(&sub.frames_until(1, Duration::from_secs(10)).await);
-    assert!(got.iter().any(|e| e["id"] == ack["id"]), "delivery did not resume: {got:?}");
+    assert!(
+        got.iter().any(|e| e["id"] == ack["id"]),
+        "delivery did not resume: {got:?}"
+    );
     assert!(got.iter().all(|e| e["msg"] != "while down"));
 }
 
@@ -260,7 +442,10 @@ async fn token_required_subscription_is_refused_without_a_valid_token_and_nginx_
     }
     let token = token_for("alice", "Alice");
     let response = client
-        .get(format!("{}/sub-auth/members?token={token}", worker.base_url()))
+        .get(format!(
+            "{}/sub-auth/members?token={token}",
+            worker.base_url()
+        ))
         .header("Accept", "text/event-stream")
         .send()
         .await
@@ -269,7 +454,10 @@ async fn token_required_subscription_is_refused_without_a_valid_token_and_nginx_
     drop(response);
     // No worker process died on the way (the nchan authorize pitfall).
     let log = worker.nginx_log();
-    assert!(!log.contains("exited on signal") && !log.contains("assertion"), "{log}");
+    assert!(
+        !log.contains("exited on signal") && !log.contains("assertion"),
+        "{log}"
+    );
     let (status, _) = post_message(&worker, "members", Some(&token), &msg("still alive")).await;
     assert_eq!(status, 202);
 }
@@ -292,5 +480,8 @@ fn nginx_refuses_a_configuration_with_a_bad_key() {
         .unwrap();
     assert!(!out.status.success());
     let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(stderr.contains("chatup_jwt_public_key") && stderr.contains("not a PEM"), "{stderr}");
+    assert!(
+        stderr.contains("chatup_jwt_public_key") && stderr.contains("not a PEM"),
+        "{stderr}"
+    );
 }

@@ -36,7 +36,10 @@ pub struct Ack {
 
 impl Envelope {
     pub fn ack(&self) -> Ack {
-        Ack { id: self.id.clone(), ts: self.ts }
+        Ack {
+            id: self.id.clone(),
+            ts: self.ts,
+        }
     }
 }
 
@@ -51,7 +54,10 @@ mod tests {
         let envelope = Envelope {
             id: "01J0000000000000000000000A".into(),
             room: "lobby".into(),
-            user: User { id: "u1".into(), public: Some(public) },
+            user: User {
+                id: "u1".into(),
+                public: Some(public),
+            },
             msg: "hi".into(),
             ts: 1_700_000_000_000,
         };
@@ -70,7 +76,10 @@ mod tests {
 
     #[test]
     fn user_without_public_data_omits_the_field() {
-        let user = User { id: "u1".into(), public: None };
+        let user = User {
+            id: "u1".into(),
+            public: None,
+        };
         assert_eq!(serde_json::to_string(&user).unwrap(), r#"{"id":"u1"}"#);
     }
 }

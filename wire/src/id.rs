@@ -53,7 +53,9 @@ mod tests {
     #[test]
     fn separate_generators_do_not_collide() {
         let t = SystemTime::now();
-        let a: Vec<String> = (0..100).map(|_| MessageIdGenerator::new().next_id(t)).collect();
+        let a: Vec<String> = (0..100)
+            .map(|_| MessageIdGenerator::new().next_id(t))
+            .collect();
         let unique: std::collections::HashSet<_> = a.iter().collect();
         assert_eq!(unique.len(), a.len());
     }

@@ -39,7 +39,12 @@ mod tests {
 
     #[test]
     fn accepts_documented_charset() {
-        for ok in ["lobby", "a", "Match-42_live.fr:main", &"x".repeat(MAX_ROOM_LEN)] {
+        for ok in [
+            "lobby",
+            "a",
+            "Match-42_live.fr:main",
+            &"x".repeat(MAX_ROOM_LEN),
+        ] {
             assert_eq!(validate_room(ok), Ok(()), "{ok}");
         }
     }
@@ -47,11 +52,18 @@ mod tests {
     #[test]
     fn rejects_everything_else() {
         assert_eq!(validate_room(""), Err(RoomNameError::Empty));
-        assert_eq!(validate_room(&"x".repeat(MAX_ROOM_LEN + 1)), Err(RoomNameError::TooLong));
+        assert_eq!(
+            validate_room(&"x".repeat(MAX_ROOM_LEN + 1)),
+            Err(RoomNameError::TooLong)
+        );
         assert_eq!(validate_room(".."), Err(RoomNameError::BadFirstCharacter));
         assert_eq!(validate_room("-x"), Err(RoomNameError::BadFirstCharacter));
         for bad in ["a b", "a/b", "a%20", "aé", "a\0", "a?b"] {
-            assert_eq!(validate_room(bad), Err(RoomNameError::BadCharacter), "{bad:?}");
+            assert_eq!(
+                validate_room(bad),
+                Err(RoomNameError::BadCharacter),
+                "{bad:?}"
+            );
         }
     }
 }

@@ -69,6 +69,9 @@ mod tests {
             GateError::MessageTooLong { max: 5 }.json_body(),
             r#"{"error":"message is longer than 5 characters"}"#
         );
-        assert_eq!(GateError::BadToken("say \"x\"".into()).json_body(), r#"{"error":"say \"x\""}"#);
+        assert_eq!(
+            GateError::BadToken("say \"x\"".into()).json_body(),
+            r#"{"error":"say \"x\""}"#
+        );
     }
 }

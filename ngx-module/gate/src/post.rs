@@ -17,7 +17,10 @@ impl PostLimits {
     /// A body large enough for any allowed message even if every character
     /// is written as a JSON `\uXXXX` escape pair, plus room for the wrapper.
     pub fn for_message_chars(max_message_chars: usize) -> Self {
-        Self { max_message_chars, max_body_bytes: max_message_chars * 12 + 1024 }
+        Self {
+            max_message_chars,
+            max_body_bytes: max_message_chars * 12 + 1024,
+        }
     }
 }
 
@@ -53,8 +56,13 @@ impl PostGate<'_> {
         let room = room_from_path(head.path)?;
         check_content_type(head.content_type)?;
         let identity = self.verifier.verify(bearer_token(head.authorization)?)?;
-        if head.content_length.is_some_and(|n| n > self.limits.max_body_bytes as u64) {
-            return Err(GateError::BodyTooLarge { max: self.limits.max_body_bytes });
+        if head
+            .content_length
+            .is_some_and(|n| n > self.limits.max_body_bytes as u64)
+        {
+            return Err(GateError::BodyTooLarge {
+                max: self.limits.max_body_bytes,
+            });
         }
         Ok(AcceptedHead { room, identity })
     }
@@ -68,13 +76,18 @@ impl PostGate<'_> {
         ts: u64,
     ) -> Result<Envelope, GateError> {
         if body.len() > self.limits.max_body_bytes {
-            return Err(GateError::BodyTooLarge { max: self.limits.max_body_bytes });
+            return Err(GateError::BodyTooLarge {
+                max: self.limits.max_body_bytes,
+            });
         }
         let msg = parse_message(body, self.limits.max_message_chars)?;
         Ok(Envelope {
             id,
             room: head.room,
-            user: User { id: head.identity.sub, public: head.identity.public },
+            user: User {
+                id: head.identity.sub,
+                public: head.identity.public,
+            },
             msg,
             ts,
         })
@@ -106,8 +119,12 @@ pub fn check_content_type(content_type: Option<&[u8]>) -> Result<(), GateError> 
 /// The token of an `Authorization: Bearer <token>` header.
 pub fn bearer_token(authorization: Option<&[u8]>) -> Result<&str, GateError> {
     let value = authorization.ok_or(GateError::MissingToken)?;
-    let value = std::str::from_utf8(value).map_err(|_| GateError::BadToken("malformed token".into()))?;
-    let (scheme, token) = value.trim().split_once(' ').ok_or(GateError::MissingToken)?;
+    let value =
+        std::str::from_utf8(value).map_err(|_| GateError::BadToken("malformed token".into()))?;
+    let (scheme, token) = value
+        .trim()
+        .split_once(' ')
+        .ok_or(GateError::MissingToken)?;
     if !scheme.eq_ignore_ascii_case("bearer") || token.trim().is_empty() {
         return Err(GateError::MissingToken);
     }
@@ -121,18 +138,36 @@ mod tests {
     #[test]
     fn room_comes_from_the_path() {
         assert_eq!(room_from_path(b"/rooms/lobby/messages").unwrap(), "lobby");
-        assert_eq!(room_from_path(b"/rooms/lobby/other"), Err(GateError::NotFound));
-        assert_eq!(room_from_path(b"/rooms//messages").unwrap_err().status(), 400);
-        assert_eq!(room_from_path(b"/rooms/a b/messages").unwrap_err().status(), 400);
-        assert_eq!(room_from_path(b"/rooms/a/b/messages").unwrap_err().status(), 400);
+        assert_eq!(
+            room_from_path(b"/rooms/lobby/other"),
+            Err(GateError::NotFound)
+        );
+        assert_eq!(
+            room_from_path(b"/rooms//messages").unwrap_err().status(),
+            400
+        );
+        assert_eq!(
+            room_from_path(b"/rooms/a b/messages").unwrap_err().status(),
+            400
+        );
+        assert_eq!(
+            room_from_path(b"/rooms/a/b/messages").unwrap_err().status(),
+            400
+        );
     }
 
     #[test]
     fn content_type_must_be_json() {
         assert!(check_content_type(Some(b"application/json")).is_ok());
         assert!(check_content_type(Some(b"Application/JSON; charset=utf-8")).is_ok());
-        assert_eq!(check_content_type(Some(b"text/plain")), Err(GateError::UnsupportedMediaType));
-        assert_eq!(check_content_type(None), Err(GateError::UnsupportedMediaType));
+        assert_eq!(
+            check_content_type(Some(b"text/plain")),
+            Err(GateError::UnsupportedMediaType)
+        );
+        assert_eq!(
+            check_content_type(None),
+            Err(GateError::UnsupportedMediaType)
+        );
     }
 
     #[test]
@@ -140,7 +175,10 @@ mod tests {
         assert_eq!(bearer_token(Some(b"Bearer abc")).unwrap(), "abc");
         assert_eq!(bearer_token(Some(b"bearer  abc ")).unwrap(), "abc");
         assert_eq!(bearer_token(None), Err(GateError::MissingToken));
-        assert_eq!(bearer_token(Some(b"Basic abc")), Err(GateError::MissingToken));
+        assert_eq!(
+            bearer_token(Some(b"Basic abc")),
+            Err(GateError::MissingToken)
+        );
         assert_eq!(bearer_token(Some(b"Bearer ")), Err(GateError::MissingToken));
     }
 

@@ -10,7 +10,8 @@ pub fn query_param(uri: &[u8], name: &str) -> Option<String> {
             Some(eq) => (&pair[..eq], &pair[eq + 1..]),
             None => (pair, &pair[pair.len()..]),
         };
-        (percent_decode(key)? == name.as_bytes()).then(|| percent_decode(value))?
+        (percent_decode(key)? == name.as_bytes())
+            .then(|| percent_decode(value))?
             .and_then(|v| String::from_utf8(v).ok())
     })
 }

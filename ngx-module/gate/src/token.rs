@@ -108,7 +108,9 @@ pub struct TokenVerifier {
 
 impl std::fmt::Debug for TokenVerifier {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("TokenVerifier").field("algorithms", &self.algorithms).finish()
+        f.debug_struct("TokenVerifier")
+            .field("algorithms", &self.algorithms)
+            .finish()
     }
 }
 
@@ -136,10 +138,14 @@ impl TokenVerifier {
                 .algorithms
                 .iter()
                 .map(|name| {
-                    let alg: Algorithm =
-                        name.parse().map_err(|_| KeyError::UnknownAlgorithm(name.clone()))?;
+                    let alg: Algorithm = name
+                        .parse()
+                        .map_err(|_| KeyError::UnknownAlgorithm(name.clone()))?;
                     if !kind.accepts(alg) {
-                        return Err(KeyError::AlgorithmKeyMismatch { alg: name.clone(), key: kind.name() });
+                        return Err(KeyError::AlgorithmKeyMismatch {
+                            alg: name.clone(),
+                            key: kind.name(),
+                        });
                     }
                     Ok(alg)
                 })
@@ -159,7 +165,11 @@ impl TokenVerifier {
             Some(aud) => validation.set_audience(&[aud]),
             None => validation.validate_aud = false,
         }
-        Ok(Self { key, validation, algorithms })
+        Ok(Self {
+            key,
+            validation,
+            algorithms,
+        })
     }
 
     /// Checks a compact JWT and returns who it vouches for.
@@ -179,11 +189,18 @@ impl TokenVerifier {
             .decode(header_b64.trim_end_matches('='))
             .map_err(|_| malformed())?;
         let header: Header = serde_json::from_slice(&header_json).map_err(|_| malformed())?;
-        let alg = header.alg.ok_or_else(|| GateError::BadToken("token has no alg".into()))?;
-        let pinned = alg.parse::<Algorithm>().ok().filter(|a| self.algorithms.contains(a));
+        let alg = header
+            .alg
+            .ok_or_else(|| GateError::BadToken("token has no alg".into()))?;
+        let pinned = alg
+            .parse::<Algorithm>()
+            .ok()
+            .filter(|a| self.algorithms.contains(a));
         match pinned {
             Some(_) => Ok(()),
-            None => Err(GateError::BadToken(format!("token algorithm \"{alg}\" is not accepted"))),
+            None => Err(GateError::BadToken(format!(
+                "token algorithm \"{alg}\" is not accepted"
+            ))),
         }
     }
 }
@@ -192,7 +209,9 @@ fn identity_from(claims: Claims) -> Result<Identity, GateError> {
     let sub = match claims.sub {
         Some(Value::String(s)) if !s.is_empty() && s.len() <= MAX_SUB_LEN => s,
         Some(Value::String(s)) if !s.is_empty() => {
-            return Err(GateError::BadToken(format!("token sub is longer than {MAX_SUB_LEN} bytes")))
+            return Err(GateError::BadToken(format!(
+                "token sub is longer than {MAX_SUB_LEN} bytes"
+            )))
         }
         _ => return Err(GateError::BadToken("token has no sub".into())),
     };
@@ -206,7 +225,11 @@ fn identity_from(claims: Claims) -> Result<Identity, GateError> {
             }
             Some(map)
         }
-        Some(_) => return Err(GateError::BadToken("token public claim must be an object".into())),
+        Some(_) => {
+            return Err(GateError::BadToken(
+                "token public claim must be an object".into(),
+            ))
+        }
     };
     Ok(Identity { sub, public })
 }
@@ -216,7 +239,9 @@ fn describe(kind: &ErrorKind) -> String {
         ErrorKind::ExpiredSignature => "token expired".into(),
         ErrorKind::ImmatureSignature => "token not yet valid".into(),
         ErrorKind::InvalidSignature => "invalid token signature".into(),
-        ErrorKind::InvalidAlgorithm | ErrorKind::MissingAlgorithm => "token algorithm is not accepted".into(),
+        ErrorKind::InvalidAlgorithm | ErrorKind::MissingAlgorithm => {
+            "token algorithm is not accepted".into()
+        }
         ErrorKind::InvalidIssuer => "token issuer is not accepted".into(),
         ErrorKind::InvalidAudience => "token audience is not accepted".into(),
         ErrorKind::MissingRequiredClaim(claim) => format!("token has no {claim}"),
@@ -243,6 +268,9 @@ fn load_key(material: &KeyMaterial) -> Result<(DecodingKey, KeyKind), KeyError> 
 }
 
 fn trim_trailing_whitespace(bytes: &[u8]) -> &[u8] {
-    let end = bytes.iter().rposition(|b| !b.is_ascii_whitespace()).map_or(0, |p| p + 1);
+    let end = bytes
+        .iter()
+        .rposition(|b| !b.is_ascii_whitespace())
+        .map_or(0, |p| p + 1);
     &bytes[..end]
 }

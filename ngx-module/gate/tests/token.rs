@@ -11,7 +11,10 @@ const RSA_PRIVATE: &[u8] = include_bytes!("../../../conf/dev-keys/jwt-rs256.key"
 const RSA_PUBLIC: &[u8] = include_bytes!("../../../conf/dev-keys/jwt-rs256.pub");
 
 fn now() -> u64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs()
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
 }
 
 fn config(key: KeyMaterial, algorithms: &[&str]) -> VerifierConfig {
@@ -29,12 +32,20 @@ fn hs_verifier() -> TokenVerifier {
 }
 
 fn rs_verifier() -> TokenVerifier {
-    TokenVerifier::new(config(KeyMaterial::PublicKeyPem(RSA_PUBLIC.to_vec()), &["RS256"])).unwrap()
+    TokenVerifier::new(config(
+        KeyMaterial::PublicKeyPem(RSA_PUBLIC.to_vec()),
+        &["RS256"],
+    ))
+    .unwrap()
 }
 
 fn hs_token(claims: Value) -> String {
-    encode(&Header::new(Algorithm::HS256), &claims, &EncodingKey::from_secret(HS_SECRET.trim_ascii_end()))
-        .unwrap()
+    encode(
+        &Header::new(Algorithm::HS256),
+        &claims,
+        &EncodingKey::from_secret(HS_SECRET.trim_ascii_end()),
+    )
+    .unwrap()
 }
 
 fn bad_token_message(result: Result<chatup_gate::Identity, GateError>) -> String {
@@ -46,7 +57,9 @@ fn bad_token_message(result: Result<chatup_gate::Identity, GateError>) -> String
 
 #[test]
 fn valid_token_yields_sub_and_public_data() {
-    let token = hs_token(json!({"sub": "u1", "exp": now() + 60, "public": {"name": "Ann", "color": "#f00"}}));
+    let token = hs_token(
+        json!({"sub": "u1", "exp": now() + 60, "public": {"name": "Ann", "color": "#f00"}}),
+    );
     let identity = hs_verifier().verify(&token).unwrap();
     assert_eq!(identity.sub, "u1");
     assert_eq!(identity.public.unwrap()["name"], "Ann");
@@ -55,8 +68,15 @@ fn valid_token_yields_sub_and_public_data() {
 #[test]
 fn expired_and_not_yet_valid_tokens_are_refused_beyond_the_leeway() {
     let v = hs_verifier();
-    assert_eq!(bad_token_message(v.verify(&hs_token(json!({"sub": "u", "exp": now() - 60})))), "token expired");
-    assert!(v.verify(&hs_token(json!({"sub": "u", "exp": now() - 2}))).is_ok(), "within leeway");
+    assert_eq!(
+        bad_token_message(v.verify(&hs_token(json!({"sub": "u", "exp": now() - 60})))),
+        "token expired"
+    );
+    assert!(
+        v.verify(&hs_token(json!({"sub": "u", "exp": now() - 2})))
+            .is_ok(),
+        "within leeway"
+    );
     let early = hs_token(json!({"sub": "u", "exp": now() + 600, "nbf": now() + 300}));
     assert_eq!(bad_token_message(v.verify(&early)), "token not yet valid");
 }
@@ -69,7 +89,10 @@ fn forged_token_is_refused() {
         &EncodingKey::from_secret(b"someone else's secret of enough length!!"),
     )
     .unwrap();
-    assert_eq!(bad_token_message(hs_verifier().verify(&forged)), "invalid token signature");
+    assert_eq!(
+        bad_token_message(hs_verifier().verify(&forged)),
+        "invalid token signature"
+    );
     // A valid token with a flipped payload is refused too.
     let token = hs_token(json!({"sub": "u", "exp": now() + 60}));
     let mut parts: Vec<&str> = token.split('.').collect();
@@ -82,8 +105,15 @@ fn forged_token_is_refused() {
 #[test]
 fn alg_none_is_refused() {
     let b64 = |v: Value| base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(v.to_string());
-    let token = format!("{}.{}.", b64(json!({"alg": "none", "typ": "JWT"})), b64(json!({"sub": "u", "exp": now() + 60})));
-    assert_eq!(bad_token_message(hs_verifier().verify(&token)), "token algorithm \"none\" is not accepted");
+    let token = format!(
+        "{}.{}.",
+        b64(json!({"alg": "none", "typ": "JWT"})),
+        b64(json!({"sub": "u", "exp": now() + 60}))
+    );
+    assert_eq!(
+        bad_token_message(hs_verifier().verify(&token)),
+        "token algorithm \"none\" is not accepted"
+    );
 }
 
 #[test]
@@ -94,7 +124,10 @@ fn hmac_token_signed_with_the_rsa_public_key_is_refused_when_rs256_is_pinned() {
         &EncodingKey::from_secret(RSA_PUBLIC),
     )
     .unwrap();
-    assert_eq!(bad_token_message(rs_verifier().verify(&token)), "token algorithm \"HS256\" is not accepted");
+    assert_eq!(
+        bad_token_message(rs_verifier().verify(&token)),
+        "token algorithm \"HS256\" is not accepted"
+    );
 }
 
 #[test]
@@ -111,12 +144,27 @@ fn rs256_token_is_accepted_with_the_public_key() {
 #[test]
 fn token_without_usable_sub_or_exp_is_refused() {
     let v = hs_verifier();
-    assert_eq!(bad_token_message(v.verify(&hs_token(json!({"exp": now() + 60})))), "token has no sub");
-    assert_eq!(bad_token_message(v.verify(&hs_token(json!({"sub": "", "exp": now() + 60})))), "token has no sub");
-    assert_eq!(bad_token_message(v.verify(&hs_token(json!({"sub": 5, "exp": now() + 60})))), "token has no sub");
-    assert_eq!(bad_token_message(v.verify(&hs_token(json!({"sub": "u"})))), "token has no exp");
+    assert_eq!(
+        bad_token_message(v.verify(&hs_token(json!({"exp": now() + 60})))),
+        "token has no sub"
+    );
+    assert_eq!(
+        bad_token_message(v.verify(&hs_token(json!({"sub": "", "exp": now() + 60})))),
+        "token has no sub"
+    );
+    assert_eq!(
+        bad_token_message(v.verify(&hs_token(json!({"sub": 5, "exp": now() + 60})))),
+        "token has no sub"
+    );
+    assert_eq!(
+        bad_token_message(v.verify(&hs_token(json!({"sub": "u"})))),
+        "token has no exp"
+    );
     let public = hs_token(json!({"sub": "u", "exp": now() + 60, "public": "Ann"}));
-    assert_eq!(bad_token_message(v.verify(&public)), "token public claim must be an object");
+    assert_eq!(
+        bad_token_message(v.verify(&public)),
+        "token public claim must be an object"
+    );
 }
 
 #[test]
@@ -125,12 +173,22 @@ fn issuer_and_audience_are_checked_when_configured() {
     c.issuer = Some("https://site.example".into());
     c.audience = Some("chatup".into());
     let v = TokenVerifier::new(c).unwrap();
-    let good = hs_token(json!({"sub": "u", "exp": now() + 60, "iss": "https://site.example", "aud": "chatup"}));
+    let good = hs_token(
+        json!({"sub": "u", "exp": now() + 60, "iss": "https://site.example", "aud": "chatup"}),
+    );
     assert!(v.verify(&good).is_ok());
-    let wrong_iss = hs_token(json!({"sub": "u", "exp": now() + 60, "iss": "evil", "aud": "chatup"}));
-    assert_eq!(bad_token_message(v.verify(&wrong_iss)), "token issuer is not accepted");
-    let wrong_aud = hs_token(json!({"sub": "u", "exp": now() + 60, "iss": "https://site.example", "aud": "x"}));
-    assert_eq!(bad_token_message(v.verify(&wrong_aud)), "token audience is not accepted");
+    let wrong_iss =
+        hs_token(json!({"sub": "u", "exp": now() + 60, "iss": "evil", "aud": "chatup"}));
+    assert_eq!(
+        bad_token_message(v.verify(&wrong_iss)),
+        "token issuer is not accepted"
+    );
+    let wrong_aud =
+        hs_token(json!({"sub": "u", "exp": now() + 60, "iss": "https://site.example", "aud": "x"}));
+    assert_eq!(
+        bad_token_message(v.verify(&wrong_aud)),
+        "token audience is not accepted"
+    );
 }
 
 #[test]
@@ -146,10 +204,22 @@ fn key_configuration_errors_are_clear() {
     assert_eq!(short.unwrap_err(), KeyError::SecretTooShort(5));
     let not_pem = TokenVerifier::new(config(KeyMaterial::PublicKeyPem(b"hello".to_vec()), &[]));
     assert_eq!(not_pem.unwrap_err(), KeyError::UnreadablePem);
-    let mismatch = TokenVerifier::new(config(KeyMaterial::PublicKeyPem(RSA_PUBLIC.to_vec()), &["HS256"]));
-    assert_eq!(mismatch.unwrap_err().to_string(), "algorithm HS256 cannot be used with an RSA key");
-    let unknown = TokenVerifier::new(config(KeyMaterial::HmacSecret(HS_SECRET.to_vec()), &["XX1"]));
-    assert_eq!(unknown.unwrap_err(), KeyError::UnknownAlgorithm("XX1".into()));
+    let mismatch = TokenVerifier::new(config(
+        KeyMaterial::PublicKeyPem(RSA_PUBLIC.to_vec()),
+        &["HS256"],
+    ));
+    assert_eq!(
+        mismatch.unwrap_err().to_string(),
+        "algorithm HS256 cannot be used with an RSA key"
+    );
+    let unknown = TokenVerifier::new(config(
+        KeyMaterial::HmacSecret(HS_SECRET.to_vec()),
+        &["XX1"],
+    ));
+    assert_eq!(
+        unknown.unwrap_err(),
+        KeyError::UnknownAlgorithm("XX1".into())
+    );
 }
 
 #[test]

@@ -46,7 +46,8 @@ impl Pending {
         let mut current: Vec<String> = Vec::new();
         let mut bytes = 2;
         for item in self.items.drain(..) {
-            let full = current.len() >= limits.max_items || bytes + item.len() + 1 > limits.max_bytes;
+            let full =
+                current.len() >= limits.max_items || bytes + item.len() + 1 > limits.max_bytes;
             if !current.is_empty() && full {
                 frames.push((encode_frame(&current), current.len()));
                 current.clear();
@@ -74,7 +75,11 @@ pub struct RecentIds {
 
 impl RecentIds {
     pub fn new(capacity: usize) -> Self {
-        Self { order: VecDeque::with_capacity(capacity), set: HashSet::with_capacity(capacity), capacity }
+        Self {
+            order: VecDeque::with_capacity(capacity),
+            set: HashSet::with_capacity(capacity),
+            capacity,
+        }
     }
 
     /// Records `id`; false if it was already there.
@@ -97,7 +102,10 @@ impl RecentIds {
 mod tests {
     use super::*;
 
-    const LIMITS: FrameLimits = FrameLimits { max_items: 3, max_bytes: 1000 };
+    const LIMITS: FrameLimits = FrameLimits {
+        max_items: 3,
+        max_bytes: 1000,
+    };
 
     #[test]
     fn frames_respect_the_item_limit_and_keep_order() {
@@ -115,13 +123,28 @@ mod tests {
 
     #[test]
     fn frames_respect_the_byte_limit_and_oversized_items_go_alone() {
-        let limits = FrameLimits { max_items: 100, max_bytes: 12 };
+        let limits = FrameLimits {
+            max_items: 100,
+            max_bytes: 12,
+        };
         let mut pending = Pending::default();
         for item in ["\"aaaa\"", "\"bbbb\"", "\"cccccccccccccccc\"", "\"d\""] {
             pending.push(item.to_string());
         }
-        let frames: Vec<String> = pending.take_frames(limits).into_iter().map(|(f, _)| f).collect();
-        assert_eq!(frames, ["[\"aaaa\"]", "[\"bbbb\"]", "[\"cccccccccccccccc\"]", "[\"d\"]"]);
+        let frames: Vec<String> = pending
+            .take_frames(limits)
+            .into_iter()
+            .map(|(f, _)| f)
+            .collect();
+        assert_eq!(
+            frames,
+            [
+                "[\"aaaa\"]",
+                "[\"bbbb\"]",
+                "[\"cccccccccccccccc\"]",
+                "[\"d\"]"
+            ]
+        );
     }
 
     #[test]

@@ -38,11 +38,20 @@ pub async fn run(
     mut commands: mpsc::UnboundedReceiver<FaninCommand>,
     shutdown: CancellationToken,
 ) {
-    let mut fanin = Fanin { client, timeout, rooms, wanted: HashSet::new(), waiting: HashMap::new() };
+    let mut fanin = Fanin {
+        client,
+        timeout,
+        rooms,
+        wanted: HashSet::new(),
+        waiting: HashMap::new(),
+    };
     let mut backoff = MIN_BACKOFF;
     let mut connected_before = false;
     loop {
-        match fanin.session(&mut commands, &shutdown, connected_before).await {
+        match fanin
+            .session(&mut commands, &shutdown, connected_before)
+            .await
+        {
             Session::Shutdown => return,
             Session::Lost { was_up } => {
                 connected_before |= was_up;
@@ -103,7 +112,8 @@ impl Fanin {
         shutdown: &CancellationToken,
         reconnecting: bool,
     ) -> Session {
-        let pubsub = match tokio::time::timeout(self.timeout, self.client.get_async_pubsub()).await {
+        let pubsub = match tokio::time::timeout(self.timeout, self.client.get_async_pubsub()).await
+        {
             Ok(Ok(pubsub)) => pubsub,
             Ok(Err(e)) => {
                 tracing::warn!(error = %e, "redis subscription: cannot connect");
@@ -115,7 +125,11 @@ impl Fanin {
             }
         };
         let (mut sink, mut stream) = pubsub.split();
-        let channels: Vec<String> = self.wanted.iter().map(|room| keys::room_channel(room)).collect();
+        let channels: Vec<String> = self
+            .wanted
+            .iter()
+            .map(|room| keys::room_channel(room))
+            .collect();
         if !channels.is_empty() {
             if let Err(e) = sink.subscribe(&channels).await {
                 tracing::warn!(error = %e, "redis subscription: cannot subscribe");
@@ -124,7 +138,10 @@ impl Fanin {
         }
         self.confirm_all();
         if reconnecting {
-            tracing::info!(rooms = channels.len(), "redis subscription restored, resyncing rooms from history");
+            tracing::info!(
+                rooms = channels.len(),
+                "redis subscription restored, resyncing rooms from history"
+            );
             self.rooms.resync_all();
         }
         loop {

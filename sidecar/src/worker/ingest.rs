@@ -52,49 +52,70 @@ pub struct ApiError {
 
 impl ApiError {
     fn new(status: StatusCode, message: impl Into<String>) -> Self {
-        Self { status, message: message.into() }
+        Self {
+            status,
+            message: message.into(),
+        }
     }
 }
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        (self.status, Json(serde_json::json!({ "error": self.message }))).into_response()
+        (
+            self.status,
+            Json(serde_json::json!({ "error": self.message })),
+        )
+            .into_response()
     }
 }
 
 async fn post_message(State(state): State<IngestState>, body: Bytes) -> Result<Response, ApiError> {
     if state.draining.is_cancelled() {
-        return Err(ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "worker is shutting down"));
+        return Err(ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "worker is shutting down",
+        ));
     }
     let envelope: Envelope = serde_json::from_slice(&body)
         .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, format!("invalid envelope: {e}")))?;
-    validate_room(&envelope.room).map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, e.to_string()))?;
+    validate_room(&envelope.room)
+        .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, e.to_string()))?;
     let message = serde_json::to_string(&envelope)
         .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?;
     if let Err(e) = state.store.append(&envelope.room, &message).await {
         tracing::warn!(room = %envelope.room, error = %e, "cannot store message, refusing it");
-        return Err(ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "message store unavailable"));
+        return Err(ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "message store unavailable",
+        ));
     }
     Ok((StatusCode::ACCEPTED, Json(envelope.ack())).into_response())
 }
 
-async fn subscribe_hook(State(state): State<IngestState>, headers: HeaderMap) -> Result<StatusCode, ApiError> {
+async fn subscribe_hook(
+    State(state): State<IngestState>,
+    headers: HeaderMap,
+) -> Result<StatusCode, ApiError> {
     let room = headers
         .get("x-chatup-room")
         .and_then(|v| v.to_str().ok())
         .ok_or_else(|| ApiError::new(StatusCode::BAD_REQUEST, "missing X-Chatup-Room"))?;
     validate_room(room).map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, e.to_string()))?;
     if !state.rooms.ensure(room, SUBSCRIBE_WAIT).await {
-        tracing::warn!(room, "subscriber let in before the room's redis subscription was confirmed");
+        tracing::warn!(
+            room,
+            "subscriber let in before the room's redis subscription was confirmed"
+        );
     }
     Ok(StatusCode::NO_CONTENT)
 }
 
 async fn health(State(state): State<IngestState>) -> Result<Json<serde_json::Value>, ApiError> {
-    state
-        .store
-        .ping()
-        .await
-        .map_err(|e| ApiError::new(StatusCode::SERVICE_UNAVAILABLE, format!("redis unreachable: {e}")))?;
+    state.store.ping().await.map_err(|e| {
+        ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("redis unreachable: {e}"),
+        )
+    })?;
     Ok(Json(serde_json::json!({ "redis": "up" })))
 }

@@ -30,18 +30,38 @@ use rooms::Rooms;
 
 pub async fn run(config: WorkerConfig, shutdown: CancellationToken) -> anyhow::Result<()> {
     let client = redis::Client::open(config.redis_url.as_str()).context("redis_url")?;
-    let store = Store::new(client.clone(), config.redis_timeout(), config.history_length, config.history_ttl_secs)?;
+    let store = Store::new(
+        client.clone(),
+        config.redis_timeout(),
+        config.history_length,
+        config.history_ttl_secs,
+    )?;
     let nchan = Nchan::new(config.nchan_socket.clone());
     let settings = RoomSettings {
         window: config.batch_window(),
-        limits: FrameLimits { max_items: config.batch_max_messages, max_bytes: config.batch_max_bytes },
+        limits: FrameLimits {
+            max_items: config.batch_max_messages,
+            max_bytes: config.batch_max_bytes,
+        },
         history_length: config.history_length,
     };
     let (fanin_tx, fanin_rx) = mpsc::unbounded_channel();
-    let rooms = Arc::new(Rooms::new(fanin_tx, nchan, store.clone(), settings, config.state_file.clone()));
+    let rooms = Arc::new(Rooms::new(
+        fanin_tx,
+        nchan,
+        store.clone(),
+        settings,
+        config.state_file.clone(),
+    ));
 
     let fanin_stop = CancellationToken::new();
-    let fanin = tokio::spawn(fanin::run(client, config.redis_timeout(), rooms.clone(), fanin_rx, fanin_stop.clone()));
+    let fanin = tokio::spawn(fanin::run(
+        client,
+        config.redis_timeout(),
+        rooms.clone(),
+        fanin_rx,
+        fanin_stop.clone(),
+    ));
 
     for room in rooms.load_state() {
         rooms.ensure(&room, Duration::ZERO).await;
@@ -66,8 +86,13 @@ pub async fn run(config: WorkerConfig, shutdown: CancellationToken) -> anyhow::R
         })
     };
 
-    let state = ingest::IngestState { store, rooms: rooms.clone(), draining: shutdown.clone() };
-    let server = axum::serve(listener, ingest::router(state)).with_graceful_shutdown(shutdown.clone().cancelled_owned());
+    let state = ingest::IngestState {
+        store,
+        rooms: rooms.clone(),
+        draining: shutdown.clone(),
+    };
+    let server = axum::serve(listener, ingest::router(state))
+        .with_graceful_shutdown(shutdown.clone().cancelled_owned());
     server.await.context("serving the worker API")?;
 
     // Drain: requests in flight were answered; now deliver what the room
@@ -89,11 +114,16 @@ fn bind(config: &WorkerConfig) -> anyhow::Result<UnixListener> {
     match std::fs::remove_file(&config.listen) {
         Ok(()) => {}
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-        Err(e) => return Err(e).with_context(|| format!("removing stale {}", config.listen.display())),
+        Err(e) => {
+            return Err(e).with_context(|| format!("removing stale {}", config.listen.display()))
+        }
     }
-    let listener =
-        UnixListener::bind(&config.listen).with_context(|| format!("listening on {}", config.listen.display()))?;
-    std::fs::set_permissions(&config.listen, std::fs::Permissions::from_mode(config.socket_mode))
-        .with_context(|| format!("setting permissions of {}", config.listen.display()))?;
+    let listener = UnixListener::bind(&config.listen)
+        .with_context(|| format!("listening on {}", config.listen.display()))?;
+    std::fs::set_permissions(
+        &config.listen,
+        std::fs::Permissions::from_mode(config.socket_mode),
+    )
+    .with_context(|| format!("setting permissions of {}", config.listen.display()))?;
     Ok(listener)
 }

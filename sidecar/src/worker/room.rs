@@ -57,7 +57,13 @@ struct RoomTask {
     last_ts: u64,
 }
 
-pub async fn run(room: String, mut inputs: mpsc::Receiver<RoomInput>, nchan: Nchan, store: Store, settings: RoomSettings) {
+pub async fn run(
+    room: String,
+    mut inputs: mpsc::Receiver<RoomInput>,
+    nchan: Nchan,
+    store: Store,
+    settings: RoomSettings,
+) {
     let mut task = RoomTask {
         room,
         nchan,
@@ -125,7 +131,11 @@ impl RoomTask {
     /// allowing for clock skew, and not delivered already).
     async fn resync(&mut self) {
         let floor = self.last_ts.saturating_sub(RESYNC_SKEW_MS);
-        let history = match self.store.recent(&self.room, self.settings.history_length).await {
+        let history = match self
+            .store
+            .recent(&self.room, self.settings.history_length)
+            .await
+        {
             Ok(history) => history,
             Err(e) => {
                 tracing::warn!(room = %self.room, error = %e, "resync: cannot read history");

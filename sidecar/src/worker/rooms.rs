@@ -45,11 +45,20 @@ impl Rooms {
         settings: RoomSettings,
         state_file: Option<PathBuf>,
     ) -> Self {
-        Self { rooms: Mutex::new(HashMap::new()), fanin, nchan, store, settings, state_file }
+        Self {
+            rooms: Mutex::new(HashMap::new()),
+            fanin,
+            nchan,
+            store,
+            settings,
+            state_file,
+        }
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, RoomEntry>> {
-        self.rooms.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+        self.rooms
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
     /// Makes sure `room` is served here; waits up to `wait` for its Redis
@@ -71,14 +80,25 @@ impl Rooms {
                     self.store.clone(),
                     self.settings.clone(),
                 ));
-                rooms.insert(room.to_owned(), RoomEntry { inputs, task, idle_sweeps: 0 });
+                rooms.insert(
+                    room.to_owned(),
+                    RoomEntry {
+                        inputs,
+                        task,
+                        idle_sweeps: 0,
+                    },
+                );
                 let (ack, confirmed) = oneshot::channel();
-                let _ = self.fanin.send(FaninCommand::Subscribe(room.to_owned(), ack));
+                let _ = self
+                    .fanin
+                    .send(FaninCommand::Subscribe(room.to_owned(), ack));
                 tracing::info!(room, "serving room");
                 Some(confirmed)
             }
         };
-        let Some(confirmed) = confirmation else { return true };
+        let Some(confirmed) = confirmation else {
+            return true;
+        };
         self.save_state();
         matches!(tokio::time::timeout(wait, confirmed).await, Ok(Ok(())))
     }
@@ -117,7 +137,9 @@ impl Rooms {
                 }
             };
             let mut rooms = self.lock();
-            let Some(entry) = rooms.get_mut(&room) else { continue };
+            let Some(entry) = rooms.get_mut(&room) else {
+                continue;
+            };
             if subscribers > 0 {
                 entry.idle_sweeps = 0;
                 continue;
@@ -145,7 +167,9 @@ impl Rooms {
 
     /// Rooms served before a restart, from the state file.
     pub fn load_state(&self) -> Vec<String> {
-        let Some(path) = &self.state_file else { return Vec::new() };
+        let Some(path) = &self.state_file else {
+            return Vec::new();
+        };
         match std::fs::read_to_string(path) {
             Ok(text) => serde_json::from_str(&text).unwrap_or_else(|e| {
                 tracing::warn!(path = %path.display(), error = %e, "ignoring unreadable state file");

@@ -1,0 +1,25 @@
+#!/usr/bin/env bash
+# Installs what ChatUp needs on Debian bookworm (as root) and builds it:
+# apt packages (nginx, nchan, redis, build deps), the nginx module against
+# Debian's nginx, and the chatup binary. Safe to run again.
+set -euo pipefail
+root=$(cd "$(dirname "$0")/.." && pwd)
+cd "$root"
+
+need=()
+for p in redis-server redis-tools curl; do
+    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || need+=("$p")
+done
+if [ ${#need[@]} -gt 0 ]; then
+    echo "[setup] installing ${need[*]}" >&2
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get update -q >/dev/null
+    apt-get install -y -q --no-install-recommends "${need[@]}" >/dev/null
+fi
+# Debian's redis-server package may start a system instance; ours are
+# started by the scripts and tests on their own ports.
+
+# nginx, nchan, nginx-dev and the module (installs its own apt packages).
+bash nginx-build/build.sh >/dev/null
+echo "[setup] building chatup" >&2
+NGINX_BUILD_DIR="$root/target/nginx-build/debian/objs" cargo build -q -p chatup

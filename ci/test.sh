@@ -1,0 +1,20 @@
+#!/usr/bin/env bash
+# Runs every ChatUp test: formatting and lints, unit tests, and the
+# end-to-end tests against real redis-server, nginx (nchan + the module)
+# and chatup processes. Installs and builds what is missing first.
+set -euo pipefail
+root=$(cd "$(dirname "$0")/.." && pwd)
+cd "$root"
+
+bash ci/setup.sh
+export NGINX_BUILD_DIR="$root/target/nginx-build/debian/objs"
+
+echo "[test] cargo fmt --check" >&2
+cargo fmt --all --check
+echo "[test] cargo clippy" >&2
+cargo clippy -q --workspace --all-targets -- -D warnings
+echo "[test] cargo test" >&2
+cargo test --workspace --no-fail-fast 2>&1 | tee "$root/target/test-output.txt"
+# Plain summary line over all test binaries.
+awk '/^test result:/ { p += $4; f += $6 } END { printf "%d passed, %d failed\n", p, f; exit (f > 0) }' \
+    "$root/target/test-output.txt"
