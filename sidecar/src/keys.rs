@@ -1,7 +1,11 @@
-//! Redis key and channel names. The room sits in a `{hash tag}`, so that
-//! all of one room's keys land in the same Redis Cluster slot.
+//! Redis key and channel names.
+//!
+//! A room's keys carry the room in a `{hash tag}`, so that they all land in
+//! one Redis Cluster slot (and a room's transactions and scripts stay in
+//! one slot). The worker registry lives under the `{chatup-registry}` tag
+//! for the same reason: the dispatcher's pick is one script over it.
 
-/// The Pub/Sub channel a room's messages are published on.
+/// The Pub/Sub channel a room's messages and events are published on.
 pub fn room_channel(room: &str) -> String {
     format!("chatup:{{{room}}}:live")
 }
@@ -16,6 +20,32 @@ pub fn history(room: &str) -> String {
     format!("chatup:{{{room}}}:history")
 }
 
+/// Hash: user id → number of connections of that member to `room` on
+/// `worker`. Expires with the worker's heartbeat.
+pub fn member_connections(room: &str, worker: &str) -> String {
+    format!("chatup:{{{room}}}:w:{worker}:conns")
+}
+
+/// Hash: user id → the member's `public` data (JSON), beside
+/// [`member_connections`].
+pub fn member_public(room: &str, worker: &str) -> String {
+    format!("chatup:{{{room}}}:w:{worker}:public")
+}
+
+/// String: how many readers `room` has on `worker` (all of them, anonymous
+/// included). Expires with the worker's heartbeat.
+pub fn subscriber_count(room: &str, worker: &str) -> String {
+    format!("chatup:{{{room}}}:w:{worker}:subs")
+}
+
+/// Hash: worker id → its record (JSON: id, url, load figures).
+pub const REGISTRY_RECORDS: &str = "chatup:{chatup-registry}:records";
+/// Hash: worker id → when its entry expires (Redis server time, ms).
+pub const REGISTRY_EXPIRY: &str = "chatup:{chatup-registry}:expiry";
+/// Hash: worker id → its load: readers at its last heartbeat plus the
+/// clients dispatchers sent it since.
+pub const REGISTRY_LOAD: &str = "chatup:{chatup-registry}:load";
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -26,5 +56,16 @@ mod tests {
         assert_eq!(room_of_channel(&room_channel("a.b:c")), Some("a.b:c"));
         assert_eq!(room_of_channel("other"), None);
         assert_eq!(history("lobby"), "chatup:{lobby}:history");
+    }
+
+    #[test]
+    fn a_rooms_keys_share_its_hash_tag() {
+        for key in [
+            member_connections("r1", "w"),
+            member_public("r1", "w"),
+            subscriber_count("r1", "w"),
+        ] {
+            assert!(key.starts_with("chatup:{r1}:w:w:"), "{key}");
+        }
     }
 }

@@ -1,9 +1,15 @@
 //! The ChatUp sidecar. `chatup worker` runs beside each chat worker's
-//! nginx; see `worker` for its parts.
+//! nginx; `chatup dispatcher` sends clients to workers and serves stats
+//! and history. See each role's module for its parts.
 
+pub mod api_error;
 pub mod config;
+pub mod db;
 pub mod devtoken;
+pub mod dispatcher;
 pub mod keys;
 pub mod nchan;
+pub mod presence;
+pub mod registry;
 pub mod store;
 pub mod worker;

@@ -7,7 +7,7 @@ use anyhow::Context;
 use clap::{Parser, Subcommand};
 use tokio_util::sync::CancellationToken;
 
-use chatup::config::{LogFormat, WorkerArgs, WorkerConfig};
+use chatup::config::{DispatcherArgs, DispatcherConfig, LogFormat, WorkerArgs, WorkerConfig};
 use chatup::devtoken::DevTokenArgs;
 
 #[derive(Parser)]
@@ -21,6 +21,8 @@ struct Cli {
 enum Command {
     /// Run beside a chat worker's nginx: store and fan out messages.
     Worker(WorkerArgs),
+    /// Send clients to the least-loaded worker; serve stats and history.
+    Dispatcher(DispatcherArgs),
     /// Mint a development JWT (for local testing only).
     DevToken(DevTokenArgs),
 }
@@ -32,6 +34,12 @@ fn main() -> anyhow::Result<()> {
             let config = WorkerConfig::load(&args).context("loading worker configuration")?;
             init_tracing(config.log_format);
             run(move |shutdown| chatup::worker::run(config, shutdown))
+        }
+        Command::Dispatcher(args) => {
+            let config =
+                DispatcherConfig::load(&args).context("loading dispatcher configuration")?;
+            init_tracing(config.log_format);
+            run(move |shutdown| chatup::dispatcher::run(config, shutdown))
         }
         Command::DevToken(args) => {
             println!("{}", chatup::devtoken::mint(&args)?);

@@ -1,5 +1,5 @@
 //! The local nchan, reached over nginx's internal unix socket: publishing
-//! frames to a room's channel and asking how many subscribers it has.
+//! frames to a room's channel, reading its state, deleting it.
 
 use std::path::PathBuf;
 
@@ -45,14 +45,8 @@ impl Nchan {
             .header("Accept", "text/json")
             .body(Full::new(Bytes::from(frame)))
             .map_err(|e| NchanError::Unreachable(e.to_string()))?;
-        let response = self
-            .client
-            .request(request)
-            .await
-            .map_err(|e| NchanError::Unreachable(e.to_string()))?;
-        let status = response.status();
-        // Read the body so the connection goes back to the pool.
-        let _ = response.into_body().collect().await;
+        // The body is read in `send`, so the connection goes back to the pool.
+        let (status, _) = self.send(request).await?;
         if status.is_success() {
             Ok(())
         } else {
@@ -60,15 +54,40 @@ impl Nchan {
         }
     }
 
-    /// How many subscribers `room` has on this nginx (0 if the channel does
-    /// not exist).
-    pub async fn subscribers(&self, room: &str) -> Result<u64, NchanError> {
+    /// The state of `room`'s channel on this nginx (all zero if the
+    /// channel does not exist).
+    pub async fn info(&self, room: &str) -> Result<ChannelInfo, NchanError> {
         let request = Request::builder()
             .method(Method::GET)
             .uri(self.uri(room))
             .header("Accept", "text/json")
             .body(Full::new(Bytes::new()))
             .map_err(|e| NchanError::Unreachable(e.to_string()))?;
+        let (status, body) = self.send(request).await?;
+        match status {
+            StatusCode::NOT_FOUND => Ok(ChannelInfo::default()),
+            s if s.is_success() => {
+                serde_json::from_slice(&body).map_err(|e| NchanError::BadInfo(e.to_string()))
+            }
+            s => Err(NchanError::Status(s)),
+        }
+    }
+
+    /// Deletes `room`'s channel and its buffered frames (when nobody reads
+    /// it here any more).
+    pub async fn delete(&self, room: &str) -> Result<(), NchanError> {
+        let request = Request::builder()
+            .method(Method::DELETE)
+            .uri(self.uri(room))
+            .body(Full::new(Bytes::new()))
+            .map_err(|e| NchanError::Unreachable(e.to_string()))?;
+        match self.send(request).await?.0 {
+            s if s.is_success() || s == StatusCode::NOT_FOUND => Ok(()),
+            s => Err(NchanError::Status(s)),
+        }
+    }
+
+    async fn send(&self, request: Request<Full<Bytes>>) -> Result<(StatusCode, Bytes), NchanError> {
         let response = self
             .client
             .request(request)
@@ -80,16 +99,18 @@ impl Nchan {
             .collect()
             .await
             .map_err(|e| NchanError::Unreachable(e.to_string()))?;
-        match status {
-            StatusCode::NOT_FOUND => Ok(0),
-            s if s.is_success() => {
-                let info: serde_json::Value = serde_json::from_slice(&body.to_bytes())
-                    .map_err(|e| NchanError::BadInfo(e.to_string()))?;
-                info["subscribers"]
-                    .as_u64()
-                    .ok_or_else(|| NchanError::BadInfo(info.to_string()))
-            }
-            s => Err(NchanError::Status(s)),
-        }
+        Ok((status, body.to_bytes()))
     }
+}
+
+/// nchan's channel info, as its publisher location reports it.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Deserialize)]
+pub struct ChannelInfo {
+    /// Frames buffered for resuming readers.
+    #[serde(default)]
+    pub messages: u64,
+    /// Readers connected (all transports; a long-poll reader between two
+    /// polls is briefly absent).
+    #[serde(default)]
+    pub subscribers: u64,
 }

@@ -10,7 +10,7 @@ use tokio::task::JoinHandle;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::Message;
 
-use crate::ChatWorker;
+use crate::{ChatWorker, Dispatcher};
 
 /// One nchan message as a subscriber received it: nchan's message id (for
 /// resuming) and the frame's items.
@@ -38,26 +38,72 @@ impl Drop for Subscriber {
     }
 }
 
-fn parse_frame(nchan_id: String, data: &str) -> Frame {
-    let items = chatup_wire::frame::decode_frame(data)
+/// How to subscribe.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct SubscribeOptions<'a> {
+    /// Resume after this nchan message id.
+    pub last_id: Option<&'a str>,
+    /// Subscribe as the member this token names (`?token=`).
+    pub token: Option<&'a str>,
+    /// Keep room events (join, leave, count) in frames; by default frames
+    /// hold messages only, as a test of messages wants.
+    pub events: bool,
+}
+
+/// A frame from nchan's data, with or without its events; `None` when
+/// nothing is left.
+fn parse_frame(nchan_id: String, data: &str, events: bool) -> Option<Frame> {
+    let mut items = chatup_wire::frame::decode_frame(data)
         .unwrap_or_else(|e| panic!("bad frame {data:?}: {e}"));
-    Frame { nchan_id, items }
+    if !events {
+        items.retain(|item| item.get("ev").is_none());
+    }
+    (!items.is_empty()).then_some(Frame { nchan_id, items })
+}
+
+/// Sends a frame on, if it has items; false once nobody listens.
+fn forward(tx: &mpsc::UnboundedSender<Frame>, frame: Option<Frame>) -> bool {
+    frame.is_none_or(|frame| tx.send(frame).is_ok())
 }
 
 impl Subscriber {
     /// Subscribes to `room` on `worker`, from `last_id` if given (nchan's
-    /// message id). Returns once the subscription is open (WebSocket,
-    /// EventSource) or the first poll is sent (long-poll).
+    /// message id), anonymously, receiving messages only.
     pub async fn connect(
         transport: Transport,
         worker: &ChatWorker,
         room: &str,
         last_id: Option<&str>,
     ) -> anyhow::Result<Self> {
+        let options = SubscribeOptions {
+            last_id,
+            ..Default::default()
+        };
+        Self::open(transport, worker, room, options).await
+    }
+
+    /// Subscribes to `room` on `worker`. Returns once the subscription is
+    /// open (WebSocket, EventSource) or the first poll is sent (long-poll).
+    pub async fn open(
+        transport: Transport,
+        worker: &ChatWorker,
+        room: &str,
+        options: SubscribeOptions<'_>,
+    ) -> anyhow::Result<Self> {
         let (tx, frames) = mpsc::unbounded_channel();
-        let query = last_id
-            .map(|id| format!("?last_event_id={id}"))
-            .unwrap_or_default();
+        let events = options.events;
+        let mut params = Vec::new();
+        if let Some(id) = options.last_id {
+            params.push(format!("last_event_id={id}"));
+        }
+        if let Some(token) = options.token {
+            params.push(format!("token={token}"));
+        }
+        let query = if params.is_empty() {
+            String::new()
+        } else {
+            format!("?{}", params.join("&"))
+        };
         let task = match transport {
             Transport::WebSocket => {
                 let url = format!("{}/sub/{room}{query}", worker.ws_url());
@@ -75,7 +121,7 @@ impl Subscriber {
                                 .lines()
                                 .find_map(|l| l.strip_prefix("id: "))
                                 .unwrap_or_default();
-                            if tx.send(parse_frame(id.to_string(), data)).is_err() {
+                            if !forward(&tx, parse_frame(id.to_string(), data, events)) {
                                 return;
                             }
                         }
@@ -83,10 +129,14 @@ impl Subscriber {
                 })
             }
             Transport::EventSource => {
+                let token_query = options
+                    .token
+                    .map(|t| format!("?token={t}"))
+                    .unwrap_or_default();
                 let mut request = reqwest::Client::new()
-                    .get(format!("{}/sub/{room}", worker.base_url()))
+                    .get(format!("{}/sub/{room}{token_query}", worker.base_url()))
                     .header("Accept", "text/event-stream");
-                if let Some(id) = last_id {
+                if let Some(id) = options.last_id {
                     request = request.header("Last-Event-ID", id);
                 }
                 let response = request.send().await?;
@@ -112,7 +162,7 @@ impl Subscriber {
                                 }
                             }
                             if !data.is_empty()
-                                && tx.send(parse_frame(id, &data.join("\n"))).is_err()
+                                && !forward(&tx, parse_frame(id, &data.join("\n"), events))
                             {
                                 return;
                             }
@@ -153,7 +203,7 @@ impl Subscriber {
                                 m.clone().unwrap_or_default(),
                                 e.clone().unwrap_or_default()
                             );
-                            if tx.send(parse_frame(id, &body)).is_err() {
+                            if !forward(&tx, parse_frame(id, &body, events)) {
                                 return;
                             }
                             (modified, etag) = (m, e);
@@ -227,4 +277,29 @@ pub async fn post_message(
     let status = response.status().as_u16();
     let json = response.json().await.unwrap_or(Value::Null);
     (status, json)
+}
+
+/// GETs `url`; returns the status and the JSON body (Null if not JSON).
+pub async fn get_json(url: &str) -> (u16, Value) {
+    let response = reqwest::Client::new()
+        .get(url)
+        .timeout(Duration::from_secs(10))
+        .send()
+        .await
+        .expect("GET");
+    let status = response.status().as_u16();
+    (status, response.json().await.unwrap_or(Value::Null))
+}
+
+/// `POST /join/{room}` on a dispatcher, with `{"exclude": ...}` if given.
+pub async fn join_room(dispatcher: &Dispatcher, room: &str, exclude: Option<&str>) -> (u16, Value) {
+    let mut request = reqwest::Client::new()
+        .post(format!("{}/join/{room}", dispatcher.base_url()))
+        .timeout(Duration::from_secs(10));
+    if let Some(worker) = exclude {
+        request = request.json(&serde_json::json!({ "exclude": worker }));
+    }
+    let response = request.send().await.expect("POST /join");
+    let status = response.status().as_u16();
+    (status, response.json().await.unwrap_or(Value::Null))
 }

@@ -10,6 +10,6 @@ pub mod clients;
 pub mod process;
 pub mod token;
 
-pub use clients::{post_message, Frame, Subscriber, Transport};
-pub use process::{ChatWorker, Redis};
+pub use clients::{post_message, Frame, SubscribeOptions, Subscriber, Transport};
+pub use process::{ChatWorker, Dispatcher, Redis};
 pub use token::{rs256_token, token_for};

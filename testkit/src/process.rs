@@ -203,6 +203,13 @@ pub mod redis_probe {
 pub struct WorkerOptions {
     pub batch_window_ms: u64,
     pub room_sweep_secs: u64,
+    pub heartbeat_interval_ms: u64,
+    pub heartbeat_ttl_ms: u64,
+    pub presence_threshold: u64,
+    pub count_interval_ms: u64,
+    pub history_ttl_secs: u64,
+    /// Announce the worker to dispatchers (with its public URL).
+    pub announce: bool,
 }
 
 impl Default for WorkerOptions {
@@ -210,6 +217,12 @@ impl Default for WorkerOptions {
         Self {
             batch_window_ms: 30,
             room_sweep_secs: 10,
+            heartbeat_interval_ms: 200,
+            heartbeat_ttl_ms: 1000,
+            presence_threshold: 200,
+            count_interval_ms: 5000,
+            history_ttl_secs: 3600,
+            announce: true,
         }
     }
 }
@@ -219,6 +232,8 @@ impl Default for WorkerOptions {
 pub struct ChatWorker {
     nginx: Option<Child>,
     sidecar: Option<Child>,
+    /// The worker's id in the registry.
+    pub id: String,
     pub port: u16,
     redis_url: String,
     options: WorkerOptions,
@@ -235,10 +250,12 @@ impl ChatWorker {
             .prefix("chatup-worker-")
             .tempdir()?;
         std::fs::create_dir_all(dir.path().join("tmp"))?;
+        let port = free_port();
         let mut worker = Self {
             nginx: None,
             sidecar: None,
-            port: free_port(),
+            id: format!("w{port}"),
+            port,
             redis_url: redis.url(),
             options,
             dir,
@@ -312,8 +329,11 @@ impl ChatWorker {
 
     pub fn start_sidecar(&mut self) -> anyhow::Result<()> {
         let dir = self.dir.path();
-        let child = Command::new(chatup_bin())
+        let options = &self.options;
+        let mut command = Command::new(chatup_bin());
+        command
             .arg("worker")
+            .args(["--worker-id", &self.id])
             .args(["--redis-url", &self.redis_url])
             .arg("--listen")
             .arg(dir.join("sidecar.sock"))
@@ -322,17 +342,29 @@ impl ChatWorker {
             .arg("--state-file")
             .arg(dir.join("rooms.json"))
             .args(["--socket-mode", "666"])
+            .args(["--batch-window-ms", &options.batch_window_ms.to_string()])
+            .args(["--room-sweep-secs", &options.room_sweep_secs.to_string()])
             .args([
-                "--batch-window-ms",
-                &self.options.batch_window_ms.to_string(),
+                "--heartbeat-interval-ms",
+                &options.heartbeat_interval_ms.to_string(),
+            ])
+            .args(["--heartbeat-ttl-ms", &options.heartbeat_ttl_ms.to_string()])
+            .args([
+                "--presence-threshold",
+                &options.presence_threshold.to_string(),
             ])
             .args([
-                "--room-sweep-secs",
-                &self.options.room_sweep_secs.to_string(),
+                "--count-interval-ms",
+                &options.count_interval_ms.to_string(),
             ])
+            .args(["--history-ttl-secs", &options.history_ttl_secs.to_string()])
             .env("CHATUP_LOG", "info,chatup=debug")
             .stdout(Stdio::null())
-            .stderr(log_file(dir, "sidecar.log")?)
+            .stderr(log_file(dir, "sidecar.log")?);
+        if options.announce {
+            command.args(["--public-url", &self.base_url()]);
+        }
+        let child = command
             .spawn()
             .with_context(|| format!("starting {}", chatup_bin().display()))?;
         self.sidecar = Some(child);
@@ -382,6 +414,59 @@ impl Drop for ChatWorker {
         self.stop_sidecar();
         if let Some(mut child) = self.nginx.take() {
             // SIGTERM: nginx's fast shutdown, master and workers.
+            stop(&mut child, Signal::SIGTERM);
+        }
+    }
+}
+
+/// A `chatup dispatcher` on a run-time port.
+pub struct Dispatcher {
+    child: Option<Child>,
+    pub port: u16,
+    dir: tempfile::TempDir,
+}
+
+impl Dispatcher {
+    pub fn start(redis: &Redis) -> anyhow::Result<Self> {
+        Self::start_on(&redis.url())
+    }
+
+    /// A dispatcher using the Redis at `redis_url` (which may be down).
+    pub fn start_on(redis_url: &str) -> anyhow::Result<Self> {
+        let dir = tempfile::Builder::new()
+            .prefix("chatup-dispatcher-")
+            .tempdir()?;
+        let port = free_port();
+        let child = Command::new(chatup_bin())
+            .arg("dispatcher")
+            .args(["--listen", &format!("127.0.0.1:{port}")])
+            .args(["--redis-url", redis_url])
+            .args(["--redis-timeout-ms", "500"])
+            .env("CHATUP_LOG", "info,chatup=debug")
+            .stdout(Stdio::null())
+            .stderr(log_file(dir.path(), "dispatcher.log")?)
+            .spawn()
+            .with_context(|| format!("starting {}", chatup_bin().display()))?;
+        let dispatcher = Self {
+            child: Some(child),
+            port,
+            dir,
+        };
+        wait_until("chatup dispatcher", Duration::from_secs(10), || {
+            tcp_open(port)
+        })?;
+        Ok(dispatcher)
+    }
+
+    pub fn base_url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+}
+
+impl Drop for Dispatcher {
+    fn drop(&mut self) {
+        print_logs_if_failing(self.dir.path(), &["dispatcher.log"]);
+        if let Some(mut child) = self.child.take() {
             stop(&mut child, Signal::SIGTERM);
         }
     }

@@ -5,10 +5,12 @@
 //! module links it into nginx worker processes.
 
 pub mod envelope;
+pub mod event;
 pub mod frame;
 pub mod id;
 pub mod room;
 
 pub use envelope::{Ack, Envelope, User};
+pub use event::{EventKind, RoomEvent};
 pub use id::MessageIdGenerator;
 pub use room::{validate_room, RoomNameError, MAX_ROOM_LEN};

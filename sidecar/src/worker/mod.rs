@@ -4,11 +4,15 @@
 //! - `store` (crate): Redis history + publish, one transaction per message;
 //! - `fanin`: the Redis subscription for the rooms with local subscribers;
 //! - `rooms` / `room`: per-room tasks batching messages into nchan;
-//! - `batch`: the batching policy itself, free of I/O.
+//! - `batch`: the batching policy itself, free of I/O;
+//! - `membership`: nchan's subscribe/unsubscribe hooks, join/leave events;
+//! - `heartbeat`: presence refresh, registry announcement, count events.
 
 mod batch;
 mod fanin;
+mod heartbeat;
 mod ingest;
+mod membership;
 mod room;
 mod rooms;
 
@@ -22,20 +26,22 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::WorkerConfig;
+use crate::db::Db;
 use crate::nchan::Nchan;
+use crate::presence::Presence;
+use crate::registry::Registry;
 use crate::store::Store;
 use batch::FrameLimits;
+use heartbeat::Heartbeat;
+use membership::Membership;
 use room::RoomSettings;
 use rooms::Rooms;
 
 pub async fn run(config: WorkerConfig, shutdown: CancellationToken) -> anyhow::Result<()> {
     let client = redis::Client::open(config.redis_url.as_str()).context("redis_url")?;
-    let store = Store::new(
-        client.clone(),
-        config.redis_timeout(),
-        config.history_length,
-        config.history_ttl_secs,
-    )?;
+    let db = Db::connect_lazy(client.clone(), config.redis_timeout())?;
+    let store = Store::new(db.clone(), config.history_length, config.history_ttl_secs);
+    let presence = Presence::new(db.clone());
     let nchan = Nchan::new(config.nchan_socket.clone());
     let settings = RoomSettings {
         window: config.batch_window(),
@@ -63,12 +69,33 @@ pub async fn run(config: WorkerConfig, shutdown: CancellationToken) -> anyhow::R
         fanin_stop.clone(),
     ));
 
-    for room in rooms.load_state() {
-        rooms.ensure(&room, Duration::ZERO).await;
-    }
+    rooms.restore_state().await;
+
+    let membership = Arc::new(Membership::new(
+        config.worker_id.clone(),
+        presence.clone(),
+        store.clone(),
+        rooms.clone(),
+        config.heartbeat_ttl_ms,
+        config.presence_threshold,
+    ));
+    let heartbeat = tokio::spawn(
+        Heartbeat {
+            registry: Registry::new(db.clone()),
+            presence,
+            rooms: rooms.clone(),
+            membership: membership.clone(),
+            worker_id: config.worker_id.clone(),
+            public_url: config.public_url.clone(),
+            interval: config.heartbeat_interval(),
+            ttl_ms: config.heartbeat_ttl_ms,
+            count_interval: config.count_interval(),
+        }
+        .run(shutdown.clone()),
+    );
 
     let listener = bind(&config)?;
-    tracing::info!(listen = %config.listen.display(), nchan = %config.nchan_socket.display(), "chatup worker ready");
+    tracing::info!(id = %config.worker_id, listen = %config.listen.display(), nchan = %config.nchan_socket.display(), "chatup worker ready");
 
     let sweeper = {
         let rooms = rooms.clone();
@@ -87,17 +114,19 @@ pub async fn run(config: WorkerConfig, shutdown: CancellationToken) -> anyhow::R
     };
 
     let state = ingest::IngestState {
+        db,
         store,
         rooms: rooms.clone(),
         draining: shutdown.clone(),
     };
-    let server = axum::serve(listener, ingest::router(state))
+    let server = axum::serve(listener, ingest::router(state, membership))
         .with_graceful_shutdown(shutdown.clone().cancelled_owned());
     server.await.context("serving the worker API")?;
 
     // Drain: requests in flight were answered; now deliver what the room
     // tasks still hold, then drop the Redis subscription.
     let _ = sweeper.await;
+    let _ = heartbeat.await;
     let _ = tokio::time::timeout(Duration::from_secs(5), rooms.close_all()).await;
     fanin_stop.cancel();
     let _ = fanin.await;

@@ -1,6 +1,13 @@
 //! One task per room served by this worker: it takes the room's messages
-//! from Redis, drops duplicates, and publishes them into the local nchan in
-//! order, batched.
+//! and events from Redis, drops duplicates, and publishes them into the
+//! local nchan in order, batched.
+//!
+//! Start: once the room's Redis subscription is in place, the task
+//! backfills nchan from the room's history: all of it into a channel that
+//! holds nothing yet (so a reader who fetched history from a dispatcher a
+//! moment ago finds no gap), or what may have been missed around a
+//! restart into a channel that still holds frames. Live items that arrive
+//! meanwhile wait in the queue and follow, minus duplicates.
 //!
 //! Batching: a message arriving while the room is quiet goes out at once;
 //! after each send, messages arriving within the batching window are
@@ -9,7 +16,7 @@
 use std::time::Duration;
 
 use serde::Deserialize;
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, oneshot, watch};
 use tokio::time::{sleep_until, Instant};
 
 use crate::nchan::Nchan;
@@ -24,9 +31,14 @@ const RESYNC_SKEW_MS: u64 = 2000;
 /// Attempts to publish a frame before giving up on it.
 const PUBLISH_ATTEMPTS: u32 = 4;
 
+/// How long a new room waits for its Redis subscription before it
+/// backfills anyway (Redis is down: the resync after reconnecting covers).
+const SUBSCRIBE_WAIT: Duration = Duration::from_secs(2);
+
 pub enum RoomInput {
-    /// A serialized envelope from the room's Redis channel.
-    Message(String),
+    /// A serialized envelope or event from the room's Redis channel, or an
+    /// event of this worker's own (counts).
+    Item(String),
     /// The Redis subscription was re-established: messages published while
     /// it was down are fetched from history.
     Resync,
@@ -57,13 +69,29 @@ struct RoomTask {
     last_ts: u64,
 }
 
-pub async fn run(
-    room: String,
-    mut inputs: mpsc::Receiver<RoomInput>,
-    nchan: Nchan,
-    store: Store,
-    settings: RoomSettings,
-) {
+/// What a room task starts from.
+pub struct RoomStart {
+    pub room: String,
+    pub inputs: mpsc::Receiver<RoomInput>,
+    pub nchan: Nchan,
+    pub store: Store,
+    pub settings: RoomSettings,
+    /// Fires once Redis confirmed the room's subscription.
+    pub subscribed: oneshot::Receiver<()>,
+    /// Set once the backfill is in nchan.
+    pub ready: watch::Sender<bool>,
+}
+
+pub async fn run(start: RoomStart) {
+    let RoomStart {
+        room,
+        mut inputs,
+        nchan,
+        store,
+        settings,
+        subscribed,
+        ready,
+    } = start;
     let mut task = RoomTask {
         room,
         nchan,
@@ -73,6 +101,15 @@ pub async fn run(
         pending: Pending::default(),
         last_ts: chatup_wire::id::unix_millis(std::time::SystemTime::now()),
     };
+    if tokio::time::timeout(SUBSCRIBE_WAIT, subscribed)
+        .await
+        .is_err()
+    {
+        tracing::warn!(room = %task.room, "redis subscription not confirmed, backfilling anyway");
+    }
+    task.backfill().await;
+    task.flush().await;
+    let _ = ready.send(true);
     let mut next_send = Instant::now();
     let mut open = true;
     while open {
@@ -110,7 +147,7 @@ pub async fn run(
 impl RoomTask {
     async fn take(&mut self, input: RoomInput) {
         match input {
-            RoomInput::Message(message) => self.queue(message),
+            RoomInput::Item(item) => self.queue(item),
             RoomInput::Resync => self.resync().await,
         }
     }
@@ -124,6 +161,19 @@ impl RoomTask {
             self.last_ts = self.last_ts.max(stamp.ts);
             self.pending.push(message);
         }
+    }
+
+    /// Fills a new room's channel: with the whole history when it holds
+    /// nothing, else with what may have been missed (see `resync`).
+    async fn backfill(&mut self) {
+        match self.nchan.info(&self.room).await {
+            Ok(info) if info.messages == 0 => self.last_ts = 0,
+            Ok(_) => {}
+            Err(e) => {
+                tracing::warn!(room = %self.room, error = %e, "backfill: cannot read channel info")
+            }
+        }
+        self.resync().await;
     }
 
     /// Publishes the history entries this worker may have missed while its
@@ -150,7 +200,7 @@ impl RoomTask {
         }
         let recovered = self.pending.len() - before;
         if recovered > 0 {
-            tracing::info!(room = %self.room, recovered, "resync: delivering messages missed while redis was unreachable");
+            tracing::info!(room = %self.room, recovered, "delivering messages from history that this worker had not broadcast");
         }
     }
 

@@ -1,16 +1,24 @@
-//! The rooms this worker serves: one task per room with local
-//! subscribers, the Redis subscription that feeds it, and the sweep that
-//! lets go of rooms nobody reads here any more.
+//! The rooms this worker serves: one task per room with local readers, the
+//! Redis subscription that feeds it, how many readers it has here, and the
+//! sweep that lets go of rooms nobody reads here any more.
+//!
+//! Readers are counted from nchan's subscribe/unsubscribe hooks (exact for
+//! WebSocket and EventSource readers) and from nchan's channel info (which
+//! also sees long-poll readers, but which nchan 1.3.6 gets wrong when
+//! readers arrive at once in several nginx worker processes): a room has
+//! the larger of the two. A room is dropped only when both say nobody.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Mutex;
 use std::time::Duration;
 
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{mpsc, oneshot, watch};
 use tokio::task::JoinHandle;
 
 use crate::nchan::Nchan;
+use crate::presence::RoomCounts;
 use crate::store::Store;
 use crate::worker::fanin::FaninCommand;
 use crate::worker::room::{self, RoomInput, RoomSettings};
@@ -18,14 +26,22 @@ use crate::worker::room::{self, RoomInput, RoomSettings};
 /// Messages queued for one room task before new ones are refused (and
 /// logged): nchan is then far behind.
 const ROOM_QUEUE: usize = 65_536;
-/// Sweeps in a row that must find no subscriber before a room is dropped;
-/// long-poll subscribers are briefly absent between two polls.
+/// Sweeps in a row that must find no reader before a room is dropped;
+/// long-poll readers are briefly absent between two polls.
 const IDLE_SWEEPS_BEFORE_DROP: u32 = 2;
 
 struct RoomEntry {
     inputs: mpsc::Sender<RoomInput>,
+    /// Turns true once the room task has backfilled nchan.
+    ready: watch::Receiver<bool>,
     task: JoinHandle<()>,
     idle_sweeps: u32,
+    /// Open WebSocket/EventSource connections, from nchan's hooks.
+    connections: u64,
+    /// Readers on this nginx at the last census.
+    readers: u64,
+    /// The room's counts over all workers, as last computed.
+    totals: Option<RoomCounts>,
 }
 
 pub struct Rooms {
@@ -35,6 +51,8 @@ pub struct Rooms {
     store: Store,
     settings: RoomSettings,
     state_file: Option<PathBuf>,
+    /// Connections changed since the state file was written.
+    unsaved: AtomicBool,
 }
 
 impl Rooms {
@@ -52,6 +70,7 @@ impl Rooms {
             store,
             settings,
             state_file,
+            unsaved: AtomicBool::new(false),
         }
     }
 
@@ -61,54 +80,62 @@ impl Rooms {
             .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
-    /// Makes sure `room` is served here; waits up to `wait` for its Redis
-    /// subscription, so a subscriber let in after this misses nothing that
-    /// is published afterwards. Returns whether the subscription is known
-    /// to be in place.
+    /// Makes sure `room` is served here. A new room's task first waits for
+    /// its Redis subscription and backfills nchan from history; this waits
+    /// up to `wait` for that (every caller, not only the one that created
+    /// the room), so that a reader let in afterwards misses nothing.
+    /// Returns whether the room is known to be ready.
     pub async fn ensure(&self, room: &str, wait: Duration) -> bool {
-        let confirmation = {
+        let (mut ready, created) = {
             let mut rooms = self.lock();
             if let Some(entry) = rooms.get_mut(room) {
                 entry.idle_sweeps = 0;
-                None
+                (entry.ready.clone(), false)
             } else {
+                let (subscribed_tx, subscribed) = oneshot::channel();
+                let (ready_tx, ready) = watch::channel(false);
                 let (inputs, rx) = mpsc::channel(ROOM_QUEUE);
-                let task = tokio::spawn(room::run(
-                    room.to_owned(),
-                    rx,
-                    self.nchan.clone(),
-                    self.store.clone(),
-                    self.settings.clone(),
-                ));
+                let task = tokio::spawn(room::run(room::RoomStart {
+                    room: room.to_owned(),
+                    inputs: rx,
+                    nchan: self.nchan.clone(),
+                    store: self.store.clone(),
+                    settings: self.settings.clone(),
+                    subscribed,
+                    ready: ready_tx,
+                }));
                 rooms.insert(
                     room.to_owned(),
                     RoomEntry {
                         inputs,
+                        ready: ready.clone(),
                         task,
                         idle_sweeps: 0,
+                        connections: 0,
+                        readers: 0,
+                        totals: None,
                     },
                 );
-                let (ack, confirmed) = oneshot::channel();
                 let _ = self
                     .fanin
-                    .send(FaninCommand::Subscribe(room.to_owned(), ack));
+                    .send(FaninCommand::Subscribe(room.to_owned(), subscribed_tx));
                 tracing::info!(room, "serving room");
-                Some(confirmed)
+                (ready, true)
             }
         };
-        let Some(confirmed) = confirmation else {
-            return true;
-        };
-        self.save_state();
-        matches!(tokio::time::timeout(wait, confirmed).await, Ok(Ok(())))
+        if created {
+            self.save_state();
+        }
+        let outcome = tokio::time::timeout(wait, ready.wait_for(|ready| *ready)).await;
+        matches!(outcome, Ok(Ok(_)))
     }
 
-    /// Hands a message from Redis to its room's task.
-    pub fn deliver(&self, room: &str, message: String) {
+    /// Hands an item (message or event) from Redis to its room's task.
+    pub fn deliver(&self, room: &str, item: String) {
         let rooms = self.lock();
         let Some(entry) = rooms.get(room) else { return };
-        if let Err(e) = entry.inputs.try_send(RoomInput::Message(message)) {
-            tracing::error!(room, error = %e, "room queue full: nchan is not keeping up, message not broadcast here (it stays in history)");
+        if let Err(e) = entry.inputs.try_send(RoomInput::Item(item)) {
+            tracing::error!(room, error = %e, "room queue full: nchan is not keeping up, item not broadcast here (messages stay in history)");
         }
     }
 
@@ -125,35 +152,100 @@ impl Rooms {
         self.lock().keys().cloned().collect()
     }
 
-    /// Drops rooms that had no subscriber on this nginx for a few sweeps.
+    /// A reader connected to (`true`) or disconnected from `room` here.
+    pub fn count_connection(&self, room: &str, connected: bool) {
+        if let Some(entry) = self.lock().get_mut(room) {
+            self.unsaved.store(true, Ordering::Relaxed);
+            entry.connections = if connected {
+                entry.connections + 1
+            } else {
+                entry.connections.saturating_sub(1)
+            };
+        }
+    }
+
+    /// How many readers each room has here (see the module's comment), as
+    /// also remembered for the sweep and the busy check.
+    pub async fn census(&self) -> Vec<(String, u64)> {
+        use futures_util::StreamExt;
+        let counted: Vec<(String, u64)> = futures_util::stream::iter(self.names())
+            .map(|room| async move {
+                let seen_by_nchan = match self.nchan.info(&room).await {
+                    Ok(info) => info.subscribers,
+                    Err(e) => {
+                        tracing::warn!(room, error = %e, "cannot read channel info");
+                        0
+                    }
+                };
+                (room, seen_by_nchan)
+            })
+            .buffer_unordered(16)
+            .collect()
+            .await;
+        let mut rooms = self.lock();
+        counted
+            .into_iter()
+            .filter_map(|(room, seen_by_nchan)| {
+                let entry = rooms.get_mut(&room)?;
+                entry.readers = entry.connections.max(seen_by_nchan);
+                Some((room, entry.readers))
+            })
+            .collect()
+    }
+
+    /// Records the rooms' counts over all workers; returns the rooms whose
+    /// counts changed since the last time, for count events.
+    pub fn record_totals(&self, totals: Vec<(String, RoomCounts)>) -> Vec<(String, RoomCounts)> {
+        let mut rooms = self.lock();
+        totals
+            .into_iter()
+            .filter(|(room, counts)| {
+                rooms
+                    .get_mut(room)
+                    .is_some_and(|entry| entry.totals.replace(*counts) != Some(*counts))
+            })
+            .collect()
+    }
+
+    /// Whether `room` has at least `threshold` readers over all workers, as
+    /// last counted (or, before the first count, on this worker alone).
+    pub fn is_busy(&self, room: &str, threshold: u64) -> bool {
+        self.lock().get(room).is_some_and(|entry| {
+            let readers = entry.totals.map_or(entry.readers, |t| t.subscribers);
+            readers >= threshold
+        })
+    }
+
+    /// Drops rooms that had no reader on this nginx for a few sweeps, and
+    /// their nchan channels, so that a room served again later starts from
+    /// a channel that its backfill fills completely.
     pub async fn sweep(&self) {
         let mut dropped = Vec::new();
-        for room in self.names() {
-            let subscribers = match self.nchan.subscribers(&room).await {
-                Ok(n) => n,
-                Err(e) => {
-                    tracing::warn!(room, error = %e, "sweep: cannot read channel info");
-                    continue;
-                }
-            };
+        {
             let mut rooms = self.lock();
-            let Some(entry) = rooms.get_mut(&room) else {
-                continue;
-            };
-            if subscribers > 0 {
-                entry.idle_sweeps = 0;
-                continue;
-            }
-            entry.idle_sweeps += 1;
-            if entry.idle_sweeps >= IDLE_SWEEPS_BEFORE_DROP {
-                rooms.remove(&room);
+            rooms.retain(|room, entry| {
+                if entry.readers > 0 {
+                    entry.idle_sweeps = 0;
+                    return true;
+                }
+                entry.idle_sweeps += 1;
+                if entry.idle_sweeps < IDLE_SWEEPS_BEFORE_DROP {
+                    return true;
+                }
                 let _ = self.fanin.send(FaninCommand::Unsubscribe(room.clone()));
-                dropped.push(room);
-            }
+                dropped.push(room.clone());
+                false
+            });
         }
-        if !dropped.is_empty() {
-            tracing::info!(rooms = ?dropped, "no subscribers left here, stopped serving");
-            self.save_state();
+        if dropped.is_empty() {
+            return;
+        }
+        tracing::info!(rooms = ?dropped, "no readers left here, stopped serving");
+        self.save_state();
+        for room in dropped {
+            if let Err(e) = self.nchan.delete(&room).await {
+                tracing::warn!(room, error = %e, "cannot delete the channel of a dropped room");
+            }
         }
     }
 
@@ -165,30 +257,46 @@ impl Rooms {
         }
     }
 
-    /// Rooms served before a restart, from the state file.
-    pub fn load_state(&self) -> Vec<String> {
-        let Some(path) = &self.state_file else {
-            return Vec::new();
-        };
-        match std::fs::read_to_string(path) {
+    /// Serves again the rooms served before a restart, from the state
+    /// file, with the connections nginx still holds in them.
+    pub async fn restore_state(&self) {
+        let Some(path) = &self.state_file else { return };
+        let saved: BTreeMap<String, u64> = match std::fs::read_to_string(path) {
             Ok(text) => serde_json::from_str(&text).unwrap_or_else(|e| {
                 tracing::warn!(path = %path.display(), error = %e, "ignoring unreadable state file");
-                Vec::new()
+                BTreeMap::new()
             }),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Vec::new(),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => BTreeMap::new(),
             Err(e) => {
                 tracing::warn!(path = %path.display(), error = %e, "cannot read state file");
-                Vec::new()
+                BTreeMap::new()
+            }
+        };
+        for (room, connections) in saved {
+            self.ensure(&room, Duration::ZERO).await;
+            if let Some(entry) = self.lock().get_mut(&room) {
+                entry.connections = connections;
             }
         }
     }
 
+    /// Writes the state file if connections changed since it was written.
+    pub fn save_state_if_changed(&self) {
+        if self.unsaved.swap(false, Ordering::Relaxed) {
+            self.save_state();
+        }
+    }
+
+    /// Writes the rooms served and their connections to the state file.
     fn save_state(&self) {
         let Some(path) = &self.state_file else { return };
-        let mut names = self.names();
-        names.sort();
+        let rooms: BTreeMap<String, u64> = self
+            .lock()
+            .iter()
+            .map(|(room, entry)| (room.clone(), entry.connections))
+            .collect();
         let tmp = path.with_extension("tmp");
-        let result = serde_json::to_vec(&names)
+        let result = serde_json::to_vec(&rooms)
             .map_err(std::io::Error::other)
             .and_then(|bytes| std::fs::write(&tmp, bytes))
             .and_then(|()| std::fs::rename(&tmp, path));

@@ -1,23 +1,34 @@
-//! Configuration of `chatup worker`: one TOML file, each setting
-//! overridable by an environment variable and a flag (flag > env > file >
-//! default). `chatup worker --help` lists them all.
+//! Configuration of `chatup worker`.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::Duration;
 
 use serde::Deserialize;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, clap::ValueEnum, Default)]
-#[serde(rename_all = "lowercase")]
-pub enum LogFormat {
-    #[default]
-    Text,
-    Json,
-}
+use super::{check, check_redis_url, overlay, ConfigError, LogFormat};
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct WorkerConfig {
+    /// This worker's id in the registry: unique in the cluster and stable
+    /// across restarts (its members are kept under it). Default: the host
+    /// name.
+    pub worker_id: String,
+    /// Where clients reach this worker's nginx, announced in the registry
+    /// (e.g. `https://chat3.example.com`). Without it the worker serves its
+    /// readers but dispatchers never send clients to it.
+    pub public_url: Option<String>,
+    /// How often the worker announces itself and its load.
+    pub heartbeat_interval_ms: u64,
+    /// How long an announcement stays valid: a worker silent for this long
+    /// is dead to the dispatchers, and its members and counts vanish.
+    pub heartbeat_ttl_ms: u64,
+    /// From this many readers on (over all workers), a room gets periodic
+    /// count events instead of one join/leave event per member.
+    pub presence_threshold: u64,
+    /// How often rooms' counts are recomputed and, when they changed, sent
+    /// to readers as a count event.
+    pub count_interval_ms: u64,
     /// Redis URL (`redis://host:port/db`, `rediss://` for TLS).
     pub redis_url: String,
     /// Unix socket the worker listens on for nginx (messages and hooks).
@@ -51,6 +62,12 @@ pub struct WorkerConfig {
 impl Default for WorkerConfig {
     fn default() -> Self {
         Self {
+            worker_id: default_worker_id(),
+            public_url: None,
+            heartbeat_interval_ms: 1000,
+            heartbeat_ttl_ms: 3000,
+            presence_threshold: 200,
+            count_interval_ms: 5000,
             redis_url: "redis://127.0.0.1:6379".into(),
             listen: "/run/chatup/sidecar.sock".into(),
             socket_mode: 0o660,
@@ -75,6 +92,24 @@ pub struct WorkerArgs {
     /// TOML configuration file (see conf/chatup-worker.toml).
     #[arg(long, short, env = "CHATUP_CONFIG")]
     pub config: Option<PathBuf>,
+    /// Id of this worker in the registry [default: the host name]
+    #[arg(long, env = "CHATUP_WORKER_ID")]
+    pub worker_id: Option<String>,
+    /// URL clients reach this worker's nginx at, announced to dispatchers [default: none, not announced]
+    #[arg(long, env = "CHATUP_PUBLIC_URL")]
+    pub public_url: Option<String>,
+    /// Milliseconds between heartbeats [default: 1000]
+    #[arg(long, env = "CHATUP_HEARTBEAT_INTERVAL_MS")]
+    pub heartbeat_interval_ms: Option<u64>,
+    /// Milliseconds a heartbeat stays valid [default: 3000]
+    #[arg(long, env = "CHATUP_HEARTBEAT_TTL_MS")]
+    pub heartbeat_ttl_ms: Option<u64>,
+    /// Readers from which a room gets count events instead of join/leave events [default: 200]
+    #[arg(long, env = "CHATUP_PRESENCE_THRESHOLD")]
+    pub presence_threshold: Option<u64>,
+    /// Milliseconds between room count updates [default: 5000]
+    #[arg(long, env = "CHATUP_COUNT_INTERVAL_MS")]
+    pub count_interval_ms: Option<u64>,
     /// Redis URL [default: redis://127.0.0.1:6379]
     #[arg(long, env = "CHATUP_REDIS_URL")]
     pub redis_url: Option<String>,
@@ -121,49 +156,23 @@ fn parse_octal(s: &str) -> Result<u32, String> {
         .map_err(|e| format!("not an octal mode: {e}"))
 }
 
-#[derive(Debug, thiserror::Error)]
-pub enum ConfigError {
-    #[error("cannot read {path}: {source}")]
-    Read {
-        path: PathBuf,
-        source: std::io::Error,
-    },
-    #[error("invalid configuration in {path}: {source}")]
-    Parse {
-        path: PathBuf,
-        source: toml::de::Error,
-    },
-    #[error("invalid setting: {0}")]
-    Invalid(String),
-}
-
 impl WorkerConfig {
     pub fn load(args: &WorkerArgs) -> Result<Self, ConfigError> {
-        let mut config = match &args.config {
-            Some(path) => Self::from_file(path)?,
-            None => Self::default(),
-        };
+        let mut config: Self = super::from_file(args.config.as_deref())?;
         config.apply(args);
         config.validate()?;
         Ok(config)
     }
 
-    pub fn from_file(path: &Path) -> Result<Self, ConfigError> {
-        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
-            path: path.into(),
-            source,
-        })?;
-        toml::from_str(&text).map_err(|source| ConfigError::Parse {
-            path: path.into(),
-            source,
-        })
-    }
-
     fn apply(&mut self, args: &WorkerArgs) {
-        macro_rules! overlay {
-            ($($field:ident),*) => { $( if let Some(v) = &args.$field { self.$field = v.clone(); } )* };
-        }
         overlay!(
+            self,
+            args,
+            worker_id,
+            heartbeat_interval_ms,
+            heartbeat_ttl_ms,
+            presence_threshold,
+            count_interval_ms,
             redis_url,
             listen,
             socket_mode,
@@ -180,16 +189,38 @@ impl WorkerConfig {
         if args.state_file.is_some() {
             self.state_file.clone_from(&args.state_file);
         }
+        if args.public_url.is_some() {
+            self.public_url.clone_from(&args.public_url);
+        }
     }
 
     fn validate(&self) -> Result<(), ConfigError> {
-        let check = |ok: bool, what: &str| {
-            if ok {
-                Ok(())
-            } else {
-                Err(ConfigError::Invalid(what.into()))
-            }
-        };
+        check(
+            !self.worker_id.is_empty()
+                && self
+                    .worker_id
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b)),
+            "worker_id must be non-empty letters, digits, '-', '_' or '.'",
+        )?;
+        if let Some(url) = &self.public_url {
+            check(
+                url.starts_with("http://") || url.starts_with("https://"),
+                "public_url must start with http:// or https://",
+            )?;
+        }
+        check(
+            self.heartbeat_interval_ms >= 100,
+            "heartbeat_interval_ms must be at least 100",
+        )?;
+        check(
+            self.heartbeat_ttl_ms >= 2 * self.heartbeat_interval_ms,
+            "heartbeat_ttl_ms must be at least twice heartbeat_interval_ms",
+        )?;
+        check(
+            self.count_interval_ms >= self.heartbeat_interval_ms,
+            "count_interval_ms must be at least heartbeat_interval_ms",
+        )?;
         check(self.history_length > 0, "history_length must be at least 1")?;
         check(
             self.batch_window_ms <= 1000,
@@ -211,9 +242,7 @@ impl WorkerConfig {
             self.redis_timeout_ms > 0,
             "redis_timeout_ms must be at least 1",
         )?;
-        redis::Client::open(self.redis_url.as_str())
-            .map(drop)
-            .map_err(|e| ConfigError::Invalid(format!("redis_url: {e}")))
+        check_redis_url(&self.redis_url)
     }
 
     pub fn batch_window(&self) -> Duration {
@@ -223,6 +252,23 @@ impl WorkerConfig {
     pub fn redis_timeout(&self) -> Duration {
         Duration::from_millis(self.redis_timeout_ms)
     }
+
+    pub fn heartbeat_interval(&self) -> Duration {
+        Duration::from_millis(self.heartbeat_interval_ms)
+    }
+
+    pub fn count_interval(&self) -> Duration {
+        Duration::from_millis(self.count_interval_ms)
+    }
+}
+
+/// The host name, as the default worker id.
+fn default_worker_id() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .ok()
+        .map(|name| name.trim().to_string())
+        .filter(|name| !name.is_empty())
+        .unwrap_or_else(|| "worker".into())
 }
 
 #[cfg(test)]

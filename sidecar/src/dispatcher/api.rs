@@ -1,0 +1,208 @@
+//! The dispatcher's HTTP API (see docs/http-api.md):
+//!
+//! - `POST /join/{room}`: a worker for the client, the room's counts and
+//!   its recent history;
+//! - `GET /rooms/{room}/stats`: readers and members over all workers;
+//! - `GET /rooms/{room}/messages`: the room's history, paginated;
+//! - `GET /workers`: the live workers and their load;
+//! - `GET /healthz`: readiness (Redis reachable).
+
+use std::collections::HashMap;
+
+use axum::body::Bytes;
+use axum::extract::rejection::{PathRejection, QueryRejection};
+use axum::extract::{Path, Query, State};
+use axum::http::StatusCode;
+use axum::response::IntoResponse;
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use serde::Deserialize;
+use serde_json::{json, Value};
+
+use crate::api_error::ApiError;
+use crate::db::{Db, DbError};
+use crate::dispatcher::params::{self, Params};
+use crate::presence::{Presence, RoomCounts};
+use crate::registry::Registry;
+use crate::store;
+
+#[derive(Clone)]
+pub struct AppState {
+    pub db: Db,
+    pub registry: Registry,
+    pub presence: Presence,
+    pub join_history: usize,
+    pub max_page: usize,
+}
+
+pub fn router(state: AppState) -> Router {
+    Router::new()
+        .route("/join/{room}", post(join))
+        .route("/rooms/{room}/stats", get(stats))
+        .route("/rooms/{room}/messages", get(messages))
+        .route("/workers", get(workers))
+        .route("/healthz", get(health))
+        .fallback(|| async { ApiError::not_found() })
+        .method_not_allowed_fallback(|| async {
+            ApiError::new(StatusCode::METHOD_NOT_ALLOWED, "method not allowed")
+        })
+        .with_state(state)
+}
+
+/// Redis trouble, as the client sees it.
+fn unavailable(e: DbError) -> ApiError {
+    tracing::warn!(error = %e, "redis unavailable");
+    ApiError::unavailable("chat service unavailable (redis)")
+}
+
+#[derive(Debug, Default, Deserialize)]
+struct JoinRequest {
+    /// A worker that failed this client: chosen only if no other is live.
+    exclude: Option<String>,
+}
+
+async fn join(
+    State(state): State<AppState>,
+    room: Result<Path<String>, PathRejection>,
+    body: Bytes,
+) -> Result<impl IntoResponse, ApiError> {
+    let room = params::room(room)?;
+    let request: JoinRequest = if body.iter().all(u8::is_ascii_whitespace) {
+        JoinRequest::default()
+    } else {
+        serde_json::from_slice(&body).map_err(|e| {
+            ApiError::bad_request(format!(
+                "body must be empty or {{\"exclude\": \"<worker id>\"}}: {e}"
+            ))
+        })?
+    };
+    let worker = state
+        .registry
+        .pick(request.exclude.as_deref())
+        .await
+        .map_err(unavailable)?
+        .ok_or_else(|| ApiError::unavailable("no worker available"))?;
+    let counts = room_counts(&state, &room).await?;
+    let history = history(&state.db, &room, state.join_history).await?;
+    Ok(Json(json!({
+        "worker": { "id": worker.id, "url": worker.url },
+        "room": counts,
+        "history": history,
+    })))
+}
+
+async fn live_ids(state: &AppState) -> Result<Vec<String>, ApiError> {
+    Ok(state
+        .registry
+        .live()
+        .await
+        .map_err(unavailable)?
+        .into_iter()
+        .map(|w| w.record.id)
+        .collect())
+}
+
+async fn room_counts(state: &AppState, room: &str) -> Result<RoomCounts, ApiError> {
+    let live = live_ids(state).await?;
+    let counts = state
+        .presence
+        .counts(&[room.to_owned()], &live)
+        .await
+        .map_err(unavailable)?;
+    Ok(counts.into_iter().next().unwrap_or_default())
+}
+
+/// The last `count` messages of `room`, oldest first, as JSON.
+async fn history(db: &Db, room: &str, count: usize) -> Result<Vec<Value>, ApiError> {
+    if count == 0 {
+        return Ok(Vec::new());
+    }
+    let raw = store::recent(db, room, count).await.map_err(unavailable)?;
+    Ok(parse_messages(raw))
+}
+
+fn parse_messages(raw: Vec<String>) -> Vec<Value> {
+    raw.iter()
+        .filter_map(|m| serde_json::from_str(m).ok())
+        .collect()
+}
+
+async fn stats(
+    State(state): State<AppState>,
+    room: Result<Path<String>, PathRejection>,
+    query: Result<Query<HashMap<String, String>>, QueryRejection>,
+) -> Result<impl IntoResponse, ApiError> {
+    let room = params::room(room)?;
+    let params = Params::from(query)?;
+    let limit = params.number("limit", 100.min(state.max_page), state.max_page)?;
+    let skip = params.number("skip", 0, usize::MAX)?;
+    let live = live_ids(&state).await?;
+    let counts = state
+        .presence
+        .counts(std::slice::from_ref(&room), &live)
+        .await
+        .map_err(unavailable)?
+        .into_iter()
+        .next()
+        .unwrap_or_default();
+    let members = state
+        .presence
+        .members(&room, &live)
+        .await
+        .map_err(unavailable)?;
+    let total = members.len();
+    let page: Vec<_> = members.into_iter().skip(skip).take(limit).collect();
+    Ok(Json(json!({
+        "room": room,
+        "subscribers": counts.subscribers,
+        "members": total,
+        "users": page,
+        "skip": skip,
+        "limit": limit,
+    })))
+}
+
+async fn messages(
+    State(state): State<AppState>,
+    room: Result<Path<String>, PathRejection>,
+    query: Result<Query<HashMap<String, String>>, QueryRejection>,
+) -> Result<impl IntoResponse, ApiError> {
+    let room = params::room(room)?;
+    let params = Params::from(query)?;
+    let limit = params.number("limit", 50.min(state.max_page), state.max_page)?;
+    let all = store::all(&state.db, &room).await.map_err(unavailable)?;
+    let all = parse_messages(all);
+    let end = match params.text("before") {
+        None => all.len(),
+        // In history order; an id no longer there (trimmed) falls back to
+        // time order, which ids follow.
+        Some(before) => all
+            .iter()
+            .position(|m| m["id"] == before)
+            .unwrap_or_else(|| {
+                all.iter()
+                    .take_while(|m| m["id"].as_str().is_some_and(|id| id < before))
+                    .count()
+            }),
+    };
+    let start = end.saturating_sub(limit);
+    Ok(Json(json!({
+        "room": room,
+        "messages": &all[start..end],
+        "more": start > 0,
+    })))
+}
+
+async fn workers(State(state): State<AppState>) -> Result<impl IntoResponse, ApiError> {
+    let workers = state.registry.live().await.map_err(unavailable)?;
+    Ok(Json(json!({ "workers": workers })))
+}
+
+async fn health(State(state): State<AppState>) -> Result<impl IntoResponse, ApiError> {
+    state
+        .db
+        .ping()
+        .await
+        .map_err(|e| ApiError::unavailable(format!("redis unreachable: {e}")))?;
+    Ok(Json(json!({ "redis": "up" })))
+}

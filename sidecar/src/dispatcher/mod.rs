@@ -1,0 +1,57 @@
+//! `chatup dispatcher`: sends each client to the least-loaded live chat
+//! worker and serves room stats and history. Stateless: everything it
+//! knows it reads from Redis, so any number of dispatchers can run side by
+//! side behind a load balancer.
+
+mod api;
+mod params;
+
+use std::time::Duration;
+
+use anyhow::Context;
+use axum::http::{HeaderValue, Method};
+use tokio_util::sync::CancellationToken;
+use tower_http::cors::{AllowOrigin, CorsLayer};
+
+use crate::config::DispatcherConfig;
+use crate::db::Db;
+use crate::presence::Presence;
+use crate::registry::Registry;
+
+pub async fn run(config: DispatcherConfig, shutdown: CancellationToken) -> anyhow::Result<()> {
+    let client = redis::Client::open(config.redis_url.as_str()).context("redis_url")?;
+    let db = Db::connect_lazy(client, config.redis_timeout())?;
+    let state = api::AppState {
+        registry: Registry::new(db.clone()),
+        presence: Presence::new(db.clone()),
+        db,
+        join_history: config.join_history,
+        max_page: config.max_page,
+    };
+    let app = api::router(state).layer(cors(&config.cors_origins));
+    let listener = tokio::net::TcpListener::bind(config.listen)
+        .await
+        .with_context(|| format!("listening on {}", config.listen))?;
+    tracing::info!(listen = %listener.local_addr()?, "chatup dispatcher ready");
+    axum::serve(listener, app)
+        .with_graceful_shutdown(shutdown.cancelled_owned())
+        .await
+        .context("serving the dispatcher API")?;
+    tracing::info!("chatup dispatcher stopped");
+    Ok(())
+}
+
+/// Browsers on the configured origins may call the API; it uses no
+/// cookies, so credentials are never allowed.
+fn cors(origins: &[String]) -> CorsLayer {
+    let allow = if origins.iter().any(|o| o == "*") {
+        AllowOrigin::any()
+    } else {
+        AllowOrigin::list(origins.iter().filter_map(|o| HeaderValue::from_str(o).ok()))
+    };
+    CorsLayer::new()
+        .allow_origin(allow)
+        .allow_methods([Method::GET, Method::POST])
+        .allow_headers([axum::http::header::CONTENT_TYPE])
+        .max_age(Duration::from_secs(600))
+}

@@ -1,0 +1,222 @@
+//! The worker registry in Redis: which chat workers are alive, where
+//! clients reach them, and how loaded they are.
+//!
+//! Each worker heartbeats its record every second or so; an entry whose
+//! heartbeat is older than its TTL is dead, ignored by every reader and
+//! removed by the next one. Liveness is judged with Redis's own clock
+//! (`TIME` inside the scripts), so clock skew between machines does not
+//! matter. All three hashes share one hash tag: each script below touches
+//! one Redis Cluster slot.
+//!
+//! Load: a worker reports its readers at each heartbeat; a dispatcher that
+//! sends a client to a worker adds one at once, in the same script that
+//! chose it, so a burst of joins spreads over the workers instead of all
+//! landing on the one that looked emptiest at the last heartbeat.
+
+use redis::Script;
+use serde::{Deserialize, Serialize};
+
+use crate::db::{Db, DbError};
+use crate::keys::{REGISTRY_EXPIRY, REGISTRY_LOAD, REGISTRY_RECORDS};
+
+/// What a worker announces about itself.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct WorkerRecord {
+    pub id: String,
+    /// Where clients reach this worker's nginx, e.g. `https://chat3.example.com`.
+    pub url: String,
+    /// Readers connected to this worker's nchan at the last heartbeat.
+    pub subscribers: u64,
+    /// Rooms with readers on this worker.
+    pub rooms: u64,
+}
+
+/// A live worker as a reader of the registry sees it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct LiveWorker {
+    #[serde(flatten)]
+    pub record: WorkerRecord,
+    /// Readers at the last heartbeat plus clients sent to it since.
+    pub load: u64,
+    /// Milliseconds until the entry expires without a new heartbeat.
+    pub expires_in_ms: u64,
+}
+
+// Shared by the scripts: Redis's clock in milliseconds, and removal of
+// entries whose heartbeat is older than their TTL.
+const PRELUDE: &str = r#"
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local function live_ids()
+  local ids = {}
+  local expiry = redis.call('HGETALL', KEYS[2])
+  for i = 1, #expiry, 2 do
+    local id, at = expiry[i], tonumber(expiry[i + 1])
+    if at and at >= now then
+      ids[#ids + 1] = id
+    else
+      redis.call('HDEL', KEYS[1], id)
+      redis.call('HDEL', KEYS[2], id)
+      redis.call('HDEL', KEYS[3], id)
+    end
+  end
+  return ids
+end
+"#;
+
+// KEYS: records, expiry, load. ARGV: id, record JSON, readers, ttl ms.
+// Returns the ids of the live workers (this one included).
+const HEARTBEAT: &str = r#"
+redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
+redis.call('HSET', KEYS[2], ARGV[1], now + tonumber(ARGV[4]))
+redis.call('HSET', KEYS[3], ARGV[1], ARGV[3])
+return live_ids()
+"#;
+
+// KEYS: records, expiry, load. ARGV: excluded id ('' for none), random
+// seed. Returns {id, record} of the least-loaded live worker, another than
+// the excluded one when there is another, and counts the client in its
+// load; nil when no worker is live.
+const PICK: &str = r#"
+local best, best_load, excluded = {}, nil, false
+for _, id in ipairs(live_ids()) do
+  if id == ARGV[1] then
+    excluded = true
+  else
+    local load = tonumber(redis.call('HGET', KEYS[3], id) or '0') or 0
+    if best_load == nil or load < best_load then
+      best, best_load = {id}, load
+    elseif load == best_load then
+      best[#best + 1] = id
+    end
+  end
+end
+if best_load == nil then
+  if not excluded then return false end
+  best = {ARGV[1]}
+end
+math.randomseed(tonumber(ARGV[2]))
+local chosen = best[math.random(#best)]
+redis.call('HINCRBY', KEYS[3], chosen, 1)
+return {chosen, redis.call('HGET', KEYS[1], chosen)}
+"#;
+
+// KEYS: records, expiry, load. Returns a flat list: record, load,
+// expires-in ms, for each live worker.
+const LIST: &str = r#"
+local out = {}
+for _, id in ipairs(live_ids()) do
+  local record = redis.call('HGET', KEYS[1], id)
+  if record then
+    out[#out + 1] = record
+    out[#out + 1] = redis.call('HGET', KEYS[3], id) or '0'
+    out[#out + 1] = tostring(tonumber(redis.call('HGET', KEYS[2], id)) - now)
+  end
+end
+return out
+"#;
+
+// KEYS: records, expiry, load. ARGV: id.
+const REMOVE: &str = r#"
+redis.call('HDEL', KEYS[1], ARGV[1])
+redis.call('HDEL', KEYS[2], ARGV[1])
+redis.call('HDEL', KEYS[3], ARGV[1])
+return 1
+"#;
+
+#[derive(Clone)]
+pub struct Registry {
+    db: Db,
+    heartbeat: Script,
+    pick: Script,
+    list: Script,
+    remove: Script,
+}
+
+impl Registry {
+    pub fn new(db: Db) -> Self {
+        let script = |body: &str| Script::new(&format!("{PRELUDE}{body}"));
+        Self {
+            db,
+            heartbeat: script(HEARTBEAT),
+            pick: script(PICK),
+            list: script(LIST),
+            remove: Script::new(REMOVE),
+        }
+    }
+
+    fn keyed(script: &Script) -> redis::ScriptInvocation<'_> {
+        let mut invocation = script.prepare_invoke();
+        invocation
+            .key(REGISTRY_RECORDS)
+            .key(REGISTRY_EXPIRY)
+            .key(REGISTRY_LOAD);
+        invocation
+    }
+
+    /// Announces `record` as alive for `ttl_ms`; returns the ids of all
+    /// live workers.
+    pub async fn heartbeat(
+        &self,
+        record: &WorkerRecord,
+        ttl_ms: u64,
+    ) -> Result<Vec<String>, DbError> {
+        let json = serde_json::to_string(record).map_err(|e| DbError::Corrupt(e.to_string()))?;
+        let mut invocation = Self::keyed(&self.heartbeat);
+        invocation
+            .arg(&record.id)
+            .arg(json)
+            .arg(record.subscribers)
+            .arg(ttl_ms);
+        let mut conn = self.db.conn();
+        self.db.bounded(invocation.invoke_async(&mut conn)).await
+    }
+
+    /// Removes a worker at once (it is shutting down).
+    pub async fn remove(&self, id: &str) -> Result<(), DbError> {
+        let mut invocation = Self::keyed(&self.remove);
+        invocation.arg(id);
+        let mut conn = self.db.conn();
+        self.db
+            .bounded(invocation.invoke_async::<i64>(&mut conn))
+            .await
+            .map(drop)
+    }
+
+    /// Chooses the least-loaded live worker (ties at random), avoiding
+    /// `exclude` unless it is the only one, and counts one more client on
+    /// it. `None` when no worker is live.
+    pub async fn pick(&self, exclude: Option<&str>) -> Result<Option<WorkerRecord>, DbError> {
+        let mut invocation = Self::keyed(&self.pick);
+        invocation
+            .arg(exclude.unwrap_or(""))
+            .arg(rand::random::<u32>());
+        let mut conn = self.db.conn();
+        let chosen: Option<(String, String)> =
+            self.db.bounded(invocation.invoke_async(&mut conn)).await?;
+        chosen.map(|(_, json)| parse_record(&json)).transpose()
+    }
+
+    /// Every live worker, sorted by id.
+    pub async fn live(&self) -> Result<Vec<LiveWorker>, DbError> {
+        let invocation = Self::keyed(&self.list);
+        let mut conn = self.db.conn();
+        let flat: Vec<String> = self.db.bounded(invocation.invoke_async(&mut conn)).await?;
+        let mut workers = flat
+            .chunks_exact(3)
+            .map(|entry| {
+                Ok(LiveWorker {
+                    record: parse_record(&entry[0])?,
+                    load: entry[1].parse().unwrap_or(0),
+                    expires_in_ms: entry[2].parse().unwrap_or(0),
+                })
+            })
+            .collect::<Result<Vec<_>, DbError>>()?;
+        workers.sort_by(|a, b| a.record.id.cmp(&b.record.id));
+        Ok(workers)
+    }
+}
+
+fn parse_record(json: &str) -> Result<WorkerRecord, DbError> {
+    serde_json::from_str(json).map_err(|e| DbError::Corrupt(format!("worker record: {e}")))
+}

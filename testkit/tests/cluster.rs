@@ -1,0 +1,492 @@
+//! The cluster: dispatchers, the worker registry, membership, stats and
+//! history, with real redis-server, nginx (nchan + module) and `chatup`
+//! worker and dispatcher processes.
+
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
+
+use chatup_testkit::clients::{get_json, items, join_room};
+use chatup_testkit::process::WorkerOptions;
+use chatup_testkit::{
+    post_message, token_for, ChatWorker, Dispatcher, Redis, SubscribeOptions, Subscriber, Transport,
+};
+use serde_json::{json, Value};
+
+const WAIT: Duration = Duration::from_secs(5);
+
+fn msg(text: &str) -> String {
+    json!({ "msg": text }).to_string()
+}
+
+/// Polls `check` until it returns `Some` or `timeout` passes.
+async fn eventually<T>(
+    what: &str,
+    timeout: Duration,
+    mut check: impl AsyncFnMut() -> Option<T>,
+) -> T {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(value) = check().await {
+            return value;
+        }
+        assert!(Instant::now() < deadline, "{what}: not within {timeout:?}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+async fn live_worker_ids(dispatcher: &Dispatcher) -> Vec<String> {
+    let (status, body) = get_json(&format!("{}/workers", dispatcher.base_url())).await;
+    assert_eq!(status, 200, "{body}");
+    body["workers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|w| w["id"].as_str().unwrap().to_string())
+        .collect()
+}
+
+async fn stats(dispatcher: &Dispatcher, room: &str, query: &str) -> Value {
+    let (status, body) = get_json(&format!(
+        "{}/rooms/{room}/stats{query}",
+        dispatcher.base_url()
+    ))
+    .await;
+    assert_eq!(status, 200, "{body}");
+    body
+}
+
+async fn subscribe(worker: &ChatWorker, room: &str, token: Option<&str>) -> Subscriber {
+    let options = SubscribeOptions {
+        token,
+        ..Default::default()
+    };
+    Subscriber::open(Transport::WebSocket, worker, room, options)
+        .await
+        .unwrap()
+}
+
+#[tokio::test]
+async fn join_sends_clients_to_the_least_loaded_worker_and_honours_exclude() {
+    let redis = Redis::start().unwrap();
+    let busy = ChatWorker::start(&redis).unwrap();
+    let idle = ChatWorker::start(&redis).unwrap();
+    let dispatcher = Dispatcher::start(&redis).unwrap();
+    let mut readers = Vec::new();
+    for _ in 0..3 {
+        readers.push(subscribe(&busy, "stage", None).await);
+    }
+    // Both announced, and the busy one's readers counted by a heartbeat.
+    eventually(
+        "the busy worker's readers in the registry",
+        WAIT,
+        async || {
+            let (_, body) = get_json(&format!("{}/workers", dispatcher.base_url())).await;
+            let workers = body["workers"].as_array()?;
+            let busy_entry = workers.iter().find(|w| w["id"] == busy.id.as_str())?;
+            (workers.len() == 2 && busy_entry["subscribers"] == 3).then_some(())
+        },
+    )
+    .await;
+
+    let (status, body) = join_room(&dispatcher, "stage", None).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["worker"]["id"], idle.id.as_str());
+    assert_eq!(body["worker"]["url"], idle.base_url());
+    assert_eq!(body["room"]["subscribers"], 3);
+
+    let (status, body) = join_room(&dispatcher, "stage", Some(&idle.id)).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(
+        body["worker"]["id"],
+        busy.id.as_str(),
+        "the excluded worker is avoided while another is live"
+    );
+}
+
+#[tokio::test]
+async fn concurrent_joins_spread_over_the_workers() {
+    let redis = Redis::start().unwrap();
+    let workers: Vec<ChatWorker> = (0..3).map(|_| ChatWorker::start(&redis).unwrap()).collect();
+    let dispatchers = [
+        Dispatcher::start(&redis).unwrap(),
+        Dispatcher::start(&redis).unwrap(),
+    ];
+    eventually("three live workers", WAIT, async || {
+        (live_worker_ids(&dispatchers[0]).await.len() == 3).then_some(())
+    })
+    .await;
+
+    let joins = (0..200).map(|n| join_room(&dispatchers[n % 2], "premiere", None));
+    let answers = futures_util::future::join_all(joins).await;
+    let mut per_worker: HashMap<String, usize> = HashMap::new();
+    for (status, body) in answers {
+        assert_eq!(status, 200, "{body}");
+        *per_worker
+            .entry(body["worker"]["id"].as_str().unwrap().to_string())
+            .or_default() += 1;
+    }
+    for worker in &workers {
+        let got = per_worker.get(&worker.id).copied().unwrap_or(0);
+        assert!(
+            got >= 40,
+            "200 joins over 3 workers gave {per_worker:?}: {} got {got}",
+            worker.id
+        );
+    }
+}
+
+#[tokio::test]
+async fn killed_worker_stops_being_offered_within_its_ttl_and_its_members_leave_the_stats() {
+    let redis = Redis::start().unwrap();
+    let mut doomed = ChatWorker::start(&redis).unwrap();
+    let survivor = ChatWorker::start(&redis).unwrap();
+    let dispatcher = Dispatcher::start(&redis).unwrap();
+    let alice = token_for("alice", "Alice");
+    let _on_doomed = subscribe(&doomed, "arena", Some(&alice)).await;
+    let _on_survivor = subscribe(&survivor, "arena", None).await;
+    eventually("alice listed, both readers counted", WAIT, async || {
+        let body = stats(&dispatcher, "arena", "").await;
+        (body["members"] == 1 && body["subscribers"] == 2).then_some(())
+    })
+    .await;
+
+    doomed.kill();
+    let killed_at = Instant::now();
+    eventually(
+        "the killed worker gone from the registry",
+        WAIT,
+        async || (live_worker_ids(&dispatcher).await == [survivor.id.clone()]).then_some(()),
+    )
+    .await;
+    let gone_after = killed_at.elapsed();
+    // TTL 1 s in the harness; allow for the polling.
+    assert!(gone_after < Duration::from_millis(2000), "{gone_after:?}");
+
+    for _ in 0..10 {
+        let (status, body) = join_room(&dispatcher, "arena", None).await;
+        assert_eq!(status, 200, "{body}");
+        assert_eq!(body["worker"]["id"], survivor.id.as_str());
+    }
+    let body = stats(&dispatcher, "arena", "").await;
+    assert_eq!(body["members"], 0, "{body}");
+    assert_eq!(body["users"], json!([]));
+    assert_eq!(body["subscribers"], 1, "{body}");
+}
+
+#[tokio::test]
+async fn members_count_once_across_connections_and_workers_and_are_paginated() {
+    let redis = Redis::start().unwrap();
+    let a = ChatWorker::start(&redis).unwrap();
+    let b = ChatWorker::start(&redis).unwrap();
+    let dispatcher = Dispatcher::start(&redis).unwrap();
+    let (alice, bob, carol) = (
+        token_for("alice", "Alice"),
+        token_for("bob", "Bob"),
+        token_for("carol", "Carol"),
+    );
+    let options = |token| SubscribeOptions {
+        token: Some(token),
+        ..Default::default()
+    };
+    let _readers = vec![
+        subscribe(&a, "hall", Some(&alice)).await,
+        Subscriber::open(Transport::EventSource, &a, "hall", options(&alice))
+            .await
+            .unwrap(),
+        subscribe(&b, "hall", Some(&alice)).await,
+        subscribe(&a, "hall", Some(&bob)).await,
+        subscribe(&b, "hall", Some(&carol)).await,
+        subscribe(&b, "hall", None).await,
+    ];
+    let body = eventually("six readers, three members", WAIT, async || {
+        let body = stats(&dispatcher, "hall", "").await;
+        (body["subscribers"] == 6 && body["members"] == 3).then_some(body)
+    })
+    .await;
+    assert_eq!(
+        body["users"],
+        json!([
+            {"id": "alice", "public": {"name": "Alice"}},
+            {"id": "bob", "public": {"name": "Bob"}},
+            {"id": "carol", "public": {"name": "Carol"}},
+        ])
+    );
+    let page = stats(&dispatcher, "hall", "?limit=2&skip=1").await;
+    let ids: Vec<&str> = page["users"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|u| u["id"].as_str().unwrap())
+        .collect();
+    assert_eq!(ids, ["bob", "carol"]);
+    assert_eq!(page["members"], 3);
+    let page = stats(&dispatcher, "hall", "?limit=2&skip=3").await;
+    assert_eq!(page["users"], json!([]));
+    drop(_readers);
+    eventually("everyone gone from the stats", WAIT, async || {
+        let body = stats(&dispatcher, "hall", "").await;
+        (body["members"] == 0 && body["subscribers"] == 0).then_some(())
+    })
+    .await;
+    for worker in [&a, &b] {
+        assert!(
+            !worker.nginx_log().contains("exited on signal"),
+            "{}",
+            worker.nginx_log()
+        );
+    }
+}
+
+#[tokio::test]
+async fn join_and_leave_events_reach_readers_and_a_busy_room_gets_count_events_instead() {
+    let redis = Redis::start().unwrap();
+    let worker = ChatWorker::start_with(
+        &redis,
+        WorkerOptions {
+            presence_threshold: 4,
+            count_interval_ms: 300,
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    let watch = SubscribeOptions {
+        events: true,
+        ..Default::default()
+    };
+    let mut observer = Subscriber::open(Transport::EventSource, &worker, "quiet", watch)
+        .await
+        .unwrap();
+    let alice = token_for("alice", "Alice");
+    let alice_reader = subscribe(&worker, "quiet", Some(&alice)).await;
+    let joined = eventually("alice's join event", WAIT, async || {
+        observer
+            .drain_for(Duration::from_millis(100))
+            .await
+            .into_iter()
+            .find(|item| item["ev"] == "join")
+    })
+    .await;
+    assert_eq!(
+        joined["user"],
+        json!({"id": "alice", "public": {"name": "Alice"}})
+    );
+    assert_eq!(joined["room"], "quiet");
+    assert!(joined["id"].is_string() && joined["ts"].is_u64());
+    drop(alice_reader);
+    let left = eventually("alice's leave event", WAIT, async || {
+        observer
+            .drain_for(Duration::from_millis(100))
+            .await
+            .into_iter()
+            .find(|item| item["ev"] == "leave")
+    })
+    .await;
+    assert_eq!(left["user"]["id"], "alice");
+
+    // A busy room: from 4 readers on, no join/leave, only counts.
+    let mut crowd = Vec::new();
+    let mut busy_observer = Subscriber::open(Transport::WebSocket, &worker, "busy", watch)
+        .await
+        .unwrap();
+    for _ in 0..4 {
+        crowd.push(subscribe(&worker, "busy", None).await);
+    }
+    eventually("a count event with the crowd", WAIT, async || {
+        busy_observer
+            .drain_for(Duration::from_millis(100))
+            .await
+            .into_iter()
+            .find(|item| item["ev"] == "count" && item["subscribers"] == 5)
+    })
+    .await;
+    let bob = token_for("bob", "Bob");
+    crowd.push(subscribe(&worker, "busy", Some(&bob)).await);
+    let seen = busy_observer.drain_for(Duration::from_millis(1200)).await;
+    assert!(
+        seen.iter().all(|item| item["ev"] != "join"),
+        "a busy room got a join event: {seen:?}"
+    );
+    assert!(
+        seen.iter()
+            .any(|item| item["ev"] == "count" && item["subscribers"] == 6 && item["members"] == 1),
+        "no count event with bob: {seen:?}"
+    );
+}
+
+#[tokio::test]
+async fn history_comes_in_order_by_limit_and_before_and_expires() {
+    let redis = Redis::start().unwrap();
+    let worker = ChatWorker::start_with(
+        &redis,
+        WorkerOptions {
+            history_ttl_secs: 1,
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    let dispatcher = Dispatcher::start(&redis).unwrap();
+    let token = token_for("alice", "Alice");
+    let mut ids = Vec::new();
+    for n in 0..10 {
+        let (status, ack) =
+            post_message(&worker, "log", Some(&token), &msg(&format!("m{n}"))).await;
+        assert_eq!(status, 202);
+        ids.push(ack["id"].as_str().unwrap().to_string());
+    }
+    let page = |query: &str| {
+        let url = format!("{}/rooms/log/messages{query}", dispatcher.base_url());
+        async move {
+            let (status, body) = get_json(&url).await;
+            assert_eq!(status, 200, "{body}");
+            let got: Vec<String> = body["messages"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|m| m["id"].as_str().unwrap().to_string())
+                .collect();
+            (got, body["more"].clone())
+        }
+    };
+    assert_eq!(page("").await, (ids.clone(), json!(false)));
+    assert_eq!(page("?limit=3").await, (ids[7..].to_vec(), json!(true)));
+    assert_eq!(
+        page(&format!("?limit=3&before={}", ids[7])).await,
+        (ids[4..7].to_vec(), json!(true))
+    );
+    assert_eq!(
+        page(&format!("?before={}", ids[2])).await,
+        (ids[..2].to_vec(), json!(false))
+    );
+    let (status, joined) = join_room(&dispatcher, "log", None).await;
+    assert_eq!(status, 200);
+    assert_eq!(joined["history"].as_array().unwrap().len(), 10);
+    assert_eq!(joined["history"][9]["msg"], "m9");
+
+    tokio::time::sleep(Duration::from_millis(2200)).await;
+    assert_eq!(page("").await.0, Vec::<String>::new(), "history expired");
+}
+
+/// A client joins (getting history from the dispatcher) while messages keep
+/// coming, then subscribes: history followed by the live stream, minus the
+/// items it already has (by id), is every message from the first one in
+/// its history on, in order, each once.
+#[tokio::test]
+async fn joiner_history_and_live_stream_meet_without_gap_or_duplicate() {
+    let redis = Redis::start().unwrap();
+    let worker = ChatWorker::start(&redis).unwrap();
+    let dispatcher = Dispatcher::start(&redis).unwrap();
+    let token = token_for("alice", "Alice");
+    let posting = {
+        let url = worker.base_url();
+        let token = token.clone();
+        tokio::spawn(async move {
+            let client = reqwest::Client::new();
+            let mut sent = Vec::new();
+            for n in 0..120 {
+                let response = client
+                    .post(format!("{url}/rooms/flow/messages"))
+                    .bearer_auth(&token)
+                    .header("Content-Type", "application/json")
+                    .body(msg(&format!("m{n}")))
+                    .send()
+                    .await
+                    .unwrap();
+                assert_eq!(response.status(), 202);
+                let ack: Value = response.json().await.unwrap();
+                sent.push(ack["id"].as_str().unwrap().to_string());
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+            sent
+        })
+    };
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    let (status, joined) = join_room(&dispatcher, "flow", None).await;
+    assert_eq!(status, 200, "{joined}");
+    let history: Vec<String> = joined["history"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["id"].as_str().unwrap().to_string())
+        .collect();
+    assert!(!history.is_empty());
+    // Messages go on between the join and the subscription.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let mut reader = subscribe(&worker, "flow", None).await;
+    let sent = posting.await.unwrap();
+
+    let live: Vec<String> = items(&reader.frames_until(500, Duration::from_secs(3)).await)
+        .iter()
+        .map(|m| m["id"].as_str().unwrap().to_string())
+        .collect();
+    let mut seen_live = std::collections::HashSet::new();
+    assert!(
+        live.iter().all(|id| seen_live.insert(id.clone())),
+        "the live stream repeated an item"
+    );
+    let mut merged = history.clone();
+    merged.extend(live.into_iter().filter(|id| !history.contains(id)));
+    let first = sent.iter().position(|id| *id == history[0]).unwrap();
+    assert_eq!(merged, sent[first..].to_vec());
+}
+
+#[tokio::test]
+async fn without_workers_join_is_503_and_without_redis_health_and_join_fail() {
+    let mut redis = Redis::start().unwrap();
+    let dispatcher = Dispatcher::start(&redis).unwrap();
+    let (status, body) = join_room(&dispatcher, "lobby", None).await;
+    assert_eq!(
+        (status, body),
+        (503, json!({"error": "no worker available"}))
+    );
+    let (status, _) = get_json(&format!("{}/healthz", dispatcher.base_url())).await;
+    assert_eq!(status, 200);
+
+    redis.stop();
+    let (status, body) = get_json(&format!("{}/healthz", dispatcher.base_url())).await;
+    assert_eq!(status, 503);
+    assert!(body["error"].is_string(), "{body}");
+    let (status, body) = join_room(&dispatcher, "lobby", None).await;
+    assert_eq!(status, 503);
+    assert!(body["error"].is_string(), "{body}");
+}
+
+#[tokio::test]
+async fn bad_requests_to_the_dispatcher_get_json_errors() {
+    let redis = Redis::start().unwrap();
+    let dispatcher = Dispatcher::start(&redis).unwrap();
+    let base = dispatcher.base_url();
+    let client = reqwest::Client::new();
+    let cases = [
+        (client.post(format!("{base}/join/bad%20room")), 400),
+        (
+            client.post(format!("{base}/join/lobby")).body("{not json"),
+            400,
+        ),
+        (client.get(format!("{base}/rooms/lobby/stats?limit=x")), 400),
+        (
+            client.get(format!("{base}/rooms/lobby/messages?limit=-1")),
+            400,
+        ),
+        (
+            client.get(format!("{base}/rooms/{}/messages", "x".repeat(65))),
+            400,
+        ),
+        (client.get(format!("{base}/join/lobby")), 405),
+        (client.get(format!("{base}/nothing/here")), 404),
+    ];
+    for (request, expected) in cases {
+        let response = request.send().await.unwrap();
+        let status = response.status().as_u16();
+        let body: Value = response.json().await.unwrap_or(Value::Null);
+        assert_eq!(status, expected, "{body}");
+        assert!(body["error"].is_string(), "{status}: {body}");
+    }
+    // CORS: any origin by default, no credentials.
+    let response = client
+        .post(format!("{base}/join/lobby"))
+        .header("Origin", "https://site.example")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.headers()["access-control-allow-origin"], "*");
+}

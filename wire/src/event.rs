@@ -1,0 +1,68 @@
+//! Room events: items that travel in frames beside messages, told apart by
+//! their `ev` field (messages have none).
+//!
+//! - `join` / `leave`: a signed-in member arrived in, or left, the room
+//!   (first connection / last connection over all workers);
+//! - `count`: the room's readers and members, sent periodically when they
+//!   changed; in busy rooms it replaces join and leave events.
+//!
+//! Events carry an `id` (a ULID, like messages) so that clients can drop
+//! an item they already have; they are not kept in history.
+
+use serde::{Deserialize, Serialize};
+
+use crate::envelope::User;
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RoomEvent {
+    pub id: String,
+    pub room: String,
+    #[serde(flatten)]
+    pub kind: EventKind,
+    /// Milliseconds since the Unix epoch.
+    pub ts: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "ev", rename_all = "lowercase")]
+pub enum EventKind {
+    Join { user: User },
+    Leave { user: User },
+    Count { subscribers: u64, members: u64 },
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn events_serialize_with_an_ev_field() {
+        let join = RoomEvent {
+            id: "01J".into(),
+            room: "lobby".into(),
+            kind: EventKind::Join {
+                user: User {
+                    id: "ann".into(),
+                    public: None,
+                },
+            },
+            ts: 5,
+        };
+        assert_eq!(
+            serde_json::to_value(&join).unwrap(),
+            json!({"id": "01J", "room": "lobby", "ev": "join", "user": {"id": "ann"}, "ts": 5})
+        );
+        let count: RoomEvent = serde_json::from_value(json!({
+            "id": "01K", "room": "lobby", "ev": "count", "subscribers": 7, "members": 2, "ts": 6
+        }))
+        .unwrap();
+        assert_eq!(
+            count.kind,
+            EventKind::Count {
+                subscribers: 7,
+                members: 2
+            }
+        );
+    }
+}
