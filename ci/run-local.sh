@@ -1,11 +1,14 @@
 #!/usr/bin/env bash
-# Sets up and runs a complete local ChatUp deployment in the foreground:
-# its own redis-server, nginx (nchan + the ChatUp module) and the
-# `chatup worker` sidecar beside it. Prints how to post and subscribe;
-# Ctrl-C stops everything it started.
+# Sets up and runs a complete local ChatUp cluster in the foreground: its
+# own redis-server, two chat workers (each an nginx with nchan and the
+# ChatUp module, and the `chatup worker` sidecar beside it) and a
+# `chatup dispatcher`. Prints how to join, post and subscribe; Ctrl-C stops
+# everything it started.
 #
 # Environment (all optional):
-#   CHATUP_DEMO_PORT        public HTTP port of the chat worker (default 8080)
+#   CHATUP_DEMO_PORT        HTTP port of the first chat worker; the second
+#                           uses the next one (default 8080, 8081)
+#   CHATUP_DEMO_DISPATCHER_PORT  the dispatcher's port (default 8090)
 #   CHATUP_DEMO_REDIS_PORT  port of the demo's redis-server (default 6390)
 #   CHATUP_DEMO_DIR         run directory: sockets, logs (default .run/)
 set -euo pipefail
@@ -15,6 +18,8 @@ cd "$root"
 bash ci/setup.sh
 
 http_port=${CHATUP_DEMO_PORT:-8080}
+second_port=$((http_port + 1))
+dispatcher_port=${CHATUP_DEMO_DISPATCHER_PORT:-8090}
 redis_port=${CHATUP_DEMO_REDIS_PORT:-6390}
 run=${CHATUP_DEMO_DIR:-$root/.run}
 chatup=$root/target/debug/chatup
@@ -24,9 +29,9 @@ public_key=$root/conf/dev-keys/jwt-rs256.pub
 log() { printf '[run-local] %s\n' "$*" >&2; }
 
 port_in_use() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
-for port in "$http_port" "$redis_port"; do
+for port in "$http_port" "$second_port" "$dispatcher_port" "$redis_port"; do
     if port_in_use "$port"; then
-        log "port $port is already in use; set CHATUP_DEMO_PORT / CHATUP_DEMO_REDIS_PORT"
+        log "port $port is already in use; set CHATUP_DEMO_PORT / CHATUP_DEMO_DISPATCHER_PORT / CHATUP_DEMO_REDIS_PORT"
         exit 1
     fi
 done
@@ -76,6 +81,7 @@ start_chat_worker() {
         conf/chatup-worker.nginx.conf >"$dir/nginx.conf"
 
     "$chatup" worker --config conf/chatup-worker.toml \
+        --worker-id "$1" --public-url "http://127.0.0.1:$port" \
         --redis-url "redis://127.0.0.1:$redis_port" \
         --listen "$dir/sidecar.sock" --socket-mode 666 \
         --nchan-socket "$dir/nginx-internal.sock" \
@@ -90,20 +96,38 @@ start_chat_worker() {
 }
 
 start_chat_worker worker1 "$http_port"
+start_chat_worker worker2 "$second_port"
+
+"$chatup" dispatcher --config conf/chatup-dispatcher.toml \
+    --listen "127.0.0.1:$dispatcher_port" \
+    --redis-url "redis://127.0.0.1:$redis_port" 2>"$run/dispatcher.log" &
+pids+=($!)
+wait_for dispatcher port_in_use "$dispatcher_port"
+log "dispatcher: http://127.0.0.1:$dispatcher_port (log in $run/dispatcher.log)"
 
 token=$("$chatup" dev-token --key conf/dev-keys/jwt-rs256.key --sub alice --name Alice)
 base=http://127.0.0.1:$http_port
+dispatcher=http://127.0.0.1:$dispatcher_port
 cat <<EOF
 
-ChatUp is running (development keys: never use them in production).
+ChatUp is running: two chat workers and a dispatcher on one Redis
+(development keys: never use them in production).
 
-Subscribe to the room "lobby" (EventSource; WebSocket and long-poll work on the same URL):
+Ask the dispatcher for a worker (and the room's counts and history):
+  curl -s -X POST $dispatcher/join/lobby
+
+Subscribe to the room "lobby" on a worker (EventSource; WebSocket and long-poll use the same URL;
+add ?token=<JWT> to be listed as a member):
   curl -N -H 'Accept: text/event-stream' $base/sub/lobby
 
-Post to it as "alice" (a development token, valid for an hour):
+Post to it as "alice" (a development token, valid for an hour), on either worker:
   curl -i -X POST $base/rooms/lobby/messages \\
     -H 'Authorization: Bearer $token' \\
     -H 'Content-Type: application/json' -d '{"msg": "hello"}'
+
+Who is there, and the history:
+  curl -s $dispatcher/rooms/lobby/stats
+  curl -s $dispatcher/rooms/lobby/messages
 
 Another token: $chatup dev-token --sub bob --name Bob
 Press Ctrl-C to stop.
