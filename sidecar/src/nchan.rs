@@ -73,6 +73,16 @@ impl Nchan {
         }
     }
 
+    /// Whether nginx answers on its internal socket at all (any status).
+    pub async fn probe(&self) -> Result<(), NchanError> {
+        let request = Request::builder()
+            .method(Method::GET)
+            .uri(Uri::new(&self.socket, "/"))
+            .body(Full::new(Bytes::new()))
+            .map_err(|e| NchanError::Unreachable(e.to_string()))?;
+        self.send(request).await.map(drop)
+    }
+
     /// Deletes `room`'s channel and its buffered frames (when nobody reads
     /// it here any more).
     pub async fn delete(&self, room: &str) -> Result<(), NchanError> {

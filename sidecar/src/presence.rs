@@ -172,6 +172,9 @@ impl Presence {
 
     /// Every member of `room` over `workers`, each once, sorted by id.
     pub async fn members(&self, room: &str, workers: &[String]) -> Result<Vec<Member>, DbError> {
+        if workers.is_empty() {
+            return Ok(Vec::new());
+        }
         let mut pipe = redis::pipe();
         for worker in workers {
             pipe.hkeys(keys::member_connections(room, worker));

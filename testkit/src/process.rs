@@ -260,8 +260,10 @@ impl ChatWorker {
             options,
             dir,
         };
-        worker.start_sidecar()?;
+        // nginx first: the sidecar's first heartbeat then finds it up and
+        // announces the worker at once.
         worker.start_nginx()?;
+        worker.start_sidecar()?;
         Ok(worker)
     }
 
@@ -378,6 +380,15 @@ impl ChatWorker {
     /// Stops the sidecar with SIGTERM (it drains) and waits for it.
     pub fn stop_sidecar(&mut self) {
         if let Some(mut child) = self.sidecar.take() {
+            stop(&mut child, Signal::SIGTERM);
+        }
+    }
+
+    /// Kills nginx (master and workers) at once, leaving the sidecar.
+    pub fn kill_nginx(&mut self) {
+        if let Some(mut child) = self.nginx.take() {
+            // SIGTERM is nginx's fast shutdown of master and workers; the
+            // sidecar goes on and must notice.
             stop(&mut child, Signal::SIGTERM);
         }
     }

@@ -174,6 +174,46 @@ async fn killed_worker_stops_being_offered_within_its_ttl_and_its_members_leave_
 }
 
 #[tokio::test]
+async fn a_draining_worker_leaves_the_registry_at_once_and_one_without_nginx_expires() {
+    let redis = Redis::start().unwrap();
+    let options = WorkerOptions {
+        heartbeat_ttl_ms: 3000,
+        ..Default::default()
+    };
+    let mut draining = ChatWorker::start_with(&redis, options.clone()).unwrap();
+    let mut headless = ChatWorker::start_with(&redis, options).unwrap();
+    let dispatcher = Dispatcher::start(&redis).unwrap();
+    eventually("both workers live", WAIT, async || {
+        (live_worker_ids(&dispatcher).await.len() == 2).then_some(())
+    })
+    .await;
+
+    // SIGTERM: the sidecar removes its entry before it drains.
+    draining.stop_sidecar();
+    assert!(
+        !live_worker_ids(&dispatcher).await.contains(&draining.id),
+        "a draining worker is still offered"
+    );
+
+    // nginx gone, sidecar alive: it stops announcing and expires (TTL 3 s).
+    headless.kill_nginx();
+    let stopped = Instant::now();
+    eventually(
+        "the worker without nginx expired",
+        Duration::from_secs(6),
+        async || live_worker_ids(&dispatcher).await.is_empty().then_some(()),
+    )
+    .await;
+    assert!(
+        stopped.elapsed() < Duration::from_millis(4500),
+        "{:?}",
+        stopped.elapsed()
+    );
+    let (status, body) = join_room(&dispatcher, "lobby", None).await;
+    assert_eq!(status, 503, "{body}");
+}
+
+#[tokio::test]
 async fn members_count_once_across_connections_and_workers_and_are_paginated() {
     let redis = Redis::start().unwrap();
     let a = ChatWorker::start(&redis).unwrap();
@@ -325,6 +365,10 @@ async fn history_comes_in_order_by_limit_and_before_and_expires() {
     )
     .unwrap();
     let dispatcher = Dispatcher::start(&redis).unwrap();
+    eventually("the worker live", WAIT, async || {
+        (live_worker_ids(&dispatcher).await.len() == 1).then_some(())
+    })
+    .await;
     let token = token_for("alice", "Alice");
     let mut ids = Vec::new();
     for n in 0..10 {
@@ -375,6 +419,10 @@ async fn joiner_history_and_live_stream_meet_without_gap_or_duplicate() {
     let redis = Redis::start().unwrap();
     let worker = ChatWorker::start(&redis).unwrap();
     let dispatcher = Dispatcher::start(&redis).unwrap();
+    eventually("the worker live", WAIT, async || {
+        (live_worker_ids(&dispatcher).await.len() == 1).then_some(())
+    })
+    .await;
     let token = token_for("alice", "Alice");
     let posting = {
         let url = worker.base_url();

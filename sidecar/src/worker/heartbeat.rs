@@ -7,7 +7,8 @@
 //! its own).
 //!
 //! On shutdown it removes the worker from the registry at once, so that no
-//! dispatcher sends a client to a worker that is draining.
+//! dispatcher sends a client to a worker that is draining; while its nginx
+//! does not answer it stops announcing itself, so that it expires.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -16,6 +17,7 @@ use chatup_wire::EventKind;
 use tokio::time::{Instant, MissedTickBehavior};
 use tokio_util::sync::CancellationToken;
 
+use crate::nchan::Nchan;
 use crate::presence::Presence;
 use crate::registry::{Registry, WorkerRecord};
 use crate::worker::membership::Membership;
@@ -23,6 +25,7 @@ use crate::worker::rooms::Rooms;
 
 pub struct Heartbeat {
     pub registry: Registry,
+    pub nchan: Nchan,
     pub presence: Presence,
     pub rooms: Arc<Rooms>,
     pub membership: Arc<Membership>,
@@ -77,6 +80,10 @@ impl Heartbeat {
         let Some(url) = &self.public_url else {
             return vec![self.worker_id.clone()];
         };
+        if let Err(e) = self.nchan.probe().await {
+            tracing::warn!(error = %e, "nginx does not answer: not announcing this worker");
+            return Vec::new();
+        }
         let record = WorkerRecord {
             id: self.worker_id.clone(),
             url: url.clone(),

@@ -54,7 +54,7 @@ pub async fn run(config: WorkerConfig, shutdown: CancellationToken) -> anyhow::R
     let (fanin_tx, fanin_rx) = mpsc::unbounded_channel();
     let rooms = Arc::new(Rooms::new(
         fanin_tx,
-        nchan,
+        nchan.clone(),
         store.clone(),
         settings,
         config.state_file.clone(),
@@ -82,6 +82,7 @@ pub async fn run(config: WorkerConfig, shutdown: CancellationToken) -> anyhow::R
     let heartbeat = tokio::spawn(
         Heartbeat {
             registry: Registry::new(db.clone()),
+            nchan: nchan.clone(),
             presence,
             rooms: rooms.clone(),
             membership: membership.clone(),
