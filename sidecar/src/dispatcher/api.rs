@@ -7,11 +7,8 @@
 //! - `GET /workers`: the live workers and their load;
 //! - `GET /healthz`: readiness (Redis reachable).
 
-use std::collections::HashMap;
-
 use axum::body::Bytes;
-use axum::extract::rejection::{PathRejection, QueryRejection};
-use axum::extract::{Path, Query, State};
+use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::IntoResponse;
 use axum::routing::{get, post};
@@ -21,7 +18,7 @@ use serde_json::{json, Value};
 
 use crate::api_error::ApiError;
 use crate::db::{Db, DbError};
-use crate::dispatcher::params::{self, Params};
+use crate::dispatcher::params::RoomRequest;
 use crate::presence::{Presence, RoomCounts};
 use crate::registry::Registry;
 use crate::store;
@@ -63,10 +60,9 @@ struct JoinRequest {
 
 async fn join(
     State(state): State<AppState>,
-    room: Result<Path<String>, PathRejection>,
+    RoomRequest { room, .. }: RoomRequest,
     body: Bytes,
 ) -> Result<impl IntoResponse, ApiError> {
-    let room = params::room(room)?;
     let request: JoinRequest = if body.iter().all(u8::is_ascii_whitespace) {
         JoinRequest::default()
     } else {
@@ -82,7 +78,8 @@ async fn join(
         .await
         .map_err(unavailable)?
         .ok_or_else(|| ApiError::unavailable("no worker available"))?;
-    let counts = room_counts(&state, &room).await?;
+    let live = live_ids(&state).await?;
+    let counts = room_counts(&state, &room, &live).await?;
     let history = history(&state.db, &room, state.join_history).await?;
     Ok(Json(json!({
         "worker": { "id": worker.id, "url": worker.url },
@@ -102,11 +99,15 @@ async fn live_ids(state: &AppState) -> Result<Vec<String>, ApiError> {
         .collect())
 }
 
-async fn room_counts(state: &AppState, room: &str) -> Result<RoomCounts, ApiError> {
-    let live = live_ids(state).await?;
+/// The room's counts over the `live` workers.
+async fn room_counts(
+    state: &AppState,
+    room: &str,
+    live: &[String],
+) -> Result<RoomCounts, ApiError> {
     let counts = state
         .presence
-        .counts(&[room.to_owned()], &live)
+        .counts(&[room.to_owned()], live)
         .await
         .map_err(unavailable)?;
     Ok(counts.into_iter().next().unwrap_or_default())
@@ -129,22 +130,12 @@ fn parse_messages(raw: Vec<String>) -> Vec<Value> {
 
 async fn stats(
     State(state): State<AppState>,
-    room: Result<Path<String>, PathRejection>,
-    query: Result<Query<HashMap<String, String>>, QueryRejection>,
+    RoomRequest { room, params }: RoomRequest,
 ) -> Result<impl IntoResponse, ApiError> {
-    let room = params::room(room)?;
-    let params = Params::from(query)?;
     let limit = params.number("limit", 100.min(state.max_page), state.max_page)?;
     let skip = params.number("skip", 0, usize::MAX)?;
     let live = live_ids(&state).await?;
-    let counts = state
-        .presence
-        .counts(std::slice::from_ref(&room), &live)
-        .await
-        .map_err(unavailable)?
-        .into_iter()
-        .next()
-        .unwrap_or_default();
+    let counts = room_counts(&state, &room, &live).await?;
     let members = state
         .presence
         .members(&room, &live)
@@ -164,11 +155,8 @@ async fn stats(
 
 async fn messages(
     State(state): State<AppState>,
-    room: Result<Path<String>, PathRejection>,
-    query: Result<Query<HashMap<String, String>>, QueryRejection>,
+    RoomRequest { room, params }: RoomRequest,
 ) -> Result<impl IntoResponse, ApiError> {
-    let room = params::room(room)?;
-    let params = Params::from(query)?;
     let limit = params.number("limit", 50.min(state.max_page), state.max_page)?;
     let all = store::all(&state.db, &room).await.map_err(unavailable)?;
     let all = parse_messages(all);

@@ -3,17 +3,35 @@
 
 use std::collections::HashMap;
 
-use axum::extract::rejection::{PathRejection, QueryRejection};
-use axum::extract::{Path, Query};
+use axum::extract::rejection::QueryRejection;
+use axum::extract::{FromRequestParts, Path, Query};
+use axum::http::request::Parts;
 use chatup_wire::validate_room;
 
 use crate::api_error::ApiError;
 
-/// The `{room}` of the path, validated.
-pub fn room(path: Result<Path<String>, PathRejection>) -> Result<String, ApiError> {
-    let Path(room) = path.map_err(|e| ApiError::bad_request(e.body_text()))?;
-    validate_room(&room).map_err(|e| ApiError::bad_request(format!("invalid room name: {e}")))?;
-    Ok(room)
+/// A request about one room: the `{room}` of its path, validated, and its
+/// query string.
+pub struct RoomRequest {
+    pub room: String,
+    pub params: Params,
+}
+
+impl<S: Send + Sync> FromRequestParts<S> for RoomRequest {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, ApiError> {
+        let Path(room) = Path::<String>::from_request_parts(parts, state)
+            .await
+            .map_err(|e| ApiError::bad_request(e.body_text()))?;
+        validate_room(&room)
+            .map_err(|e| ApiError::bad_request(format!("invalid room name: {e}")))?;
+        let query = Query::from_request_parts(parts, state).await;
+        Ok(Self {
+            room,
+            params: Params::from(query)?,
+        })
+    }
 }
 
 /// The query string's parameters.
