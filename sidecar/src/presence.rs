@@ -8,7 +8,7 @@
 
 use std::collections::BTreeMap;
 
-use redis::Script;
+use redis::{AsyncCommands, Script};
 use serde::Serialize;
 use serde_json::{Map, Value};
 
@@ -106,9 +106,7 @@ impl Presence {
     }
 
     /// The heartbeat's part: records `worker`'s reader count per room and
-    /// keeps its member keys alive for `ttl_ms`. A room without readers
-    /// here loses its members here too (their leave hooks may have been
-    /// missed while the sidecar was down).
+    /// keeps its member keys alive for `ttl_ms`.
     pub async fn refresh(
         &self,
         worker: &str,
@@ -130,15 +128,24 @@ impl Presence {
                 .arg("PX")
                 .arg(ttl_ms)
                 .ignore();
-            if *count == 0 {
-                pipe.del(&[&conns, &public]).ignore();
-            } else {
-                pipe.pexpire(&conns, ttl_ms as i64).ignore();
-                pipe.pexpire(&public, ttl_ms as i64).ignore();
-            }
+            pipe.pexpire(&conns, ttl_ms as i64).ignore();
+            pipe.pexpire(&public, ttl_ms as i64).ignore();
         }
         let mut conn = self.db.conn();
         self.db.bounded(pipe.query_async::<()>(&mut conn)).await
+    }
+
+    /// Forgets `worker`'s readers and members of `room` (it stopped serving
+    /// it: members whose leave hook was missed, say while the sidecar was
+    /// down, go with it).
+    pub async fn forget(&self, room: &str, worker: &str) -> Result<(), DbError> {
+        let mut conn = self.db.conn();
+        let keys = [
+            keys::subscriber_count(room, worker),
+            keys::member_connections(room, worker),
+            keys::member_public(room, worker),
+        ];
+        self.db.bounded(conn.del::<_, ()>(&keys)).await
     }
 
     /// Counts of each room over `workers`. A member connected through

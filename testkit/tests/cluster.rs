@@ -538,3 +538,52 @@ async fn bad_requests_to_the_dispatcher_get_json_errors() {
         .unwrap();
     assert_eq!(response.headers()["access-control-allow-origin"], "*");
 }
+
+/// A room nobody reads on a worker any more is let go (its nchan channel
+/// deleted, its members forgotten); a reader who comes back later finds the
+/// whole history in the stream, including what was posted meanwhile.
+#[tokio::test]
+async fn an_abandoned_room_is_let_go_and_served_again_from_history() {
+    let redis = Redis::start().unwrap();
+    let worker = ChatWorker::start_with(
+        &redis,
+        WorkerOptions {
+            room_sweep_secs: 1,
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    let dispatcher = Dispatcher::start(&redis).unwrap();
+    let token = token_for("alice", "Alice");
+    let mut sent = Vec::new();
+    let mut post = async |text: &str| {
+        let (status, ack) = post_message(&worker, "ephemeral", Some(&token), &msg(text)).await;
+        assert_eq!(status, 202, "{ack}");
+        sent.push(ack["id"].as_str().unwrap().to_string());
+    };
+    let reader = subscribe(&worker, "ephemeral", Some(&token)).await;
+    post("one").await;
+    post("two").await;
+    drop(reader);
+    eventually("the room let go", Duration::from_secs(8), async || {
+        worker
+            .sidecar_log()
+            .contains("no readers left here, stopped serving")
+            .then_some(())
+    })
+    .await;
+    let body = stats(&dispatcher, "ephemeral", "").await;
+    assert_eq!(
+        (body["members"].clone(), body["subscribers"].clone()),
+        (json!(0), json!(0))
+    );
+    post("three").await;
+
+    let mut back = subscribe(&worker, "ephemeral", None).await;
+    let got: Vec<String> = items(&back.frames_until(3, WAIT).await)
+        .iter()
+        .map(|m| m["id"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(got, sent, "the whole history, in order, once");
+    assert!(back.drain_for(Duration::from_millis(300)).await.is_empty());
+}

@@ -83,7 +83,7 @@ pub async fn run(config: WorkerConfig, shutdown: CancellationToken) -> anyhow::R
         Heartbeat {
             registry: Registry::new(db.clone()),
             nchan: nchan.clone(),
-            presence,
+            presence: presence.clone(),
             rooms: rooms.clone(),
             membership: membership.clone(),
             worker_id: config.worker_id.clone(),
@@ -100,6 +100,8 @@ pub async fn run(config: WorkerConfig, shutdown: CancellationToken) -> anyhow::R
 
     let sweeper = {
         let rooms = rooms.clone();
+        let presence = presence.clone();
+        let worker_id = config.worker_id.clone();
         let every = Duration::from_secs(config.room_sweep_secs);
         let stop = shutdown.clone();
         tokio::spawn(async move {
@@ -108,7 +110,12 @@ pub async fn run(config: WorkerConfig, shutdown: CancellationToken) -> anyhow::R
             loop {
                 tokio::select! {
                     _ = stop.cancelled() => return,
-                    _ = tick.tick() => rooms.sweep().await,
+                    _ = tick.tick() => {}
+                }
+                for room in rooms.sweep().await {
+                    if let Err(e) = presence.forget(&room, &worker_id).await {
+                        tracing::warn!(room, error = %e, "cannot forget a dropped room's members; they expire");
+                    }
                 }
             }
         })

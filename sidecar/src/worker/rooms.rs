@@ -217,36 +217,45 @@ impl Rooms {
     }
 
     /// Drops rooms that had no reader on this nginx for a few sweeps, and
-    /// their nchan channels, so that a room served again later starts from
-    /// a channel that its backfill fills completely.
-    pub async fn sweep(&self) {
-        let mut dropped = Vec::new();
-        {
+    /// their nchan channels (once their tasks sent what they held), so that
+    /// a room served again later starts from a channel that its backfill
+    /// fills completely. Returns the rooms dropped.
+    pub async fn sweep(&self) -> Vec<String> {
+        let dropped: Vec<(String, JoinHandle<()>)> = {
             let mut rooms = self.lock();
-            rooms.retain(|room, entry| {
-                if entry.readers > 0 {
-                    entry.idle_sweeps = 0;
-                    return true;
-                }
-                entry.idle_sweeps += 1;
-                if entry.idle_sweeps < IDLE_SWEEPS_BEFORE_DROP {
-                    return true;
-                }
-                let _ = self.fanin.send(FaninCommand::Unsubscribe(room.clone()));
-                dropped.push(room.clone());
-                false
-            });
-        }
+            let idle: Vec<String> = rooms
+                .iter_mut()
+                .filter_map(|(room, entry)| {
+                    if entry.readers > 0 || entry.connections > 0 {
+                        entry.idle_sweeps = 0;
+                        return None;
+                    }
+                    entry.idle_sweeps += 1;
+                    (entry.idle_sweeps >= IDLE_SWEEPS_BEFORE_DROP).then(|| room.clone())
+                })
+                .collect();
+            idle.into_iter()
+                .filter_map(|room| {
+                    let entry = rooms.remove(&room)?;
+                    let _ = self.fanin.send(FaninCommand::Unsubscribe(room.clone()));
+                    Some((room, entry.task))
+                })
+                .collect()
+        };
         if dropped.is_empty() {
-            return;
+            return Vec::new();
         }
-        tracing::info!(rooms = ?dropped, "no readers left here, stopped serving");
+        let names: Vec<String> = dropped.iter().map(|(room, _)| room.clone()).collect();
+        tracing::info!(rooms = ?names, "no readers left here, stopped serving");
         self.save_state();
-        for room in dropped {
+        for (room, task) in dropped {
+            // The task ends once its inputs are gone, after a last flush.
+            let _ = tokio::time::timeout(Duration::from_secs(5), task).await;
             if let Err(e) = self.nchan.delete(&room).await {
                 tracing::warn!(room, error = %e, "cannot delete the channel of a dropped room");
             }
         }
+        names
     }
 
     /// Ends every room task after it has sent what it holds.
