@@ -4,7 +4,8 @@
 //! Browsers cannot set headers on WebSocket and EventSource requests, so the
 //! token comes as `?token=` in the subscriber's URL, which nchan forwards as
 //! `X-Original-URI`. `anonymous` lets anyone read (a token, if given, must
-//! be valid); `token` requires one.
+//! be valid), except the rooms listed by `chatup_token_rooms`; `token`
+//! requires one.
 
 use chatup_gate::query::query_param;
 use chatup_gate::GateError;
@@ -40,6 +41,14 @@ unsafe fn authorize(r: *mut ngx_http_request_t) -> ngx_int_t {
         };
         let uri = find_header(r, "X-Original-URI").unwrap_or_else(|| bytes(&(*r).unparsed_uri));
         let token = query_param(uri, "token").filter(|t| !t.is_empty());
+        let room = find_header(r, "X-Chatup-Room")
+            .and_then(|room| std::str::from_utf8(room).ok())
+            .unwrap_or_default();
+        let mode = if conf.room_needs_token(room) {
+            AuthorizeMode::Token
+        } else {
+            mode
+        };
         let verdict = match (token, mode) {
             (Some(token), _) => verifier.verify(&token).map(Some),
             (None, AuthorizeMode::Anonymous) => Ok(None),

@@ -42,6 +42,8 @@ pub struct LocConf {
     leeway_secs: Option<u64>,
     max_message_chars: Option<usize>,
     handoff_uri: Option<String>,
+    /// Rooms whose readers need a token even where anyone may read.
+    token_rooms: Option<Vec<String>>,
     /// Built at merge time wherever a handler is enabled.
     pub verifier: Option<Arc<TokenVerifier>>,
 }
@@ -49,6 +51,15 @@ pub struct LocConf {
 impl LocConf {
     pub fn limits(&self) -> PostLimits {
         PostLimits::for_message_chars(self.max_message_chars.unwrap_or(DEFAULT_MAX_MESSAGE_CHARS))
+    }
+
+    /// Whether reading `room` needs a token (`chatup_token_rooms`).
+    pub fn room_needs_token(&self, room: &str) -> bool {
+        self.token_rooms.as_ref().is_some_and(|patterns| {
+            patterns
+                .iter()
+                .any(|pattern| chatup_wire::room_matches(pattern, room))
+        })
     }
 
     pub fn handoff_uri(&self) -> &str {
@@ -68,6 +79,7 @@ impl LocConf {
         take(&mut self.leeway_secs, &parent.leeway_secs);
         take(&mut self.max_message_chars, &parent.max_message_chars);
         take(&mut self.handoff_uri, &parent.handoff_uri);
+        take(&mut self.token_rooms, &parent.token_rooms);
     }
 
     fn build_verifier(&self) -> Result<TokenVerifier, String> {
@@ -316,6 +328,17 @@ directive_handler!(set_max_message_length, |conf, args| {
         return Err(format!("must be between 1 and {MAX_MESSAGE_CHARS_LIMIT}"));
     }
     set_once(&mut conf.max_message_chars, n)
+});
+
+directive_handler!(set_token_rooms, |conf, args| {
+    for pattern in &args {
+        chatup_wire::validate_room_pattern(pattern)
+            .map_err(|e| format!("invalid room pattern \"{pattern}\": {e}"))?;
+    }
+    set_once(
+        &mut conf.token_rooms,
+        args.iter().map(|s| s.to_string()).collect(),
+    )
 });
 
 directive_handler!(set_handoff, |conf, args| {

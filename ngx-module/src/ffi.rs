@@ -53,10 +53,27 @@ pub unsafe fn header_value<'a>(elt: *mut ngx_table_elt_t) -> Option<&'a [u8]> {
 /// # Safety
 /// `r` points to a live request.
 pub unsafe fn find_header<'a>(r: *mut ngx_http_request_t, name: &str) -> Option<&'a [u8]> {
+    // SAFETY: `r` is live; its header list lives in its pool.
+    unsafe { find_in_list(&(*r).headers_in.headers, name) }
+}
+
+/// The value of the first response header named `name` of `r` (for a
+/// subrequest, the headers its upstream answered with).
+///
+/// # Safety
+/// `r` points to a live request.
+pub unsafe fn find_response_header<'a>(r: *mut ngx_http_request_t, name: &str) -> Option<&'a [u8]> {
+    // SAFETY: `r` is live; its header list lives in its pool.
+    unsafe { find_in_list(&(*r).headers_out.headers, name) }
+}
+
+/// # Safety
+/// `list` is a header list of a live request.
+unsafe fn find_in_list<'a>(list: &ngx::ffi::ngx_list_t, name: &str) -> Option<&'a [u8]> {
     // SAFETY: nginx's header list: a chain of parts, each an array of
     // `nelts` `ngx_table_elt_t`, all in the request pool.
     unsafe {
-        let mut part = &(*r).headers_in.headers.part as *const ngx::ffi::ngx_list_part_t;
+        let mut part = &list.part as *const ngx::ffi::ngx_list_part_t;
         while !part.is_null() {
             let elts = (*part).elts as *const ngx_table_elt_t;
             for i in 0..(*part).nelts {

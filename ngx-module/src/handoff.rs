@@ -5,7 +5,9 @@
 //! `proxy_set_body $chatup_envelope`. nginx's upstream machinery does the
 //! non-blocking I/O, keepalive and timeouts; when the subrequest ends, the
 //! client gets `202` only if the sidecar answered 2xx (the message is
-//! stored), and `503` otherwise.
+//! stored); the sidecar's own refusal (403 banned, 422 rejected by a
+//! filter, 429 rate limited) with the JSON body and `Retry-After` it put in
+//! its `X-Chatup-Refusal` and `Retry-After` headers; and `503` otherwise.
 
 use chatup_gate::post::AcceptedHead;
 use chatup_gate::GateError;
@@ -20,8 +22,19 @@ use ngx::ffi::{
 use ngx::http::{HttpModule, Request};
 use ngx::{ngx_log_error, ngx_string};
 
-use crate::ffi::{contain_panic, ERROR, INTERNAL_SERVER_ERROR, OK};
+use crate::ffi::{contain_panic, find_response_header, ERROR, INTERNAL_SERVER_ERROR, OK};
 use crate::{respond, Module};
+
+/// A refusal decided by the sidecar, passed on to the client as it is.
+pub struct Refusal {
+    /// The JSON body (`X-Chatup-Refusal`).
+    body: Vec<u8>,
+    /// `Retry-After`, for rate limits.
+    retry_after: Option<String>,
+}
+
+/// Statuses the sidecar refuses a message with, which the client sees.
+const PASSED_ON: [ngx_int_t; 3] = [403, 422, 429];
 
 /// Per-request state of a chat POST, kept in the main request's pool.
 #[derive(Default)]
@@ -34,6 +47,8 @@ pub struct PostCtx {
     ack: Vec<u8>,
     /// The sidecar's status, once the subrequest has ended.
     sidecar_status: Option<ngx_int_t>,
+    /// The sidecar's refusal, if it refused the message itself.
+    refusal: Option<Refusal>,
     answered: bool,
 }
 
@@ -146,6 +161,14 @@ unsafe extern "C" fn subrequest_done(
             (*sr).headers_out.status as ngx_int_t
         };
         ctx.sidecar_status = Some(status);
+        if PASSED_ON.contains(&status) {
+            // Copied now: the subrequest's headers go with it.
+            ctx.refusal = find_response_header(sr, "X-Chatup-Refusal").map(|body| Refusal {
+                body: body.to_vec(),
+                retry_after: find_response_header(sr, "Retry-After")
+                    .map(|v| String::from_utf8_lossy(v).into_owned()),
+            });
+        }
     }
     rc
 }
@@ -163,8 +186,17 @@ unsafe extern "C" fn answer_client(r: *mut ngx_http_request_t) {
             return None;
         }
         ctx.answered = true;
-        Some(match status {
-            200..=299 => respond::json(r, 202, &ctx.ack, &[]),
+        Some(match (status, &ctx.refusal) {
+            (200..=299, _) => respond::json(r, 202, &ctx.ack, &[]),
+            (_, Some(refusal)) => {
+                let headers: Vec<(&str, &str)> = refusal
+                    .retry_after
+                    .as_deref()
+                    .map(|v| ("Retry-After", v))
+                    .into_iter()
+                    .collect();
+                respond::json(r, status as u16, &refusal.body, &headers)
+            }
             _ => {
                 ngx_log_error!(
                     NGX_LOG_WARN,

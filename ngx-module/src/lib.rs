@@ -97,7 +97,7 @@ const fn command(
     }
 }
 
-static mut NGX_HTTP_CHATUP_COMMANDS: [ngx_command_t; 11] = [
+static mut NGX_HTTP_CHATUP_COMMANDS: [ngx_command_t; 12] = [
     command(
         ngx_string!("chatup_post"),
         NGX_HTTP_LOC_CONF | NGX_CONF_NOARGS,
@@ -147,6 +147,11 @@ static mut NGX_HTTP_CHATUP_COMMANDS: [ngx_command_t; 11] = [
         ngx_string!("chatup_handoff"),
         ANY_LEVEL | NGX_CONF_TAKE1,
         config::set_handoff,
+    ),
+    command(
+        ngx_string!("chatup_token_rooms"),
+        ANY_LEVEL | NGX_CONF_1MORE,
+        config::set_token_rooms,
     ),
     ngx_command_t::empty(),
 ];

@@ -38,6 +38,17 @@ pub fn subscriber_count(room: &str, worker: &str) -> String {
     format!("chatup:{{{room}}}:w:{worker}:subs")
 }
 
+/// Set: the rooms `user` posted in recently (for bans in every room).
+/// Expires with the history.
+pub fn user_rooms(user: &str) -> String {
+    format!("chatup:{{u:{user}}}:rooms")
+}
+
+/// Hash: `<room>\n<user>` → a ban (JSON); room `*` for every room.
+pub const BANS: &str = "chatup:{chatup-bans}:all";
+/// Pub/Sub channel announcing ban changes to the workers.
+pub const BANS_CHANNEL: &str = "chatup:bans";
+
 /// Hash: worker id → its record (JSON: id, url, load figures).
 pub const REGISTRY_RECORDS: &str = "chatup:{chatup-registry}:records";
 /// Hash: worker id → when its entry expires (Redis server time, ms).

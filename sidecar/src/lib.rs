@@ -3,11 +3,13 @@
 //! and history. See each role's module for its parts.
 
 pub mod api_error;
+pub mod bans;
 pub mod config;
 pub mod db;
 pub mod devtoken;
 pub mod dispatcher;
 pub mod keys;
+pub mod moderation;
 pub mod nchan;
 pub mod presence;
 pub mod registry;

@@ -20,7 +20,7 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Run beside a chat worker's nginx: store and fan out messages.
-    Worker(WorkerArgs),
+    Worker(Box<WorkerArgs>),
     /// Send clients to the least-loaded worker; serve stats and history.
     Dispatcher(DispatcherArgs),
     /// Mint a development JWT (for local testing only).

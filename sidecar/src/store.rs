@@ -4,7 +4,7 @@
 //! events (joins, leaves) are published the same way but kept out of the
 //! history.
 
-use redis::AsyncCommands;
+use redis::{AsyncCommands, Script};
 
 use crate::db::{Db, DbError};
 use crate::keys;
@@ -43,6 +43,20 @@ impl Store {
         self.db.bounded(pipe.query_async::<()>(&mut conn)).await
     }
 
+    /// Remembers that `user` posted in `room` (for bans in every room).
+    /// Not part of the message's transaction: the room's and the user's
+    /// keys may live in different Redis Cluster slots.
+    pub async fn note_poster(&self, room: &str, user: &str) -> Result<(), DbError> {
+        let key = keys::user_rooms(user);
+        let mut pipe = redis::pipe();
+        pipe.sadd(&key, room)
+            .ignore()
+            .expire(&key, self.history_ttl_secs as i64)
+            .ignore();
+        let mut conn = self.db.conn();
+        self.db.bounded(pipe.query_async::<()>(&mut conn)).await
+    }
+
     /// Publishes a room event (serialized) to every worker serving the room.
     pub async fn publish_event(&self, room: &str, event: &str) -> Result<(), DbError> {
         let mut conn = self.db.conn();
@@ -69,4 +83,44 @@ pub async fn recent(db: &Db, room: &str, count: usize) -> Result<Vec<String>, Db
 pub async fn all(db: &Db, room: &str) -> Result<Vec<String>, DbError> {
     let mut conn = db.conn();
     db.bounded(conn.lrange(keys::history(room), 0, -1)).await
+}
+
+/// The rooms `user` posted in while their history lasts.
+pub async fn rooms_of_poster(db: &Db, user: &str) -> Result<Vec<String>, DbError> {
+    let mut conn = db.conn();
+    db.bounded(conn.smembers(keys::user_rooms(user))).await
+}
+
+// KEYS: a room's history. ARGV: user id. Rewrites the history without that
+// user's messages, keeping its expiry; returns how many were removed.
+const PURGE_USER: &str = r#"
+local items = redis.call('LRANGE', KEYS[1], 0, -1)
+local keep, removed = {}, 0
+for _, item in ipairs(items) do
+  local ok, message = pcall(cjson.decode, item)
+  if ok and type(message) == 'table' and type(message.user) == 'table'
+      and message.user.id == ARGV[1] then
+    removed = removed + 1
+  else
+    keep[#keep + 1] = item
+  end
+end
+if removed > 0 then
+  local ttl = redis.call('PTTL', KEYS[1])
+  redis.call('DEL', KEYS[1])
+  for i = 1, #keep, 500 do
+    redis.call('RPUSH', KEYS[1], unpack(keep, i, math.min(i + 499, #keep)))
+  end
+  if ttl > 0 and #keep > 0 then redis.call('PEXPIRE', KEYS[1], ttl) end
+end
+return removed
+"#;
+
+/// Removes `user`'s messages from `room`'s history; returns how many.
+pub async fn purge_user(db: &Db, room: &str, user: &str) -> Result<u64, DbError> {
+    let script = Script::new(PURGE_USER);
+    let mut invocation = script.prepare_invoke();
+    invocation.key(keys::history(room)).arg(user);
+    let mut conn = db.conn();
+    db.bounded(invocation.invoke_async(&mut conn)).await
 }

@@ -208,6 +208,9 @@ pub struct WorkerOptions {
     pub presence_threshold: u64,
     pub count_interval_ms: u64,
     pub history_ttl_secs: u64,
+    /// The worker's TOML configuration file (rate limits, filters: the
+    /// settings that have no flag). By default the rate limit is off.
+    pub config_toml: String,
     /// Announce the worker to dispatchers (with its public URL).
     pub announce: bool,
 }
@@ -222,6 +225,7 @@ impl Default for WorkerOptions {
             presence_threshold: 200,
             count_interval_ms: 5000,
             history_ttl_secs: 3600,
+            config_toml: "[rate_limit]\nrate_per_sec = 0\n".into(),
             announce: true,
         }
     }
@@ -332,9 +336,13 @@ impl ChatWorker {
     pub fn start_sidecar(&mut self) -> anyhow::Result<()> {
         let dir = self.dir.path();
         let options = &self.options;
+        let config = dir.join("worker.toml");
+        std::fs::write(&config, &options.config_toml)?;
         let mut command = Command::new(chatup_bin());
         command
             .arg("worker")
+            .arg("--config")
+            .arg(&config)
             .args(["--worker-id", &self.id])
             .args(["--redis-url", &self.redis_url])
             .arg("--listen")

@@ -24,6 +24,10 @@ pub struct User {
     pub id: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub public: Option<Map<String, Value>>,
+    /// `moderator` for a moderator's token, `system` for server posts;
+    /// absent for everyone else.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub role: Option<String>,
 }
 
 /// What the sidecar answers once a message is stored, and what the module
@@ -57,6 +61,7 @@ mod tests {
             user: User {
                 id: "u1".into(),
                 public: Some(public),
+                role: None,
             },
             msg: "hi".into(),
             ts: 1_700_000_000_000,
@@ -79,6 +84,7 @@ mod tests {
         let user = User {
             id: "u1".into(),
             public: None,
+            role: None,
         };
         assert_eq!(serde_json::to_string(&user).unwrap(), r#"{"id":"u1"}"#);
     }

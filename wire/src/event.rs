@@ -4,7 +4,9 @@
 //! - `join` / `leave`: a signed-in member arrived in, or left, the room
 //!   (first connection / last connection over all workers);
 //! - `count`: the room's readers and members, sent periodically when they
-//!   changed; in busy rooms it replaces join and leave events.
+//!   changed; in busy rooms it replaces join and leave events;
+//! - `rmUserMsg`: a user was banned from the room: remove their messages;
+//! - any other name: a custom event a site's server posted, with `data`.
 //!
 //! Events carry an `id` (a ULID, like messages) so that clients can drop
 //! an item they already have; they are not kept in history.
@@ -26,9 +28,37 @@ pub struct RoomEvent {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "ev", rename_all = "lowercase")]
 pub enum EventKind {
-    Join { user: User },
-    Leave { user: User },
-    Count { subscribers: u64, members: u64 },
+    Join {
+        user: User,
+    },
+    Leave {
+        user: User,
+    },
+    Count {
+        subscribers: u64,
+        members: u64,
+    },
+    #[serde(rename = "rmUserMsg")]
+    RmUserMsg {
+        user: User,
+    },
+}
+
+/// Event names a site's server cannot use for its own events.
+pub const RESERVED_EVENTS: [&str; 4] = ["join", "leave", "count", "rmUserMsg"];
+
+/// A custom event posted by a site's server (`POST /messages` on a
+/// dispatcher): its own name in `ev`, any JSON in `data`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CustomEvent {
+    pub id: String,
+    pub room: String,
+    pub ev: String,
+    #[serde(default)]
+    pub data: serde_json::Value,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub user: Option<User>,
+    pub ts: u64,
 }
 
 #[cfg(test)]
@@ -45,6 +75,7 @@ mod tests {
                 user: User {
                     id: "ann".into(),
                     public: None,
+                    role: None,
                 },
             },
             ts: 5,
@@ -64,5 +95,18 @@ mod tests {
                 members: 2
             }
         );
+        let removal = RoomEvent {
+            id: "01L".into(),
+            room: "lobby".into(),
+            kind: EventKind::RmUserMsg {
+                user: User {
+                    id: "troll".into(),
+                    public: None,
+                    role: None,
+                },
+            },
+            ts: 7,
+        };
+        assert_eq!(serde_json::to_value(&removal).unwrap()["ev"], "rmUserMsg");
     }
 }

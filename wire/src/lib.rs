@@ -11,6 +11,6 @@ pub mod id;
 pub mod room;
 
 pub use envelope::{Ack, Envelope, User};
-pub use event::{EventKind, RoomEvent};
+pub use event::{CustomEvent, EventKind, RoomEvent, RESERVED_EVENTS};
 pub use id::MessageIdGenerator;
-pub use room::{validate_room, RoomNameError, MAX_ROOM_LEN};
+pub use room::{room_matches, validate_room, validate_room_pattern, RoomNameError, MAX_ROOM_LEN};

@@ -33,9 +33,41 @@ pub fn validate_room(name: &str) -> Result<(), RoomNameError> {
     Ok(())
 }
 
+/// Whether `room` matches `pattern`: an exact room name, or a prefix
+/// followed by `*` (`match-*` matches `match-42`; `*` matches every room).
+pub fn room_matches(pattern: &str, room: &str) -> bool {
+    match pattern.strip_suffix('*') {
+        Some(prefix) => room.starts_with(prefix),
+        None => pattern == room,
+    }
+}
+
+/// Checks a room pattern: a valid room name, or a prefix of one followed by
+/// `*` (the prefix may be empty).
+pub fn validate_room_pattern(pattern: &str) -> Result<(), RoomNameError> {
+    match pattern.strip_suffix('*') {
+        Some("") => Ok(()),
+        Some(prefix) => validate_room(prefix),
+        None => validate_room(pattern),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn patterns_match_exact_names_and_prefixes() {
+        assert!(room_matches("lobby", "lobby"));
+        assert!(!room_matches("lobby", "lobby2"));
+        assert!(room_matches("match-*", "match-42"));
+        assert!(!room_matches("match-*", "lobby"));
+        assert!(room_matches("*", "anything"));
+        assert!(validate_room_pattern("match-*").is_ok());
+        assert!(validate_room_pattern("*").is_ok());
+        assert!(validate_room_pattern("a b*").is_err());
+        assert!(validate_room_pattern("-x").is_err());
+    }
 
     #[test]
     fn accepts_documented_charset() {

@@ -15,6 +15,8 @@ pub enum GateError {
     UnsupportedMediaType,
     #[error("missing bearer token")]
     MissingToken,
+    #[error("this token may not post in this room")]
+    RoomNotAllowed,
     #[error("{0}")]
     BadToken(String),
     #[error("body is not valid UTF-8")]
@@ -42,6 +44,7 @@ impl GateError {
             GateError::BadRoom(_) => 400,
             GateError::UnsupportedMediaType => 415,
             GateError::MissingToken | GateError::BadToken(_) => 401,
+            GateError::RoomNotAllowed => 403,
             GateError::InvalidUtf8 | GateError::BadJson(_) | GateError::EmptyMessage => 400,
             GateError::MessageTooLong { .. } | GateError::BodyTooLarge { .. } => 413,
             GateError::Unavailable => 503,

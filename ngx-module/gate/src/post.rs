@@ -56,6 +56,9 @@ impl PostGate<'_> {
         let room = room_from_path(head.path)?;
         check_content_type(head.content_type)?;
         let identity = self.verifier.verify(bearer_token(head.authorization)?)?;
+        if !identity.may_post_in(&room) {
+            return Err(GateError::RoomNotAllowed);
+        }
         if head
             .content_length
             .is_some_and(|n| n > self.limits.max_body_bytes as u64)
@@ -87,6 +90,7 @@ impl PostGate<'_> {
             user: User {
                 id: head.identity.sub,
                 public: head.identity.public,
+                role: head.identity.role,
             },
             msg,
             ts,

@@ -60,7 +60,26 @@ pub enum KeyError {
 pub struct Identity {
     pub sub: String,
     pub public: Option<Map<String, Value>>,
+    /// The rooms this token may post in (`rooms` claim: exact names or
+    /// `prefix*` patterns); `None`: every room.
+    pub rooms: Option<Vec<String>>,
+    /// `moderator` when the `role` claim says so.
+    pub role: Option<String>,
 }
+
+impl Identity {
+    /// Whether the token allows posting in `room`.
+    pub fn may_post_in(&self, room: &str) -> bool {
+        self.rooms.as_ref().is_none_or(|patterns| {
+            patterns
+                .iter()
+                .any(|pattern| chatup_wire::room_matches(pattern, room))
+        })
+    }
+}
+
+/// The only role a user token can carry.
+pub const MODERATOR: &str = "moderator";
 
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
 enum KeyKind {
@@ -120,6 +139,10 @@ struct Claims {
     sub: Option<Value>,
     #[serde(default)]
     public: Option<Value>,
+    #[serde(default)]
+    rooms: Option<Value>,
+    #[serde(default)]
+    role: Option<Value>,
 }
 
 #[derive(Deserialize)]
@@ -178,6 +201,21 @@ impl TokenVerifier {
         let data = jsonwebtoken::decode::<Claims>(token, &self.key, &self.validation)
             .map_err(|e| GateError::BadToken(describe(e.kind())))?;
         identity_from(data.claims)
+    }
+
+    /// Checks a compact JWT signed by a site's server (signature, pinned
+    /// algorithm, `exp`, `nbf`, `iss`, `aud`; no `sub` needed) and returns
+    /// its claims.
+    pub fn verify_claims<T: serde::de::DeserializeOwned>(
+        &self,
+        token: &str,
+    ) -> Result<T, GateError> {
+        self.check_pinned_algorithm(token)?;
+        let mut validation = self.validation.clone();
+        validation.set_required_spec_claims(&["exp"]);
+        jsonwebtoken::decode::<T>(token, &self.key, &validation)
+            .map(|data| data.claims)
+            .map_err(|e| GateError::BadToken(describe(e.kind())))
     }
 
     /// Reads the header's `alg` before anything else, so that a token
@@ -243,7 +281,36 @@ fn identity_from(claims: Claims) -> Result<Identity, GateError> {
             ))
         }
     };
-    Ok(Identity { sub, public })
+    let rooms = match claims.rooms {
+        None | Some(Value::Null) => None,
+        Some(Value::Array(items)) => Some(
+            items
+                .into_iter()
+                .map(|item| match item {
+                    Value::String(p) if chatup_wire::validate_room_pattern(&p).is_ok() => Ok(p),
+                    _ => Err(GateError::BadToken(
+                        "token rooms claim must list room names or prefix* patterns".into(),
+                    )),
+                })
+                .collect::<Result<Vec<_>, _>>()?,
+        ),
+        Some(_) => {
+            return Err(GateError::BadToken(
+                "token rooms claim must be an array".into(),
+            ))
+        }
+    };
+    // Unknown roles grant nothing: only `moderator` is carried.
+    let role = match claims.role {
+        Some(Value::String(r)) if r == MODERATOR => Some(r),
+        _ => None,
+    };
+    Ok(Identity {
+        sub,
+        public,
+        rooms,
+        role,
+    })
 }
 
 fn describe(kind: &ErrorKind) -> String {

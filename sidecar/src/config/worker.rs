@@ -6,6 +6,8 @@ use std::time::Duration;
 use serde::Deserialize;
 
 use super::{check, check_redis_url, overlay, ConfigError, LogFormat};
+use crate::moderation::filters::FilterConfig;
+use crate::moderation::ratelimit::RateLimitConfig;
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -56,7 +58,14 @@ pub struct WorkerConfig {
     pub room_sweep_secs: u64,
     /// Redis connect and command timeout.
     pub redis_timeout_ms: u64,
+    /// The ban list is reloaded whole this often (changes are applied as
+    /// they are announced; this repairs a missed announcement).
+    pub bans_refresh_secs: u64,
     pub log_format: LogFormat,
+    /// `[rate_limit]`: per user and room (file only).
+    pub rate_limit: RateLimitConfig,
+    /// `[filters]`: message filters (file only).
+    pub filters: FilterConfig,
 }
 
 impl Default for WorkerConfig {
@@ -80,7 +89,10 @@ impl Default for WorkerConfig {
             batch_max_bytes: 256 * 1024,
             room_sweep_secs: 10,
             redis_timeout_ms: 1000,
+            bans_refresh_secs: 10,
             log_format: LogFormat::Text,
+            rate_limit: RateLimitConfig::default(),
+            filters: FilterConfig::default(),
         }
     }
 }
@@ -146,6 +158,9 @@ pub struct WorkerArgs {
     /// Redis connect/command timeout in milliseconds [default: 1000]
     #[arg(long, env = "CHATUP_REDIS_TIMEOUT_MS")]
     pub redis_timeout_ms: Option<u64>,
+    /// Seconds between full reloads of the ban list [default: 10]
+    #[arg(long, env = "CHATUP_BANS_REFRESH_SECS")]
+    pub bans_refresh_secs: Option<u64>,
     /// Log format [default: text]
     #[arg(long, env = "CHATUP_LOG_FORMAT")]
     pub log_format: Option<LogFormat>,
@@ -184,6 +199,7 @@ impl WorkerConfig {
             batch_max_bytes,
             room_sweep_secs,
             redis_timeout_ms,
+            bans_refresh_secs,
             log_format
         );
         if args.state_file.is_some() {
@@ -242,6 +258,12 @@ impl WorkerConfig {
             self.redis_timeout_ms > 0,
             "redis_timeout_ms must be at least 1",
         )?;
+        check(
+            self.bans_refresh_secs > 0,
+            "bans_refresh_secs must be at least 1",
+        )?;
+        self.rate_limit.validate().map_err(ConfigError::Invalid)?;
+        self.filters.validate().map_err(ConfigError::Invalid)?;
         check_redis_url(&self.redis_url)
     }
 

@@ -1,7 +1,8 @@
 //! The worker's Redis subscription: one Pub/Sub connection subscribed to
-//! the channels of the rooms served here. Reconnects with backoff,
-//! re-subscribes, and asks every room to resync from history, since Redis
-//! Pub/Sub does not replay what was published while it was down.
+//! the channels of the rooms served here and to the ban announcements.
+//! Reconnects with backoff, re-subscribes, asks every room to resync from
+//! history and the ban list to reload, since Redis Pub/Sub does not replay
+//! what was published while it was down.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
@@ -12,6 +13,7 @@ use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 
 use crate::keys;
+use crate::moderation::bancache::BanCache;
 use crate::worker::rooms::Rooms;
 
 pub enum FaninCommand {
@@ -27,6 +29,7 @@ struct Fanin {
     client: redis::Client,
     timeout: Duration,
     rooms: Arc<Rooms>,
+    bans: Arc<BanCache>,
     wanted: HashSet<String>,
     waiting: HashMap<String, Vec<oneshot::Sender<()>>>,
 }
@@ -35,6 +38,7 @@ pub async fn run(
     client: redis::Client,
     timeout: Duration,
     rooms: Arc<Rooms>,
+    bans: Arc<BanCache>,
     mut commands: mpsc::UnboundedReceiver<FaninCommand>,
     shutdown: CancellationToken,
 ) {
@@ -42,6 +46,7 @@ pub async fn run(
         client,
         timeout,
         rooms,
+        bans,
         wanted: HashSet::new(),
         waiting: HashMap::new(),
     };
@@ -125,18 +130,19 @@ impl Fanin {
             }
         };
         let (mut sink, mut stream) = pubsub.split();
-        let channels: Vec<String> = self
+        let mut channels: Vec<String> = self
             .wanted
             .iter()
             .map(|room| keys::room_channel(room))
             .collect();
-        if !channels.is_empty() {
-            if let Err(e) = sink.subscribe(&channels).await {
-                tracing::warn!(error = %e, "redis subscription: cannot subscribe");
-                return Session::Lost { was_up: false };
-            }
+        channels.push(keys::BANS_CHANNEL.to_owned());
+        if let Err(e) = sink.subscribe(&channels).await {
+            tracing::warn!(error = %e, "redis subscription: cannot subscribe");
+            return Session::Lost { was_up: false };
         }
         self.confirm_all();
+        // Announcements made while unsubscribed are lost: reload.
+        self.bans.reload_soon();
         if reconnecting {
             tracing::info!(
                 rooms = channels.len(),
@@ -165,10 +171,15 @@ impl Fanin {
                         tracing::warn!("redis subscription lost");
                         return Session::Lost { was_up: true };
                     };
-                    let Some(room) = keys::room_of_channel(message.get_channel_name()) else { continue };
-                    match String::from_utf8(message.get_payload_bytes().to_vec()) {
-                        Ok(payload) => self.rooms.deliver(room, payload),
-                        Err(_) => tracing::warn!(room, "dropping a non-UTF-8 message from redis"),
+                    let channel = message.get_channel_name();
+                    let Ok(payload) = String::from_utf8(message.get_payload_bytes().to_vec()) else {
+                        tracing::warn!(channel, "dropping a non-UTF-8 message from redis");
+                        continue;
+                    };
+                    if channel == keys::BANS_CHANNEL {
+                        self.bans.announcement(&payload);
+                    } else if let Some(room) = keys::room_of_channel(channel) {
+                        self.rooms.deliver(room, payload);
                     }
                 }
             }

@@ -1,8 +1,11 @@
 //! The worker's HTTP API on its unix socket, for the local nginx only:
 //!
-//! - `POST /v1/messages`: an envelope accepted by the nginx module. Stored
-//!   and published in Redis, then acknowledged `202 {"id","ts"}`; `503`
-//!   while Redis is unreachable or the worker drains.
+//! - `POST /v1/messages`: an envelope accepted by the nginx module. Checked
+//!   against bans (403), the rate limit (429) and the filters (422), then
+//!   stored and published in Redis and acknowledged `202 {"id","ts"}`;
+//!   `503` while Redis is unreachable or the worker drains. A refusal's
+//!   JSON body also travels in `X-Chatup-Refusal` (and `Retry-After`),
+//!   which the module passes on to the client.
 //! - `GET /v1/hooks/subscribe`: a subscriber is about to be let in to the
 //!   room named by `X-Chatup-Room`; answered once this worker's Redis
 //!   subscription for the room is in place and nchan backfilled.
@@ -11,11 +14,14 @@
 //! - `GET /healthz`: `200` when Redis answers, `503` otherwise.
 
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
+
+use chatup_gate::token::MODERATOR;
+use serde_json::json;
 
 use axum::body::Bytes;
 use axum::extract::State;
-use axum::http::{HeaderMap, StatusCode};
+use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
@@ -25,6 +31,9 @@ use chatup_wire::{validate_room, Envelope};
 use tokio_util::sync::CancellationToken;
 
 use crate::db::Db;
+use crate::moderation::bancache::BanCache;
+use crate::moderation::filters::{Candidate, FilterPipeline, Verdict};
+use crate::moderation::ratelimit::RateLimiter;
 use crate::store::Store;
 use crate::worker::membership::{self, Membership};
 use crate::worker::rooms::Rooms;
@@ -39,7 +48,104 @@ pub struct IngestState {
     pub db: Db,
     pub store: Store,
     pub rooms: Arc<Rooms>,
+    pub checks: Arc<Checks>,
     pub draining: CancellationToken,
+}
+
+/// What a message must pass before it is stored, all in memory.
+pub struct Checks {
+    pub bans: Arc<BanCache>,
+    pub rate_limiter: RateLimiter,
+    pub filters: FilterPipeline,
+}
+
+impl Checks {
+    /// Bans, then the rate limit, then the filters (which may rewrite the
+    /// message).
+    fn admit(&self, envelope: &mut Envelope) -> Result<(), Refusal> {
+        let (room, user) = (envelope.room.as_str(), envelope.user.id.as_str());
+        if let Some(ban) = self.bans.find(room, user) {
+            let now = chatup_wire::id::unix_millis(std::time::SystemTime::now());
+            let mut body = json!({ "error": "banned", "ttl": ban.seconds_left(now) });
+            if let Some(reason) = &ban.reason {
+                body["reason"] = json!(reason);
+            }
+            return Err(Refusal::new(StatusCode::FORBIDDEN, body));
+        }
+        let moderator = envelope.user.role.as_deref() == Some(MODERATOR);
+        if let Err(wait) = self
+            .rate_limiter
+            .take(room, user, moderator, Instant::now())
+        {
+            let seconds = wait.as_secs_f64().ceil().max(1.0) as u64;
+            let body = json!({ "error": "rate limited", "retry_after": seconds });
+            let mut refusal = Refusal::new(StatusCode::TOO_MANY_REQUESTS, body);
+            refusal.retry_after = Some(seconds);
+            return Err(refusal);
+        }
+        let mut candidate = Candidate {
+            room,
+            user,
+            text: std::mem::take(&mut envelope.msg),
+        };
+        let verdict = self.filters.check(&mut candidate);
+        envelope.msg = candidate.text;
+        match verdict {
+            Verdict::Pass => Ok(()),
+            Verdict::Reject(reason) => Err(Refusal::new(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                json!({ "error": "message rejected", "reason": reason }),
+            )),
+        }
+    }
+}
+
+/// A message refused by the worker's checks.
+struct Refusal {
+    status: StatusCode,
+    body: serde_json::Value,
+    retry_after: Option<u64>,
+}
+
+impl Refusal {
+    fn new(status: StatusCode, body: serde_json::Value) -> Self {
+        Self {
+            status,
+            body,
+            retry_after: None,
+        }
+    }
+}
+
+impl IntoResponse for Refusal {
+    fn into_response(self) -> Response {
+        let mut headers = HeaderMap::new();
+        // The module reads the refusal from this header (it keeps no
+        // subrequest bodies); escaped to ASCII to be a valid header value.
+        if let Ok(value) = HeaderValue::from_str(&ascii_json(&self.body)) {
+            headers.insert("x-chatup-refusal", value);
+        }
+        if let Some(seconds) = self.retry_after {
+            headers.insert(header::RETRY_AFTER, HeaderValue::from(seconds));
+        }
+        (self.status, headers, Json(self.body)).into_response()
+    }
+}
+
+/// `value` as JSON with every non-ASCII character written as `\uXXXX`.
+fn ascii_json(value: &serde_json::Value) -> String {
+    let mut out = String::new();
+    for c in value.to_string().chars() {
+        if c.is_ascii() {
+            out.push(c);
+        } else {
+            let mut units = [0u16; 2];
+            for unit in c.encode_utf16(&mut units) {
+                out.push_str(&format!("\\u{unit:04x}"));
+            }
+        }
+    }
+    out
 }
 
 pub fn router(state: IngestState, membership: Arc<Membership>) -> Router {
@@ -60,15 +166,29 @@ async fn post_message(State(state): State<IngestState>, body: Bytes) -> Result<R
     if state.draining.is_cancelled() {
         return Err(ApiError::unavailable("worker is shutting down"));
     }
-    let envelope: Envelope = serde_json::from_slice(&body)
+    let mut envelope: Envelope = serde_json::from_slice(&body)
         .map_err(|e| ApiError::bad_request(format!("invalid envelope: {e}")))?;
     validate_room(&envelope.room).map_err(|e| ApiError::bad_request(e.to_string()))?;
+    if let Err(refusal) = state.checks.admit(&mut envelope) {
+        return Ok(refusal.into_response());
+    }
     let message = serde_json::to_string(&envelope)
         .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?;
     if let Err(e) = state.store.append(&envelope.room, &message).await {
         tracing::warn!(room = %envelope.room, error = %e, "cannot store message, refusing it");
         return Err(ApiError::unavailable("message store unavailable"));
     }
+    // For bans in every room; not worth delaying the answer for.
+    let (store, room, user) = (
+        state.store.clone(),
+        envelope.room.clone(),
+        envelope.user.id.clone(),
+    );
+    tokio::spawn(async move {
+        if let Err(e) = store.note_poster(&room, &user).await {
+            tracing::warn!(room, error = %e, "cannot record the poster's room");
+        }
+    });
     Ok((StatusCode::ACCEPTED, Json(envelope.ack())).into_response())
 }
 
@@ -97,4 +217,20 @@ async fn health(State(state): State<IngestState>) -> Result<Json<serde_json::Val
         .await
         .map_err(|e| ApiError::unavailable(format!("redis unreachable: {e}")))?;
     Ok(Json(serde_json::json!({ "redis": "up" })))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn refusals_travel_in_a_header_as_ascii_json() {
+        let value = json!({"reason": "mot interdit: « é » 😀"});
+        let ascii = ascii_json(&value);
+        assert!(ascii.is_ascii(), "{ascii}");
+        assert_eq!(
+            serde_json::from_str::<serde_json::Value>(&ascii).unwrap(),
+            value
+        );
+    }
 }

@@ -136,16 +136,19 @@ impl Membership {
         if elsewhere {
             return Ok(());
         }
-        let user = User {
-            id: member.id,
-            public: member.public,
-        };
         let kind = match change {
-            Change::Join => EventKind::Join { user },
+            Change::Join => EventKind::Join {
+                user: User {
+                    id: member.id,
+                    public: member.public,
+                    role: None,
+                },
+            },
             Change::Leave => EventKind::Leave {
                 user: User {
-                    id: user.id,
+                    id: member.id,
                     public: None,
+                    role: None,
                 },
             },
         };

@@ -25,8 +25,12 @@ use tokio::net::UnixListener;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
+use crate::bans::BanStore;
 use crate::config::WorkerConfig;
 use crate::db::Db;
+use crate::moderation::bancache::BanCache;
+use crate::moderation::filters::{FilterPipeline, MessageFilter};
+use crate::moderation::ratelimit::RateLimiter;
 use crate::nchan::Nchan;
 use crate::presence::Presence;
 use crate::registry::Registry;
@@ -38,6 +42,16 @@ use room::RoomSettings;
 use rooms::Rooms;
 
 pub async fn run(config: WorkerConfig, shutdown: CancellationToken) -> anyhow::Result<()> {
+    run_with_filters(config, Vec::new(), shutdown).await
+}
+
+/// Runs the worker with message filters of the deployer's own, after the
+/// configured ones in every room (see `sidecar/examples/custom_filter.rs`).
+pub async fn run_with_filters(
+    config: WorkerConfig,
+    extra_filters: Vec<Arc<dyn MessageFilter>>,
+    shutdown: CancellationToken,
+) -> anyhow::Result<()> {
     let client = redis::Client::open(config.redis_url.as_str()).context("redis_url")?;
     let db = Db::connect_lazy(client.clone(), config.redis_timeout())?;
     let store = Store::new(db.clone(), config.history_length, config.history_ttl_secs);
@@ -60,14 +74,27 @@ pub async fn run(config: WorkerConfig, shutdown: CancellationToken) -> anyhow::R
         config.state_file.clone(),
     ));
 
+    let bans = Arc::new(BanCache::new(BanStore::new(db.clone())));
+    let ban_reloads = {
+        let bans = bans.clone();
+        let period = Duration::from_secs(config.bans_refresh_secs);
+        let stop = shutdown.clone();
+        tokio::spawn(async move { bans.run(period, stop).await })
+    };
     let fanin_stop = CancellationToken::new();
     let fanin = tokio::spawn(fanin::run(
         client,
         config.redis_timeout(),
         rooms.clone(),
+        bans.clone(),
         fanin_rx,
         fanin_stop.clone(),
     ));
+    let checks = Arc::new(ingest::Checks {
+        bans,
+        rate_limiter: RateLimiter::new(config.rate_limit.clone()),
+        filters: FilterPipeline::new(&config.filters, extra_filters),
+    });
 
     rooms.restore_state().await;
 
@@ -100,6 +127,7 @@ pub async fn run(config: WorkerConfig, shutdown: CancellationToken) -> anyhow::R
 
     let sweeper = {
         let rooms = rooms.clone();
+        let checks = checks.clone();
         let presence = presence.clone();
         let worker_id = config.worker_id.clone();
         let every = Duration::from_secs(config.room_sweep_secs);
@@ -112,6 +140,7 @@ pub async fn run(config: WorkerConfig, shutdown: CancellationToken) -> anyhow::R
                     _ = stop.cancelled() => return,
                     _ = tick.tick() => {}
                 }
+                checks.rate_limiter.forget_idle(std::time::Instant::now());
                 for room in rooms.sweep().await {
                     if let Err(e) = presence.forget(&room, &worker_id).await {
                         tracing::warn!(room, error = %e, "cannot forget a dropped room's members; they expire");
@@ -125,6 +154,7 @@ pub async fn run(config: WorkerConfig, shutdown: CancellationToken) -> anyhow::R
         db,
         store,
         rooms: rooms.clone(),
+        checks,
         draining: shutdown.clone(),
     };
     let server = axum::serve(listener, ingest::router(state, membership))
@@ -134,6 +164,7 @@ pub async fn run(config: WorkerConfig, shutdown: CancellationToken) -> anyhow::R
     // Drain: requests in flight were answered; now deliver what the room
     // tasks still hold, then drop the Redis subscription.
     let _ = sweeper.await;
+    let _ = ban_reloads.await;
     let _ = heartbeat.await;
     let _ = tokio::time::timeout(Duration::from_secs(5), rooms.close_all()).await;
     fanin_stop.cancel();

@@ -6,7 +6,11 @@
 //! WebSocket and EventSource readers) and from nchan's channel info (which
 //! also sees long-poll readers, but which nchan 1.3.6 gets wrong when
 //! readers arrive at once in several nginx worker processes): a room has
-//! the larger of the two. A room is dropped only when both say nobody.
+//! the larger of the two. A room is dropped when the hooks count no
+//! connection and no reader was let in (each long-poll is) for two sweeps;
+//! a long-poll reader still waiting then is ended by the channel's
+//! deletion and comes back through the authorize step, which serves the
+//! room again.
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
@@ -154,14 +158,23 @@ impl Rooms {
 
     /// A reader connected to (`true`) or disconnected from `room` here.
     pub fn count_connection(&self, room: &str, connected: bool) {
-        if let Some(entry) = self.lock().get_mut(room) {
-            self.unsaved.store(true, Ordering::Relaxed);
-            entry.connections = if connected {
-                entry.connections + 1
-            } else {
-                entry.connections.saturating_sub(1)
-            };
-        }
+        let mut rooms = self.lock();
+        let Some(entry) = rooms.get_mut(room) else {
+            tracing::debug!(room, connected, "reader hook for a room not served here");
+            return;
+        };
+        self.unsaved.store(true, Ordering::Relaxed);
+        entry.connections = if connected {
+            entry.connections + 1
+        } else {
+            entry.connections.saturating_sub(1)
+        };
+        tracing::debug!(
+            room,
+            connected,
+            connections = entry.connections,
+            "reader hook"
+        );
     }
 
     /// How many readers each room has here (see the module's comment), as
@@ -226,7 +239,11 @@ impl Rooms {
             let idle: Vec<String> = rooms
                 .iter_mut()
                 .filter_map(|(room, entry)| {
-                    if entry.readers > 0 || entry.connections > 0 {
+                    // nchan's own count is not trusted here (it can stay
+                    // wrong either way); long-poll readers, which the
+                    // hooks do not see, keep the room through `ensure`
+                    // at each poll.
+                    if entry.connections > 0 {
                         entry.idle_sweeps = 0;
                         return None;
                     }

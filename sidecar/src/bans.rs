@@ -1,0 +1,224 @@
+//! Bans in Redis: the list every worker keeps a copy of, and the changes
+//! announced to them.
+//!
+//! A ban is stored in one hash (field `<room>\n<user>`, room `*` for every
+//! room) with its end time, and announced on a Pub/Sub channel; workers
+//! apply announcements at once and reload the whole list periodically and
+//! after a Redis reconnection, so a lost announcement is repaired within
+//! that period. Expired bans are ignored by everyone and removed by the
+//! next reader.
+
+use std::collections::HashMap;
+
+use redis::{AsyncCommands, Script};
+use serde::{Deserialize, Serialize};
+
+use crate::db::{Db, DbError};
+use crate::keys;
+
+/// One ban: `user` may not post in `room` (`*`: any room) until `until_ms`
+/// (`None`: for good).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Ban {
+    pub user: String,
+    pub room: String,
+    /// End of the ban, milliseconds since the Unix epoch.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub until_ms: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+}
+
+impl Ban {
+    pub fn is_active(&self, now_ms: u64) -> bool {
+        self.until_ms.is_none_or(|until| until > now_ms)
+    }
+
+    /// Seconds left, rounded up; `None` for a permanent ban.
+    pub fn seconds_left(&self, now_ms: u64) -> Option<u64> {
+        self.until_ms
+            .map(|until| until.saturating_sub(now_ms).div_ceil(1000))
+    }
+
+    fn field(&self) -> String {
+        field(&self.room, &self.user)
+    }
+}
+
+fn field(room: &str, user: &str) -> String {
+    format!("{room}\n{user}")
+}
+
+/// What is announced to the workers.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "op", rename_all = "lowercase")]
+pub enum BanChange {
+    Ban { ban: Ban },
+    Lift { user: String, room: String },
+}
+
+// KEYS: the ban hash. ARGV: field. Removes it; returns 1 if it was there.
+const LIFT: &str = r#"return redis.call('HDEL', KEYS[1], ARGV[1])"#;
+
+#[derive(Clone)]
+pub struct BanStore {
+    db: Db,
+    lift: Script,
+}
+
+impl BanStore {
+    pub fn new(db: Db) -> Self {
+        Self {
+            db,
+            lift: Script::new(LIFT),
+        }
+    }
+
+    /// Stores `bans` and announces them.
+    pub async fn put(&self, bans: &[Ban]) -> Result<(), DbError> {
+        let mut pipe = redis::pipe();
+        for ban in bans {
+            let json = serde_json::to_string(ban).map_err(|e| DbError::Corrupt(e.to_string()))?;
+            pipe.hset(keys::BANS, ban.field(), json).ignore();
+        }
+        for ban in bans {
+            let change = BanChange::Ban { ban: ban.clone() };
+            pipe.publish(keys::BANS_CHANNEL, announce(&change)?)
+                .ignore();
+        }
+        let mut conn = self.db.conn();
+        self.db.bounded(pipe.query_async::<()>(&mut conn)).await
+    }
+
+    /// Lifts the ban of `user` in `room` (exactly that room, or `*`);
+    /// returns whether there was one. Announced either way.
+    pub async fn lift(&self, user: &str, room: &str) -> Result<bool, DbError> {
+        let mut invocation = self.lift.prepare_invoke();
+        invocation.key(keys::BANS).arg(field(room, user));
+        let mut conn = self.db.conn();
+        let removed: i64 = self.db.bounded(invocation.invoke_async(&mut conn)).await?;
+        let change = BanChange::Lift {
+            user: user.to_owned(),
+            room: room.to_owned(),
+        };
+        self.db
+            .bounded(conn.publish::<_, _, ()>(keys::BANS_CHANNEL, announce(&change)?))
+            .await?;
+        Ok(removed > 0)
+    }
+
+    /// Every ban in force at `now_ms` (expired ones are removed).
+    pub async fn all(&self, now_ms: u64) -> Result<Vec<Ban>, DbError> {
+        let mut conn = self.db.conn();
+        let raw: HashMap<String, String> = self.db.bounded(conn.hgetall(keys::BANS)).await?;
+        let mut bans = Vec::new();
+        let mut expired = Vec::new();
+        for (field, json) in raw {
+            match serde_json::from_str::<Ban>(&json) {
+                Ok(ban) if ban.is_active(now_ms) => bans.push(ban),
+                _ => expired.push(field),
+            }
+        }
+        if !expired.is_empty() {
+            // Best effort: a later reader removes them otherwise.
+            let _ = self
+                .db
+                .bounded(conn.hdel::<_, _, ()>(keys::BANS, &expired))
+                .await;
+        }
+        bans.sort_by(|a, b| (&a.room, &a.user).cmp(&(&b.room, &b.user)));
+        Ok(bans)
+    }
+}
+
+fn announce(change: &BanChange) -> Result<String, DbError> {
+    serde_json::to_string(change).map_err(|e| DbError::Corrupt(e.to_string()))
+}
+
+/// The bans in force, in memory: what a worker checks each message
+/// against, without asking Redis.
+#[derive(Debug, Default)]
+pub struct BanList {
+    bans: HashMap<(String, String), Ban>,
+}
+
+impl BanList {
+    pub fn from_bans(bans: Vec<Ban>) -> Self {
+        let mut list = Self::default();
+        for ban in bans {
+            list.apply(BanChange::Ban { ban });
+        }
+        list
+    }
+
+    pub fn apply(&mut self, change: BanChange) {
+        match change {
+            BanChange::Ban { ban } => {
+                self.bans.insert((ban.room.clone(), ban.user.clone()), ban);
+            }
+            BanChange::Lift { user, room } => {
+                self.bans.remove(&(room, user));
+            }
+        }
+    }
+
+    /// The ban keeping `user` from posting in `room` at `now_ms`, if any
+    /// (the one lasting longest when both a room and a global ban apply).
+    pub fn find(&self, room: &str, user: &str, now_ms: u64) -> Option<&Ban> {
+        [room, "*"]
+            .into_iter()
+            .filter_map(|r| self.bans.get(&(r.to_owned(), user.to_owned())))
+            .filter(|ban| ban.is_active(now_ms))
+            .max_by_key(|ban| ban.until_ms.unwrap_or(u64::MAX))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ban(room: &str, until_ms: Option<u64>) -> Ban {
+        Ban {
+            user: "troll".into(),
+            room: room.into(),
+            until_ms,
+            reason: None,
+        }
+    }
+
+    #[test]
+    fn a_ban_applies_to_its_room_or_everywhere_until_it_ends() {
+        let mut list = BanList::from_bans(vec![ban("lobby", Some(10_000))]);
+        assert!(list.find("lobby", "troll", 5_000).is_some());
+        assert!(list.find("lobby", "troll", 10_000).is_none(), "expired");
+        assert!(list.find("other", "troll", 5_000).is_none());
+        assert!(list.find("lobby", "someone", 5_000).is_none());
+        list.apply(BanChange::Ban {
+            ban: ban("*", None),
+        });
+        let found = list.find("other", "troll", 50_000).unwrap();
+        assert_eq!(found.seconds_left(50_000), None);
+        assert_eq!(list.find("lobby", "troll", 5_000).unwrap().room, "*");
+        list.apply(BanChange::Lift {
+            user: "troll".into(),
+            room: "*".into(),
+        });
+        assert_eq!(
+            list.find("lobby", "troll", 5_000)
+                .unwrap()
+                .seconds_left(5_000),
+            Some(5)
+        );
+    }
+
+    #[test]
+    fn changes_round_trip_as_json() {
+        let change = BanChange::Lift {
+            user: "u".into(),
+            room: "*".into(),
+        };
+        let json = serde_json::to_string(&change).unwrap();
+        assert_eq!(json, r#"{"op":"lift","user":"u","room":"*"}"#);
+        assert_eq!(serde_json::from_str::<BanChange>(&json).unwrap(), change);
+    }
+}
