@@ -25,6 +25,10 @@ impl Store {
         }
     }
 
+    pub fn db(&self) -> &Db {
+        &self.db
+    }
+
     /// Stores `message` (a serialized envelope) in `room`'s history and
     /// publishes it to every worker subscribed to the room.
     pub async fn append(&self, room: &str, message: &str) -> Result<(), DbError> {

@@ -461,6 +461,8 @@ impl Dispatcher {
             .args(["--listen", &format!("127.0.0.1:{port}")])
             .args(["--redis-url", redis_url])
             .args(["--redis-timeout-ms", "500"])
+            .arg("--server-secret-file")
+            .arg(crate::token::server_secret_path())
             .env("CHATUP_LOG", "info,chatup=debug")
             .stdout(Stdio::null())
             .stderr(log_file(dir.path(), "dispatcher.log")?)

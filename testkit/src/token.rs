@@ -27,3 +27,28 @@ pub fn rs256_token(claims: &Value) -> String {
 pub fn token_for(sub: &str, name: &str) -> String {
     rs256_token(&json!({"sub": sub, "exp": now_secs() + 600, "public": {"name": name}}))
 }
+
+/// The development HMAC secret the harness's dispatchers use as their
+/// server key.
+pub fn server_secret_path() -> std::path::PathBuf {
+    workspace_root().join("conf/dev-keys/jwt-hs256.secret")
+}
+
+/// A server-API token (HS256 with the development server secret) with
+/// these claims and an `exp` a minute away.
+pub fn server_token(claims: Value) -> String {
+    let mut claims = claims;
+    claims["exp"] = json!(now_secs() + 60);
+    server_token_exactly(&claims)
+}
+
+/// A server-API token with exactly these claims.
+pub fn server_token_exactly(claims: &Value) -> String {
+    let secret = std::fs::read(server_secret_path()).expect("dev secret");
+    encode(
+        &Header::new(Algorithm::HS256),
+        claims,
+        &EncodingKey::from_secret(secret.trim_ascii_end()),
+    )
+    .unwrap()
+}

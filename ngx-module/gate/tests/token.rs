@@ -237,3 +237,41 @@ fn ec_and_ed25519_public_keys_are_recognised() {
     let v = TokenVerifier::new(config(KeyMaterial::PublicKeyPem(ed), &[])).unwrap();
     assert_eq!(v.verify(&token).unwrap().sub, "ed");
 }
+
+#[test]
+fn rooms_and_role_claims_are_read_and_checked() {
+    let v = hs_verifier();
+    let token = hs_token(
+        json!({"sub": "u", "exp": now() + 60, "rooms": ["match-*", "lobby"], "role": "moderator"}),
+    );
+    let identity = v.verify(&token).unwrap();
+    assert!(identity.may_post_in("match-7"));
+    assert!(identity.may_post_in("lobby"));
+    assert!(!identity.may_post_in("staff"));
+    assert_eq!(identity.role.as_deref(), Some("moderator"));
+
+    let anyone = v.verify(&hs_token(
+        json!({"sub": "u", "exp": now() + 60, "role": "admin"}),
+    ));
+    let anyone = anyone.unwrap();
+    assert!(anyone.may_post_in("staff"), "no rooms claim: every room");
+    assert_eq!(anyone.role, None, "unknown roles grant nothing");
+
+    for rooms in [json!("lobby"), json!(["a b"]), json!([5])] {
+        let token = hs_token(json!({"sub": "u", "exp": now() + 60, "rooms": rooms}));
+        assert!(bad_token_message(v.verify(&token)).contains("rooms claim"));
+    }
+}
+
+#[test]
+fn server_tokens_need_no_sub_but_a_valid_signature_and_exp() {
+    let v = hs_verifier();
+    let claims: Value = v
+        .verify_claims(&hs_token(json!({"exp": now() + 60, "bans": []})))
+        .unwrap();
+    assert_eq!(claims["bans"], json!([]));
+    let expired = hs_token(json!({"exp": now() - 600}));
+    assert!(v.verify_claims::<Value>(&expired).is_err());
+    let no_exp = hs_token(json!({"bans": []}));
+    assert!(v.verify_claims::<Value>(&no_exp).is_err());
+}

@@ -4,6 +4,8 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
+use chatup_gate::token::KeyMaterial;
+use chatup_gate::{TokenVerifier, VerifierConfig};
 use serde::Deserialize;
 
 use super::{check, check_redis_url, overlay, ConfigError, LogFormat};
@@ -24,6 +26,21 @@ pub struct DispatcherConfig {
     pub join_history: usize,
     /// Largest `limit` of the stats and history endpoints.
     pub max_page: usize,
+    /// The site server's public key (PEM: RSA, EC or Ed25519) that signs
+    /// the server API's tokens (bans, server posts). Without it (or
+    /// `server_secret_file`) the server API answers 501.
+    pub server_public_key: Option<PathBuf>,
+    /// Or an HMAC secret (at least 32 bytes) for those tokens.
+    pub server_secret_file: Option<PathBuf>,
+    /// Accepted algorithms of server tokens (default: the key's usual one).
+    pub server_algorithms: Vec<String>,
+    /// Server tokens valid for longer than this are refused, so that a
+    /// leaked one cannot be replayed for long.
+    pub server_token_max_ttl_secs: u64,
+    /// History settings for server posts: keep them the same as the
+    /// workers'.
+    pub history_length: usize,
+    pub history_ttl_secs: u64,
     pub log_format: LogFormat,
 }
 
@@ -36,6 +53,12 @@ impl Default for DispatcherConfig {
             cors_origins: vec!["*".into()],
             join_history: 50,
             max_page: 500,
+            server_public_key: None,
+            server_secret_file: None,
+            server_algorithms: Vec::new(),
+            server_token_max_ttl_secs: 300,
+            history_length: 100,
+            history_ttl_secs: 24 * 3600,
             log_format: LogFormat::Text,
         }
     }
@@ -66,6 +89,24 @@ pub struct DispatcherArgs {
     /// Largest page of the stats and history endpoints [default: 500]
     #[arg(long, env = "CHATUP_MAX_PAGE")]
     pub max_page: Option<usize>,
+    /// Public key (PEM) of the site server signing server-API tokens [default: none, server API off]
+    #[arg(long, env = "CHATUP_SERVER_PUBLIC_KEY")]
+    pub server_public_key: Option<PathBuf>,
+    /// HMAC secret file for server-API tokens, instead of a public key
+    #[arg(long, env = "CHATUP_SERVER_SECRET_FILE")]
+    pub server_secret_file: Option<PathBuf>,
+    /// Accepted algorithms of server tokens, comma-separated [default: the key's usual one]
+    #[arg(long, env = "CHATUP_SERVER_ALGORITHMS", value_delimiter = ',')]
+    pub server_algorithms: Option<Vec<String>>,
+    /// Longest validity accepted for a server token, in seconds [default: 300]
+    #[arg(long, env = "CHATUP_SERVER_TOKEN_MAX_TTL_SECS")]
+    pub server_token_max_ttl_secs: Option<u64>,
+    /// Messages kept per room (as the workers) [default: 100]
+    #[arg(long, env = "CHATUP_HISTORY_LENGTH")]
+    pub history_length: Option<usize>,
+    /// Seconds history is kept (as the workers) [default: 86400]
+    #[arg(long, env = "CHATUP_HISTORY_TTL_SECS")]
+    pub history_ttl_secs: Option<u64>,
     /// Log format [default: text]
     #[arg(long, env = "CHATUP_LOG_FORMAT")]
     pub log_format: Option<LogFormat>,
@@ -83,8 +124,20 @@ impl DispatcherConfig {
             cors_origins,
             join_history,
             max_page,
+            server_algorithms,
+            server_token_max_ttl_secs,
+            history_length,
+            history_ttl_secs,
             log_format
         );
+        if args.server_public_key.is_some() {
+            config.server_public_key.clone_from(&args.server_public_key);
+        }
+        if args.server_secret_file.is_some() {
+            config
+                .server_secret_file
+                .clone_from(&args.server_secret_file);
+        }
         config.validate()?;
         Ok(config)
     }
@@ -99,6 +152,15 @@ impl DispatcherConfig {
             self.join_history <= self.max_page,
             "join_history must be at most max_page",
         )?;
+        check(
+            self.server_public_key.is_none() || self.server_secret_file.is_none(),
+            "set server_public_key or server_secret_file, not both",
+        )?;
+        check(
+            self.server_token_max_ttl_secs > 0,
+            "server_token_max_ttl_secs must be at least 1",
+        )?;
+        check(self.history_length > 0, "history_length must be at least 1")?;
         for origin in &self.cors_origins {
             check(
                 origin == "*" || axum::http::HeaderValue::from_str(origin).is_ok(),
@@ -110,6 +172,31 @@ impl DispatcherConfig {
 
     pub fn redis_timeout(&self) -> Duration {
         Duration::from_millis(self.redis_timeout_ms)
+    }
+
+    /// The verifier of server-API tokens, if a key is configured; a key
+    /// that cannot be read or used is an error at start.
+    pub fn server_verifier(&self) -> Result<Option<TokenVerifier>, ConfigError> {
+        let read = |path: &PathBuf| {
+            std::fs::read(path).map_err(|source| ConfigError::Read {
+                path: path.clone(),
+                source,
+            })
+        };
+        let key = match (&self.server_public_key, &self.server_secret_file) {
+            (Some(path), _) => KeyMaterial::PublicKeyPem(read(path)?),
+            (None, Some(path)) => KeyMaterial::HmacSecret(read(path)?),
+            (None, None) => return Ok(None),
+        };
+        TokenVerifier::new(VerifierConfig {
+            key,
+            algorithms: self.server_algorithms.clone(),
+            issuer: None,
+            audience: None,
+            leeway_secs: 5,
+        })
+        .map(Some)
+        .map_err(|e| ConfigError::Invalid(format!("server key: {e}")))
     }
 }
 

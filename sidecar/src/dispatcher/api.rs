@@ -5,7 +5,8 @@
 //! - `GET /rooms/{room}/stats`: readers and members over all workers;
 //! - `GET /rooms/{room}/messages`: the room's history, paginated;
 //! - `GET /workers`: the live workers and their load;
-//! - `GET /healthz`: readiness (Redis reachable).
+//! - `GET /healthz`: readiness (Redis reachable);
+//! - the server API (`server_api`): bans and server posts.
 
 use axum::body::Bytes;
 use axum::extract::State;
@@ -19,6 +20,7 @@ use serde_json::{json, Value};
 use crate::api_error::ApiError;
 use crate::db::{Db, DbError};
 use crate::dispatcher::params::RoomRequest;
+use crate::dispatcher::server_api::{self, ServerApi};
 use crate::presence::{Presence, RoomCounts};
 use crate::registry::Registry;
 use crate::store;
@@ -32,18 +34,24 @@ pub struct AppState {
     pub max_page: usize,
 }
 
-pub fn router(state: AppState) -> Router {
+pub fn router(state: AppState, server: ServerApi) -> Router {
+    let server_routes = Router::new()
+        .route("/bans", post(server_api::ban).delete(server_api::lift))
+        .route("/rooms/{room}/bans", get(server_api::list))
+        .route("/messages", post(server_api::post))
+        .with_state(server);
     Router::new()
         .route("/join/{room}", post(join))
         .route("/rooms/{room}/stats", get(stats))
         .route("/rooms/{room}/messages", get(messages))
         .route("/workers", get(workers))
         .route("/healthz", get(health))
+        .with_state(state)
+        .merge(server_routes)
         .fallback(|| async { ApiError::not_found() })
         .method_not_allowed_fallback(|| async {
             ApiError::new(StatusCode::METHOD_NOT_ALLOWED, "method not allowed")
         })
-        .with_state(state)
 }
 
 /// Redis trouble, as the client sees it.

@@ -5,7 +5,9 @@
 
 mod api;
 mod params;
+mod server_api;
 
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use anyhow::Context;
@@ -13,14 +15,29 @@ use axum::http::{HeaderValue, Method};
 use tokio_util::sync::CancellationToken;
 use tower_http::cors::{AllowOrigin, CorsLayer};
 
+use chatup_wire::MessageIdGenerator;
+
+use crate::bans::BanStore;
 use crate::config::DispatcherConfig;
 use crate::db::Db;
 use crate::presence::Presence;
 use crate::registry::Registry;
+use crate::store::Store;
 
 pub async fn run(config: DispatcherConfig, shutdown: CancellationToken) -> anyhow::Result<()> {
     let client = redis::Client::open(config.redis_url.as_str()).context("redis_url")?;
     let db = Db::connect_lazy(client, config.redis_timeout())?;
+    let verifier = config.server_verifier()?;
+    if verifier.is_none() {
+        tracing::warn!("no server key configured: the server API (bans, server posts) is off");
+    }
+    let server = server_api::ServerApi {
+        verifier: verifier.map(Arc::new),
+        max_ttl_secs: config.server_token_max_ttl_secs,
+        bans: BanStore::new(db.clone()),
+        store: Store::new(db.clone(), config.history_length, config.history_ttl_secs),
+        ids: Arc::new(Mutex::new(MessageIdGenerator::new())),
+    };
     let state = api::AppState {
         registry: Registry::new(db.clone()),
         presence: Presence::new(db.clone()),
@@ -28,7 +45,7 @@ pub async fn run(config: DispatcherConfig, shutdown: CancellationToken) -> anyho
         join_history: config.join_history,
         max_page: config.max_page,
     };
-    let app = api::router(state).layer(cors(&config.cors_origins));
+    let app = api::router(state, server).layer(cors(&config.cors_origins));
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await
         .with_context(|| format!("listening on {}", config.listen))?;
@@ -51,7 +68,10 @@ fn cors(origins: &[String]) -> CorsLayer {
     };
     CorsLayer::new()
         .allow_origin(allow)
-        .allow_methods([Method::GET, Method::POST])
-        .allow_headers([axum::http::header::CONTENT_TYPE])
+        .allow_methods([Method::GET, Method::POST, Method::DELETE])
+        .allow_headers([
+            axum::http::header::CONTENT_TYPE,
+            axum::http::header::AUTHORIZATION,
+        ])
         .max_age(Duration::from_secs(600))
 }

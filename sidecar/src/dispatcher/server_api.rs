@@ -1,0 +1,382 @@
+//! The server API of the dispatcher: what a site's own servers may do,
+//! each request carrying a JWT signed with the site's server key (the same
+//! trust model as user tokens).
+//!
+//! - `POST /bans`, `DELETE /bans`: the body is a JWT whose `bans` claim
+//!   lists `{user, room ("*": every room), duration? (seconds), reason?}`;
+//! - `GET /rooms/{room}/bans`: with `Authorization: Bearer <server JWT>`;
+//! - `POST /messages`: the body is a JWT whose `items` claim lists
+//!   `{room, msg, user?}` (a message) or `{room, ev, data?, user?}` (a
+//!   custom event), published like user messages.
+//!
+//! Every item is checked before anything changes: one bad item refuses the
+//! whole request with 400.
+
+use std::sync::{Arc, Mutex};
+use std::time::SystemTime;
+
+use axum::body::Bytes;
+use axum::extract::State;
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::IntoResponse;
+use axum::Json;
+use chatup_gate::TokenVerifier;
+use chatup_wire::id::unix_millis;
+use chatup_wire::{
+    validate_room, CustomEvent, Envelope, EventKind, MessageIdGenerator, RoomEvent, User,
+    RESERVED_EVENTS,
+};
+use serde::de::DeserializeOwned;
+use serde::Deserialize;
+use serde_json::{json, Map, Value};
+
+use crate::api_error::ApiError;
+use crate::bans::{Ban, BanStore};
+use crate::db::DbError;
+use crate::dispatcher::params::RoomRequest;
+use crate::store::{self, Store};
+
+/// Longest server message, in characters.
+const MAX_SERVER_MESSAGE_CHARS: usize = 16 * 1024;
+/// Longest ban: ten years.
+const MAX_BAN_SECS: u64 = 10 * 365 * 24 * 3600;
+
+#[derive(Clone)]
+pub struct ServerApi {
+    pub verifier: Option<Arc<TokenVerifier>>,
+    pub max_ttl_secs: u64,
+    pub bans: BanStore,
+    pub store: Store,
+    pub ids: Arc<Mutex<MessageIdGenerator>>,
+}
+
+fn unavailable(e: DbError) -> ApiError {
+    tracing::warn!(error = %e, "redis unavailable");
+    ApiError::unavailable("chat service unavailable (redis)")
+}
+
+fn unauthorized(message: impl Into<String>) -> ApiError {
+    ApiError::new(StatusCode::UNAUTHORIZED, message)
+}
+
+/// A server token's claims: its expiry and the request's own.
+#[derive(Deserialize)]
+struct Claims<T> {
+    exp: u64,
+    #[serde(flatten)]
+    request: T,
+}
+
+impl ServerApi {
+    /// The claims of a server token, checked: signature, pinned algorithm,
+    /// `exp`, and a lifetime no longer than `max_ttl_secs`.
+    fn claims<T: DeserializeOwned>(&self, token: &str) -> Result<T, ApiError> {
+        let verifier = self.verifier.as_ref().ok_or_else(|| {
+            ApiError::new(
+                StatusCode::NOT_IMPLEMENTED,
+                "server API disabled: no server key configured",
+            )
+        })?;
+        let token = token.trim();
+        if token.is_empty() {
+            return Err(unauthorized("missing server token"));
+        }
+        // A token whose signature holds but whose claims do not fit the
+        // request is a bad request, not an unauthorized one.
+        let claims: Claims<Value> = verifier
+            .verify_claims(token)
+            .map_err(|e| unauthorized(e.to_string()))?;
+        let now = unix_millis(SystemTime::now()) / 1000;
+        if claims.exp.saturating_sub(now) > self.max_ttl_secs {
+            return Err(unauthorized(format!(
+                "server token valid for more than {} seconds",
+                self.max_ttl_secs
+            )));
+        }
+        serde_json::from_value(claims.request)
+            .map_err(|e| ApiError::bad_request(format!("invalid claims: {e}")))
+    }
+
+    fn next_id(&self, now: SystemTime) -> String {
+        self.ids
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .next_id(now)
+    }
+}
+
+fn body_token(body: &Bytes) -> Result<&str, ApiError> {
+    std::str::from_utf8(body).map_err(|_| unauthorized("the body must be a JWT"))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct BanItem {
+    user: String,
+    room: String,
+    /// Seconds; absent: for good.
+    duration: Option<u64>,
+    reason: Option<String>,
+}
+
+#[derive(Deserialize)]
+struct BanClaims {
+    bans: Vec<BanItem>,
+}
+
+fn check_target(user: &str, room: &str) -> Result<(), ApiError> {
+    if user.is_empty() || user.len() > chatup_gate::token::MAX_SUB_LEN {
+        return Err(ApiError::bad_request("ban: user must be a user id"));
+    }
+    if room != "*" {
+        validate_room(room).map_err(|e| ApiError::bad_request(format!("ban: {e}")))?;
+    }
+    Ok(())
+}
+
+/// `POST /bans`.
+pub async fn ban(State(api): State<ServerApi>, body: Bytes) -> Result<impl IntoResponse, ApiError> {
+    let claims: BanClaims = api.claims(body_token(&body)?)?;
+    let now = SystemTime::now();
+    let now_ms = unix_millis(now);
+    let mut bans = Vec::new();
+    for item in claims.bans {
+        check_target(&item.user, &item.room)?;
+        if item.duration.is_some_and(|d| d == 0 || d > MAX_BAN_SECS) {
+            return Err(ApiError::bad_request(format!(
+                "ban: duration must be from 1 to {MAX_BAN_SECS} seconds"
+            )));
+        }
+        bans.push(Ban {
+            until_ms: item.duration.map(|d| now_ms + d * 1000),
+            user: item.user,
+            room: item.room,
+            reason: item.reason,
+        });
+    }
+    api.bans.put(&bans).await.map_err(unavailable)?;
+    let mut removed = 0;
+    for ban in &bans {
+        removed += remove_messages(&api, ban, now).await?;
+        tracing::info!(user = %ban.user, room = %ban.room, until_ms = ?ban.until_ms, "banned");
+    }
+    let listed: Vec<Value> = bans.iter().map(|ban| describe(ban, now_ms)).collect();
+    Ok(Json(json!({ "bans": listed, "removed_messages": removed })))
+}
+
+/// Removes the banned user's messages from the history of the room (every
+/// room they posted in, for `*`) and tells the room's readers to.
+async fn remove_messages(api: &ServerApi, ban: &Ban, now: SystemTime) -> Result<u64, ApiError> {
+    let rooms = if ban.room == "*" {
+        store::rooms_of_poster(api.store.db(), &ban.user)
+            .await
+            .map_err(unavailable)?
+    } else {
+        vec![ban.room.clone()]
+    };
+    let mut removed = 0;
+    for room in rooms {
+        removed += store::purge_user(api.store.db(), &room, &ban.user)
+            .await
+            .map_err(unavailable)?;
+        let event = RoomEvent {
+            id: api.next_id(now),
+            room: room.clone(),
+            kind: EventKind::RmUserMsg {
+                user: User {
+                    id: ban.user.clone(),
+                    public: None,
+                    role: None,
+                },
+            },
+            ts: unix_millis(now),
+        };
+        let json = serde_json::to_string(&event)
+            .map_err(|e| unavailable(DbError::Corrupt(e.to_string())))?;
+        api.store
+            .publish_event(&room, &json)
+            .await
+            .map_err(unavailable)?;
+    }
+    Ok(removed)
+}
+
+fn describe(ban: &Ban, now_ms: u64) -> Value {
+    json!({
+        "user": ban.user,
+        "room": ban.room,
+        "ttl": ban.seconds_left(now_ms),
+        "reason": ban.reason,
+    })
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct LiftItem {
+    user: String,
+    room: String,
+}
+
+#[derive(Deserialize)]
+struct LiftClaims {
+    bans: Vec<LiftItem>,
+}
+
+/// `DELETE /bans`.
+pub async fn lift(
+    State(api): State<ServerApi>,
+    body: Bytes,
+) -> Result<impl IntoResponse, ApiError> {
+    let claims: LiftClaims = api.claims(body_token(&body)?)?;
+    for item in &claims.bans {
+        check_target(&item.user, &item.room)?;
+    }
+    let mut lifted = Vec::new();
+    for item in claims.bans {
+        if api
+            .bans
+            .lift(&item.user, &item.room)
+            .await
+            .map_err(unavailable)?
+        {
+            tracing::info!(user = %item.user, room = %item.room, "ban lifted");
+            lifted.push(json!({ "user": item.user, "room": item.room }));
+        }
+    }
+    Ok(Json(json!({ "lifted": lifted })))
+}
+
+/// `GET /rooms/{room}/bans`: the bans in force there (its own and the
+/// ones for every room).
+pub async fn list(
+    State(api): State<ServerApi>,
+    RoomRequest { room, .. }: RoomRequest,
+    headers: HeaderMap,
+) -> Result<impl IntoResponse, ApiError> {
+    let token = headers
+        .get(axum::http::header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .ok_or_else(|| unauthorized("missing Authorization: Bearer <server token>"))?;
+    let _: Value = api.claims(token)?;
+    let now_ms = unix_millis(SystemTime::now());
+    let bans: Vec<Value> = api
+        .bans
+        .all(now_ms)
+        .await
+        .map_err(unavailable)?
+        .iter()
+        .filter(|ban| ban.room == room || ban.room == "*")
+        .map(|ban| describe(ban, now_ms))
+        .collect();
+    Ok(Json(json!({ "room": room, "bans": bans })))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ServerItem {
+    room: String,
+    msg: Option<String>,
+    ev: Option<String>,
+    #[serde(default)]
+    data: Value,
+    /// Display data of the sender (`public`).
+    user: Option<Map<String, Value>>,
+}
+
+#[derive(Deserialize)]
+struct PostClaims {
+    items: Vec<ServerItem>,
+}
+
+/// What one item becomes.
+enum Outgoing {
+    Message(Envelope),
+    Event(CustomEvent),
+}
+
+fn system_user(public: Option<Map<String, Value>>) -> User {
+    User {
+        id: "system".into(),
+        public,
+        role: Some("system".into()),
+    }
+}
+
+fn check_event_name(name: &str) -> Result<(), ApiError> {
+    let valid = !name.is_empty()
+        && name.len() <= 64
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"-_.:".contains(&b));
+    if !valid {
+        return Err(ApiError::bad_request(
+            "item: ev must be 1 to 64 letters, digits, '-', '_', '.' or ':'",
+        ));
+    }
+    if RESERVED_EVENTS.contains(&name) {
+        return Err(ApiError::bad_request(format!(
+            "item: ev \"{name}\" is reserved"
+        )));
+    }
+    Ok(())
+}
+
+/// `POST /messages`.
+pub async fn post(
+    State(api): State<ServerApi>,
+    body: Bytes,
+) -> Result<impl IntoResponse, ApiError> {
+    let claims: PostClaims = api.claims(body_token(&body)?)?;
+    let now = SystemTime::now();
+    let ts = unix_millis(now);
+    let mut outgoing = Vec::new();
+    for item in claims.items {
+        validate_room(&item.room).map_err(|e| ApiError::bad_request(format!("item: {e}")))?;
+        outgoing.push(match (item.msg, item.ev) {
+            (Some(msg), None) => {
+                let msg = msg.trim().to_string();
+                if msg.is_empty() || msg.chars().count() > MAX_SERVER_MESSAGE_CHARS {
+                    return Err(ApiError::bad_request(format!(
+                        "item: msg must have 1 to {MAX_SERVER_MESSAGE_CHARS} characters"
+                    )));
+                }
+                Outgoing::Message(Envelope {
+                    id: api.next_id(now),
+                    room: item.room,
+                    user: system_user(item.user),
+                    msg,
+                    ts,
+                })
+            }
+            (None, Some(ev)) => {
+                check_event_name(&ev)?;
+                Outgoing::Event(CustomEvent {
+                    id: api.next_id(now),
+                    room: item.room,
+                    ev,
+                    data: item.data,
+                    user: item.user.map(|public| system_user(Some(public))),
+                    ts,
+                })
+            }
+            _ => return Err(ApiError::bad_request("item: give either msg or ev")),
+        });
+    }
+    let mut published = Vec::new();
+    for item in outgoing {
+        let (room, id, json, in_history) = match &item {
+            Outgoing::Message(m) => (&m.room, &m.id, serde_json::to_string(m), true),
+            Outgoing::Event(e) => (&e.room, &e.id, serde_json::to_string(e), false),
+        };
+        let json = json.map_err(|e| unavailable(DbError::Corrupt(e.to_string())))?;
+        let result = if in_history {
+            api.store.append(room, &json).await
+        } else {
+            api.store.publish_event(room, &json).await
+        };
+        result.map_err(unavailable)?;
+        published.push(json!({ "room": room, "id": id, "ts": ts }));
+    }
+    Ok(Json(json!({ "items": published })))
+}

@@ -1,0 +1,457 @@
+//! Moderation and the server API, with real redis-server, nginx (nchan +
+//! module) and `chatup` worker and dispatcher processes: bans, server
+//! posts, rate limits, filters, room claims.
+
+use std::time::{Duration, Instant};
+
+use chatup_testkit::clients::{get_json, items};
+use chatup_testkit::process::WorkerOptions;
+use chatup_testkit::token::{now_secs, server_token, server_token_exactly};
+use chatup_testkit::{
+    post_message, rs256_token, token_for, ChatWorker, Dispatcher, Redis, SubscribeOptions,
+    Subscriber, Transport,
+};
+use serde_json::{json, Value};
+
+const WAIT: Duration = Duration::from_secs(5);
+
+fn msg(text: &str) -> String {
+    json!({ "msg": text }).to_string()
+}
+
+/// Sends a server-API request whose body is `token`.
+async fn server_call(
+    dispatcher: &Dispatcher,
+    method: reqwest::Method,
+    path: &str,
+    token: &str,
+) -> (u16, Value) {
+    let response = reqwest::Client::new()
+        .request(method, format!("{}{path}", dispatcher.base_url()))
+        .header("Content-Type", "application/jwt")
+        .body(token.to_string())
+        .send()
+        .await
+        .unwrap();
+    let status = response.status().as_u16();
+    (status, response.json().await.unwrap_or(Value::Null))
+}
+
+async fn ban(dispatcher: &Dispatcher, bans: Value) -> Value {
+    let token = server_token(json!({ "bans": bans }));
+    let (status, body) = server_call(dispatcher, reqwest::Method::POST, "/bans", &token).await;
+    assert_eq!(status, 200, "{body}");
+    body
+}
+
+/// Posts until the answer's status is `want`; returns the answer and how
+/// long it took.
+async fn post_until(worker: &ChatWorker, room: &str, token: &str, want: u16) -> (Value, Duration) {
+    let started = Instant::now();
+    loop {
+        let (status, body) = post_message(worker, room, Some(token), &msg("hello")).await;
+        if status == want {
+            return (body, started.elapsed());
+        }
+        assert!(
+            started.elapsed() < WAIT,
+            "still {status} {body}, wanted {want}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+#[tokio::test]
+async fn a_ban_holds_on_every_worker_within_a_second_expires_and_can_be_lifted() {
+    let redis = Redis::start().unwrap();
+    let a = ChatWorker::start(&redis).unwrap();
+    let b = ChatWorker::start(&redis).unwrap();
+    let dispatcher = Dispatcher::start(&redis).unwrap();
+    let troll = token_for("troll", "Troll");
+    for worker in [&a, &b] {
+        let (status, _) = post_message(worker, "arena", Some(&troll), &msg("hi")).await;
+        assert_eq!(status, 202);
+    }
+
+    let answer = ban(
+        &dispatcher,
+        json!([{"user": "troll", "room": "arena", "duration": 2, "reason": "spam"}]),
+    )
+    .await;
+    assert_eq!(answer["bans"][0]["ttl"], 2);
+    for worker in [&a, &b] {
+        let (body, took) = post_until(worker, "arena", &troll, 403).await;
+        assert!(took < Duration::from_secs(1), "ban in force after {took:?}");
+        assert_eq!(body["error"], "banned");
+        assert!(
+            body["ttl"].as_u64().is_some_and(|t| (1..=2).contains(&t)),
+            "{body}"
+        );
+        assert_eq!(body["reason"], "spam");
+    }
+    let (status, _) = post_message(&a, "elsewhere", Some(&troll), &msg("hi")).await;
+    assert_eq!(status, 202, "a room ban holds in its room only");
+
+    // Expires by itself.
+    let (_, took) = post_until(&b, "arena", &troll, 202).await;
+    assert!(took < Duration::from_secs(3), "{took:?}");
+
+    // For good, in every room; then lifted.
+    ban(&dispatcher, json!([{"user": "troll", "room": "*"}])).await;
+    let (body, _) = post_until(&a, "anywhere", &troll, 403).await;
+    assert_eq!(body["ttl"], Value::Null);
+    let lift = server_token(json!({"bans": [{"user": "troll", "room": "*"}]}));
+    let (status, body) = server_call(&dispatcher, reqwest::Method::DELETE, "/bans", &lift).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["lifted"], json!([{"user": "troll", "room": "*"}]));
+    for worker in [&a, &b] {
+        let (_, took) = post_until(worker, "anywhere", &troll, 202).await;
+        assert!(
+            took < Duration::from_secs(1),
+            "lift in force after {took:?}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn a_ban_removes_the_users_messages_from_history_and_tells_readers() {
+    let redis = Redis::start().unwrap();
+    let worker = ChatWorker::start(&redis).unwrap();
+    let dispatcher = Dispatcher::start(&redis).unwrap();
+    let (troll, ann) = (token_for("troll", "Troll"), token_for("ann", "Ann"));
+    let watch = SubscribeOptions {
+        events: true,
+        ..Default::default()
+    };
+    let mut reader = Subscriber::open(Transport::WebSocket, &worker, "arena", watch)
+        .await
+        .unwrap();
+    for (token, text) in [(&troll, "bad"), (&ann, "good"), (&troll, "worse")] {
+        let (status, _) = post_message(&worker, "arena", Some(token), &msg(text)).await;
+        assert_eq!(status, 202);
+    }
+    let (status, _) = post_message(&worker, "side", Some(&troll), &msg("elsewhere")).await;
+    assert_eq!(status, 202);
+    assert_eq!(items(&reader.frames_until(3, WAIT).await).len(), 3);
+
+    let answer = ban(&dispatcher, json!([{"user": "troll", "room": "arena"}])).await;
+    assert_eq!(answer["removed_messages"], 2);
+    let removal = reader
+        .drain_for(Duration::from_millis(800))
+        .await
+        .into_iter()
+        .find(|item| item["ev"] == "rmUserMsg")
+        .expect("an rmUserMsg event");
+    assert_eq!(removal["user"]["id"], "troll");
+    let history = |room: &'static str| {
+        let url = format!("{}/rooms/{room}/messages", dispatcher.base_url());
+        async move {
+            let (_, body) = get_json(&url).await;
+            body["messages"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|m| m["msg"].as_str().unwrap().to_string())
+                .collect::<Vec<_>>()
+        }
+    };
+    assert_eq!(history("arena").await, ["good"]);
+    assert_eq!(
+        history("side").await,
+        ["elsewhere"],
+        "a room ban stays in its room"
+    );
+
+    // A ban in every room reaches the rooms the user posted in.
+    let answer = ban(&dispatcher, json!([{"user": "troll", "room": "*"}])).await;
+    assert_eq!(answer["removed_messages"], 1);
+    assert_eq!(history("side").await, Vec::<String>::new());
+}
+
+#[tokio::test]
+async fn bad_server_tokens_are_refused_with_401_and_change_nothing() {
+    let redis = Redis::start().unwrap();
+    let worker = ChatWorker::start(&redis).unwrap();
+    let dispatcher = Dispatcher::start(&redis).unwrap();
+    let bans = json!([{"user": "ann", "room": "*"}]);
+    let forged = jsonwebtoken::encode(
+        &jsonwebtoken::Header::new(jsonwebtoken::Algorithm::HS256),
+        &json!({"bans": bans, "exp": now_secs() + 60}),
+        &jsonwebtoken::EncodingKey::from_secret(b"not the server's secret, but long enough"),
+    )
+    .unwrap();
+    let expired = server_token_exactly(&json!({"bans": bans, "exp": now_secs() - 60}));
+    let long_lived = server_token_exactly(&json!({"bans": bans, "exp": now_secs() + 86_400}));
+    let user_token = token_for("ann", "Ann");
+    for (name, token) in [
+        ("forged", forged.as_str()),
+        ("expired", &expired),
+        ("valid for a day", &long_lived),
+        ("a user's token", &user_token),
+        ("empty", ""),
+    ] {
+        let (status, body) = server_call(&dispatcher, reqwest::Method::POST, "/bans", token).await;
+        assert_eq!(status, 401, "{name}: {body}");
+        assert!(body["error"].is_string(), "{name}: {body}");
+    }
+    for (name, claims, status) in [
+        (
+            "bad room",
+            json!({"bans": [{"user": "ann", "room": "a b"}]}),
+            400,
+        ),
+        ("no user", json!({"bans": [{"room": "lobby"}]}), 400),
+        (
+            "zero duration",
+            json!({"bans": [{"user": "ann", "room": "lobby", "duration": 0}]}),
+            400,
+        ),
+    ] {
+        let token = server_token(claims);
+        let (got, body) = server_call(&dispatcher, reqwest::Method::POST, "/bans", &token).await;
+        assert_eq!(got, status, "{name}: {body}");
+    }
+    let (status, _) = post_message(&worker, "lobby", Some(&user_token), &msg("still here")).await;
+    assert_eq!(status, 202, "nothing was banned");
+
+    let list_url = format!("{}/rooms/lobby/bans", dispatcher.base_url());
+    let client = reqwest::Client::new();
+    let response = client.get(&list_url).send().await.unwrap();
+    assert_eq!(response.status(), 401);
+    let response = client
+        .get(&list_url)
+        .bearer_auth(server_token(json!({})))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    assert_eq!(response.json::<Value>().await.unwrap()["bans"], json!([]));
+}
+
+#[tokio::test]
+async fn server_posts_and_custom_events_reach_readers_like_messages() {
+    let redis = Redis::start().unwrap();
+    let worker = ChatWorker::start(&redis).unwrap();
+    let dispatcher = Dispatcher::start(&redis).unwrap();
+    let watch = SubscribeOptions {
+        events: true,
+        ..Default::default()
+    };
+    let mut reader = Subscriber::open(Transport::EventSource, &worker, "stage", watch)
+        .await
+        .unwrap();
+    let token = server_token(json!({"items": [
+        {"room": "stage", "msg": "The show starts in 5 minutes", "user": {"name": "Host"}},
+        {"room": "stage", "ev": "poll", "data": {"question": "Encore?"}},
+    ]}));
+    let (status, body) = server_call(&dispatcher, reqwest::Method::POST, "/messages", &token).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["items"].as_array().unwrap().len(), 2);
+    let got = items(&reader.frames_until(2, WAIT).await);
+    assert_eq!(got[0]["msg"], "The show starts in 5 minutes");
+    assert_eq!(got[0]["id"], body["items"][0]["id"]);
+    assert_eq!(
+        got[0]["user"],
+        json!({"id": "system", "role": "system", "public": {"name": "Host"}})
+    );
+    assert_eq!(got[1]["ev"], "poll");
+    assert_eq!(got[1]["data"], json!({"question": "Encore?"}));
+    let (_, history) = get_json(&format!("{}/rooms/stage/messages", dispatcher.base_url())).await;
+    assert_eq!(
+        history["messages"].as_array().unwrap().len(),
+        1,
+        "{history}"
+    );
+
+    let reserved = server_token(json!({"items": [{"room": "stage", "ev": "rmUserMsg"}]}));
+    let (status, _) = server_call(&dispatcher, reqwest::Method::POST, "/messages", &reserved).await;
+    assert_eq!(status, 400);
+    let both = server_token(json!({"items": [{"room": "stage", "msg": "x", "ev": "y"}]}));
+    let (status, _) = server_call(&dispatcher, reqwest::Method::POST, "/messages", &both).await;
+    assert_eq!(status, 400);
+}
+
+#[tokio::test]
+async fn the_rate_limit_holds_under_a_burst_and_429_carries_retry_after() {
+    let redis = Redis::start().unwrap();
+    let worker = ChatWorker::start_with(
+        &redis,
+        WorkerOptions {
+            config_toml: "[rate_limit]\nrate_per_sec = 1.0\nburst = 3\nmoderator_factor = 5\n"
+                .into(),
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    let ann = token_for("ann", "Ann");
+    let client = reqwest::Client::new();
+    let url = format!("{}/rooms/lobby/messages", worker.base_url());
+    let mut statuses = Vec::new();
+    let mut refusal = None;
+    for n in 0..6 {
+        let response = client
+            .post(&url)
+            .bearer_auth(&ann)
+            .header("Content-Type", "application/json")
+            .body(msg(&format!("m{n}")))
+            .send()
+            .await
+            .unwrap();
+        statuses.push(response.status().as_u16());
+        if response.status() == 429 {
+            let retry_after = response.headers()["retry-after"]
+                .to_str()
+                .unwrap()
+                .to_string();
+            refusal = Some((retry_after, response.json::<Value>().await.unwrap()));
+        }
+    }
+    assert_eq!(statuses, [202, 202, 202, 429, 429, 429]);
+    let (retry_after, body) = refusal.unwrap();
+    assert_eq!(retry_after, "1");
+    assert_eq!(body, json!({"error": "rate limited", "retry_after": 1}));
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    let (status, _) = post_message(&worker, "lobby", Some(&ann), &msg("later")).await;
+    assert_eq!(status, 202, "a token came back after a second");
+    let (status, _) = post_message(&worker, "other", Some(&ann), &msg("other room")).await;
+    assert_eq!(status, 202, "another room has its own bucket");
+
+    // A moderator's bucket is five times larger, and their messages marked.
+    let moderator =
+        rs256_token(&json!({"sub": "mod", "exp": now_secs() + 600, "role": "moderator"}));
+    let mut reader = Subscriber::connect(Transport::WebSocket, &worker, "lobby", None)
+        .await
+        .unwrap();
+    for n in 0..15 {
+        let (status, body) = post_message(
+            &worker,
+            "lobby",
+            Some(&moderator),
+            &msg(&format!("mod {n}")),
+        )
+        .await;
+        assert_eq!(status, 202, "moderator message {n}: {body}");
+    }
+    let (status, _) = post_message(&worker, "lobby", Some(&moderator), &msg("one more")).await;
+    assert_eq!(status, 429);
+    let got = items(&reader.frames_until(15, WAIT).await);
+    assert!(got
+        .iter()
+        .filter(|m| m["user"]["id"] == "mod")
+        .all(|m| m["user"]["role"] == "moderator"));
+}
+
+#[tokio::test]
+async fn filters_mask_strip_and_reject_with_their_reasons() {
+    let redis = Redis::start().unwrap();
+    let config = r#"
+[rate_limit]
+rate_per_sec = 0
+
+[filters]
+max_length = 40
+words = ["darn"]
+words_action = "mask"
+repeat_window_secs = 30
+
+[[filters.rooms]]
+pattern = "kids-*"
+words_action = "reject"
+links = "reject"
+
+[[filters.rooms]]
+pattern = "quiet"
+links = "strip"
+"#;
+    let worker = ChatWorker::start_with(
+        &redis,
+        WorkerOptions {
+            config_toml: config.into(),
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    let ann = token_for("ann", "Ann");
+    let mut lobby = Subscriber::connect(Transport::WebSocket, &worker, "lobby", None)
+        .await
+        .unwrap();
+    let mut quiet = Subscriber::connect(Transport::WebSocket, &worker, "quiet", None)
+        .await
+        .unwrap();
+    let post = |room: &'static str, text: &'static str| {
+        let (worker, ann) = (&worker, &ann);
+        async move { post_message(worker, room, Some(ann), &msg(text)).await }
+    };
+
+    assert_eq!(post("lobby", "Darn it, see www.site.example").await.0, 202);
+    let got = items(&lobby.frames_until(1, WAIT).await);
+    assert_eq!(got[0]["msg"], "**** it, see www.site.example");
+
+    let cases = [
+        ("lobby", "Darn it, see www.site.example", "repeated message"),
+        (
+            "lobby",
+            "this message is much longer than forty characters",
+            "longer than 40 characters",
+        ),
+        ("kids-1", "oh darn", "contains a forbidden word"),
+        (
+            "kids-1",
+            "look https://site.example",
+            "links are not allowed",
+        ),
+        ("quiet", "https://only.example", "links are not allowed"),
+    ];
+    for (room, text, reason) in cases {
+        let (status, body) = post(room, text).await;
+        assert_eq!(status, 422, "{room} {text:?}: {body}");
+        assert_eq!(body, json!({"error": "message rejected", "reason": reason}));
+    }
+    assert_eq!(post("quiet", "read https://x.example later").await.0, 202);
+    let got = items(&quiet.frames_until(1, WAIT).await);
+    assert_eq!(got[0]["msg"], "read later");
+}
+
+#[tokio::test]
+async fn room_claims_limit_where_a_token_posts_and_private_rooms_need_a_token_to_read() {
+    let redis = Redis::start().unwrap();
+    let worker = ChatWorker::start(&redis).unwrap();
+    let fan =
+        rs256_token(&json!({"sub": "fan", "exp": now_secs() + 600, "rooms": ["match-*", "lobby"]}));
+    for (room, status) in [("match-42", 202), ("lobby", 202), ("staff", 403)] {
+        let (got, body) = post_message(&worker, room, Some(&fan), &msg("hi")).await;
+        assert_eq!(got, status, "{room}: {body}");
+        if status == 403 {
+            assert_eq!(body["error"], "this token may not post in this room");
+        }
+    }
+
+    let client = reqwest::Client::new();
+    let read = |room: &'static str, query: String| {
+        let client = client.clone();
+        let url = format!("{}/sub/{room}{query}", worker.base_url());
+        async move {
+            client
+                .get(url)
+                .header("Accept", "text/event-stream")
+                .timeout(Duration::from_secs(3))
+                .send()
+                .await
+                .unwrap()
+                .status()
+                .as_u16()
+        }
+    };
+    assert_eq!(
+        read("private-board", String::new()).await,
+        401,
+        "anonymous reader of a private room"
+    );
+    assert_eq!(read("private-board", format!("?token={fan}")).await, 200);
+    assert_eq!(
+        read("public-board", String::new()).await,
+        200,
+        "other rooms stay open"
+    );
+    assert!(!worker.nginx_log().contains("exited on signal"));
+}
