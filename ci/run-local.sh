@@ -100,6 +100,7 @@ start_chat_worker worker2 "$second_port"
 
 "$chatup" dispatcher --config conf/chatup-dispatcher.toml \
     --listen "127.0.0.1:$dispatcher_port" \
+    --server-secret-file conf/dev-keys/jwt-hs256.secret \
     --redis-url "redis://127.0.0.1:$redis_port" 2>"$run/dispatcher.log" &
 pids+=($!)
 wait_for dispatcher port_in_use "$dispatcher_port"
@@ -128,6 +129,10 @@ Post to it as "alice" (a development token, valid for an hour), on either worker
 Who is there, and the history:
   curl -s $dispatcher/rooms/lobby/stats
   curl -s $dispatcher/rooms/lobby/messages
+
+Ban bob from the room for a minute (the server API takes JWTs signed with the server key):
+  curl -s -X POST $dispatcher/bans --data-binary "\$($chatup dev-server-token \\
+    --claims '{"bans": [{"user": "bob", "room": "lobby", "duration": 60}]}')"
 
 Another token: $chatup dev-token --sub bob --name Bob
 Press Ctrl-C to stop.

@@ -1,6 +1,7 @@
-//! `chatup dev-token`: mints a JWT with the development key, so the local
-//! deployment and its docs can be tried without a site's auth server.
-//! Never use the development key in production.
+//! `chatup dev-token` and `chatup dev-server-token`: mint JWTs with the
+//! development keys, so the local deployment and its docs can be tried
+//! without a site's auth server. Never use the development keys in
+//! production.
 
 use std::path::PathBuf;
 
@@ -36,4 +37,35 @@ pub fn mint(args: &DevTokenArgs) -> anyhow::Result<String> {
         claims["public"] = serde_json::json!({ "name": name });
     }
     Ok(encode(&Header::new(Algorithm::RS256), &claims, &key)?)
+}
+
+#[derive(Debug, clap::Args)]
+pub struct DevServerTokenArgs {
+    /// The request's claims as JSON, e.g. '{"bans": [{"user": "bob", "room": "lobby"}]}'.
+    #[arg(long)]
+    pub claims: String,
+    /// Seconds until the token expires (dispatchers refuse more than their
+    /// server_token_max_ttl_secs).
+    #[arg(long, default_value_t = 60)]
+    pub ttl: u64,
+    /// HMAC secret to sign with (HS256).
+    #[arg(long, default_value = "conf/dev-keys/jwt-hs256.secret")]
+    pub secret: PathBuf,
+}
+
+/// A server-API token: the given claims plus `exp`.
+pub fn mint_server(args: &DevServerTokenArgs) -> anyhow::Result<String> {
+    let secret = std::fs::read(&args.secret)
+        .with_context(|| format!("reading {}", args.secret.display()))?;
+    let mut claims: serde_json::Value =
+        serde_json::from_str(&args.claims).context("--claims must be a JSON object")?;
+    let object = claims
+        .as_object_mut()
+        .context("--claims must be a JSON object")?;
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)?
+        .as_secs();
+    object.insert("exp".into(), serde_json::json!(now + args.ttl));
+    let key = EncodingKey::from_secret(secret.trim_ascii_end());
+    Ok(encode(&Header::new(Algorithm::HS256), &claims, &key)?)
 }

@@ -8,7 +8,7 @@ use clap::{Parser, Subcommand};
 use tokio_util::sync::CancellationToken;
 
 use chatup::config::{DispatcherArgs, DispatcherConfig, LogFormat, WorkerArgs, WorkerConfig};
-use chatup::devtoken::DevTokenArgs;
+use chatup::devtoken::{DevServerTokenArgs, DevTokenArgs};
 
 #[derive(Parser)]
 #[command(name = "chatup", version, about = "ChatUp sidecar daemon")]
@@ -25,6 +25,8 @@ enum Command {
     Dispatcher(DispatcherArgs),
     /// Mint a development JWT (for local testing only).
     DevToken(DevTokenArgs),
+    /// Mint a development server-API JWT (for local testing only).
+    DevServerToken(DevServerTokenArgs),
 }
 
 fn main() -> anyhow::Result<()> {
@@ -43,6 +45,10 @@ fn main() -> anyhow::Result<()> {
         }
         Command::DevToken(args) => {
             println!("{}", chatup::devtoken::mint(&args)?);
+            Ok(())
+        }
+        Command::DevServerToken(args) => {
+            println!("{}", chatup::devtoken::mint_server(&args)?);
             Ok(())
         }
     }
