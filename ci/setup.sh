@@ -1,13 +1,15 @@
 #!/usr/bin/env bash
 # Installs what ChatUp needs on Debian bookworm (as root) and builds it:
-# apt packages (nginx, nchan, redis, build deps), the nginx module against
-# Debian's nginx, and the chatup binary. Safe to run again.
+# apt packages (nginx, nchan, redis, chromium, build deps), the nginx module
+# against Debian's nginx, the chatup binary and the JS client. Safe to run
+# again.
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 cd "$root"
 
 need=()
-for p in redis-server redis-tools curl; do
+# chromium: the client's browser tests (Debian's build, driven by playwright-core).
+for p in redis-server redis-tools curl chromium fonts-dejavu-core; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || need+=("$p")
 done
 if [ ${#need[@]} -gt 0 ]; then
@@ -23,3 +25,17 @@ fi
 bash nginx-build/build.sh >/dev/null
 echo "[setup] building chatup" >&2
 NGINX_BUILD_DIR="$root/target/nginx-build/debian/objs" cargo build -q -p chatup
+
+# The JS client: npm packages from package-lock.json, then dist/.
+echo "[setup] building the client" >&2
+if ! command -v npm >/dev/null; then
+    echo "[setup] npm is missing: install Node.js 18 or later" >&2
+    exit 1
+fi
+(
+    cd client
+    if [ ! -d node_modules ] || [ package-lock.json -nt node_modules/.package-lock.json ]; then
+        npm ci --no-audit --no-fund --loglevel=error >/dev/null
+    fi
+    node build.mjs >&2
+)

@@ -13,8 +13,11 @@ echo "[test] cargo fmt --check" >&2
 cargo fmt --all --check
 echo "[test] cargo clippy" >&2
 cargo clippy -q --workspace --all-targets -- -D warnings
+echo "[test] client unit tests" >&2
+(cd client && node build.mjs --tests >/dev/null && node --test build/test/) 2>&1 | tee "$root/target/client-unit.txt"
 echo "[test] cargo test" >&2
 cargo test --workspace --no-fail-fast 2>&1 | tee "$root/target/test-output.txt"
-# Plain summary line over all test binaries.
-awk '/^test result:/ { p += $4; f += $6 } END { printf "%d passed, %d failed\n", p, f; exit (f > 0) }' \
-    "$root/target/test-output.txt"
+# Plain summary line over all test binaries and the client's unit tests.
+awk '/^test result:/ { p += $4; f += $6 } /^# pass / { p += $3 } /^# fail / { f += $3 }
+     END { printf "%d passed, %d failed\n", p, f; exit (f > 0) }' \
+    "$root/target/test-output.txt" "$root/target/client-unit.txt"

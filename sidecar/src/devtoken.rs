@@ -25,18 +25,58 @@ pub struct DevTokenArgs {
 }
 
 pub fn mint(args: &DevTokenArgs) -> anyhow::Result<String> {
-    let pem =
-        std::fs::read(&args.key).with_context(|| format!("reading {}", args.key.display()))?;
-    let key =
-        EncodingKey::from_rsa_pem(&pem).context("the key must be an RSA private key in PEM")?;
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)?
-        .as_secs();
-    let mut claims = serde_json::json!({ "sub": args.sub, "iat": now, "exp": now + args.ttl });
-    if let Some(name) = &args.name {
-        claims["public"] = serde_json::json!({ "name": name });
+    let signer = DevSigner::from_file(&args.key)?;
+    let public = args
+        .name
+        .as_ref()
+        .map(|name| serde_json::json!({ "name": name }));
+    Ok(signer.user_token(&args.sub, public, args.ttl)?)
+}
+
+/// Signs development user tokens (RS256) with a development private key.
+pub struct DevSigner {
+    key: EncodingKey,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum DevSignerError {
+    #[error("cannot read {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{0}: the key must be an RSA private key in PEM")]
+    NotRsa(PathBuf),
+}
+
+impl DevSigner {
+    pub fn from_file(path: &std::path::Path) -> Result<Self, DevSignerError> {
+        let pem = std::fs::read(path).map_err(|source| DevSignerError::Read {
+            path: path.into(),
+            source,
+        })?;
+        let key =
+            EncodingKey::from_rsa_pem(&pem).map_err(|_| DevSignerError::NotRsa(path.into()))?;
+        Ok(Self { key })
     }
-    Ok(encode(&Header::new(Algorithm::RS256), &claims, &key)?)
+
+    /// A token for `sub`, with `public` display data, valid `ttl` seconds.
+    pub fn user_token(
+        &self,
+        sub: &str,
+        public: Option<serde_json::Value>,
+        ttl: u64,
+    ) -> Result<String, jsonwebtoken::errors::Error> {
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_secs())
+            .unwrap_or(0);
+        let mut claims = serde_json::json!({ "sub": sub, "iat": now, "exp": now + ttl });
+        if let Some(public) = public {
+            claims["public"] = public;
+        }
+        encode(&Header::new(Algorithm::RS256), &claims, &self.key)
+    }
 }
 
 #[derive(Debug, clap::Args)]

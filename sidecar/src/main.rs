@@ -22,7 +22,7 @@ enum Command {
     /// Run beside a chat worker's nginx: store and fan out messages.
     Worker(Box<WorkerArgs>),
     /// Send clients to the least-loaded worker; serve stats and history.
-    Dispatcher(DispatcherArgs),
+    Dispatcher(Box<DispatcherArgs>),
     /// Mint a development JWT (for local testing only).
     DevToken(DevTokenArgs),
     /// Mint a development server-API JWT (for local testing only).

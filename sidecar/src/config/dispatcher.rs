@@ -41,6 +41,12 @@ pub struct DispatcherConfig {
     /// workers'.
     pub history_length: usize,
     pub history_ttl_secs: u64,
+    /// Development only: serve this directory (the built client and its
+    /// example page) under `/demo/`.
+    pub demo_dir: Option<PathBuf>,
+    /// Development only: an RSA private key (PEM) with which `POST
+    /// /dev/token` mints user tokens for anyone. Never in production.
+    pub dev_token_key: Option<PathBuf>,
     pub log_format: LogFormat,
 }
 
@@ -59,6 +65,8 @@ impl Default for DispatcherConfig {
             server_token_max_ttl_secs: 300,
             history_length: 100,
             history_ttl_secs: 24 * 3600,
+            demo_dir: None,
+            dev_token_key: None,
             log_format: LogFormat::Text,
         }
     }
@@ -107,6 +115,12 @@ pub struct DispatcherArgs {
     /// Seconds history is kept (as the workers) [default: 86400]
     #[arg(long, env = "CHATUP_HISTORY_TTL_SECS")]
     pub history_ttl_secs: Option<u64>,
+    /// Development only: directory served under /demo/ (the example page) [default: none]
+    #[arg(long, env = "CHATUP_DEMO_DIR")]
+    pub demo_dir: Option<PathBuf>,
+    /// Development only: RSA private key with which POST /dev/token mints user tokens [default: none, off]
+    #[arg(long, env = "CHATUP_DEV_TOKEN_KEY")]
+    pub dev_token_key: Option<PathBuf>,
     /// Log format [default: text]
     #[arg(long, env = "CHATUP_LOG_FORMAT")]
     pub log_format: Option<LogFormat>,

@@ -4,6 +4,7 @@
 //! side behind a load balancer.
 
 mod api;
+mod dev;
 mod params;
 mod server_api;
 
@@ -20,6 +21,7 @@ use chatup_wire::MessageIdGenerator;
 use crate::bans::BanStore;
 use crate::config::DispatcherConfig;
 use crate::db::Db;
+use crate::devtoken::DevSigner;
 use crate::presence::Presence;
 use crate::registry::Registry;
 use crate::store::Store;
@@ -45,7 +47,21 @@ pub async fn run(config: DispatcherConfig, shutdown: CancellationToken) -> anyho
         join_history: config.join_history,
         max_page: config.max_page,
     };
-    let app = api::router(state, server).layer(cors(&config.cors_origins));
+    let mut app = api::router(state, server);
+    if let Some(path) = &config.dev_token_key {
+        let signer = DevSigner::from_file(path)?;
+        tracing::warn!(key = %path.display(), "DEVELOPMENT ONLY: POST /dev/token mints user tokens for anyone");
+        app = app.merge(
+            axum::Router::new()
+                .route("/dev/token", axum::routing::post(dev::token))
+                .with_state(Arc::new(signer)),
+        );
+    }
+    if let Some(dir) = &config.demo_dir {
+        tracing::info!(dir = %dir.display(), "serving the demo under /demo/");
+        app = app.nest_service("/demo", tower_http::services::ServeDir::new(dir));
+    }
+    let app = app.layer(cors(&config.cors_origins));
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await
         .with_context(|| format!("listening on {}", config.listen))?;

@@ -1,0 +1,72 @@
+/** Why `say()` failed. */
+export type ErrorCode =
+  | "banned"
+  | "rateLimited"
+  | "rejected"
+  | "unauthorized"
+  | "forbidden"
+  | "invalid"
+  | "unavailable";
+
+/** A typed failure of `say()`. */
+export class ChatUpError extends Error {
+  readonly code: ErrorCode;
+  /** `banned`: seconds left, or null for a permanent ban. */
+  readonly ttl?: number | null;
+  /** `rateLimited`: seconds to wait. */
+  readonly retryAfter?: number;
+  /** `rejected`: the filter's reason. */
+  readonly reason?: string;
+
+  constructor(
+    code: ErrorCode,
+    message: string,
+    extra: { ttl?: number | null; retryAfter?: number; reason?: string } = {},
+  ) {
+    super(message);
+    this.name = "ChatUpError";
+    this.code = code;
+    this.ttl = extra.ttl;
+    this.retryAfter = extra.retryAfter;
+    this.reason = extra.reason;
+  }
+}
+
+/** The error for a refused POST, from its status, JSON body and Retry-After. */
+export function errorFromResponse(
+  status: number,
+  body: Record<string, unknown> | null,
+  retryAfterHeader: string | null,
+): ChatUpError {
+  const text = typeof body?.error === "string" ? body.error : `HTTP ${status}`;
+  switch (status) {
+    case 401:
+      return new ChatUpError("unauthorized", text);
+    case 403:
+      if (body?.error === "banned") {
+        const ttl = typeof body.ttl === "number" ? body.ttl : null;
+        return new ChatUpError("banned", "banned", { ttl, reason: str(body.reason) });
+      }
+      return new ChatUpError("forbidden", text);
+    case 422:
+      return new ChatUpError("rejected", text, { reason: str(body?.reason) ?? text });
+    case 429: {
+      const fromHeader = Number(retryAfterHeader);
+      const fromBody = typeof body?.retry_after === "number" ? body.retry_after : NaN;
+      const retryAfter = Number.isFinite(fromHeader) && fromHeader > 0 ? fromHeader : fromBody;
+      return new ChatUpError("rateLimited", text, {
+        retryAfter: Number.isFinite(retryAfter) ? retryAfter : 1,
+      });
+    }
+    case 400:
+    case 413:
+    case 415:
+      return new ChatUpError("invalid", text);
+    default:
+      return new ChatUpError("unavailable", text);
+  }
+}
+
+function str(value: unknown): string | undefined {
+  return typeof value === "string" ? value : undefined;
+}

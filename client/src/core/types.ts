@@ -1,0 +1,68 @@
+/** Wire types of ChatUp (see docs/wire-format.md). */
+
+export interface User {
+  id: string;
+  public?: Record<string, unknown>;
+  /** `moderator` or `system`. */
+  role?: string;
+}
+
+/** A chat message. */
+export interface Message {
+  id: string;
+  room: string;
+  user: User;
+  msg: string;
+  /** Milliseconds since the epoch. */
+  ts: number;
+}
+
+/** A room event: join, leave, count, rmUserMsg, or a site's custom event. */
+export interface RoomEvent {
+  id: string;
+  room: string;
+  ev: string;
+  ts: number;
+  user?: User;
+  subscribers?: number;
+  members?: number;
+  data?: unknown;
+}
+
+export interface RoomCounts {
+  subscribers: number;
+  members: number;
+}
+
+export interface WorkerRef {
+  id: string;
+  url: string;
+}
+
+/** The dispatcher's answer to `POST /join/{room}`. */
+export interface JoinAnswer {
+  worker: WorkerRef;
+  room: RoomCounts;
+  history: Message[];
+}
+
+/** One page of `GET /rooms/{room}/stats`. */
+export interface Stats {
+  room: string;
+  subscribers: number;
+  members: number;
+  users: User[];
+  skip: number;
+  limit: number;
+}
+
+export type Status =
+  | "connecting"
+  | "connected"
+  | "reconnecting"
+  | "switching"
+  | "no-worker"
+  | "offline"
+  | "closed";
+
+export type TransportName = "websocket" | "eventsource" | "longpoll";

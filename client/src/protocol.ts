@@ -1,0 +1,342 @@
+import { Backoff } from "./core/backoff";
+import { SeenIds } from "./core/dedupe";
+import { Emitter } from "./core/emitter";
+import { ChatUpError, errorFromResponse } from "./core/errors";
+import { parseFrame, type Item } from "./core/frames";
+import type {
+  JoinAnswer,
+  Message,
+  RoomCounts,
+  RoomEvent,
+  Stats,
+  Status,
+  TransportName,
+  WorkerRef,
+} from "./core/types";
+import { eventSourceTransport } from "./transports/eventsource";
+import { longPollTransport } from "./transports/longpoll";
+import type { Transport, TransportFactory } from "./transports/types";
+import { webSocketTransport } from "./transports/websocket";
+
+export interface ProtocolOptions {
+  /** The dispatcher's base URL, e.g. `https://chat.example.com`. */
+  dispatcherUrl: string;
+  room: string;
+  /** The site's JWT for this user; without it the room is read-only. */
+  token?: string;
+  /** Transports to try, in order. Default: websocket, eventsource, longpoll. */
+  transports?: TransportName[];
+  /** Failed reconnections to one worker before moving to another. Default 3. */
+  failuresBeforeSwitch?: number;
+  /** Reconnection delays: exponential with jitter from `baseMs`, capped at `capMs`. */
+  backoff?: { baseMs?: number; capMs?: number };
+  /** For tests: other transport implementations. */
+  transportFactories?: Partial<Record<TransportName, TransportFactory>>;
+}
+
+export interface ProtocolEvents extends Record<string, unknown> {
+  message: Message;
+  event: RoomEvent;
+  status: Status;
+  users: RoomCounts;
+}
+
+const FACTORIES: Record<TransportName, TransportFactory> = {
+  websocket: webSocketTransport,
+  eventsource: eventSourceTransport,
+  longpoll: longPollTransport,
+};
+
+/**
+ * The ChatUp protocol: asks a dispatcher for a worker, delivers the room's
+ * history, subscribes on the worker (WebSocket, else EventSource, else
+ * long-polling), resumes after a drop from the last frame it saw, and
+ * after repeated failures moves to another worker. Every message and
+ * event is delivered once, in order (ids already seen are dropped).
+ */
+export class ChatUpProtocol extends Emitter<ProtocolEvents> {
+  private readonly dispatcherUrl: string;
+  private readonly room: string;
+  private token: string | undefined;
+  private readonly transports: TransportName[];
+  private readonly factories: Record<TransportName, TransportFactory>;
+  private readonly failuresBeforeSwitch: number;
+  private readonly backoff: Backoff;
+  private readonly seen = new SeenIds();
+
+  private worker: WorkerRef | null = null;
+  private transport: Transport | null = null;
+  /** The transport tried (or working) on the current worker. */
+  private transportIndex = 0;
+  /** Whether a transport has opened on the current worker. */
+  private openedOnWorker = false;
+  /** nchan's id of the last frame from the current worker. */
+  private lastId: string | undefined;
+  private failures = 0;
+  private exclude: string | undefined;
+  private timer: ReturnType<typeof setTimeout> | null = null;
+  /** Bumped whenever a subscription is replaced: stale callbacks are ignored. */
+  private generation = 0;
+  private currentStatus: Status = "closed";
+  private counts: RoomCounts = { subscribers: 0, members: 0 };
+  private started = false;
+  private closed = false;
+  private connected: Promise<void> | null = null;
+  private resolveConnected: (() => void) | null = null;
+  private readonly onOffline = () => this.goOffline();
+  private readonly onOnline = () => this.goOnline();
+
+  constructor(options: ProtocolOptions) {
+    super();
+    this.dispatcherUrl = options.dispatcherUrl.replace(/\/+$/, "");
+    this.room = options.room;
+    this.token = options.token;
+    this.transports = options.transports?.length
+      ? options.transports
+      : ["websocket", "eventsource", "longpoll"];
+    this.factories = { ...FACTORIES, ...options.transportFactories };
+    this.failuresBeforeSwitch = Math.max(1, options.failuresBeforeSwitch ?? 3);
+    const baseMs = options.backoff?.baseMs ?? 500;
+    this.backoff = new Backoff(baseMs, options.backoff?.capMs ?? 15000, Math.min(100, baseMs));
+  }
+
+  get status(): Status {
+    return this.currentStatus;
+  }
+
+  get users(): RoomCounts {
+    return { ...this.counts };
+  }
+
+  /** The worker in use, if any. */
+  get currentWorker(): WorkerRef | null {
+    return this.worker;
+  }
+
+  /** Starts; resolves once subscribed the first time (retrying until then). */
+  connect(): Promise<void> {
+    if (this.closed) return Promise.reject(new Error("ChatUpProtocol is closed"));
+    if (!this.started) {
+      this.started = true;
+      this.connected = new Promise((resolve) => (this.resolveConnected = resolve));
+      if (typeof window !== "undefined") {
+        window.addEventListener("offline", this.onOffline);
+        window.addEventListener("online", this.onOnline);
+      }
+      if (typeof navigator !== "undefined" && navigator.onLine === false) {
+        this.setStatus("offline");
+      } else {
+        void this.join();
+      }
+    }
+    return this.connected!;
+  }
+
+  /** Replaces the token (e.g. before it expires) without dropping the subscription. */
+  setToken(token: string | undefined): void {
+    this.token = token;
+  }
+
+  /** Posts a message; resolves with its id and timestamp once it is stored. */
+  async say(text: string): Promise<{ id: string; ts: number }> {
+    if (!this.token) throw new ChatUpError("unauthorized", "sign in to chat");
+    const worker = this.worker;
+    if (!worker) throw new ChatUpError("unavailable", "not connected to the chat");
+    let response: Response;
+    try {
+      response = await fetch(`${worker.url}/rooms/${encodeURIComponent(this.room)}/messages`, {
+        method: "POST",
+        headers: { Authorization: `Bearer ${this.token}`, "Content-Type": "application/json" },
+        body: JSON.stringify({ msg: text }),
+      });
+    } catch {
+      throw new ChatUpError("unavailable", "the chat cannot be reached");
+    }
+    const body = (await response.json().catch(() => null)) as Record<string, unknown> | null;
+    if (response.status === 202 && body && typeof body.id === "string") {
+      return { id: body.id, ts: Number(body.ts) };
+    }
+    throw errorFromResponse(response.status, body, response.headers.get("Retry-After"));
+  }
+
+  /** One page of the room's members, and its counts. */
+  async getUsers({ limit = 100, skip = 0 } = {}): Promise<Stats> {
+    const url = `${this.dispatcherUrl}/rooms/${encodeURIComponent(this.room)}/stats?limit=${limit}&skip=${skip}`;
+    const response = await fetch(url);
+    const body = await response.json().catch(() => null);
+    if (!response.ok || !body) throw errorFromResponse(response.status, body, null);
+    return body as Stats;
+  }
+
+  /** Stops for good. */
+  close(): void {
+    if (this.closed) return;
+    this.closed = true;
+    this.generation++;
+    this.clearTimer();
+    this.transport?.close();
+    this.transport = null;
+    if (typeof window !== "undefined") {
+      window.removeEventListener("offline", this.onOffline);
+      window.removeEventListener("online", this.onOnline);
+    }
+    this.setStatus("closed");
+  }
+
+  // --- joining and subscribing -------------------------------------------
+
+  private async join(): Promise<void> {
+    if (this.closed) return;
+    const generation = ++this.generation;
+    this.setStatus(this.exclude ? "switching" : this.started && this.worker ? "reconnecting" : "connecting");
+    let answer: JoinAnswer;
+    try {
+      const response = await fetch(`${this.dispatcherUrl}/join/${encodeURIComponent(this.room)}`, {
+        method: "POST",
+        headers: { "Content-Type": "application/json" },
+        body: this.exclude ? JSON.stringify({ exclude: this.exclude }) : "",
+      });
+      const body = await response.json().catch(() => null);
+      if (generation !== this.generation) return;
+      if (!response.ok || !body?.worker) {
+        if (response.status === 503 && body?.error === "no worker available") this.setStatus("no-worker");
+        return this.retry(() => this.join());
+      }
+      answer = body as JoinAnswer;
+    } catch {
+      if (generation !== this.generation) return;
+      return this.retry(() => this.join());
+    }
+    this.worker = answer.worker;
+    this.transportIndex = 0;
+    this.openedOnWorker = false;
+    this.lastId = undefined;
+    this.failures = 0;
+    this.setCounts(answer.room);
+    for (const message of answer.history ?? []) this.deliver({ kind: "message", message });
+    this.subscribe();
+  }
+
+  private subscribeUrl(worker: WorkerRef): string {
+    const params = new URLSearchParams();
+    if (this.token) params.set("token", this.token);
+    if (this.lastId) params.set("last_event_id", this.lastId);
+    const query = params.toString();
+    return `${worker.url}/sub/${encodeURIComponent(this.room)}${query ? `?${query}` : ""}`;
+  }
+
+  private subscribe(): void {
+    const worker = this.worker;
+    if (this.closed || !worker) return;
+    const generation = ++this.generation;
+    const name = this.transports[this.transportIndex];
+    const stale = () => generation !== this.generation || this.closed;
+    this.transport = this.factories[name](this.subscribeUrl(worker), {
+      onOpen: () => {
+        if (stale()) return;
+        this.openedOnWorker = true;
+        this.failures = 0;
+        this.backoff.reset();
+        this.exclude = undefined;
+        this.setStatus("connected");
+        this.resolveConnected?.();
+      },
+      onFrame: (id, data) => {
+        if (stale()) return;
+        if (id) this.lastId = id;
+        for (const item of parseFrame(data)) this.deliver(item);
+      },
+      onClose: (opened) => {
+        if (stale()) return;
+        this.transport = null;
+        this.lost(opened);
+      },
+    });
+  }
+
+  /** The subscription ended (or could not start). */
+  private lost(opened: boolean): void {
+    const moreTransports = this.transportIndex < this.transports.length - 1;
+    if (!opened && !this.openedOnWorker && moreTransports) {
+      // This transport cannot get through to this worker: the next one.
+      this.transportIndex++;
+      this.subscribe();
+      return;
+    }
+    if (!this.openedOnWorker) this.transportIndex = 0;
+    this.failures++;
+    if (this.failures >= this.failuresBeforeSwitch) {
+      this.exclude = this.worker?.id;
+      this.setStatus("switching");
+      this.retry(() => this.join());
+    } else {
+      this.setStatus("reconnecting");
+      this.retry(() => this.subscribe());
+    }
+  }
+
+  private retry(step: () => void): void {
+    this.clearTimer();
+    if (this.closed || this.currentStatus === "offline") return;
+    this.timer = setTimeout(() => {
+      this.timer = null;
+      step();
+    }, this.backoff.next());
+  }
+
+  private clearTimer(): void {
+    if (this.timer !== null) clearTimeout(this.timer);
+    this.timer = null;
+  }
+
+  // --- online / offline -----------------------------------------------------
+
+  private goOffline(): void {
+    if (this.closed) return;
+    this.generation++;
+    this.clearTimer();
+    this.transport?.close();
+    this.transport = null;
+    this.setStatus("offline");
+  }
+
+  private goOnline(): void {
+    if (this.closed || this.currentStatus !== "offline") return;
+    this.failures = 0;
+    this.backoff.reset();
+    this.setStatus("reconnecting");
+    if (this.worker) this.subscribe();
+    else void this.join();
+  }
+
+  // --- delivery ---------------------------------------------------------------
+
+  private deliver(item: Item): void {
+    const id = item.kind === "message" ? item.message.id : item.event.id;
+    if (!this.seen.add(id)) return;
+    if (item.kind === "message") {
+      this.emit("message", item.message);
+      return;
+    }
+    const event = item.event;
+    if (event.ev === "count" && typeof event.subscribers === "number") {
+      this.setCounts({ subscribers: event.subscribers, members: event.members ?? this.counts.members });
+    } else if (event.ev === "join") {
+      this.setCounts({ ...this.counts, members: this.counts.members + 1 });
+    } else if (event.ev === "leave") {
+      this.setCounts({ ...this.counts, members: Math.max(0, this.counts.members - 1) });
+    }
+    this.emit("event", event);
+  }
+
+  private setCounts(counts: RoomCounts): void {
+    this.counts = { subscribers: counts.subscribers ?? 0, members: counts.members ?? 0 };
+    this.emit("users", { ...this.counts });
+  }
+
+  private setStatus(status: Status): void {
+    if (status === this.currentStatus) return;
+    this.currentStatus = status;
+    this.emit("status", status);
+  }
+}

@@ -1,0 +1,299 @@
+import { ChatUpError } from "../core/errors";
+import type { Message, RoomCounts, RoomEvent, Status } from "../core/types";
+import { ChatUpProtocol, type ProtocolOptions } from "../protocol";
+import { STYLE } from "./style";
+
+export interface WidgetOptions extends ProtocolOptions {
+  /** Shown in the header; default: the room's name. */
+  title?: string;
+  placeholder?: string;
+  /** Messages kept on screen; older ones are removed. Default 500. */
+  maxMessages?: number;
+}
+
+const STATUS_TEXT: Record<Status, string> = {
+  connecting: "Connecting…",
+  connected: "Live",
+  reconnecting: "Reconnecting…",
+  switching: "Switching server…",
+  "no-worker": "No chat server available, retrying…",
+  offline: "Offline, waiting for the network",
+  closed: "Disconnected",
+};
+
+/** Pixels from the bottom within which the list keeps following new messages. */
+const FOLLOW_SLACK = 48;
+
+function el<K extends keyof HTMLElementTagNameMap>(
+  tag: K,
+  className: string,
+  text?: string,
+): HTMLElementTagNameMap[K] {
+  const node = document.createElement(tag);
+  node.className = className;
+  if (text !== undefined) node.textContent = text;
+  return node;
+}
+
+/** The user id a token names (read for display only; nginx verifies it). */
+function subOf(token: string | undefined): string | undefined {
+  if (!token) return undefined;
+  try {
+    const payload = token.split(".")[1].replace(/-/g, "+").replace(/_/g, "/");
+    const claims = JSON.parse(atob(payload));
+    return typeof claims.sub === "string" ? claims.sub : undefined;
+  } catch {
+    return undefined;
+  }
+}
+
+function displayName(message: Message): string {
+  const name = message.user.public?.name;
+  return typeof name === "string" && name.trim() ? name : message.user.id;
+}
+
+function hueOf(text: string): number {
+  let h = 7;
+  for (let i = 0; i < text.length; i++) h = (h * 31 + text.charCodeAt(i)) >>> 0;
+  return h % 360;
+}
+
+function describeError(error: unknown): string {
+  if (!(error instanceof ChatUpError)) return "Message not sent: something went wrong.";
+  switch (error.code) {
+    case "banned": {
+      const why = error.reason ? ` (${error.reason})` : "";
+      if (error.ttl === null || error.ttl === undefined) return `You are banned from this room${why}.`;
+      const until = new Date(Date.now() + error.ttl * 1000);
+      const time = until.toLocaleTimeString([], { hour: "2-digit", minute: "2-digit" });
+      return `You are banned from this room until ${time}${why}.`;
+    }
+    case "rateLimited":
+      return `Slow down: you can post again in ${error.retryAfter ?? 1} s.`;
+    case "rejected":
+      return `Message not sent: ${error.reason ?? error.message}.`;
+    case "unauthorized":
+      return "Your sign-in has expired. Sign in again to chat.";
+    case "forbidden":
+      return "You cannot post in this room.";
+    case "invalid":
+      return `Message not sent: ${error.message}.`;
+    default:
+      return "The chat is unavailable right now; your message was not sent.";
+  }
+}
+
+/**
+ * A ready chat widget: message list, member count, status line, input.
+ * User data is only ever set as text, never as HTML.
+ */
+export class ChatUp {
+  readonly protocol: ChatUpProtocol;
+  private readonly root: HTMLElement;
+  private readonly list: HTMLOListElement;
+  private readonly count: HTMLElement;
+  private readonly status: HTMLElement;
+  private readonly error: HTMLElement;
+  private readonly input: HTMLInputElement;
+  private readonly send: HTMLButtonElement;
+  private readonly more: HTMLButtonElement;
+  private readonly empty: HTMLElement;
+  private readonly maxMessages: number;
+  private me: string | undefined;
+  private following = true;
+  private errorTimer: ReturnType<typeof setTimeout> | null = null;
+
+  constructor(container: HTMLElement, options: WidgetOptions) {
+    ChatUp.injectStyle();
+    this.maxMessages = options.maxMessages ?? 500;
+    this.me = subOf(options.token);
+    this.protocol = new ChatUpProtocol(options);
+
+    this.root = el("section", "chatup");
+    this.root.setAttribute("aria-label", `Chat: ${options.title ?? options.room}`);
+    const header = el("header", "chatup-header");
+    header.append(el("h2", "chatup-title", options.title ?? `#${options.room}`));
+    this.count = el("span", "chatup-count", "");
+    this.status = el("span", "chatup-status", STATUS_TEXT.connecting);
+    this.status.setAttribute("role", "status");
+    header.append(this.count, this.status);
+
+    const body = el("div", "chatup-body");
+    this.list = el("ol", "chatup-list");
+    this.list.setAttribute("role", "log");
+    this.list.setAttribute("aria-live", "polite");
+    this.list.setAttribute("aria-label", "Messages");
+    this.list.tabIndex = 0;
+    this.empty = el("li", "chatup-empty", "No messages yet. Say hello!");
+    this.list.append(this.empty);
+    this.more = el("button", "chatup-more", "New messages ↓");
+    this.more.type = "button";
+    this.more.hidden = true;
+    this.more.addEventListener("click", () => this.scrollToEnd());
+    body.append(this.list, this.more);
+    this.list.addEventListener("scroll", () => {
+      this.following =
+        this.list.scrollTop + this.list.clientHeight >= this.list.scrollHeight - FOLLOW_SLACK;
+      if (this.following) this.more.hidden = true;
+    });
+
+    this.error = el("p", "chatup-error");
+    this.error.setAttribute("role", "alert");
+    this.error.hidden = true;
+
+    const form = el("form", "chatup-form");
+    const label = el("label", "chatup-sr", "Message");
+    const inputId = `chatup-input-${Math.random().toString(36).slice(2)}`;
+    label.htmlFor = inputId;
+    this.input = el("input", "chatup-input");
+    this.input.id = inputId;
+    this.input.autocomplete = "off";
+    this.input.maxLength = 2000;
+    this.input.placeholder = options.placeholder ?? "Write a message…";
+    this.send = el("button", "chatup-send", "Send");
+    this.send.type = "submit";
+    form.append(label, this.input, this.send);
+    form.addEventListener("submit", (event) => {
+      event.preventDefault();
+      void this.submit();
+    });
+    this.setSignedIn(Boolean(options.token));
+
+    this.root.append(header, body, this.error, form);
+    container.replaceChildren(this.root);
+
+    this.protocol.on("message", (message) => this.addMessage(message));
+    this.protocol.on("event", (event) => this.onEvent(event));
+    this.protocol.on("status", (status) => this.showStatus(status));
+    this.protocol.on("users", (counts) => this.showCounts(counts));
+    void this.protocol.connect();
+  }
+
+  /** Replaces the token (e.g. after the site refreshed the user's session). */
+  setToken(token: string | undefined): void {
+    this.protocol.setToken(token);
+    this.me = subOf(token);
+    this.setSignedIn(Boolean(token));
+  }
+
+  close(): void {
+    this.protocol.close();
+  }
+
+  private static injectStyle(): void {
+    if (document.getElementById("chatup-style")) return;
+    const style = document.createElement("style");
+    style.id = "chatup-style";
+    style.textContent = STYLE;
+    document.head.append(style);
+  }
+
+  private setSignedIn(signedIn: boolean): void {
+    this.input.disabled = !signedIn;
+    this.send.disabled = !signedIn;
+    if (!signedIn) this.input.placeholder = "Sign in to chat";
+  }
+
+  private async submit(): Promise<void> {
+    const text = this.input.value.trim();
+    if (!text) return;
+    this.send.disabled = true;
+    try {
+      await this.protocol.say(text);
+      this.input.value = "";
+      this.hideError();
+      this.scrollToEnd();
+    } catch (error) {
+      // The text stays in the input, so nothing typed is lost.
+      this.showError(describeError(error));
+    } finally {
+      this.send.disabled = this.input.disabled;
+      this.input.focus();
+    }
+  }
+
+  private addMessage(message: Message): void {
+    this.empty.remove();
+    const item = el("li", "chatup-msg");
+    item.dataset.userId = message.user.id;
+    item.dataset.id = message.id;
+    if (message.user.role) item.dataset.role = message.user.role;
+    if (this.me && message.user.id === this.me) item.dataset.mine = "";
+
+    const head = el("div", "chatup-msg-head");
+    const name = displayName(message);
+    const avatar = el("span", "chatup-avatar");
+    avatar.setAttribute("aria-hidden", "true");
+    const picture = message.user.public?.avatar;
+    if (typeof picture === "string" && /^https?:\/\//.test(picture)) {
+      const img = document.createElement("img");
+      img.alt = "";
+      img.src = picture;
+      avatar.append(img);
+    } else {
+      avatar.textContent = name.slice(0, 1).toUpperCase();
+    }
+    const color = message.user.public?.color;
+    const nameNode = el("span", "chatup-name", name);
+    const tint = typeof color === "string" ? color : `hsl(${hueOf(message.user.id)}, 60%, 40%)`;
+    nameNode.style.setProperty("color", tint);
+    avatar.style.setProperty("background", tint);
+    head.append(avatar, nameNode);
+    if (message.user.role === "moderator") head.append(el("span", "chatup-badge", "mod"));
+    if (message.user.role === "system") head.append(el("span", "chatup-badge", "info"));
+    const time = el("time", "chatup-time", new Date(message.ts).toLocaleTimeString([], { hour: "2-digit", minute: "2-digit" }));
+    time.dateTime = new Date(message.ts).toISOString();
+    head.append(time);
+    item.append(head, el("p", "chatup-text", message.msg));
+    this.append(item);
+  }
+
+  private onEvent(event: RoomEvent): void {
+    if (event.ev === "rmUserMsg" && event.user) {
+      const banned = event.user.id;
+      let removed = 0;
+      for (const node of Array.from(this.list.children) as HTMLElement[]) {
+        if (node.dataset.userId === banned) {
+          node.remove();
+          removed++;
+        }
+      }
+      if (removed > 0) this.append(el("li", "chatup-notice", "A moderator removed some messages."));
+    }
+  }
+
+  private append(item: HTMLElement): void {
+    const follow = this.following;
+    this.list.append(item);
+    while (this.list.children.length > this.maxMessages) this.list.firstElementChild?.remove();
+    if (follow) this.scrollToEnd();
+    else this.more.hidden = false;
+  }
+
+  private scrollToEnd(): void {
+    this.list.scrollTop = this.list.scrollHeight;
+    this.following = true;
+    this.more.hidden = true;
+  }
+
+  private showStatus(status: Status): void {
+    this.status.dataset.status = status;
+    this.status.textContent = STATUS_TEXT[status];
+  }
+
+  private showCounts(counts: RoomCounts): void {
+    const people = counts.subscribers === 1 ? "1 reader" : `${counts.subscribers} readers`;
+    this.count.textContent = `${people} · ${counts.members} signed in`;
+  }
+
+  private showError(text: string): void {
+    this.error.textContent = text;
+    this.error.hidden = false;
+    if (this.errorTimer) clearTimeout(this.errorTimer);
+    this.errorTimer = setTimeout(() => this.hideError(), 8000);
+  }
+
+  private hideError(): void {
+    this.error.hidden = true;
+  }
+}

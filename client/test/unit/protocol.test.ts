@@ -1,0 +1,202 @@
+import assert from "node:assert/strict";
+import { test } from "node:test";
+
+import { Backoff } from "../../src/core/backoff";
+import { SeenIds } from "../../src/core/dedupe";
+import { ChatUpError, errorFromResponse } from "../../src/core/errors";
+import { parseFrame, parseNchanMeta } from "../../src/core/frames";
+import { ChatUpProtocol } from "../../src/protocol";
+import type { TransportFactory, TransportHandlers } from "../../src/transports/types";
+
+const message = (id: string, msg = id) => ({ id, room: "r", user: { id: "u" }, msg, ts: 1 });
+
+test("frames split into messages and events, skipping what is unknown", () => {
+  const items = parseFrame(
+    JSON.stringify([message("a"), { id: "e", room: "r", ev: "count", subscribers: 3, ts: 2 }, { no: "id" }, 5]),
+  );
+  assert.deepEqual(
+    items.map((i) => i.kind),
+    ["message", "event"],
+  );
+  assert.deepEqual(parseFrame("not json"), []);
+});
+
+test("nchan's websocket meta header gives the frame id", () => {
+  assert.deepEqual(parseNchanMeta("id: 1795597922:3\ncontent-type: application/json\n\n[1]"), {
+    id: "1795597922:3",
+    data: "[1]",
+  });
+  assert.deepEqual(parseNchanMeta("[1]"), { id: "", data: "[1]" });
+});
+
+test("seen ids drop duplicates and forget the oldest beyond capacity", () => {
+  const seen = new SeenIds(3);
+  assert.equal(seen.add("a"), true);
+  assert.equal(seen.add("a"), false);
+  seen.add("b");
+  seen.add("c");
+  seen.add("d");
+  assert.equal(seen.has("a"), false);
+  assert.equal(seen.has("d"), true);
+});
+
+test("backoff grows exponentially with jitter, capped, and resets", () => {
+  const top = new Backoff(100, 1000, 10, () => 0.999);
+  assert.deepEqual(
+    [top.next(), top.next(), top.next(), top.next(), top.next()],
+    [99, 199, 399, 799, 999],
+  );
+  top.reset();
+  assert.equal(top.next(), 99);
+  const bottom = new Backoff(100, 1000, 10, () => 0);
+  assert.equal(bottom.next(), 10, "never below the minimum");
+});
+
+test("refusals become typed errors", () => {
+  const banned = errorFromResponse(403, { error: "banned", ttl: 30, reason: "spam" }, null);
+  assert.equal(banned.code, "banned");
+  assert.equal(banned.ttl, 30);
+  assert.equal(banned.reason, "spam");
+  assert.equal(errorFromResponse(403, { error: "banned", ttl: null }, null).ttl, null);
+  const slow = errorFromResponse(429, { error: "rate limited", retry_after: 2 }, "3");
+  assert.equal(slow.code, "rateLimited");
+  assert.equal(slow.retryAfter, 3, "the header wins");
+  const rejected = errorFromResponse(422, { error: "message rejected", reason: "links are not allowed" }, null);
+  assert.equal(rejected.code, "rejected");
+  assert.equal(rejected.reason, "links are not allowed");
+  assert.equal(errorFromResponse(401, null, null).code, "unauthorized");
+  assert.equal(errorFromResponse(403, { error: "this token may not post in this room" }, null).code, "forbidden");
+  assert.equal(errorFromResponse(413, null, null).code, "invalid");
+  assert.equal(errorFromResponse(503, null, null).code, "unavailable");
+  assert.ok(banned instanceof ChatUpError && banned instanceof Error);
+});
+
+/** A scripted world: a dispatcher (fetch) and transports the test drives. */
+function world(workers: string[]) {
+  const joins: Array<{ exclude?: string }> = [];
+  const opened: Array<{ url: string; handlers: TransportHandlers; name: string }> = [];
+  let next = 0;
+  const history = [message("h1"), message("h2")];
+  globalThis.fetch = (async (url: string, init?: { body?: string }) => {
+    if (String(url).includes("/join/")) {
+      const body = init?.body ? JSON.parse(init.body) : {};
+      joins.push(body);
+      const candidates = workers.filter((w) => w !== body.exclude);
+      const id = candidates[next++ % candidates.length];
+      return new Response(
+        JSON.stringify({ worker: { id, url: `http://${id}` }, room: { subscribers: 2, members: 1 }, history }),
+        { status: 200 },
+      );
+    }
+    return new Response("{}", { status: 404 });
+  }) as typeof fetch;
+  const factory =
+    (name: string): TransportFactory =>
+    (url, handlers) => {
+      opened.push({ url, handlers, name });
+      return { close() {} };
+    };
+  return { joins, opened, factories: { websocket: factory("websocket"), eventsource: factory("eventsource"), longpoll: factory("longpoll") } };
+}
+
+const tick = (ms = 5) => new Promise((r) => setTimeout(r, ms));
+
+test("history, then the stream, each item once; resumes from the last frame id", async () => {
+  const w = world(["w1"]);
+  const protocol = new ChatUpProtocol({
+    dispatcherUrl: "http://d",
+    room: "r",
+    token: "t",
+    backoff: { baseMs: 1, capMs: 2 },
+    transportFactories: w.factories,
+  });
+  const got: string[] = [];
+  protocol.on("message", (m) => got.push(m.id));
+  void protocol.connect();
+  await tick();
+  assert.equal(w.opened.length, 1);
+  assert.equal(w.opened[0].url, "http://w1/sub/r?token=t");
+  const first = w.opened[0].handlers;
+  first.onOpen();
+  assert.equal(protocol.status, "connected");
+  // The stream starts with frames overlapping the history.
+  first.onFrame("10:0", JSON.stringify([message("h2"), message("m1")]));
+  first.onFrame("10:1", JSON.stringify([message("m2")]));
+  first.onClose(true);
+  assert.equal(protocol.status, "reconnecting");
+  await tick(20);
+  assert.equal(w.opened.length, 2);
+  assert.match(w.opened[1].url, /last_event_id=10%3A1/);
+  w.opened[1].handlers.onOpen();
+  w.opened[1].handlers.onFrame("10:2", JSON.stringify([message("m2"), message("m3")]));
+  assert.deepEqual(got, ["h1", "h2", "m1", "m2", "m3"]);
+  protocol.close();
+});
+
+test("a transport that cannot open falls back to the next one", async () => {
+  const w = world(["w1"]);
+  const protocol = new ChatUpProtocol({
+    dispatcherUrl: "http://d",
+    room: "r",
+    transportFactories: w.factories,
+  });
+  void protocol.connect();
+  await tick();
+  w.opened[0].handlers.onClose(false);
+  assert.equal(w.opened[1].name, "eventsource");
+  w.opened[1].handlers.onOpen();
+  assert.equal(protocol.status, "connected");
+  protocol.close();
+});
+
+test("after repeated failures it moves to another worker, excluding the failing one", async () => {
+  const w = world(["w1", "w2"]);
+  const protocol = new ChatUpProtocol({
+    dispatcherUrl: "http://d",
+    room: "r",
+    failuresBeforeSwitch: 2,
+    backoff: { baseMs: 1, capMs: 2 },
+    transports: ["websocket"],
+    transportFactories: w.factories,
+  });
+  const statuses: string[] = [];
+  protocol.on("status", (s) => statuses.push(s));
+  const got: string[] = [];
+  protocol.on("message", (m) => got.push(m.id));
+  void protocol.connect();
+  await tick();
+  assert.equal(protocol.currentWorker?.id, "w1");
+  w.opened[0].handlers.onOpen();
+  w.opened[0].handlers.onFrame("1:0", JSON.stringify([message("m1")]));
+  w.opened[0].handlers.onClose(true);
+  await tick(20);
+  w.opened[1].handlers.onClose(false);
+  await tick(20);
+  assert.deepEqual(w.joins[1], { exclude: "w1" });
+  assert.equal(protocol.currentWorker?.id, "w2");
+  assert.ok(statuses.includes("switching"));
+  const last = w.opened[w.opened.length - 1];
+  assert.equal(last.url, "http://w2/sub/r", "a new worker starts without the old worker's ids");
+  last.handlers.onOpen();
+  last.handlers.onFrame("5:0", JSON.stringify([message("m1"), message("m2")]));
+  assert.deepEqual(got, ["h1", "h2", "m1", "m2"]);
+  protocol.close();
+});
+
+test("say needs a token and reports refusals as typed errors", async () => {
+  const w = world(["w1"]);
+  const protocol = new ChatUpProtocol({ dispatcherUrl: "http://d", room: "r", transportFactories: w.factories });
+  await assert.rejects(protocol.say("hi"), (e: ChatUpError) => e.code === "unauthorized");
+  protocol.setToken("t");
+  void protocol.connect();
+  await tick();
+  globalThis.fetch = (async () =>
+    new Response(JSON.stringify({ error: "rate limited", retry_after: 2 }), {
+      status: 429,
+      headers: { "Retry-After": "2" },
+    })) as typeof fetch;
+  await assert.rejects(protocol.say("hi"), (e: ChatUpError) => e.code === "rateLimited" && e.retryAfter === 2);
+  globalThis.fetch = (async () => new Response(JSON.stringify({ id: "x", ts: 5 }), { status: 202 })) as typeof fetch;
+  assert.deepEqual(await protocol.say("hi"), { id: "x", ts: 5 });
+  protocol.close();
+});

@@ -1,0 +1,64 @@
+//! Development only: `POST /dev/token` mints a user token for whatever name
+//! is given, so the example page works without a site's login. Enabled by
+//! `dev_token_key`; never in production (anyone could be anyone).
+
+use std::sync::Arc;
+
+use axum::extract::State;
+use axum::Json;
+use serde::Deserialize;
+use serde_json::{json, Value};
+
+use crate::api_error::ApiError;
+use crate::devtoken::DevSigner;
+
+const TOKEN_TTL_SECS: u64 = 3600;
+
+#[derive(Deserialize)]
+pub struct TokenRequest {
+    name: String,
+}
+
+/// A user id from a display name: `dev-` and its letters and digits.
+fn user_id(name: &str) -> String {
+    let slug: String = name
+        .chars()
+        .filter(|c| c.is_ascii_alphanumeric())
+        .map(|c| c.to_ascii_lowercase())
+        .take(32)
+        .collect();
+    format!("dev-{slug}")
+}
+
+/// A colour of the name's own, for the widget.
+fn color(name: &str) -> String {
+    let hue = name
+        .bytes()
+        .fold(7u32, |h, b| h.wrapping_mul(31).wrapping_add(u32::from(b)))
+        % 360;
+    format!("hsl({hue}, 65%, 42%)")
+}
+
+pub async fn token(
+    State(signer): State<Arc<DevSigner>>,
+    body: Result<Json<TokenRequest>, axum::extract::rejection::JsonRejection>,
+) -> Result<Json<Value>, ApiError> {
+    let Json(request) = body.map_err(|e| ApiError::bad_request(e.body_text()))?;
+    let name = request.name.trim();
+    if name.is_empty()
+        || name.chars().count() > 32
+        || !name.chars().any(|c| c.is_ascii_alphanumeric())
+    {
+        return Err(ApiError::bad_request(
+            "name must have 1 to 32 characters, with a letter or digit",
+        ));
+    }
+    let id = user_id(name);
+    let public = json!({ "name": name, "color": color(name) });
+    let token = signer
+        .user_token(&id, Some(public.clone()), TOKEN_TTL_SECS)
+        .map_err(|e| ApiError::new(axum::http::StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?;
+    Ok(Json(
+        json!({ "token": token, "user": { "id": id, "public": public } }),
+    ))
+}
