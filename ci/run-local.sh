@@ -101,6 +101,7 @@ start_chat_worker worker2 "$second_port"
 "$chatup" dispatcher --config conf/chatup-dispatcher.toml \
     --listen "127.0.0.1:$dispatcher_port" \
     --server-secret-file conf/dev-keys/jwt-hs256.secret \
+    --demo-dir client/dist --dev-token-key conf/dev-keys/jwt-rs256.key \
     --redis-url "redis://127.0.0.1:$redis_port" 2>"$run/dispatcher.log" &
 pids+=($!)
 wait_for dispatcher port_in_use "$dispatcher_port"
@@ -113,6 +114,9 @@ cat <<EOF
 
 ChatUp is running: two chat workers and a dispatcher on one Redis
 (development keys: never use them in production).
+
+Open the example page, in two windows to chat with yourself:
+  $dispatcher/demo/
 
 Ask the dispatcher for a worker (and the room's counts and history):
   curl -s -X POST $dispatcher/join/lobby

@@ -9,7 +9,7 @@ cd "$root"
 
 need=()
 # chromium: the client's browser tests (Debian's build, driven by playwright-core).
-for p in redis-server redis-tools curl chromium fonts-dejavu-core; do
+for p in redis-server redis-tools curl chromium fonts-dejavu-core fonts-noto-color-emoji; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || need+=("$p")
 done
 if [ ${#need[@]} -gt 0 ]; then
@@ -24,7 +24,7 @@ fi
 # nginx, nchan, nginx-dev and the module (installs its own apt packages).
 bash nginx-build/build.sh >/dev/null
 echo "[setup] building chatup" >&2
-NGINX_BUILD_DIR="$root/target/nginx-build/debian/objs" cargo build -q -p chatup
+cargo build -q -p chatup
 
 # The JS client: npm packages from package-lock.json, then dist/.
 echo "[setup] building the client" >&2

@@ -7,7 +7,9 @@ root=$(cd "$(dirname "$0")/.." && pwd)
 cd "$root"
 
 bash ci/setup.sh
-export NGINX_BUILD_DIR="$root/target/nginx-build/debian/objs"
+# The configured nginx tree the module builds against: the one setup.sh
+# prepared, unless the caller points at another nginx (nginx-build/build.sh).
+export NGINX_BUILD_DIR="${NGINX_BUILD_DIR:-$root/target/nginx-build/debian/objs}"
 
 echo "[test] cargo fmt --check" >&2
 cargo fmt --all --check

@@ -113,6 +113,11 @@ export class ChatUpProtocol extends Emitter<ProtocolEvents> {
     return this.worker;
   }
 
+  /** The transport in use (or being tried) on the current worker. */
+  get transportName(): TransportName {
+    return this.transports[this.transportIndex];
+  }
+
   /** Starts; resolves once subscribed the first time (retrying until then). */
   connect(): Promise<void> {
     if (this.closed) return Promise.reject(new Error("ChatUpProtocol is closed"));
@@ -322,9 +327,17 @@ export class ChatUpProtocol extends Emitter<ProtocolEvents> {
     if (event.ev === "count" && typeof event.subscribers === "number") {
       this.setCounts({ subscribers: event.subscribers, members: event.members ?? this.counts.members });
     } else if (event.ev === "join") {
-      this.setCounts({ ...this.counts, members: this.counts.members + 1 });
+      // A member's first connection is also one more reader; count events
+      // correct both numbers periodically.
+      this.setCounts({
+        subscribers: this.counts.subscribers + 1,
+        members: this.counts.members + 1,
+      });
     } else if (event.ev === "leave") {
-      this.setCounts({ ...this.counts, members: Math.max(0, this.counts.members - 1) });
+      this.setCounts({
+        subscribers: Math.max(0, this.counts.subscribers - 1),
+        members: Math.max(0, this.counts.members - 1),
+      });
     }
     this.emit("event", event);
   }

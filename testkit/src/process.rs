@@ -401,8 +401,14 @@ impl ChatWorker {
         }
     }
 
-    /// Kills nginx and the sidecar at once, as a machine dying would.
+    /// Kills the sidecar and nginx (master and worker processes) at once,
+    /// as a machine dying would: connections drop without goodbyes.
     pub fn kill(&mut self) {
+        if let Some(nginx) = &self.nginx {
+            for pid in children_of(nginx.id()) {
+                let _ = kill(Pid::from_raw(pid as i32), Signal::SIGKILL);
+            }
+        }
         for child in [self.sidecar.take(), self.nginx.take()]
             .into_iter()
             .flatten()
@@ -438,6 +444,15 @@ impl Drop for ChatWorker {
     }
 }
 
+/// The child processes of `pid` (nginx's worker processes, for its master).
+fn children_of(pid: u32) -> Vec<u32> {
+    std::fs::read_to_string(format!("/proc/{pid}/task/{pid}/children"))
+        .unwrap_or_default()
+        .split_whitespace()
+        .filter_map(|p| p.parse().ok())
+        .collect()
+}
+
 /// A `chatup dispatcher` on a run-time port.
 pub struct Dispatcher {
     child: Option<Child>,
@@ -452,6 +467,32 @@ impl Dispatcher {
 
     /// A dispatcher using the Redis at `redis_url` (which may be down).
     pub fn start_on(redis_url: &str) -> anyhow::Result<Self> {
+        Self::start_with(redis_url, &[])
+    }
+
+    /// A dispatcher that also serves the built client under `/demo/` and
+    /// mints development tokens (`POST /dev/token`), for browser tests.
+    pub fn start_with_demo(redis: &Redis) -> anyhow::Result<Self> {
+        let root = workspace_root();
+        let demo = root.join("client/dist");
+        anyhow::ensure!(
+            demo.join("chatup.min.js").exists(),
+            "{} is not built: run ci/setup.sh",
+            demo.display()
+        );
+        let (demo, key) = (
+            demo.display().to_string(),
+            root.join("conf/dev-keys/jwt-rs256.key")
+                .display()
+                .to_string(),
+        );
+        Self::start_with(
+            &redis.url(),
+            &["--demo-dir", &demo, "--dev-token-key", &key],
+        )
+    }
+
+    fn start_with(redis_url: &str, extra: &[&str]) -> anyhow::Result<Self> {
         let dir = tempfile::Builder::new()
             .prefix("chatup-dispatcher-")
             .tempdir()?;
@@ -463,6 +504,7 @@ impl Dispatcher {
             .args(["--redis-timeout-ms", "500"])
             .arg("--server-secret-file")
             .arg(crate::token::server_secret_path())
+            .args(extra)
             .env("CHATUP_LOG", "info,chatup=debug")
             .stdout(Stdio::null())
             .stderr(log_file(dir.path(), "dispatcher.log")?)

@@ -521,6 +521,14 @@ async fn bad_requests_to_the_dispatcher_get_json_errors() {
         ),
         (client.get(format!("{base}/join/lobby")), 405),
         (client.get(format!("{base}/nothing/here")), 404),
+        // Development-only endpoints are off unless configured.
+        (
+            client
+                .post(format!("{base}/dev/token"))
+                .body(r#"{"name":"x"}"#),
+            404,
+        ),
+        (client.get(format!("{base}/demo/index.html")), 404),
     ];
     for (request, expected) in cases {
         let response = request.send().await.unwrap();

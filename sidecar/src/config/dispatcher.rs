@@ -8,7 +8,7 @@ use chatup_gate::token::KeyMaterial;
 use chatup_gate::{TokenVerifier, VerifierConfig};
 use serde::Deserialize;
 
-use super::{check, check_redis_url, overlay, ConfigError, LogFormat};
+use super::{check, check_redis_url, overlay, overlay_some, ConfigError, LogFormat};
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -144,14 +144,14 @@ impl DispatcherConfig {
             history_ttl_secs,
             log_format
         );
-        if args.server_public_key.is_some() {
-            config.server_public_key.clone_from(&args.server_public_key);
-        }
-        if args.server_secret_file.is_some() {
-            config
-                .server_secret_file
-                .clone_from(&args.server_secret_file);
-        }
+        overlay_some!(
+            config,
+            args,
+            server_public_key,
+            server_secret_file,
+            demo_dir,
+            dev_token_key
+        );
         config.validate()?;
         Ok(config)
     }

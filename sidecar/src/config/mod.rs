@@ -75,3 +75,11 @@ macro_rules! overlay {
     };
 }
 pub(crate) use overlay;
+
+/// Copies each optional setting that was given as a flag over the file's.
+macro_rules! overlay_some {
+    ($config:expr, $args:expr, $($field:ident),* $(,)?) => {
+        $( if $args.$field.is_some() { $config.$field.clone_from(&$args.$field); } )*
+    };
+}
+pub(crate) use overlay_some;

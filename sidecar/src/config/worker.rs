@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
-use super::{check, check_redis_url, overlay, ConfigError, LogFormat};
+use super::{check, check_redis_url, overlay, overlay_some, ConfigError, LogFormat};
 use crate::moderation::filters::FilterConfig;
 use crate::moderation::ratelimit::RateLimitConfig;
 
@@ -202,12 +202,7 @@ impl WorkerConfig {
             bans_refresh_secs,
             log_format
         );
-        if args.state_file.is_some() {
-            self.state_file.clone_from(&args.state_file);
-        }
-        if args.public_url.is_some() {
-            self.public_url.clone_from(&args.public_url);
-        }
+        overlay_some!(self, args, state_file, public_url);
     }
 
     fn validate(&self) -> Result<(), ConfigError> {

@@ -1,0 +1,192 @@
+// End-to-end tests of the widget in headless Chromium (Debian's, driven by
+// playwright-core) against a real cluster that the Rust harness started
+// (testkit/tests/browser.rs): two chat workers, a dispatcher serving this
+// client's dist/ under /demo/, Redis.
+//
+// Environment: CHATUP_DISPATCHER (URL), CHATUP_SERVER_SECRET (file of the
+// dispatcher's server key, to ban), CHATUP_ARTIFACTS (screenshots go there).
+// To kill a worker it prints `KILL <worker id>` and waits for a line on
+// stdin: the harness owns the processes.
+import { createHmac } from "node:crypto";
+import { mkdirSync, readFileSync } from "node:fs";
+import { createInterface } from "node:readline";
+import { chromium } from "playwright-core";
+
+const dispatcher = process.env.CHATUP_DISPATCHER;
+const artifacts = process.env.CHATUP_ARTIFACTS ?? "e2e-artifacts";
+const serverSecret = process.env.CHATUP_SERVER_SECRET;
+if (!dispatcher || !serverSecret) {
+  console.error("run by testkit/tests/browser.rs (CHATUP_DISPATCHER, CHATUP_SERVER_SECRET)");
+  process.exit(2);
+}
+mkdirSync(artifacts, { recursive: true });
+
+const stdinLines = createInterface({ input: process.stdin })[Symbol.asyncIterator]();
+async function killWorker(id) {
+  console.log(`KILL ${id}`);
+  const answer = await stdinLines.next();
+  if (answer.done || answer.value.trim() !== "OK") throw new Error(`harness did not kill ${id}`);
+}
+
+function serverToken(claims) {
+  const b64 = (v) => Buffer.from(JSON.stringify(v)).toString("base64url");
+  const body = `${b64({ alg: "HS256", typ: "JWT" })}.${b64({ ...claims, exp: Math.floor(Date.now() / 1000) + 60 })}`;
+  const secret = readFileSync(serverSecret).toString().trimEnd();
+  return `${body}.${createHmac("sha256", secret).update(body).digest("base64url")}`;
+}
+
+const browser = await chromium.launch({
+  executablePath: process.env.CHROMIUM ?? "/usr/bin/chromium",
+  headless: true,
+  args: [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-dev-shm-usage",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+  ],
+});
+
+async function openChat(name, room, { blockWebSocket = false } = {}) {
+  const context = await browser.newContext({ viewport: { width: 760, height: 820 } });
+  const page = await context.newPage();
+  page.on("pageerror", (e) => console.log(`[${name}] page error: ${e.message}`));
+  if (blockWebSocket) {
+    // As behind a proxy that refuses WebSocket upgrades.
+    await page.addInitScript(() => {
+      window.WebSocket = function BlockedWebSocket() {
+        throw new Error("WebSocket blocked");
+      };
+    });
+  }
+  await page.goto(`${dispatcher}/demo/index.html`);
+  await page.fill("#name", name);
+  await page.fill("#room", room);
+  await page.click("form.join button");
+  await page.waitForSelector('.chatup-status[data-status="connected"]', { timeout: 15000 });
+  return page;
+}
+
+async function say(page, text) {
+  await page.fill(".chatup-input", text);
+  await page.press(".chatup-input", "Enter");
+  await page.waitForFunction(
+    (t) => {
+      const input = document.querySelector(".chatup-input");
+      const error = document.querySelector(".chatup-error");
+      return input.value !== t || (error && !error.hidden);
+    },
+    text,
+    { timeout: 10000 },
+  );
+}
+
+const texts = (page) => page.$$eval(".chatup-msg .chatup-text", (nodes) => nodes.map((n) => n.textContent));
+const workerOf = (page) => page.evaluate(() => window.chat.protocol.currentWorker.id);
+
+async function waitForTexts(page, expected, timeout = 15000) {
+  const started = Date.now();
+  let got = [];
+  while (Date.now() - started < timeout) {
+    got = await texts(page);
+    if (expected.every((t) => got.includes(t))) return got;
+    await page.waitForTimeout(100);
+  }
+  throw new Error(`missing ${JSON.stringify(expected.filter((t) => !got.includes(t)))}; saw ${JSON.stringify(got)}`);
+}
+
+const shot = (page, name) => page.screenshot({ path: `${artifacts}/${name}.png` });
+
+const scenarios = {
+  async "two pages chat with each other"() {
+    const ann = await openChat("Ann", "e2e-chat");
+    const bob = await openChat("Bob", "e2e-chat");
+    await say(ann, "Hello from Ann! Is the stream starting soon?");
+    await waitForTexts(bob, ["Hello from Ann! Is the stream starting soon?"]);
+    await say(bob, "Hi Ann, in two minutes 🎉");
+    await waitForTexts(ann, ["Hello from Ann! Is the stream starting soon?", "Hi Ann, in two minutes 🎉"]);
+    await bob.waitForFunction(() => /2 signed in/.test(document.querySelector(".chatup-count").textContent), null, {
+      timeout: 10000,
+    });
+    await shot(ann, "chat-ann");
+    await shot(bob, "chat-bob");
+  },
+
+  async "a reader whose worker dies switches worker and misses nothing"() {
+    const reader = await openChat("Rita", "e2e-failover");
+    const writer = await openChat("Walt", "e2e-failover");
+    const [readerWorker, writerWorker] = [await workerOf(reader), await workerOf(writer)];
+    if (readerWorker === writerWorker) throw new Error(`both pages on ${readerWorker}: the dispatcher did not spread them`);
+    const sent = [];
+    for (let n = 0; n < 3; n++) {
+      sent.push(`before ${n}`);
+      await say(writer, `before ${n}`);
+    }
+    await waitForTexts(reader, sent);
+    await killWorker(readerWorker);
+    for (let n = 0; n < 10; n++) {
+      sent.push(`during ${n}`);
+      await say(writer, `during ${n}`);
+      await writer.waitForTimeout(250);
+    }
+    const got = await waitForTexts(reader, sent, 30000);
+    const mine = got.filter((t) => sent.includes(t));
+    if (JSON.stringify(mine) !== JSON.stringify(sent)) {
+      throw new Error(`expected each message once, in order: ${JSON.stringify(mine)}`);
+    }
+    const now = await workerOf(reader);
+    if (now !== writerWorker) throw new Error(`reader is on ${now}, expected ${writerWorker}`);
+    await shot(reader, "failover-reader");
+  },
+
+  async "with WebSocket blocked the widget reads over EventSource"() {
+    const page = await openChat("Erin", "e2e-fallback", { blockWebSocket: true });
+    const transport = await page.evaluate(() => window.chat.protocol.transportName);
+    if (transport !== "eventsource") throw new Error(`transport is ${transport}`);
+    const other = await openChat("Otto", "e2e-fallback");
+    await say(other, "Can you read me over EventSource?");
+    await waitForTexts(page, ["Can you read me over EventSource?"]);
+    await say(page, "Loud and clear");
+    await waitForTexts(other, ["Loud and clear"]);
+  },
+
+  async "a banned user sees why, and their messages disappear for others"() {
+    const dave = await openChat("Dave", "e2e-ban");
+    const eve = await openChat("Eve", "e2e-ban");
+    await say(dave, "buy cheap followers at spam.example");
+    await waitForTexts(eve, ["buy cheap followers at spam.example"]);
+    const token = serverToken({ bans: [{ user: "dev-dave", room: "e2e-ban", duration: 600, reason: "spam" }] });
+    const response = await fetch(`${dispatcher}/bans`, { method: "POST", body: token });
+    if (response.status !== 200) throw new Error(`ban: ${response.status} ${await response.text()}`);
+    await eve.waitForFunction(
+      () => ![...document.querySelectorAll(".chatup-text")].some((n) => n.textContent.includes("spam.example")),
+      null,
+      { timeout: 10000 },
+    );
+    await dave.waitForTimeout(300);
+    await say(dave, "why can't I talk?");
+    const error = await dave.textContent(".chatup-error");
+    if (!/banned from this room until .*spam/.test(error)) throw new Error(`error shown: ${error}`);
+    if ((await dave.inputValue(".chatup-input")) !== "why can't I talk?") throw new Error("the refused text was lost");
+    await shot(dave, "banned-dave");
+    await shot(eve, "ban-seen-by-eve");
+  },
+};
+
+let failed = 0;
+for (const [name, run] of Object.entries(scenarios)) {
+  const started = Date.now();
+  try {
+    await run();
+    console.log(`e2e ok: ${name} (${Date.now() - started} ms)`);
+  } catch (error) {
+    failed++;
+    console.log(`e2e FAILED: ${name}: ${error.stack ?? error}`);
+  }
+}
+await browser.close();
+console.log(`e2e: ${Object.keys(scenarios).length - failed} of ${Object.keys(scenarios).length} scenarios passed`);
+process.exit(failed ? 1 : 0);

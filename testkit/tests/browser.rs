@@ -1,0 +1,77 @@
+//! The JS client and its widget in headless Chromium against a real
+//! cluster: two chat workers (nginx + nchan + module, `chatup worker`), a
+//! dispatcher serving the example page, Redis. The scenarios are in
+//! client/test/e2e/run.mjs; this test owns the processes and kills a
+//! worker when the scenario asks.
+
+use std::io::{BufRead, BufReader, Write};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use chatup_testkit::process::workspace_root;
+use chatup_testkit::token::server_secret_path;
+use chatup_testkit::{ChatWorker, Dispatcher, Redis};
+
+fn live_workers(dispatcher: &Dispatcher) -> usize {
+    let output = Command::new("curl")
+        .args(["-s", &format!("{}/workers", dispatcher.base_url())])
+        .output()
+        .expect("curl");
+    let body: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap_or_default();
+    body["workers"].as_array().map_or(0, Vec::len)
+}
+
+#[test]
+fn the_widget_chats_fails_over_falls_back_and_shows_bans_in_chromium() {
+    let chromium = std::env::var("CHROMIUM").unwrap_or_else(|_| "/usr/bin/chromium".into());
+    assert!(
+        std::path::Path::new(&chromium).exists(),
+        "{chromium} is missing: ci/setup.sh installs Debian's chromium"
+    );
+    let redis = Redis::start().unwrap();
+    let mut workers = vec![
+        ChatWorker::start(&redis).unwrap(),
+        ChatWorker::start(&redis).unwrap(),
+    ];
+    let dispatcher = Dispatcher::start_with_demo(&redis).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while live_workers(&dispatcher) < 2 {
+        assert!(Instant::now() < deadline, "workers not announced");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+
+    let artifacts = workspace_root().join("target/e2e");
+    let mut node = Command::new("node")
+        .arg("test/e2e/run.mjs")
+        .current_dir(workspace_root().join("client"))
+        .env("CHATUP_DISPATCHER", dispatcher.base_url())
+        .env("CHATUP_SERVER_SECRET", server_secret_path())
+        .env("CHATUP_ARTIFACTS", &artifacts)
+        .env("CHROMIUM", &chromium)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .expect("node (ci/setup.sh builds the client)");
+    let mut stdin = node.stdin.take().unwrap();
+    let stdout = BufReader::new(node.stdout.take().unwrap());
+    let mut passed = Vec::new();
+    for line in stdout.lines() {
+        let line = line.unwrap();
+        println!("{line}");
+        if let Some(id) = line.strip_prefix("KILL ") {
+            let worker = workers
+                .iter_mut()
+                .find(|w| w.id == id.trim())
+                .unwrap_or_else(|| panic!("no worker {id}"));
+            worker.kill();
+            writeln!(stdin, "OK").unwrap();
+        } else if line.starts_with("e2e ok: ") {
+            passed.push(line);
+        }
+    }
+    let status = node.wait().unwrap();
+    println!("screenshots: {}", artifacts.display());
+    assert!(status.success(), "browser scenarios failed (see above)");
+    assert_eq!(passed.len(), 4, "{passed:?}");
+}
