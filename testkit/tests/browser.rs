@@ -29,7 +29,7 @@ fn the_widget_chats_fails_over_falls_back_and_shows_bans_in_chromium() {
         "{chromium} is missing: ci/setup.sh installs Debian's chromium"
     );
     let redis = Redis::start().unwrap();
-    let mut workers = vec![
+    let mut workers = [
         ChatWorker::start(&redis).unwrap(),
         ChatWorker::start(&redis).unwrap(),
     ];
