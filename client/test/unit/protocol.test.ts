@@ -200,3 +200,36 @@ test("say needs a token and reports refusals as typed errors", async () => {
   assert.deepEqual(await protocol.say("hi"), { id: "x", ts: 5 });
   protocol.close();
 });
+
+test("offline it stops and waits; online it resumes from the last frame", async () => {
+  const w = world(["w1"]);
+  const win = new EventTarget();
+  (globalThis as unknown as { window: EventTarget }).window = win;
+  try {
+    const protocol = new ChatUpProtocol({
+      dispatcherUrl: "http://d",
+      room: "r",
+      backoff: { baseMs: 1, capMs: 2 },
+      transportFactories: w.factories,
+    });
+    void protocol.connect();
+    await tick();
+    w.opened[0].handlers.onOpen();
+    w.opened[0].handlers.onFrame("7:1", JSON.stringify([message("m1")]));
+    win.dispatchEvent(new Event("offline"));
+    assert.equal(protocol.status, "offline");
+    // A late callback of the closed transport changes nothing.
+    w.opened[0].handlers.onClose(true);
+    await tick(20);
+    assert.equal(w.opened.length, 1, "no attempt while offline");
+    win.dispatchEvent(new Event("online"));
+    assert.equal(w.opened.length, 2);
+    assert.match(w.opened[1].url, /last_event_id=7%3A1/);
+    w.opened[1].handlers.onOpen();
+    assert.equal(protocol.status, "connected");
+    protocol.close();
+    assert.equal(protocol.status, "closed");
+  } finally {
+    delete (globalThis as unknown as { window?: EventTarget }).window;
+  }
+});
