@@ -404,11 +404,13 @@ impl ChatWorker {
     /// Kills the sidecar and nginx (master and worker processes) at once,
     /// as a machine dying would: connections drop without goodbyes.
     pub fn kill(&mut self) {
-        if let Some(nginx) = &self.nginx {
-            for pid in children_of(nginx.id()) {
-                let _ = kill(Pid::from_raw(pid as i32), Signal::SIGKILL);
-            }
-        }
+        // The master first: killed before it, its workers would be
+        // respawned; then the workers it leaves behind.
+        let workers = self
+            .nginx
+            .as_ref()
+            .map(|n| children_of(n.id()))
+            .unwrap_or_default();
         for child in [self.sidecar.take(), self.nginx.take()]
             .into_iter()
             .flatten()
@@ -416,6 +418,9 @@ impl ChatWorker {
             let mut child = child;
             let _ = child.kill();
             let _ = child.wait();
+        }
+        for pid in workers {
+            let _ = kill(Pid::from_raw(pid as i32), Signal::SIGKILL);
         }
     }
 
