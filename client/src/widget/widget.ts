@@ -99,6 +99,7 @@ export class ChatUp {
   private readonly more: HTMLButtonElement;
   private readonly empty: HTMLElement;
   private readonly maxMessages: number;
+  private readonly placeholder: string;
   private me: string | undefined;
   private following = true;
   private errorTimer: ReturnType<typeof setTimeout> | null = null;
@@ -149,7 +150,8 @@ export class ChatUp {
     this.input.id = inputId;
     this.input.autocomplete = "off";
     this.input.maxLength = 2000;
-    this.input.placeholder = options.placeholder ?? "Write a message…";
+    this.placeholder = options.placeholder ?? "Write a message…";
+    this.input.placeholder = this.placeholder;
     this.send = el("button", "chatup-send", "Send");
     this.send.type = "submit";
     form.append(label, this.input, this.send);
@@ -191,7 +193,7 @@ export class ChatUp {
   private setSignedIn(signedIn: boolean): void {
     this.input.disabled = !signedIn;
     this.send.disabled = !signedIn;
-    if (!signedIn) this.input.placeholder = "Sign in to chat";
+    this.input.placeholder = signedIn ? this.placeholder : "Sign in to chat";
   }
 
   private async submit(): Promise<void> {
