@@ -73,5 +73,5 @@ fn the_widget_chats_fails_over_falls_back_and_shows_bans_in_chromium() {
     let status = node.wait().unwrap();
     println!("screenshots: {}", artifacts.display());
     assert!(status.success(), "browser scenarios failed (see above)");
-    assert_eq!(passed.len(), 4, "{passed:?}");
+    assert_eq!(passed.len(), 5, "{passed:?}");
 }

@@ -50,7 +50,7 @@ const browser = await chromium.launch({
   ],
 });
 
-async function openChat(name, room, { blockWebSocket = false } = {}) {
+async function openChat(name, room, { blockWebSocket = false, blockEventSource = false } = {}) {
   const context = await browser.newContext({ viewport: { width: 760, height: 820 } });
   const page = await context.newPage();
   page.on("pageerror", (e) => console.log(`[${name}] page error: ${e.message}`));
@@ -59,6 +59,13 @@ async function openChat(name, room, { blockWebSocket = false } = {}) {
     await page.addInitScript(() => {
       window.WebSocket = function BlockedWebSocket() {
         throw new Error("WebSocket blocked");
+      };
+    });
+  }
+  if (blockEventSource) {
+    await page.addInitScript(() => {
+      window.EventSource = function BlockedEventSource() {
+        throw new Error("EventSource blocked");
       };
     });
   }
@@ -151,6 +158,23 @@ const scenarios = {
     await waitForTexts(page, ["Can you read me over EventSource?"]);
     await say(page, "Loud and clear");
     await waitForTexts(other, ["Loud and clear"]);
+  },
+
+  async "with WebSocket and EventSource blocked the widget long-polls"() {
+    const page = await openChat("Lena", "e2e-longpoll", { blockWebSocket: true, blockEventSource: true });
+    const transport = await page.evaluate(() => window.chat.protocol.transportName);
+    if (transport !== "longpoll") throw new Error(`transport is ${transport}`);
+    const other = await openChat("Olaf", "e2e-longpoll");
+    for (const text of ["first poll", "second poll", "third poll"]) {
+      await say(other, text);
+    }
+    const got = await waitForTexts(page, ["first poll", "second poll", "third poll"]);
+    const mine = got.filter((t) => t.endsWith(" poll"));
+    if (JSON.stringify(mine) !== JSON.stringify(["first poll", "second poll", "third poll"])) {
+      throw new Error(`expected each once, in order: ${JSON.stringify(mine)}`);
+    }
+    await say(page, "posting works too");
+    await waitForTexts(other, ["posting works too"]);
   },
 
   async "a banned user sees why, and their messages disappear for others"() {
