@@ -54,8 +54,13 @@ pub const REGISTRY_RECORDS: &str = "chatup:{chatup-registry}:records";
 /// Hash: worker id → when its entry expires (Redis server time, ms).
 pub const REGISTRY_EXPIRY: &str = "chatup:{chatup-registry}:expiry";
 /// Hash: worker id → its load: readers at its last heartbeat plus the
-/// clients dispatchers sent it since.
+/// clients dispatchers sent it since (and earlier ones still expected).
 pub const REGISTRY_LOAD: &str = "chatup:{chatup-registry}:load";
+/// Hash: worker id → the load its last heartbeat set.
+pub const REGISTRY_BASELINE: &str = "chatup:{chatup-registry}:baseline";
+/// Hash: worker id → clients sent to it that had not connected at its last
+/// heartbeat.
+pub const REGISTRY_PENDING: &str = "chatup:{chatup-registry}:pending";
 
 #[cfg(test)]
 mod tests {

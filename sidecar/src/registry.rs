@@ -11,13 +11,19 @@
 //! Load: a worker reports its readers at each heartbeat; a dispatcher that
 //! sends a client to a worker adds one at once, in the same script that
 //! chose it, so a burst of joins spreads over the workers instead of all
-//! landing on the one that looked emptiest at the last heartbeat.
+//! landing on the one that looked emptiest at the last heartbeat. A
+//! heartbeat keeps counting the clients sent since the previous one that
+//! have not connected yet (sent minus connections the worker saw open),
+//! halving that number at each beat so that clients who never come stop
+//! counting within seconds.
 
 use redis::Script;
 use serde::{Deserialize, Serialize};
 
 use crate::db::{Db, DbError};
-use crate::keys::{REGISTRY_EXPIRY, REGISTRY_LOAD, REGISTRY_RECORDS};
+use crate::keys::{
+    REGISTRY_BASELINE, REGISTRY_EXPIRY, REGISTRY_LOAD, REGISTRY_PENDING, REGISTRY_RECORDS,
+};
 
 /// What a worker announces about itself.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -55,21 +61,27 @@ local function live_ids()
     if at and at >= now then
       ids[#ids + 1] = id
     else
-      redis.call('HDEL', KEYS[1], id)
-      redis.call('HDEL', KEYS[2], id)
-      redis.call('HDEL', KEYS[3], id)
+      for k = 1, #KEYS do redis.call('HDEL', KEYS[k], id) end
     end
   end
   return ids
 end
 "#;
 
-// KEYS: records, expiry, load. ARGV: id, record JSON, readers, ttl ms.
-// Returns the ids of the live workers (this one included).
+// KEYS: records, expiry, load, baseline, pending. ARGV: id, record JSON,
+// readers, ttl ms, connections opened since the last heartbeat. Returns
+// the ids of the live workers (this one included).
 const HEARTBEAT: &str = r#"
-redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
-redis.call('HSET', KEYS[2], ARGV[1], now + tonumber(ARGV[4]))
-redis.call('HSET', KEYS[3], ARGV[1], ARGV[3])
+local id = ARGV[1]
+local function number(key) return tonumber(redis.call('HGET', key, id) or '0') or 0 end
+local sent = math.max(0, number(KEYS[3]) - number(KEYS[4]))
+local pending = math.floor(math.max(0, number(KEYS[5]) + sent - tonumber(ARGV[5])) / 2)
+local load = tonumber(ARGV[3]) + pending
+redis.call('HSET', KEYS[1], id, ARGV[2])
+redis.call('HSET', KEYS[2], id, now + tonumber(ARGV[4]))
+redis.call('HSET', KEYS[3], id, load)
+redis.call('HSET', KEYS[4], id, load)
+redis.call('HSET', KEYS[5], id, pending)
 return live_ids()
 "#;
 
@@ -116,11 +128,9 @@ end
 return out
 "#;
 
-// KEYS: records, expiry, load. ARGV: id.
+// KEYS: all of the registry's hashes. ARGV: id.
 const REMOVE: &str = r#"
-redis.call('HDEL', KEYS[1], ARGV[1])
-redis.call('HDEL', KEYS[2], ARGV[1])
-redis.call('HDEL', KEYS[3], ARGV[1])
+for k = 1, #KEYS do redis.call('HDEL', KEYS[k], ARGV[1]) end
 return 1
 "#;
 
@@ -150,16 +160,20 @@ impl Registry {
         invocation
             .key(REGISTRY_RECORDS)
             .key(REGISTRY_EXPIRY)
-            .key(REGISTRY_LOAD);
+            .key(REGISTRY_LOAD)
+            .key(REGISTRY_BASELINE)
+            .key(REGISTRY_PENDING);
         invocation
     }
 
-    /// Announces `record` as alive for `ttl_ms`; returns the ids of all
-    /// live workers.
+    /// Announces `record` as alive for `ttl_ms`, with the connections it
+    /// saw open since its last heartbeat; returns the ids of all live
+    /// workers.
     pub async fn heartbeat(
         &self,
         record: &WorkerRecord,
         ttl_ms: u64,
+        opened: u64,
     ) -> Result<Vec<String>, DbError> {
         let json = serde_json::to_string(record).map_err(|e| DbError::Corrupt(e.to_string()))?;
         let mut invocation = Self::keyed(&self.heartbeat);
@@ -167,7 +181,8 @@ impl Registry {
             .arg(&record.id)
             .arg(json)
             .arg(record.subscribers)
-            .arg(ttl_ms);
+            .arg(ttl_ms)
+            .arg(opened);
         let mut conn = self.db.conn();
         self.db.bounded(invocation.invoke_async(&mut conn)).await
     }

@@ -136,6 +136,34 @@ async fn concurrent_joins_spread_over_the_workers() {
 }
 
 #[tokio::test]
+async fn clients_sent_to_a_worker_weigh_on_its_load_across_heartbeats_until_they_fade() {
+    let redis = Redis::start().unwrap();
+    let worker = ChatWorker::start(&redis).unwrap();
+    let dispatcher = Dispatcher::start(&redis).unwrap();
+    eventually("the worker live", WAIT, async || {
+        (live_worker_ids(&dispatcher).await.len() == 1).then_some(())
+    })
+    .await;
+    let load = async || {
+        let (_, body) = get_json(&format!("{}/workers", dispatcher.base_url())).await;
+        body["workers"][0]["load"].as_u64().unwrap()
+    };
+    for _ in 0..16 {
+        let (status, _) = join_room(&dispatcher, "stage", None).await;
+        assert_eq!(status, 200);
+    }
+    // Nobody connected: after a heartbeat (200 ms here) half of them still
+    // count, instead of the load falling back to the readers (0).
+    tokio::time::sleep(Duration::from_millis(250)).await;
+    assert!(load().await >= 4, "load forgot the clients just sent");
+    eventually("clients who never came stop counting", WAIT, async || {
+        (load().await == 0).then_some(())
+    })
+    .await;
+    drop(worker);
+}
+
+#[tokio::test]
 async fn killed_worker_stops_being_offered_within_its_ttl_and_its_members_leave_the_stats() {
     let redis = Redis::start().unwrap();
     let mut doomed = ChatWorker::start(&redis).unwrap();

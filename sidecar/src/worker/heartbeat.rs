@@ -90,7 +90,8 @@ impl Heartbeat {
             subscribers: readers.iter().map(|(_, n)| n).sum(),
             rooms: readers.len() as u64,
         };
-        match self.registry.heartbeat(&record, self.ttl_ms).await {
+        let opened = self.rooms.take_opened();
+        match self.registry.heartbeat(&record, self.ttl_ms, opened).await {
             Ok(live) => {
                 *self
                     .membership

@@ -14,7 +14,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Mutex;
 use std::time::Duration;
 
@@ -57,6 +57,8 @@ pub struct Rooms {
     state_file: Option<PathBuf>,
     /// Connections changed since the state file was written.
     unsaved: AtomicBool,
+    /// Connections opened since the last heartbeat took the count.
+    opened: AtomicU64,
 }
 
 impl Rooms {
@@ -75,6 +77,7 @@ impl Rooms {
             settings,
             state_file,
             unsaved: AtomicBool::new(false),
+            opened: AtomicU64::new(0),
         }
     }
 
@@ -164,6 +167,9 @@ impl Rooms {
             return;
         };
         self.unsaved.store(true, Ordering::Relaxed);
+        if connected {
+            self.opened.fetch_add(1, Ordering::Relaxed);
+        }
         entry.connections = if connected {
             entry.connections + 1
         } else {
@@ -175,6 +181,11 @@ impl Rooms {
             connections = entry.connections,
             "reader hook"
         );
+    }
+
+    /// Connections opened since the last call.
+    pub fn take_opened(&self) -> u64 {
+        self.opened.swap(0, Ordering::Relaxed)
     }
 
     /// How many readers each room has here (see the module's comment), as
