@@ -231,12 +231,14 @@ impl Rooms {
             .collect()
     }
 
-    /// Whether `room` has at least `threshold` readers over all workers, as
-    /// last counted (or, before the first count, on this worker alone).
+    /// Whether `room` has at least `threshold` readers: over all workers
+    /// as last counted, or on this worker alone right now (its connections
+    /// count at once, so a sudden crowd turns join events off before the
+    /// next count).
     pub fn is_busy(&self, room: &str, threshold: u64) -> bool {
         self.lock().get(room).is_some_and(|entry| {
-            let readers = entry.totals.map_or(entry.readers, |t| t.subscribers);
-            readers >= threshold
+            let overall = entry.totals.map_or(0, |t| t.subscribers);
+            overall.max(entry.readers).max(entry.connections) >= threshold
         })
     }
 
