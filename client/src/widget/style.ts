@@ -47,6 +47,10 @@ export const STYLE = `
   overflow-y: auto; display: flex; flex-direction: column; gap: 8px;
 }
 .chatup-msg { display: flex; flex-direction: column; max-width: 100%; }
+.chatup-msg[data-cont] { margin-top: -5px; }
+.chatup-msg[data-cont] .chatup-msg-head {
+  position: absolute; width: 1px; height: 1px; overflow: hidden; clip: rect(0 0 0 0); white-space: nowrap;
+}
 .chatup-msg-head { display: flex; align-items: baseline; gap: 8px; }
 .chatup-avatar {
   width: 22px; height: 22px; border-radius: 50%; flex: none; align-self: center;

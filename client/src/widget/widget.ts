@@ -219,6 +219,16 @@ export class ChatUp {
     const item = el("li", "chatup-msg");
     item.dataset.userId = message.user.id;
     item.dataset.id = message.id;
+    item.dataset.ts = String(message.ts);
+    // Consecutive messages of one person within two minutes form a group:
+    // the name is shown once (screen readers still get it, visually hidden).
+    const previous = this.list.lastElementChild as HTMLElement | null;
+    if (
+      previous?.dataset.userId === message.user.id &&
+      message.ts - Number(previous.dataset.ts) < 120_000
+    ) {
+      item.dataset.cont = "";
+    }
     if (message.user.role) item.dataset.role = message.user.role;
     if (this.me && message.user.id === this.me) item.dataset.mine = "";
 
