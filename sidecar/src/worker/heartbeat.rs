@@ -23,7 +23,38 @@ use crate::registry::{Registry, WorkerRecord};
 use crate::worker::membership::Membership;
 use crate::worker::rooms::Rooms;
 
+/// Logs a recurring failure once when it starts and once when it ends,
+/// instead of at every heartbeat.
+#[derive(Default)]
+struct Trouble {
+    failing: std::sync::atomic::AtomicBool,
+}
+
+impl Trouble {
+    fn report<E: std::fmt::Display>(&self, what: &str, outcome: Result<(), E>) {
+        use std::sync::atomic::Ordering;
+        match outcome {
+            Err(e) if !self.failing.swap(true, Ordering::Relaxed) => {
+                tracing::warn!(error = %e, "heartbeat: {what} is failing (logged again when it recovers)")
+            }
+            Err(e) => tracing::debug!(error = %e, "heartbeat: {what} still failing"),
+            Ok(()) if self.failing.swap(false, Ordering::Relaxed) => {
+                tracing::info!("heartbeat: {what} works again")
+            }
+            Ok(()) => {}
+        }
+    }
+}
+
 pub struct Heartbeat {
+    parts: HeartbeatParts,
+    presence_trouble: Trouble,
+    nginx_trouble: Trouble,
+    registry_trouble: Trouble,
+}
+
+/// What a heartbeat needs.
+pub struct HeartbeatParts {
     pub registry: Registry,
     pub nchan: Nchan,
     pub presence: Presence,
@@ -38,11 +69,20 @@ pub struct Heartbeat {
 }
 
 impl Heartbeat {
+    pub fn new(parts: HeartbeatParts) -> Self {
+        Self {
+            parts,
+            presence_trouble: Trouble::default(),
+            nginx_trouble: Trouble::default(),
+            registry_trouble: Trouble::default(),
+        }
+    }
+
     pub async fn run(self, shutdown: CancellationToken) {
-        if self.public_url.is_none() {
+        if self.parts.public_url.is_none() {
             tracing::warn!("public_url is not set: this worker is not announced to dispatchers");
         }
-        let mut tick = tokio::time::interval(self.interval);
+        let mut tick = tokio::time::interval(self.parts.interval);
         tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
         let mut next_count = Instant::now();
         loop {
@@ -52,12 +92,12 @@ impl Heartbeat {
             }
             let live = self.beat().await;
             if Instant::now() >= next_count {
-                next_count = Instant::now() + self.count_interval;
+                next_count = Instant::now() + self.parts.count_interval;
                 self.send_counts(&live).await;
             }
         }
-        if self.public_url.is_some() {
-            match self.registry.remove(&self.worker_id).await {
+        if self.parts.public_url.is_some() {
+            match self.parts.registry.remove(&self.parts.worker_id).await {
                 Ok(()) => tracing::info!("removed from the registry"),
                 Err(e) => {
                     tracing::warn!(error = %e, "cannot remove this worker from the registry; it expires by itself")
@@ -68,32 +108,45 @@ impl Heartbeat {
 
     /// One heartbeat; returns the live workers it learnt of.
     async fn beat(&self) -> Vec<String> {
-        let readers = self.rooms.census().await;
-        self.rooms.save_state_if_changed();
-        if let Err(e) = self
+        let readers = self.parts.rooms.census().await;
+        self.parts.rooms.save_state_if_changed();
+        let refreshed = self
+            .parts
             .presence
-            .refresh(&self.worker_id, &readers, self.ttl_ms)
-            .await
-        {
-            tracing::warn!(error = %e, "heartbeat: cannot refresh presence");
-        }
-        let Some(url) = &self.public_url else {
-            return vec![self.worker_id.clone()];
+            .refresh(&self.parts.worker_id, &readers, self.parts.ttl_ms)
+            .await;
+        self.presence_trouble
+            .report("refreshing presence in redis", refreshed);
+        let Some(url) = &self.parts.public_url else {
+            return vec![self.parts.worker_id.clone()];
         };
-        if let Err(e) = self.nchan.probe().await {
-            tracing::warn!(error = %e, "nginx does not answer: not announcing this worker");
+        let probe = self.parts.nchan.probe().await;
+        let nginx_down = probe.is_err();
+        self.nginx_trouble.report(
+            "reaching nginx (this worker is not announced meanwhile)",
+            probe,
+        );
+        if nginx_down {
             return Vec::new();
         }
         let record = WorkerRecord {
-            id: self.worker_id.clone(),
+            id: self.parts.worker_id.clone(),
             url: url.clone(),
             subscribers: readers.iter().map(|(_, n)| n).sum(),
             rooms: readers.len() as u64,
         };
-        let opened = self.rooms.take_opened();
-        match self.registry.heartbeat(&record, self.ttl_ms, opened).await {
+        let opened = self.parts.rooms.take_opened();
+        match self
+            .parts
+            .registry
+            .heartbeat(&record, self.parts.ttl_ms, opened)
+            .await
+        {
             Ok(live) => {
+                self.registry_trouble
+                    .report::<&str>("announcing this worker", Ok(()));
                 *self
+                    .parts
                     .membership
                     .live_workers
                     .write()
@@ -101,7 +154,8 @@ impl Heartbeat {
                 live
             }
             Err(e) => {
-                tracing::warn!(error = %e, "heartbeat: cannot announce this worker");
+                self.registry_trouble
+                    .report("announcing this worker", Err(e));
                 Vec::new()
             }
         }
@@ -111,8 +165,8 @@ impl Heartbeat {
         if live.is_empty() {
             return;
         }
-        let rooms = self.rooms.names();
-        let counts = match self.presence.counts(&rooms, live).await {
+        let rooms = self.parts.rooms.names();
+        let counts = match self.parts.presence.counts(&rooms, live).await {
             Ok(counts) => counts,
             Err(e) => {
                 tracing::warn!(error = %e, "cannot count the rooms' readers");
@@ -120,17 +174,18 @@ impl Heartbeat {
             }
         };
         let changed = self
+            .parts
             .rooms
             .record_totals(rooms.into_iter().zip(counts).collect());
         for (room, counts) in changed {
-            let event = self.membership.event(
+            let event = self.parts.membership.event(
                 &room,
                 EventKind::Count {
                     subscribers: counts.subscribers,
                     members: counts.members,
                 },
             );
-            self.rooms.deliver(&room, event);
+            self.parts.rooms.deliver(&room, event);
         }
     }
 }

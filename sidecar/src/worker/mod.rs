@@ -36,7 +36,7 @@ use crate::presence::Presence;
 use crate::registry::Registry;
 use crate::store::Store;
 use batch::FrameLimits;
-use heartbeat::Heartbeat;
+use heartbeat::{Heartbeat, HeartbeatParts};
 use membership::Membership;
 use room::RoomSettings;
 use rooms::Rooms;
@@ -107,7 +107,7 @@ pub async fn run_with_filters(
         config.presence_threshold,
     ));
     let heartbeat = tokio::spawn(
-        Heartbeat {
+        Heartbeat::new(HeartbeatParts {
             registry: Registry::new(db.clone()),
             nchan: nchan.clone(),
             presence: presence.clone(),
@@ -118,7 +118,7 @@ pub async fn run_with_filters(
             interval: config.heartbeat_interval(),
             ttl_ms: config.heartbeat_ttl_ms,
             count_interval: config.count_interval(),
-        }
+        })
         .run(shutdown.clone()),
     );
 
