@@ -45,6 +45,14 @@ async fn live_worker_ids(dispatcher: &Dispatcher) -> Vec<String> {
         .collect()
 }
 
+/// Waits until `count` workers are announced.
+async fn wait_for_live_workers(dispatcher: &Dispatcher, count: usize) {
+    eventually("the workers announced", WAIT, async || {
+        (live_worker_ids(dispatcher).await.len() == count).then_some(())
+    })
+    .await;
+}
+
 async fn stats(dispatcher: &Dispatcher, room: &str, query: &str) -> Value {
     let (status, body) = get_json(&format!(
         "{}/rooms/{room}/stats{query}",
@@ -111,10 +119,7 @@ async fn concurrent_joins_spread_over_the_workers() {
         Dispatcher::start(&redis).unwrap(),
         Dispatcher::start(&redis).unwrap(),
     ];
-    eventually("three live workers", WAIT, async || {
-        (live_worker_ids(&dispatchers[0]).await.len() == 3).then_some(())
-    })
-    .await;
+    wait_for_live_workers(&dispatchers[0], 3).await;
 
     let joins = (0..200).map(|n| join_room(&dispatchers[n % 2], "premiere", None));
     let answers = futures_util::future::join_all(joins).await;
@@ -140,10 +145,7 @@ async fn clients_sent_to_a_worker_weigh_on_its_load_across_heartbeats_until_they
     let redis = Redis::start().unwrap();
     let worker = ChatWorker::start(&redis).unwrap();
     let dispatcher = Dispatcher::start(&redis).unwrap();
-    eventually("the worker live", WAIT, async || {
-        (live_worker_ids(&dispatcher).await.len() == 1).then_some(())
-    })
-    .await;
+    wait_for_live_workers(&dispatcher, 1).await;
     let load = async || {
         let (_, body) = get_json(&format!("{}/workers", dispatcher.base_url())).await;
         body["workers"][0]["load"].as_u64().unwrap()
@@ -211,10 +213,7 @@ async fn a_draining_worker_leaves_the_registry_at_once_and_one_without_nginx_exp
     let mut draining = ChatWorker::start_with(&redis, options.clone()).unwrap();
     let mut headless = ChatWorker::start_with(&redis, options).unwrap();
     let dispatcher = Dispatcher::start(&redis).unwrap();
-    eventually("both workers live", WAIT, async || {
-        (live_worker_ids(&dispatcher).await.len() == 2).then_some(())
-    })
-    .await;
+    wait_for_live_workers(&dispatcher, 2).await;
 
     // SIGTERM: the sidecar removes its entry before it drains.
     draining.stop_sidecar();
@@ -393,10 +392,7 @@ async fn history_comes_in_order_by_limit_and_before_and_expires() {
     )
     .unwrap();
     let dispatcher = Dispatcher::start(&redis).unwrap();
-    eventually("the worker live", WAIT, async || {
-        (live_worker_ids(&dispatcher).await.len() == 1).then_some(())
-    })
-    .await;
+    wait_for_live_workers(&dispatcher, 1).await;
     let token = token_for("alice", "Alice");
     let mut ids = Vec::new();
     for n in 0..10 {
@@ -447,10 +443,7 @@ async fn joiner_history_and_live_stream_meet_without_gap_or_duplicate() {
     let redis = Redis::start().unwrap();
     let worker = ChatWorker::start(&redis).unwrap();
     let dispatcher = Dispatcher::start(&redis).unwrap();
-    eventually("the worker live", WAIT, async || {
-        (live_worker_ids(&dispatcher).await.len() == 1).then_some(())
-    })
-    .await;
+    wait_for_live_workers(&dispatcher, 1).await;
     let token = token_for("alice", "Alice");
     let posting = {
         let url = worker.base_url();
