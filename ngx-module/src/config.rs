@@ -5,11 +5,12 @@
 use std::ffi::{c_char, c_void};
 use std::sync::Arc;
 
+use chatup_gate::subscribe::ReadAccess;
 use chatup_gate::token::KeyMaterial;
 use chatup_gate::{PostLimits, TokenVerifier, VerifierConfig};
 use ngx::core::NGX_CONF_ERROR;
-use ngx::ffi::{ngx_command_t, ngx_conf_t, ngx_str_t, NGX_LOG_EMERG};
-use ngx::http::{HttpModuleLocationConf, NgxHttpCoreModule};
+use ngx::ffi::{ngx_command_t, ngx_conf_t, ngx_str_t, ngx_uint_t, NGX_LOG_EMERG};
+use ngx::http::{HttpModuleLocationConf, HttpModuleMainConf, NgxHttpCoreModule};
 use ngx::ngx_conf_log_error;
 
 use crate::ffi::{bytes, contain_panic};
@@ -20,13 +21,19 @@ pub const DEFAULT_HANDOFF_URI: &str = "/_chatup/handoff";
 /// Upper bound for `chatup_max_message_length`, to keep bodies in memory.
 pub const MAX_MESSAGE_CHARS_LIMIT: usize = 16 * 1024;
 
-/// Who may subscribe through a `chatup_authorize` location.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum AuthorizeMode {
-    /// Anyone may read; a token, if given, must be valid.
-    Anonymous,
-    /// Reading requires a valid token (`?token=`).
-    Token,
+pub const DEFAULT_SERVE_URI: &str = "/_chatup/serve";
+/// Free connections an nginx process keeps for its own requests (to the
+/// sidecar, to nchan) before it refuses readers.
+pub const DEFAULT_RESERVE_CONNECTIONS: u64 = 64;
+/// Smallest readers zone: the header and a few slots.
+pub const MIN_ZONE_BYTES: usize = 1 << 20;
+
+/// `chatup_readers <anonymous|token> $room;` of a subscribe location.
+#[derive(Debug, Clone, Copy)]
+pub struct ReadersConf {
+    pub access: ReadAccess,
+    /// Index of the variable naming the room.
+    pub room_var: ngx_uint_t,
 }
 
 /// The module's configuration of one location (inherited from `server` and
@@ -34,7 +41,14 @@ pub enum AuthorizeMode {
 #[derive(Debug, Default)]
 pub struct LocConf {
     pub post: bool,
-    pub authorize: Option<AuthorizeMode>,
+    pub readers: Option<ReadersConf>,
+    /// `chatup_readers_status`: the sidecar's view of the readers zone.
+    pub readers_status: bool,
+    /// `chatup_track_published $room;`: index of the room variable.
+    pub track_published: Option<ngx_uint_t>,
+    serve_uri: Option<String>,
+    max_readers: Option<u64>,
+    reserve_connections: Option<u64>,
     key: Option<KeyMaterial>,
     algorithms: Option<Vec<String>>,
     issuer: Option<String>,
@@ -62,6 +76,20 @@ impl LocConf {
         })
     }
 
+    pub fn serve_uri(&self) -> &str {
+        self.serve_uri.as_deref().unwrap_or(DEFAULT_SERVE_URI)
+    }
+
+    /// Readers the box takes at most (0: no limit but connections).
+    pub fn max_readers(&self) -> u64 {
+        self.max_readers.unwrap_or(0)
+    }
+
+    pub fn reserve_connections(&self) -> u64 {
+        self.reserve_connections
+            .unwrap_or(DEFAULT_RESERVE_CONNECTIONS)
+    }
+
     pub fn handoff_uri(&self) -> &str {
         self.handoff_uri.as_deref().unwrap_or(DEFAULT_HANDOFF_URI)
     }
@@ -80,6 +108,9 @@ impl LocConf {
         take(&mut self.max_message_chars, &parent.max_message_chars);
         take(&mut self.handoff_uri, &parent.handoff_uri);
         take(&mut self.token_rooms, &parent.token_rooms);
+        take(&mut self.serve_uri, &parent.serve_uri);
+        take(&mut self.max_readers, &parent.max_readers);
+        take(&mut self.reserve_connections, &parent.reserve_connections);
     }
 
     fn build_verifier(&self) -> Result<TokenVerifier, String> {
@@ -107,7 +138,19 @@ pub unsafe fn merge(cf: *mut ngx_conf_t, prev: *mut LocConf, conf: *mut LocConf)
     let log = unsafe { (*cf).log };
     contain_panic(log, NGX_CONF_ERROR, || {
         conf.inherit(parent);
-        if !(conf.post || conf.authorize.is_some()) {
+        if conf.readers.is_some()
+            && crate::Module::main_conf(unsafe { &*cf })
+                .and_then(|m| m.zone)
+                .is_none()
+        {
+            ngx_conf_log_error!(
+                NGX_LOG_EMERG,
+                cf,
+                "chatup_readers: needs \"chatup_readers_zone <size>;\" in the http block"
+            );
+            return NGX_CONF_ERROR;
+        }
+        if !(conf.post || conf.readers.is_some()) {
             return std::ptr::null_mut();
         }
         match conf.build_verifier() {
@@ -119,7 +162,7 @@ pub unsafe fn merge(cf: *mut ngx_conf_t, prev: *mut LocConf, conf: *mut LocConf)
                 let what = if conf.post {
                     "chatup_post"
                 } else {
-                    "chatup_authorize"
+                    "chatup_readers"
                 };
                 ngx_conf_log_error!(NGX_LOG_EMERG, cf, "{what}: {message}");
                 NGX_CONF_ERROR
@@ -253,8 +296,8 @@ unsafe fn install_content_handler(
 directive_handler!(
     set_post,
     |conf, _args| {
-        if conf.post || conf.authorize.is_some() {
-            return Err("is duplicate, or the location already has chatup_authorize".into());
+        if conf.post || conf.readers.is_some() {
+            return Err("is duplicate, or the location already has chatup_readers".into());
         }
         conf.post = true;
         Ok::<(), String>(())
@@ -263,24 +306,165 @@ directive_handler!(
 );
 
 directive_handler!(
-    set_authorize,
-    |conf, args| {
-        let mode = match args[0] {
-            "anonymous" => AuthorizeMode::Anonymous,
-            "token" => AuthorizeMode::Token,
-            other => {
-                return Err(format!(
-                    "invalid value \"{other}\", expected anonymous or token"
-                ))
-            }
-        };
-        if conf.post {
-            return Err("the location already has chatup_post".into());
-        }
-        set_once(&mut conf.authorize, mode)
-    },
-    content_handler = crate::authorize::handler
+    set_readers_status,
+    |conf, _args| set_flag(&mut conf.readers_status),
+    content_handler = crate::status::handler
 );
+
+/// nginx directive handler of `chatup_readers <anonymous|token> $room;`
+/// (an access-phase check: nchan stays the content handler).
+///
+/// # Safety
+/// Called by nginx while parsing this module's directive.
+pub unsafe extern "C" fn set_readers(
+    cf: *mut ngx_conf_t,
+    _cmd: *mut ngx_command_t,
+    conf: *mut c_void,
+) -> *mut c_char {
+    // SAFETY: forwarded from nginx unchanged; `cf` is being parsed.
+    unsafe {
+        directive(cf, conf, |conf, args| {
+            let access = match args[0] {
+                "anonymous" => ReadAccess::Anyone,
+                "token" => ReadAccess::TokenOnly,
+                other => {
+                    return Err(format!(
+                        "invalid value \"{other}\", expected anonymous or token"
+                    ))
+                }
+            };
+            if conf.post {
+                return Err("the location already has chatup_post".into());
+            }
+            let room_var = variable_index(cf, args[1])?;
+            if conf.readers.is_some() {
+                return Err("is duplicate".into());
+            }
+            conf.readers = Some(ReadersConf { access, room_var });
+            Ok(())
+        })
+    }
+}
+
+/// nginx directive handler of `chatup_track_published $room;`.
+///
+/// # Safety
+/// Called by nginx while parsing this module's directive.
+pub unsafe extern "C" fn set_track_published(
+    cf: *mut ngx_conf_t,
+    _cmd: *mut ngx_command_t,
+    conf: *mut c_void,
+) -> *mut c_char {
+    // SAFETY: forwarded from nginx unchanged; `cf` is being parsed.
+    unsafe {
+        directive(cf, conf, |conf, args| {
+            let index = variable_index(cf, args[0])?;
+            set_once(&mut conf.track_published, index)
+        })
+    }
+}
+
+/// nginx directive handler of `chatup_readers_zone <size>;` (http block).
+///
+/// # Safety
+/// Called by nginx while parsing this module's directive; `conf` is the
+/// module's main configuration.
+pub unsafe extern "C" fn set_readers_zone(
+    cf: *mut ngx_conf_t,
+    _cmd: *mut ngx_command_t,
+    conf: *mut c_void,
+) -> *mut c_char {
+    // SAFETY: `conf` is this module's `MainConf` (NGX_HTTP_MAIN_CONF_OFFSET).
+    let (log, main) = unsafe { ((*cf).log, &mut *(conf as *mut crate::zone::MainConf)) };
+    contain_panic(log, NGX_CONF_ERROR, || {
+        // SAFETY: `cf` is the configuration being parsed.
+        let result = unsafe { args(cf) }.and_then(|args| {
+            let size = parse_size(args[0])?;
+            if size < MIN_ZONE_BYTES {
+                return Err(format!("must be at least {}k", MIN_ZONE_BYTES >> 10));
+            }
+            if main.zone.is_some() {
+                return Err("is duplicate".into());
+            }
+            // SAFETY: `cf` is the configuration being parsed.
+            main.zone = Some(unsafe { crate::zone::declare(cf, size) }?);
+            Ok(())
+        });
+        match result {
+            Ok(()) => std::ptr::null_mut(),
+            Err(message) => {
+                ngx_conf_log_error!(
+                    NGX_LOG_EMERG,
+                    cf,
+                    "\"chatup_readers_zone\" directive: {message}"
+                );
+                NGX_CONF_ERROR
+            }
+        }
+    })
+}
+
+/// `64m`, `512k`, `1g` or a number of bytes.
+fn parse_size(value: &str) -> Result<usize, String> {
+    let (digits, unit) = match value.as_bytes().last() {
+        Some(b'k' | b'K') => (&value[..value.len() - 1], 1 << 10),
+        Some(b'm' | b'M') => (&value[..value.len() - 1], 1 << 20),
+        Some(b'g' | b'G') => (&value[..value.len() - 1], 1 << 30),
+        _ => (value, 1),
+    };
+    digits
+        .parse::<usize>()
+        .ok()
+        .and_then(|n| n.checked_mul(unit))
+        .ok_or_else(|| format!("invalid size \"{value}\""))
+}
+
+/// The index of variable `$name` (nginx resolves it when the
+/// configuration is complete, and fails `nginx -t` if it is unknown).
+///
+/// # Safety
+/// `cf` is the configuration being parsed.
+unsafe fn variable_index(cf: *mut ngx_conf_t, name: &str) -> Result<ngx_uint_t, String> {
+    let bare = name
+        .strip_prefix('$')
+        .filter(|n| !n.is_empty())
+        .ok_or_else(|| format!("\"{name}\" is not a variable (expected $name)"))?;
+    // SAFETY: nginx copies nothing of `bare` but keeps the pool string.
+    unsafe {
+        let mut s = ngx_str_t::from_str((*cf).pool, bare);
+        let index = ngx::ffi::ngx_http_get_variable_index(cf, &mut s);
+        ngx_uint_t::try_from(index).map_err(|_| format!("unknown variable \"{name}\""))
+    }
+}
+
+fn set_flag(slot: &mut bool) -> Result<(), String> {
+    if *slot {
+        return Err("is duplicate".into());
+    }
+    *slot = true;
+    Ok(())
+}
+
+directive_handler!(set_serve, |conf, args| {
+    if !args[0].starts_with('/') {
+        return Err("must be a URI starting with /".into());
+    }
+    set_once(&mut conf.serve_uri, args[0].to_string())
+});
+
+directive_handler!(set_max_readers, |conf, args| {
+    let n: u64 = args[0]
+        .parse()
+        .map_err(|_| format!("invalid number \"{}\"", args[0]))?;
+    set_once(&mut conf.max_readers, n)
+});
+
+directive_handler!(set_reserve_connections, |conf, args| {
+    let n: u64 = args[0]
+        .parse()
+        .map_err(|_| format!("invalid number \"{}\"", args[0]))?;
+    set_once(&mut conf.reserve_connections, n)
+});
 
 directive_handler!(set_secret_file, |conf, args| {
     let key = KeyMaterial::HmacSecret(read_key_file(args[0])?);

@@ -90,5 +90,7 @@ unsafe fn find_in_list<'a>(list: &ngx::ffi::ngx_list_t, name: &str) -> Option<&'
 
 pub const OK: ngx_int_t = ngx::ffi::NGX_OK as ngx_int_t;
 pub const ERROR: ngx_int_t = ngx::ffi::NGX_ERROR as ngx_int_t;
+pub const AGAIN: ngx_int_t = ngx::ffi::NGX_AGAIN as ngx_int_t;
+pub const DECLINED: ngx_int_t = ngx::ffi::NGX_DECLINED as ngx_int_t;
 pub const DONE: ngx_int_t = ngx::ffi::NGX_DONE as ngx_int_t;
 pub const INTERNAL_SERVER_ERROR: ngx_int_t = ngx::ffi::NGX_HTTP_INTERNAL_SERVER_ERROR as ngx_int_t;

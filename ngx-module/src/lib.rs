@@ -7,8 +7,15 @@
 //!
 //! Directives (see docs/nginx-module.md):
 //! - `chatup_post;` — content handler for `POST /rooms/{room}/messages`
-//! - `chatup_authorize anonymous|token;` — content handler answering
-//!   nchan's `nchan_authorize_request`
+//! - `chatup_readers anonymous|token $room;` — admits and counts the
+//!   readers of an nchan subscriber location (access phase, `readers.rs`)
+//! - `chatup_readers_zone <size>;` (http) — the shared memory they are
+//!   counted in; `chatup_max_readers <n>;`, `chatup_reserve_connections <n>;`,
+//!   `chatup_serve <uri>;` (where to ask the sidecar to serve a new room)
+//! - `chatup_readers_status;` — content handler: the sidecar polls reader
+//!   changes and releases rooms here (`status.rs`)
+//! - `chatup_track_published $room;` — in nchan's publisher location:
+//!   records each room's last published message id (log phase)
 //! - `chatup_jwt_secret_file <path>;` / `chatup_jwt_public_key <path>;`
 //! - `chatup_jwt_algorithms <alg>...;`, `chatup_jwt_issuer`, `chatup_jwt_audience`,
 //!   `chatup_jwt_leeway <seconds>;`
@@ -18,21 +25,25 @@
 //! Variable: `$chatup_envelope`, the accepted message, for that location's
 //! `proxy_set_body`.
 
-mod authorize;
 mod config;
 mod ffi;
 mod handoff;
 mod post;
+mod readers;
 mod respond;
+mod status;
+mod zone;
 
 use std::ffi::{c_char, c_void};
 
 use ngx::ffi::{
-    ngx_command_t, ngx_conf_t, ngx_http_module_t, ngx_int_t, ngx_module_t, ngx_uint_t,
-    NGX_CONF_1MORE, NGX_CONF_NOARGS, NGX_CONF_TAKE1, NGX_HTTP_LOC_CONF, NGX_HTTP_LOC_CONF_OFFSET,
-    NGX_HTTP_MAIN_CONF, NGX_HTTP_MODULE, NGX_HTTP_SRV_CONF,
+    ngx_array_push, ngx_command_t, ngx_conf_t, ngx_cycle_t, ngx_http_handler_pt, ngx_http_module_t,
+    ngx_http_phases_NGX_HTTP_ACCESS_PHASE, ngx_http_phases_NGX_HTTP_LOG_PHASE, ngx_int_t,
+    ngx_module_t, ngx_uint_t, NGX_CONF_1MORE, NGX_CONF_NOARGS, NGX_CONF_TAKE1, NGX_CONF_TAKE2,
+    NGX_HTTP_LOC_CONF, NGX_HTTP_LOC_CONF_OFFSET, NGX_HTTP_MAIN_CONF, NGX_HTTP_MAIN_CONF_OFFSET,
+    NGX_HTTP_MODULE, NGX_HTTP_SRV_CONF,
 };
-use ngx::http::{HttpModule, HttpModuleLocationConf};
+use ngx::http::{HttpModule, HttpModuleLocationConf, HttpModuleMainConf, NgxHttpCoreModule};
 use ngx::ngx_string;
 
 use crate::config::LocConf;
@@ -49,6 +60,54 @@ impl HttpModule for Module {
     unsafe extern "C" fn preconfiguration(cf: *mut ngx_conf_t) -> ngx_int_t {
         handoff::register_variables(cf)
     }
+
+    unsafe extern "C" fn postconfiguration(cf: *mut ngx_conf_t) -> ngx_int_t {
+        // SAFETY: called once the http block is parsed; the core module's
+        // phase arrays accept handlers until then.
+        unsafe {
+            let Some(core) = NgxHttpCoreModule::main_conf_mut(&*cf) else {
+                return ffi::ERROR;
+            };
+            let phases: [(usize, ngx_http_handler_pt); 2] = [
+                (
+                    ngx_http_phases_NGX_HTTP_ACCESS_PHASE as usize,
+                    Some(readers::access_handler),
+                ),
+                (
+                    ngx_http_phases_NGX_HTTP_LOG_PHASE as usize,
+                    Some(readers::log_handler),
+                ),
+            ];
+            for (phase, handler) in phases {
+                let slot =
+                    ngx_array_push(&mut core.phases[phase].handlers) as *mut ngx_http_handler_pt;
+                if slot.is_null() {
+                    return ffi::ERROR;
+                }
+                *slot = handler;
+            }
+        }
+        ffi::OK
+    }
+}
+
+// SAFETY: the main configuration of this module is a `zone::MainConf`,
+// created by `HttpModule::create_main_conf` with `Default`.
+unsafe impl HttpModuleMainConf for Module {
+    type MainConf = zone::MainConf;
+}
+
+/// A worker process starts: what its slot held before is stale (the
+/// previous process in this slot died, or this is a fresh start).
+unsafe extern "C" fn init_process(_cycle: *mut ngx_cycle_t) -> ngx_int_t {
+    ffi::contain_panic(std::ptr::null_mut(), (), zone::clear_this_process);
+    ffi::OK
+}
+
+/// A worker process exits: readers whose requests it did not close are no
+/// longer read by anyone.
+unsafe extern "C" fn exit_process(_cycle: *mut ngx_cycle_t) {
+    ffi::contain_panic(std::ptr::null_mut(), (), zone::clear_this_process);
 }
 
 /// Merges a location's configuration with its parent's. Not the `Merge`
@@ -71,8 +130,8 @@ unsafe impl HttpModuleLocationConf for Module {
 
 static NGX_HTTP_CHATUP_MODULE_CTX: ngx_http_module_t = ngx_http_module_t {
     preconfiguration: Some(Module::preconfiguration),
-    postconfiguration: None,
-    create_main_conf: None,
+    postconfiguration: Some(Module::postconfiguration),
+    create_main_conf: Some(Module::create_main_conf),
     init_main_conf: None,
     create_srv_conf: None,
     merge_srv_conf: None,
@@ -82,31 +141,70 @@ static NGX_HTTP_CHATUP_MODULE_CTX: ngx_http_module_t = ngx_http_module_t {
 
 const ANY_LEVEL: u32 = NGX_HTTP_MAIN_CONF | NGX_HTTP_SRV_CONF | NGX_HTTP_LOC_CONF;
 
-const fn command(
+type Setter = unsafe extern "C" fn(*mut ngx_conf_t, *mut ngx_command_t, *mut c_void) -> *mut c_char;
+
+/// A directive stored in the location configuration.
+const fn command(name: ngx::ffi::ngx_str_t, kind: u32, set: Setter) -> ngx_command_t {
+    command_at(name, kind, set, NGX_HTTP_LOC_CONF_OFFSET)
+}
+
+const fn command_at(
     name: ngx::ffi::ngx_str_t,
     kind: u32,
-    set: unsafe extern "C" fn(*mut ngx_conf_t, *mut ngx_command_t, *mut c_void) -> *mut c_char,
+    set: Setter,
+    conf: usize,
 ) -> ngx_command_t {
     ngx_command_t {
         name,
         type_: kind as ngx_uint_t,
         set: Some(set),
-        conf: NGX_HTTP_LOC_CONF_OFFSET,
+        conf: conf as ngx_uint_t,
         offset: 0,
         post: std::ptr::null_mut(),
     }
 }
 
-static mut NGX_HTTP_CHATUP_COMMANDS: [ngx_command_t; 12] = [
+static mut NGX_HTTP_CHATUP_COMMANDS: [ngx_command_t; 18] = [
     command(
         ngx_string!("chatup_post"),
         NGX_HTTP_LOC_CONF | NGX_CONF_NOARGS,
         config::set_post,
     ),
     command(
-        ngx_string!("chatup_authorize"),
+        ngx_string!("chatup_readers"),
+        NGX_HTTP_LOC_CONF | NGX_CONF_TAKE2,
+        config::set_readers,
+    ),
+    command(
+        ngx_string!("chatup_readers_status"),
+        NGX_HTTP_LOC_CONF | NGX_CONF_NOARGS,
+        config::set_readers_status,
+    ),
+    command(
+        ngx_string!("chatup_track_published"),
         NGX_HTTP_LOC_CONF | NGX_CONF_TAKE1,
-        config::set_authorize,
+        config::set_track_published,
+    ),
+    command_at(
+        ngx_string!("chatup_readers_zone"),
+        NGX_HTTP_MAIN_CONF | NGX_CONF_TAKE1,
+        config::set_readers_zone,
+        NGX_HTTP_MAIN_CONF_OFFSET,
+    ),
+    command(
+        ngx_string!("chatup_serve"),
+        ANY_LEVEL | NGX_CONF_TAKE1,
+        config::set_serve,
+    ),
+    command(
+        ngx_string!("chatup_max_readers"),
+        ANY_LEVEL | NGX_CONF_TAKE1,
+        config::set_max_readers,
+    ),
+    command(
+        ngx_string!("chatup_reserve_connections"),
+        ANY_LEVEL | NGX_CONF_TAKE1,
+        config::set_reserve_connections,
     ),
     command(
         ngx_string!("chatup_jwt_secret_file"),
@@ -167,5 +265,7 @@ pub static mut ngx_http_chatup_module: ngx_module_t = ngx_module_t {
     // loading the configuration.
     commands: unsafe { std::ptr::addr_of_mut!(NGX_HTTP_CHATUP_COMMANDS[0]) },
     type_: NGX_HTTP_MODULE as _,
+    init_process: Some(init_process),
+    exit_process: Some(exit_process),
     ..ngx_module_t::default()
 };

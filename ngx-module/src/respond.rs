@@ -13,7 +13,16 @@ use crate::ffi::{ERROR, OK};
 /// Answers a refusal: its status, its JSON body, and the headers HTTP asks
 /// for with that status.
 pub fn error(r: *mut ngx_http_request_t, err: &GateError) -> ngx_int_t {
-    let mut headers: Vec<(&str, &str)> = Vec::new();
+    error_with(r, err, &[])
+}
+
+/// Like [`error`], with more headers (e.g. `Retry-After`).
+pub fn error_with(
+    r: *mut ngx_http_request_t,
+    err: &GateError,
+    extra: &[(&str, &str)],
+) -> ngx_int_t {
+    let mut headers: Vec<(&str, &str)> = extra.to_vec();
     if let GateError::MethodNotAllowed { allow } = err {
         headers.push(("Allow", allow));
     }

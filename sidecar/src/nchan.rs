@@ -1,7 +1,15 @@
-//! The local nchan, reached over nginx's internal unix socket: publishing
-//! frames to a room's channel, reading its state, deleting it.
+//! The local nginx, reached over its internal unix socket: publishing
+//! frames to a room's nchan channel, reading its state, deleting it; and
+//! the module's reader counts (`/readers`).
+//!
+//! Every call is bounded by [`CALL_TIMEOUT`]: a stuck nginx must turn into
+//! an error the caller handles (retry, resync), never into a room queue or
+//! a heartbeat that waits forever.
 
 use std::path::PathBuf;
+use std::time::Duration;
+
+use chatup_wire::readers::{ReaderChanges, Released, LAST_ID_HEADER};
 
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
@@ -16,9 +24,14 @@ pub enum NchanError {
     Unreachable(String),
     #[error("nchan answered {0}")]
     Status(StatusCode),
-    #[error("unreadable channel info: {0}")]
+    #[error("unreadable answer: {0}")]
     BadInfo(String),
+    #[error("nginx did not answer within {0:?}")]
+    Timeout(Duration),
 }
+
+/// Longest any call to nginx may take.
+pub const CALL_TIMEOUT: Duration = Duration::from_secs(3);
 
 #[derive(Clone)]
 pub struct Nchan {
@@ -36,13 +49,23 @@ impl Nchan {
         Uri::new(&self.socket, &format!("/pub/{room}")).into()
     }
 
-    /// Publishes one frame to `room`'s channel.
-    pub async fn publish(&self, room: &str, frame: String) -> Result<(), NchanError> {
-        let request = Request::builder()
+    /// Publishes one frame to `room`'s channel; `last_id`, the id of its
+    /// last message, is recorded by the module once nchan accepted it.
+    pub async fn publish(
+        &self,
+        room: &str,
+        frame: String,
+        last_id: Option<&str>,
+    ) -> Result<(), NchanError> {
+        let mut request = Request::builder()
             .method(Method::POST)
             .uri(self.uri(room))
             .header("Content-Type", "application/json")
-            .header("Accept", "text/json")
+            .header("Accept", "text/json");
+        if let Some(id) = last_id {
+            request = request.header(LAST_ID_HEADER, id);
+        }
+        let request = request
             .body(Full::new(Bytes::from(frame)))
             .map_err(|e| NchanError::Unreachable(e.to_string()))?;
         // The body is read in `send`, so the connection goes back to the pool.
@@ -97,19 +120,66 @@ impl Nchan {
         }
     }
 
+    /// The module's reader changes since `since` (see
+    /// `chatup_wire::readers`).
+    pub async fn reader_changes(
+        &self,
+        boot: &str,
+        since: u64,
+    ) -> Result<ReaderChanges, NchanError> {
+        let path = format!("/readers?boot={boot}&since={since}");
+        self.call_json(Method::GET, &path).await
+    }
+
+    /// Asks the module to stop letting readers into `rooms` without the
+    /// sidecar; returns those it released (the ones nobody reads).
+    pub async fn release(&self, rooms: &[String]) -> Result<Vec<String>, NchanError> {
+        let mut released = Vec::new();
+        // Room names are short and comma-free; chunks keep URLs small.
+        for chunk in rooms.chunks(64) {
+            let path = format!("/readers?release={}", chunk.join(","));
+            let answer: Released = self.call_json(Method::POST, &path).await?;
+            released.extend(answer.released);
+        }
+        Ok(released)
+    }
+
+    async fn call_json<T: serde::de::DeserializeOwned>(
+        &self,
+        method: Method,
+        path: &str,
+    ) -> Result<T, NchanError> {
+        let request = Request::builder()
+            .method(method)
+            .uri(Uri::new(&self.socket, path))
+            .body(Full::new(Bytes::new()))
+            .map_err(|e| NchanError::Unreachable(e.to_string()))?;
+        match self.send(request).await? {
+            (status, body) if status.is_success() => {
+                serde_json::from_slice(&body).map_err(|e| NchanError::BadInfo(e.to_string()))
+            }
+            (status, _) => Err(NchanError::Status(status)),
+        }
+    }
+
     async fn send(&self, request: Request<Full<Bytes>>) -> Result<(StatusCode, Bytes), NchanError> {
-        let response = self
-            .client
-            .request(request)
+        let exchange = async {
+            let response = self
+                .client
+                .request(request)
+                .await
+                .map_err(|e| NchanError::Unreachable(e.to_string()))?;
+            let status = response.status();
+            let body = response
+                .into_body()
+                .collect()
+                .await
+                .map_err(|e| NchanError::Unreachable(e.to_string()))?;
+            Ok((status, body.to_bytes()))
+        };
+        tokio::time::timeout(CALL_TIMEOUT, exchange)
             .await
-            .map_err(|e| NchanError::Unreachable(e.to_string()))?;
-        let status = response.status();
-        let body = response
-            .into_body()
-            .collect()
-            .await
-            .map_err(|e| NchanError::Unreachable(e.to_string()))?;
-        Ok((status, body.to_bytes()))
+            .map_err(|_| NchanError::Timeout(CALL_TIMEOUT))?
     }
 }
 

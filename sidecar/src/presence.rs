@@ -8,36 +8,41 @@
 
 use std::collections::BTreeMap;
 
-use redis::{AsyncCommands, Script};
+use redis::AsyncCommands;
 use serde::Serialize;
 use serde_json::{Map, Value};
 
 use crate::db::{Db, DbError};
 use crate::keys;
 
-// KEYS: connections hash, public hash. ARGV: user id, public JSON ('' for
-// none), ttl ms. Returns the member's connections on this worker.
-const JOIN: &str = r#"
-local n = redis.call('HINCRBY', KEYS[1], ARGV[1], 1)
-if ARGV[2] ~= '' then
-  redis.call('HSET', KEYS[2], ARGV[1], ARGV[2])
-  redis.call('PEXPIRE', KEYS[2], ARGV[3])
-end
-redis.call('PEXPIRE', KEYS[1], ARGV[3])
-return n
-"#;
-
-// KEYS: connections hash, public hash. ARGV: user id. Returns the member's
-// connections left on this worker.
-const LEAVE: &str = r#"
-local n = redis.call('HINCRBY', KEYS[1], ARGV[1], -1)
-if n <= 0 then
-  redis.call('HDEL', KEYS[1], ARGV[1])
-  redis.call('HDEL', KEYS[2], ARGV[1])
-  return 0
-end
-return n
-"#;
+fn add_member(
+    pipe: &mut redis::Pipeline,
+    room: &str,
+    worker: &str,
+    member: &Member,
+    connections: u64,
+    ttl_ms: u64,
+) -> Result<(), DbError> {
+    let (conns, public) = (
+        keys::member_connections(room, worker),
+        keys::member_public(room, worker),
+    );
+    pipe.hset(&conns, &member.id, connections)
+        .ignore()
+        .pexpire(&conns, ttl_ms as i64)
+        .ignore();
+    match &member.public {
+        Some(map) => {
+            let json = serde_json::to_string(map).map_err(|e| DbError::Corrupt(e.to_string()))?;
+            pipe.hset(&public, &member.id, json).ignore();
+        }
+        None => {
+            pipe.hdel(&public, &member.id).ignore();
+        }
+    }
+    pipe.pexpire(&public, ttl_ms as i64).ignore();
+    Ok(())
+}
 
 /// Readers and members of one room over a set of workers.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
@@ -57,52 +62,66 @@ pub struct Member {
 #[derive(Clone)]
 pub struct Presence {
     db: Db,
-    join: Script,
-    leave: Script,
 }
 
 impl Presence {
     pub fn new(db: Db) -> Self {
-        Self {
-            db,
-            join: Script::new(JOIN),
-            leave: Script::new(LEAVE),
-        }
+        Self { db }
     }
 
-    /// One more connection of `user` to `room` on `worker`; returns how
-    /// many that member now has there.
-    pub async fn join(
+    /// Records that `member` has `connections` to `room` on `worker` (as
+    /// the nginx module counts them: absolute, so a repeated or late update
+    /// is harmless).
+    pub async fn set_member(
         &self,
         room: &str,
         worker: &str,
-        user: &Member,
+        member: &Member,
+        connections: u64,
         ttl_ms: u64,
-    ) -> Result<u64, DbError> {
-        let public = match &user.public {
-            Some(map) => serde_json::to_string(map).map_err(|e| DbError::Corrupt(e.to_string()))?,
-            None => String::new(),
-        };
-        let mut invocation = self.join.prepare_invoke();
-        invocation
-            .key(keys::member_connections(room, worker))
-            .key(keys::member_public(room, worker))
-            .arg(&user.id)
-            .arg(public)
-            .arg(ttl_ms);
+    ) -> Result<(), DbError> {
+        let mut pipe = redis::pipe();
+        add_member(&mut pipe, room, worker, member, connections, ttl_ms)?;
         let mut conn = self.db.conn();
-        self.db.bounded(invocation.invoke_async(&mut conn)).await
+        self.db.bounded(pipe.query_async::<()>(&mut conn)).await
     }
 
-    /// One connection fewer; returns how many the member still has there.
-    pub async fn leave(&self, room: &str, worker: &str, user_id: &str) -> Result<u64, DbError> {
-        let mut invocation = self.leave.prepare_invoke();
-        invocation
-            .key(keys::member_connections(room, worker))
-            .key(keys::member_public(room, worker))
-            .arg(user_id);
+    /// Replaces `worker`'s members of `room` with `members` (after the
+    /// sidecar started: whoever left meanwhile goes).
+    pub async fn replace_members(
+        &self,
+        room: &str,
+        worker: &str,
+        members: &[(Member, u64)],
+        ttl_ms: u64,
+    ) -> Result<(), DbError> {
+        let mut pipe = redis::pipe();
+        pipe.atomic()
+            .del(keys::member_connections(room, worker))
+            .ignore()
+            .del(keys::member_public(room, worker))
+            .ignore();
+        for (member, connections) in members {
+            add_member(&mut pipe, room, worker, member, *connections, ttl_ms)?;
+        }
         let mut conn = self.db.conn();
-        self.db.bounded(invocation.invoke_async(&mut conn)).await
+        self.db.bounded(pipe.query_async::<()>(&mut conn)).await
+    }
+
+    /// `user_id` has no connection left to `room` on `worker`.
+    pub async fn remove_member(
+        &self,
+        room: &str,
+        worker: &str,
+        user_id: &str,
+    ) -> Result<(), DbError> {
+        let mut pipe = redis::pipe();
+        pipe.hdel(keys::member_connections(room, worker), user_id)
+            .ignore()
+            .hdel(keys::member_public(room, worker), user_id)
+            .ignore();
+        let mut conn = self.db.conn();
+        self.db.bounded(pipe.query_async::<()>(&mut conn)).await
     }
 
     /// The heartbeat's part: records `worker`'s reader count per room and

@@ -349,8 +349,6 @@ impl ChatWorker {
             .arg(dir.join("sidecar.sock"))
             .arg("--nchan-socket")
             .arg(dir.join("nginx-internal.sock"))
-            .arg("--state-file")
-            .arg(dir.join("rooms.json"))
             .args(["--socket-mode", "666"])
             .args(["--batch-window-ms", &options.batch_window_ms.to_string()])
             .args(["--room-sweep-secs", &options.room_sweep_secs.to_string()])

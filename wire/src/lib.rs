@@ -8,6 +8,7 @@ pub mod envelope;
 pub mod event;
 pub mod frame;
 pub mod id;
+pub mod readers;
 pub mod room;
 
 pub use envelope::{Ack, Envelope, User};

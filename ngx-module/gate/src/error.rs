@@ -31,6 +31,9 @@ pub enum GateError {
     BodyTooLarge { max: usize },
     #[error("chat service unavailable, try again")]
     Unavailable,
+    /// The chat worker takes no more readers: try another one.
+    #[error("{0}")]
+    WorkerFull(#[from] crate::readers::Full),
     #[error("internal error")]
     Internal,
 }
@@ -47,7 +50,7 @@ impl GateError {
             GateError::RoomNotAllowed => 403,
             GateError::InvalidUtf8 | GateError::BadJson(_) | GateError::EmptyMessage => 400,
             GateError::MessageTooLong { .. } | GateError::BodyTooLarge { .. } => 413,
-            GateError::Unavailable => 503,
+            GateError::Unavailable | GateError::WorkerFull(_) => 503,
             GateError::Internal => 500,
         }
     }

@@ -8,6 +8,8 @@ pub mod body;
 pub mod error;
 pub mod post;
 pub mod query;
+pub mod readers;
+pub mod subscribe;
 pub mod token;
 
 pub use error::GateError;

@@ -275,3 +275,33 @@ fn server_tokens_need_no_sub_but_a_valid_signature_and_exp() {
     let no_exp = hs_token(json!({"bans": []}));
     assert!(v.verify_claims::<Value>(&no_exp).is_err());
 }
+
+#[test]
+fn a_bad_or_expired_token_makes_a_public_room_reader_anonymous_and_a_private_one_refused() {
+    use chatup_gate::subscribe::{reader_identity, ReadAccess};
+    let verifier = hs_verifier();
+    let valid = hs_token(json!({"sub": "anna", "exp": now() + 60}));
+    let expired = hs_token(json!({"sub": "anna", "exp": now() - 600}));
+    let uri = |token: &str| format!("/sub/stage?token={token}").into_bytes();
+
+    let member = reader_identity(&verifier, &uri(&valid), ReadAccess::Anyone).unwrap();
+    assert_eq!(member.unwrap().sub, "anna");
+    for token in [expired.as_str(), "garbage"] {
+        assert!(reader_identity(&verifier, &uri(token), ReadAccess::Anyone)
+            .unwrap()
+            .is_none());
+        assert!(matches!(
+            reader_identity(&verifier, &uri(token), ReadAccess::TokenOnly),
+            Err(GateError::BadToken(_))
+        ));
+    }
+    assert!(
+        reader_identity(&verifier, b"/sub/stage", ReadAccess::Anyone)
+            .unwrap()
+            .is_none()
+    );
+    assert!(matches!(
+        reader_identity(&verifier, b"/sub/stage", ReadAccess::TokenOnly),
+        Err(GateError::MissingToken)
+    ));
+}

@@ -40,9 +40,6 @@ pub struct WorkerConfig {
     pub socket_mode: u32,
     /// nginx's internal unix socket, where nchan's publisher location is.
     pub nchan_socket: PathBuf,
-    /// File keeping the rooms this worker serves, so a restarted sidecar
-    /// resumes feeding the subscribers nginx still holds.
-    pub state_file: Option<PathBuf>,
     /// Messages kept per room in Redis history.
     pub history_length: usize,
     /// History expires this many seconds after a room's last message.
@@ -81,7 +78,6 @@ impl Default for WorkerConfig {
             listen: "/run/chatup/sidecar.sock".into(),
             socket_mode: 0o660,
             nchan_socket: "/run/chatup/nginx-internal.sock".into(),
-            state_file: None,
             history_length: 100,
             history_ttl_secs: 24 * 3600,
             batch_window_ms: 30,
@@ -134,9 +130,6 @@ pub struct WorkerArgs {
     /// nginx's internal unix socket (nchan publisher) [default: /run/chatup/nginx-internal.sock]
     #[arg(long, env = "CHATUP_NCHAN_SOCKET")]
     pub nchan_socket: Option<PathBuf>,
-    /// File remembering the rooms served, across restarts [default: none]
-    #[arg(long, env = "CHATUP_STATE_FILE")]
-    pub state_file: Option<PathBuf>,
     /// Messages kept per room in history [default: 100]
     #[arg(long, env = "CHATUP_HISTORY_LENGTH")]
     pub history_length: Option<usize>,
@@ -202,7 +195,7 @@ impl WorkerConfig {
             bans_refresh_secs,
             log_format
         );
-        overlay_some!(self, args, state_file, public_url);
+        overlay_some!(self, args, public_url);
     }
 
     fn validate(&self) -> Result<(), ConfigError> {

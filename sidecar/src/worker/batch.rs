@@ -12,17 +12,42 @@ pub struct FrameLimits {
     pub max_bytes: usize,
 }
 
+/// An item waiting to be sent: its text, its id, and whether it is a
+/// message (kept in history) rather than a room event.
+#[derive(Debug, Clone)]
+pub struct Item {
+    pub text: String,
+    pub id: String,
+    pub is_message: bool,
+}
+
+/// One frame ready to publish.
+#[derive(Debug)]
+pub struct Frame {
+    pub text: String,
+    /// The ids of its items (to remember once published).
+    pub ids: Vec<String>,
+    /// The id of its last message, if it has one.
+    pub last_message_id: Option<String>,
+}
+
 /// Items waiting to be sent, cut into frames within the limits.
 #[derive(Debug, Default)]
 pub struct Pending {
-    items: Vec<String>,
+    items: Vec<Item>,
+    ids: HashSet<String>,
     bytes: usize,
 }
 
 impl Pending {
-    pub fn push(&mut self, item: String) {
-        self.bytes += item.len() + 1;
+    /// Queues `item` unless an item with its id is already waiting.
+    pub fn push(&mut self, item: Item) -> bool {
+        if !self.ids.insert(item.id.clone()) {
+            return false;
+        }
+        self.bytes += item.text.len() + 1;
         self.items.push(item);
+        true
     }
 
     pub fn is_empty(&self) -> bool {
@@ -41,26 +66,40 @@ impl Pending {
 
     /// Empties the queue into frames (JSON arrays), in order, each within
     /// the limits (an item larger than `max_bytes` goes alone).
-    pub fn take_frames(&mut self, limits: FrameLimits) -> Vec<(String, usize)> {
+    pub fn take_frames(&mut self, limits: FrameLimits) -> Vec<Frame> {
         let mut frames = Vec::new();
-        let mut current: Vec<String> = Vec::new();
+        let mut current: Vec<Item> = Vec::new();
         let mut bytes = 2;
         for item in self.items.drain(..) {
             let full =
-                current.len() >= limits.max_items || bytes + item.len() + 1 > limits.max_bytes;
+                current.len() >= limits.max_items || bytes + item.text.len() + 1 > limits.max_bytes;
             if !current.is_empty() && full {
-                frames.push((encode_frame(&current), current.len()));
-                current.clear();
+                frames.push(Frame::of(std::mem::take(&mut current)));
                 bytes = 2;
             }
-            bytes += item.len() + 1;
+            bytes += item.text.len() + 1;
             current.push(item);
         }
         if !current.is_empty() {
-            frames.push((encode_frame(&current), current.len()));
+            frames.push(Frame::of(current));
         }
         self.bytes = 0;
+        self.ids.clear();
         frames
+    }
+}
+
+impl Frame {
+    fn of(items: Vec<Item>) -> Self {
+        Self {
+            text: encode_frame(items.iter().map(|i| i.text.as_str())),
+            last_message_id: items
+                .iter()
+                .rev()
+                .find(|i| i.is_message)
+                .map(|i| i.id.clone()),
+            ids: items.into_iter().map(|i| i.id).collect(),
+        }
     }
 }
 
@@ -80,6 +119,10 @@ impl RecentIds {
             set: HashSet::with_capacity(capacity),
             capacity,
         }
+    }
+
+    pub fn contains(&self, id: &str) -> bool {
+        self.set.contains(id)
     }
 
     /// Records `id`; false if it was already there.
@@ -107,17 +150,31 @@ mod tests {
         max_bytes: 1000,
     };
 
+    fn item(text: &str, is_message: bool) -> Item {
+        Item {
+            text: text.to_string(),
+            id: format!("id-{text}"),
+            is_message,
+        }
+    }
+
     #[test]
     fn frames_respect_the_item_limit_and_keep_order() {
         let mut pending = Pending::default();
         for n in 0..7 {
-            pending.push(format!("{n}"));
+            assert!(pending.push(item(&n.to_string(), n != 5)));
         }
+        assert!(!pending.push(item("3", true)), "already waiting");
         assert!(pending.is_full(LIMITS));
         let frames = pending.take_frames(LIMITS);
-        let texts: Vec<&str> = frames.iter().map(|(f, _)| f.as_str()).collect();
+        let texts: Vec<&str> = frames.iter().map(|f| f.text.as_str()).collect();
         assert_eq!(texts, ["[0,1,2]", "[3,4,5]", "[6]"]);
-        assert_eq!(frames.iter().map(|(_, n)| n).sum::<usize>(), 7);
+        assert_eq!(frames.iter().map(|f| f.ids.len()).sum::<usize>(), 7);
+        assert_eq!(
+            frames[1].last_message_id.as_deref(),
+            Some("id-4"),
+            "5 is an event"
+        );
         assert!(pending.is_empty());
     }
 
@@ -128,13 +185,13 @@ mod tests {
             max_bytes: 12,
         };
         let mut pending = Pending::default();
-        for item in ["\"aaaa\"", "\"bbbb\"", "\"cccccccccccccccc\"", "\"d\""] {
-            pending.push(item.to_string());
+        for text in ["\"aaaa\"", "\"bbbb\"", "\"cccccccccccccccc\"", "\"d\""] {
+            pending.push(item(text, true));
         }
         let frames: Vec<String> = pending
             .take_frames(limits)
             .into_iter()
-            .map(|(f, _)| f)
+            .map(|f| f.text)
             .collect();
         assert_eq!(
             frames,

@@ -1,5 +1,6 @@
-//! The worker's heartbeat: every `heartbeat_interval_ms` it counts the
-//! readers of each room on this nginx, refreshes this worker's presence
+//! The worker's heartbeat: every `heartbeat_interval_ms` it takes the
+//! readers of each room on this nginx (as the module counted them),
+//! refreshes this worker's presence
 //! keys, and announces itself and its load in the registry. Every
 //! `count_interval_ms` it also recomputes each served room's counts over
 //! all live workers and sends the rooms whose counts changed a `count`
@@ -108,8 +109,7 @@ impl Heartbeat {
 
     /// One heartbeat; returns the live workers it learnt of.
     async fn beat(&self) -> Vec<String> {
-        let readers = self.parts.rooms.census().await;
-        self.parts.rooms.save_state_if_changed();
+        let readers = self.parts.rooms.census();
         let refreshed = self
             .parts
             .presence

@@ -6,11 +6,10 @@
 //!   `503` while Redis is unreachable or the worker drains. A refusal's
 //!   JSON body also travels in `X-Chatup-Refusal` (and `Retry-After`),
 //!   which the module passes on to the client.
-//! - `GET /v1/hooks/subscribe`: a subscriber is about to be let in to the
-//!   room named by `X-Chatup-Room`; answered once this worker's Redis
-//!   subscription for the room is in place and nchan backfilled.
-//! - `GET /v1/hooks/join`, `GET /v1/hooks/leave`: a reader subscribed or
-//!   unsubscribed (see `membership`).
+//! - `POST /v1/serve/{room}`: the module has a reader for a room it does
+//!   not know to be served: answered `204` once this worker's Redis
+//!   subscription for the room is in place and nchan backfilled, `503` if
+//!   that takes too long (the reader is refused and tries again).
 //! - `GET /healthz`: `200` when Redis answers, `503` otherwise.
 
 use std::sync::Arc;
@@ -20,7 +19,7 @@ use chatup_gate::token::MODERATOR;
 use serde_json::json;
 
 use axum::body::Bytes;
-use axum::extract::State;
+use axum::extract::{Path, State};
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
@@ -35,13 +34,12 @@ use crate::moderation::bancache::BanCache;
 use crate::moderation::filters::{Candidate, FilterPipeline, Verdict};
 use crate::moderation::ratelimit::RateLimiter;
 use crate::store::Store;
-use crate::worker::membership::{self, Membership};
+use crate::worker::room::Origin;
 use crate::worker::rooms::Rooms;
 
-/// How long a subscriber waits for the room's Redis subscription and
-/// backfill before it is let in anyway (it then gets messages once Redis
-/// is back).
-const SUBSCRIBE_WAIT: Duration = Duration::from_secs(3);
+/// How long a reader may wait for its room's Redis subscription and
+/// backfill (below nginx's `proxy_read_timeout` of the serve location).
+const SERVE_WAIT: Duration = Duration::from_secs(4);
 
 #[derive(Clone)]
 pub struct IngestState {
@@ -148,17 +146,12 @@ fn ascii_json(value: &serde_json::Value) -> String {
     out
 }
 
-pub fn router(state: IngestState, membership: Arc<Membership>) -> Router {
-    let hooks = Router::new()
-        .route("/v1/hooks/join", get(membership::join_hook))
-        .route("/v1/hooks/leave", get(membership::leave_hook))
-        .with_state(membership);
+pub fn router(state: IngestState) -> Router {
     Router::new()
         .route("/v1/messages", post(post_message))
-        .route("/v1/hooks/subscribe", get(subscribe_hook))
+        .route("/v1/serve/{room}", post(serve_room))
         .route("/healthz", get(health))
         .with_state(state)
-        .merge(hooks)
         .fallback(|| async { ApiError::not_found() })
 }
 
@@ -192,22 +185,23 @@ async fn post_message(State(state): State<IngestState>, body: Bytes) -> Result<R
     Ok((StatusCode::ACCEPTED, Json(envelope.ack())).into_response())
 }
 
-async fn subscribe_hook(
+async fn serve_room(
     State(state): State<IngestState>,
-    headers: HeaderMap,
+    Path(room): Path<String>,
 ) -> Result<StatusCode, ApiError> {
-    let room = headers
-        .get("x-chatup-room")
-        .and_then(|v| v.to_str().ok())
-        .ok_or_else(|| ApiError::bad_request("missing X-Chatup-Room"))?;
-    validate_room(room).map_err(|e| ApiError::bad_request(e.to_string()))?;
-    if !state.rooms.ensure(room, SUBSCRIBE_WAIT).await {
+    validate_room(&room).map_err(|e| ApiError::bad_request(e.to_string()))?;
+    if state.draining.is_cancelled() {
+        return Err(ApiError::unavailable("worker is shutting down"));
+    }
+    if state.rooms.ensure(&room, SERVE_WAIT, Origin::Fresh).await {
+        Ok(StatusCode::NO_CONTENT)
+    } else {
         tracing::warn!(
             room,
-            "subscriber let in before the room was ready (redis subscription or backfill pending)"
+            "room not ready in time (redis subscription or backfill pending): reader refused"
         );
+        Err(ApiError::unavailable("room not ready"))
     }
-    Ok(StatusCode::NO_CONTENT)
 }
 
 async fn health(State(state): State<IngestState>) -> Result<Json<serde_json::Value>, ApiError> {

@@ -3,9 +3,12 @@
 //! - `ingest`: the unix-socket API nginx hands accepted messages to;
 //! - `store` (crate): Redis history + publish, one transaction per message;
 //! - `fanin`: the Redis subscription for the rooms with local subscribers;
-//! - `rooms` / `room`: per-room tasks batching messages into nchan;
+//! - `rooms` / `room`: per-room tasks batching messages into nchan,
+//!   catching up by message id;
 //! - `batch`: the batching policy itself, free of I/O;
-//! - `membership`: nchan's subscribe/unsubscribe hooks, join/leave events;
+//! - `readers`: the reader counts and members the nginx module keeps;
+//! - `membership`: members in Redis, join/leave events;
+//! - `sweep`: letting go of rooms nobody reads here;
 //! - `heartbeat`: presence refresh, registry announcement, count events.
 
 mod batch;
@@ -13,8 +16,10 @@ mod fanin;
 mod heartbeat;
 mod ingest;
 mod membership;
+mod readers;
 mod room;
 mod rooms;
+mod sweep;
 
 use std::os::unix::fs::PermissionsExt;
 use std::sync::Arc;
@@ -66,13 +71,7 @@ pub async fn run_with_filters(
         history_length: config.history_length,
     };
     let (fanin_tx, fanin_rx) = mpsc::unbounded_channel();
-    let rooms = Arc::new(Rooms::new(
-        fanin_tx,
-        nchan.clone(),
-        store.clone(),
-        settings,
-        config.state_file.clone(),
-    ));
+    let rooms = Arc::new(Rooms::new(fanin_tx, nchan.clone(), store.clone(), settings));
 
     let bans = Arc::new(BanCache::new(BanStore::new(db.clone())));
     let ban_reloads = {
@@ -95,8 +94,6 @@ pub async fn run_with_filters(
         rate_limiter: RateLimiter::new(config.rate_limit.clone()),
         filters: FilterPipeline::new(&config.filters, extra_filters),
     });
-
-    rooms.restore_state().await;
 
     let membership = Arc::new(Membership::new(
         config.worker_id.clone(),
@@ -122,33 +119,31 @@ pub async fn run_with_filters(
         .run(shutdown.clone()),
     );
 
+    let feed = tokio::spawn(
+        readers::ReaderFeed::new(
+            nchan.clone(),
+            rooms.clone(),
+            membership.clone(),
+            presence.clone(),
+            config.worker_id.clone(),
+            config.heartbeat_ttl_ms,
+        )
+        .run(shutdown.clone()),
+    );
+
     let listener = bind(&config)?;
     tracing::info!(id = %config.worker_id, listen = %config.listen.display(), nchan = %config.nchan_socket.display(), "chatup worker ready");
 
-    let sweeper = {
-        let rooms = rooms.clone();
-        let checks = checks.clone();
-        let presence = presence.clone();
-        let worker_id = config.worker_id.clone();
-        let every = Duration::from_secs(config.room_sweep_secs);
-        let stop = shutdown.clone();
-        tokio::spawn(async move {
-            let mut tick = tokio::time::interval(every);
-            tick.tick().await;
-            loop {
-                tokio::select! {
-                    _ = stop.cancelled() => return,
-                    _ = tick.tick() => {}
-                }
-                checks.rate_limiter.forget_idle(std::time::Instant::now());
-                for room in rooms.sweep().await {
-                    if let Err(e) = presence.forget(&room, &worker_id).await {
-                        tracing::warn!(room, error = %e, "cannot forget a dropped room's members; they expire");
-                    }
-                }
-            }
-        })
-    };
+    let sweeper = tokio::spawn(
+        sweep::Sweeper {
+            rooms: rooms.clone(),
+            checks: checks.clone(),
+            presence: presence.clone(),
+            worker_id: config.worker_id.clone(),
+            every: Duration::from_secs(config.room_sweep_secs),
+        }
+        .run(shutdown.clone()),
+    );
 
     let state = ingest::IngestState {
         db,
@@ -157,13 +152,14 @@ pub async fn run_with_filters(
         checks,
         draining: shutdown.clone(),
     };
-    let server = axum::serve(listener, ingest::router(state, membership))
+    let server = axum::serve(listener, ingest::router(state))
         .with_graceful_shutdown(shutdown.clone().cancelled_owned());
     server.await.context("serving the worker API")?;
 
     // Drain: requests in flight were answered; now deliver what the room
     // tasks still hold, then drop the Redis subscription.
     let _ = sweeper.await;
+    let _ = feed.await;
     let _ = ban_reloads.await;
     let _ = heartbeat.await;
     let _ = tokio::time::timeout(Duration::from_secs(5), rooms.close_all()).await;

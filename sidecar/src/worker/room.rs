@@ -2,34 +2,42 @@
 //! and events from Redis, drops duplicates, and publishes them into the
 //! local nchan in order, batched.
 //!
-//! Start: once the room's Redis subscription is in place, the task
-//! backfills nchan from the room's history: all of it into a channel that
-//! holds nothing yet (so a reader who fetched history from a dispatcher a
-//! moment ago finds no gap), or what may have been missed around a
-//! restart into a channel that still holds frames. Live items that arrive
-//! meanwhile wait in the queue and follow, minus duplicates.
+//! Catching up is by message id, never by time: the task knows the id of
+//! the last message nchan accepted from it (`last_published`), and
+//! whenever it may have missed something (start, Redis reconnection, a full
+//! queue, a frame nchan refused) it publishes what Redis history holds
+//! after that id. Ids that were published already are dropped.
+//!
+//! Start: once the room's Redis subscription is in place, a room served on
+//! a reader's request ([`Origin::Fresh`]) starts from an empty channel
+//! filled with the whole history (no reader is in it yet, so nobody sees a
+//! frame twice); a room that nginx was already serving before this sidecar
+//! started ([`Origin::Recovered`]) resumes after the last message nchan has
+//! (the module records it). Live items that arrive meanwhile wait in the
+//! queue and follow, minus duplicates.
 //!
 //! Batching: a message arriving while the room is quiet goes out at once;
 //! after each send, messages arriving within the batching window are
 //! collected and go out together when it closes, as one frame.
 
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
 use serde::Deserialize;
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio::time::{sleep_until, Instant};
 
-use crate::nchan::Nchan;
+use crate::nchan::{Nchan, NchanError};
 use crate::store::Store;
-use crate::worker::batch::{FrameLimits, Pending, RecentIds};
+use crate::worker::batch::{Frame, FrameLimits, Item, Pending, RecentIds};
 
 /// Ids remembered per room for de-duplication.
 const RECENT_IDS: usize = 4096;
-/// Clock skew tolerated between machines when a resync decides which
-/// history entries were possibly missed.
-const RESYNC_SKEW_MS: u64 = 2000;
-/// Attempts to publish a frame before giving up on it.
+/// Attempts to publish a frame before giving up on it (and resyncing).
 const PUBLISH_ATTEMPTS: u32 = 4;
+/// Wait before catching up again after nchan refused a frame.
+const RETRY_AFTER_FAILURE: Duration = Duration::from_secs(1);
 
 /// How long a new room waits for its Redis subscription before it
 /// backfills anyway (Redis is down: the resync after reconnecting covers).
@@ -51,11 +59,23 @@ pub struct RoomSettings {
     pub history_length: usize,
 }
 
-/// The fields of an envelope a room task needs.
+/// The fields of an item a room task needs: its id, and `ev` for events
+/// (which are not kept in history).
 #[derive(Deserialize)]
 struct Stamp {
     id: String,
-    ts: u64,
+    #[serde(default)]
+    ev: Option<serde::de::IgnoredAny>,
+}
+
+/// Why a room is served.
+#[derive(Debug, Clone)]
+pub enum Origin {
+    /// On a reader's request: nobody reads its channel yet.
+    Fresh,
+    /// nginx served it before this sidecar started: readers are in its
+    /// channel, which holds everything up to `last_id`.
+    Recovered { last_id: Option<String> },
 }
 
 struct RoomTask {
@@ -65,8 +85,10 @@ struct RoomTask {
     settings: RoomSettings,
     recent: RecentIds,
     pending: Pending,
-    /// Timestamp of the newest message delivered, or of the task's start.
-    last_ts: u64,
+    /// The last message nchan accepted from this task.
+    last_published: Option<String>,
+    /// Set when items were not delivered: catch up from history then.
+    behind_since: Option<Instant>,
 }
 
 /// What a room task starts from.
@@ -76,6 +98,9 @@ pub struct RoomStart {
     pub nchan: Nchan,
     pub store: Store,
     pub settings: RoomSettings,
+    pub origin: Origin,
+    /// Set by whoever could not queue an item for this room (queue full).
+    pub overflowed: Arc<AtomicBool>,
     /// Fires once Redis confirmed the room's subscription.
     pub subscribed: oneshot::Receiver<()>,
     /// Set once the backfill is in nchan.
@@ -89,6 +114,8 @@ pub async fn run(start: RoomStart) {
         nchan,
         store,
         settings,
+        origin,
+        overflowed,
         subscribed,
         ready,
     } = start;
@@ -99,7 +126,8 @@ pub async fn run(start: RoomStart) {
         settings,
         recent: RecentIds::new(RECENT_IDS),
         pending: Pending::default(),
-        last_ts: chatup_wire::id::unix_millis(std::time::SystemTime::now()),
+        last_published: None,
+        behind_since: None,
     };
     if tokio::time::timeout(SUBSCRIBE_WAIT, subscribed)
         .await
@@ -107,15 +135,26 @@ pub async fn run(start: RoomStart) {
     {
         tracing::warn!(room = %task.room, "redis subscription not confirmed, backfilling anyway");
     }
-    task.backfill().await;
+    task.start(origin).await;
     task.flush().await;
     let _ = ready.send(true);
     let mut next_send = Instant::now();
     let mut open = true;
     while open {
-        match inputs.recv().await {
-            Some(input) => task.take(input).await,
-            None => break,
+        let retry_at = task.behind_since.map(|since| since + RETRY_AFTER_FAILURE);
+        tokio::select! {
+            input = inputs.recv() => match input {
+                Some(input) => task.take(input).await,
+                None => break,
+            },
+            _ = sleep_until(retry_at.unwrap_or_else(Instant::now)), if retry_at.is_some() => {
+                task.behind_since = None;
+                task.resync().await;
+            }
+        }
+        if overflowed.swap(false, Ordering::Relaxed) {
+            tracing::warn!(room = %task.room, "room queue overflowed: catching up from history");
+            task.resync().await;
         }
         // Collect until the window after the previous send closes (at once
         // if the room was quiet) or the frame is full.
@@ -152,35 +191,42 @@ impl RoomTask {
         }
     }
 
-    fn queue(&mut self, message: String) {
-        let Ok(stamp) = serde_json::from_str::<Stamp>(&message) else {
-            tracing::warn!(room = %self.room, "dropping a message without id/ts from redis");
+    fn queue(&mut self, text: String) {
+        let Ok(stamp) = serde_json::from_str::<Stamp>(&text) else {
+            tracing::warn!(room = %self.room, "dropping an item without id from redis");
             return;
         };
-        if self.recent.insert(&stamp.id) {
-            self.last_ts = self.last_ts.max(stamp.ts);
-            self.pending.push(message);
+        if self.recent.contains(&stamp.id) {
+            return;
         }
+        self.pending.push(Item {
+            text,
+            id: stamp.id,
+            is_message: stamp.ev.is_none(),
+        });
     }
 
-    /// Fills a new room's channel: with the whole history when it holds
-    /// nothing, else with what may have been missed (see `resync`).
-    async fn backfill(&mut self) {
-        match self.nchan.info(&self.room).await {
-            Ok(info) if info.messages == 0 => self.last_ts = 0,
-            Ok(_) => {}
-            Err(e) => {
-                tracing::warn!(room = %self.room, error = %e, "backfill: cannot read channel info")
+    async fn start(&mut self, origin: Origin) {
+        match origin {
+            Origin::Fresh => {
+                // A channel left from before (frames published by a task
+                // that was let go a moment ago) would make the backfill
+                // appear twice: start from an empty one.
+                if let Err(e) = self.nchan.delete(&self.room).await {
+                    tracing::warn!(room = %self.room, error = %e, "cannot empty the channel of a new room");
+                }
+            }
+            Origin::Recovered { last_id } => {
+                tracing::info!(room = %self.room, last_id = ?last_id, "resuming a room nginx still serves");
+                self.last_published = last_id;
             }
         }
         self.resync().await;
     }
 
-    /// Publishes the history entries this worker may have missed while its
-    /// Redis subscription was down (those newer than what it delivered,
-    /// allowing for clock skew, and not delivered already).
+    /// Queues what Redis history holds after the last message published
+    /// (all of it if none was, or if that one is no longer in history).
     async fn resync(&mut self) {
-        let floor = self.last_ts.saturating_sub(RESYNC_SKEW_MS);
         let history = match self
             .store
             .recent(&self.room, self.settings.history_length)
@@ -188,15 +234,31 @@ impl RoomTask {
         {
             Ok(history) => history,
             Err(e) => {
-                tracing::warn!(room = %self.room, error = %e, "resync: cannot read history");
+                tracing::warn!(room = %self.room, error = %e, "resync: cannot read history, retrying");
+                self.behind_since = Some(Instant::now());
                 return;
             }
         };
+        let ids: Vec<Option<String>> = history
+            .iter()
+            .map(|m| serde_json::from_str::<Stamp>(m).ok().map(|s| s.id))
+            .collect();
+        let start = match &self.last_published {
+            None => 0,
+            Some(last) => match ids.iter().position(|id| id.as_deref() == Some(last)) {
+                Some(at) => at + 1,
+                None => {
+                    if history.len() >= self.settings.history_length {
+                        tracing::error!(room = %self.room, last = %last,
+                            "the last message published here is no longer in history: readers here may miss messages older than the history");
+                    }
+                    0
+                }
+            },
+        };
         let before = self.pending.len();
-        for message in history {
-            if serde_json::from_str::<Stamp>(&message).is_ok_and(|s| s.ts >= floor) {
-                self.queue(message);
-            }
+        for message in history.into_iter().skip(start) {
+            self.queue(message);
         }
         let recovered = self.pending.len() - before;
         if recovered > 0 {
@@ -205,26 +267,47 @@ impl RoomTask {
     }
 
     async fn flush(&mut self) {
-        for (frame, count) in self.pending.take_frames(self.settings.limits) {
-            self.publish(frame, count).await;
+        for frame in self.pending.take_frames(self.settings.limits) {
+            if self.behind_since.is_some() {
+                // A frame before this one was lost: publishing this one
+                // would leave a gap. The catch-up brings them back in order.
+                continue;
+            }
+            match self.publish(&frame).await {
+                Ok(()) => {
+                    for id in &frame.ids {
+                        self.recent.insert(id);
+                    }
+                    if let Some(id) = frame.last_message_id {
+                        self.last_published = Some(id);
+                    }
+                }
+                Err(e) => {
+                    tracing::error!(room = %self.room, error = %e,
+                        "nchan refused a frame: catching up from history once it is back");
+                    self.behind_since = Some(Instant::now());
+                }
+            }
         }
     }
 
-    async fn publish(&self, frame: String, count: usize) {
+    async fn publish(&self, frame: &Frame) -> Result<(), NchanError> {
         let mut delay = Duration::from_millis(50);
-        for attempt in 1..=PUBLISH_ATTEMPTS {
-            match self.nchan.publish(&self.room, frame.clone()).await {
-                Ok(()) => return,
-                Err(e) if attempt == PUBLISH_ATTEMPTS => {
-                    // The messages stay in Redis history; readers of this
-                    // worker recover them when they rejoin.
-                    tracing::error!(room = %self.room, messages = count, error = %e,
-                        "could not publish a frame to nchan; its messages reach this worker's readers only through history");
-                }
+        let mut attempt = 1;
+        loop {
+            let last_id = frame.last_message_id.as_deref();
+            match self
+                .nchan
+                .publish(&self.room, frame.text.clone(), last_id)
+                .await
+            {
+                Ok(()) => return Ok(()),
+                Err(e) if attempt == PUBLISH_ATTEMPTS => return Err(e),
                 Err(e) => {
                     tracing::warn!(room = %self.room, attempt, error = %e, "publishing to nchan failed, retrying");
                     tokio::time::sleep(delay).await;
                     delay *= 3;
+                    attempt += 1;
                 }
             }
         }

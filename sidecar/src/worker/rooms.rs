@@ -1,21 +1,17 @@
-//! The rooms this worker serves: one task per room with local readers, the
-//! Redis subscription that feeds it, how many readers it has here, and the
-//! sweep that lets go of rooms nobody reads here any more.
+//! The rooms this worker serves: one task per room, how many readers each
+//! has on this nginx (as the module counts them, see `readers`), and
+//! letting go of the rooms nobody reads here any more.
 //!
-//! Readers are counted from nchan's subscribe/unsubscribe hooks (exact for
-//! WebSocket and EventSource readers) and from nchan's channel info (which
-//! also sees long-poll readers, but which nchan 1.3.6 gets wrong when
-//! readers arrive at once in several nginx worker processes): a room has
-//! the larger of the two. A room is dropped when the hooks count no
-//! connection and no reader was let in (each long-poll is) for two sweeps;
-//! a long-poll reader still waiting then is ended by the channel's
-//! deletion and comes back through the authorize step, which serves the
-//! room again.
+//! Letting go is agreed with the module, so that it cannot race a reader
+//! arriving: the room is first marked `releasing` here (a serve request
+//! for it waits), then the module releases it only if it still has no
+//! reader (atomically with its admissions). Released: the task sends what
+//! it holds, the channel is deleted, and a reader coming later gets the
+//! room served afresh. Not released (a reader came): it stays as it was.
 
-use std::collections::{BTreeMap, HashMap};
-use std::path::PathBuf;
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use tokio::sync::{mpsc, oneshot, watch};
@@ -25,27 +21,29 @@ use crate::nchan::Nchan;
 use crate::presence::RoomCounts;
 use crate::store::Store;
 use crate::worker::fanin::FaninCommand;
-use crate::worker::room::{self, RoomInput, RoomSettings};
+use crate::worker::room::{self, Origin, RoomInput, RoomSettings};
 
-/// Messages queued for one room task before new ones are refused (and
-/// logged): nchan is then far behind.
+/// Items queued for one room task; past it the room catches up from
+/// history instead (see `room`).
 const ROOM_QUEUE: usize = 65_536;
-/// Sweeps in a row that must find no reader before a room is dropped;
-/// long-poll readers are briefly absent between two polls.
+/// Sweeps in a row that must find no reader before a room is let go
+/// (a long-poll reader is briefly absent between two polls).
 const IDLE_SWEEPS_BEFORE_DROP: u32 = 2;
 
 struct RoomEntry {
     inputs: mpsc::Sender<RoomInput>,
     /// Turns true once the room task has backfilled nchan.
     ready: watch::Receiver<bool>,
+    overflowed: Arc<AtomicBool>,
     task: JoinHandle<()>,
     idle_sweeps: u32,
-    /// Open WebSocket/EventSource connections, from nchan's hooks.
-    connections: u64,
-    /// Readers on this nginx at the last census.
+    /// Readers on this nginx, as the module last counted them.
     readers: u64,
     /// The room's counts over all workers, as last computed.
     totals: Option<RoomCounts>,
+    /// Set while the module is asked to release the room: serve requests
+    /// wait for the answer.
+    releasing: Option<watch::Receiver<bool>>,
 }
 
 pub struct Rooms {
@@ -54,10 +52,7 @@ pub struct Rooms {
     nchan: Nchan,
     store: Store,
     settings: RoomSettings,
-    state_file: Option<PathBuf>,
-    /// Connections changed since the state file was written.
-    unsaved: AtomicBool,
-    /// Connections opened since the last heartbeat took the count.
+    /// Readers arrived since the last heartbeat took the count.
     opened: AtomicU64,
 }
 
@@ -67,7 +62,6 @@ impl Rooms {
         nchan: Nchan,
         store: Store,
         settings: RoomSettings,
-        state_file: Option<PathBuf>,
     ) -> Self {
         Self {
             rooms: Mutex::new(HashMap::new()),
@@ -75,8 +69,6 @@ impl Rooms {
             nchan,
             store,
             settings,
-            state_file,
-            unsaved: AtomicBool::new(false),
             opened: AtomicU64::new(0),
         }
     }
@@ -87,70 +79,98 @@ impl Rooms {
             .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
-    /// Makes sure `room` is served here. A new room's task first waits for
-    /// its Redis subscription and backfills nchan from history; this waits
-    /// up to `wait` for that (every caller, not only the one that created
-    /// the room), so that a reader let in afterwards misses nothing.
-    /// Returns whether the room is known to be ready.
-    pub async fn ensure(&self, room: &str, wait: Duration) -> bool {
-        let (mut ready, created) = {
-            let mut rooms = self.lock();
-            if let Some(entry) = rooms.get_mut(room) {
-                entry.idle_sweeps = 0;
-                (entry.ready.clone(), false)
-            } else {
-                let (subscribed_tx, subscribed) = oneshot::channel();
-                let (ready_tx, ready) = watch::channel(false);
-                let (inputs, rx) = mpsc::channel(ROOM_QUEUE);
-                let task = tokio::spawn(room::run(room::RoomStart {
-                    room: room.to_owned(),
-                    inputs: rx,
-                    nchan: self.nchan.clone(),
-                    store: self.store.clone(),
-                    settings: self.settings.clone(),
-                    subscribed,
-                    ready: ready_tx,
-                }));
-                rooms.insert(
-                    room.to_owned(),
-                    RoomEntry {
-                        inputs,
-                        ready: ready.clone(),
-                        task,
-                        idle_sweeps: 0,
-                        connections: 0,
-                        readers: 0,
-                        totals: None,
+    /// Makes sure `room` is served here and waits up to `wait` for its
+    /// task to have backfilled nchan (every caller, not only the one that
+    /// created it), so that a reader let in afterwards misses nothing.
+    /// Returns whether the room is ready.
+    pub async fn ensure(&self, room: &str, wait: Duration, origin: Origin) -> bool {
+        let deadline = tokio::time::Instant::now() + wait;
+        let mut ready = loop {
+            let releasing = {
+                let mut rooms = self.lock();
+                match rooms.get_mut(room) {
+                    Some(entry) => match &entry.releasing {
+                        Some(releasing) => releasing.clone(),
+                        None => {
+                            entry.idle_sweeps = 0;
+                            break entry.ready.clone();
+                        }
                     },
-                );
-                let _ = self
-                    .fanin
-                    .send(FaninCommand::Subscribe(room.to_owned(), subscribed_tx));
-                tracing::info!(room, "serving room");
-                (ready, true)
+                    None => break self.start_room(&mut rooms, room, origin.clone()),
+                }
+            };
+            // Being let go: wait for the module's answer, then look again.
+            let mut releasing = releasing;
+            let settled = tokio::time::timeout_at(deadline, releasing.wait_for(|done| *done)).await;
+            if !matches!(settled, Ok(Ok(_))) {
+                return false;
             }
         };
-        if created {
-            self.save_state();
-        }
-        let outcome = tokio::time::timeout(wait, ready.wait_for(|ready| *ready)).await;
+        let outcome = tokio::time::timeout_at(deadline, ready.wait_for(|ready| *ready)).await;
         matches!(outcome, Ok(Ok(_)))
     }
 
-    /// Hands an item (message or event) from Redis to its room's task.
+    fn start_room(
+        &self,
+        rooms: &mut HashMap<String, RoomEntry>,
+        room: &str,
+        origin: Origin,
+    ) -> watch::Receiver<bool> {
+        let (subscribed_tx, subscribed) = oneshot::channel();
+        let (ready_tx, ready) = watch::channel(false);
+        let (inputs, rx) = mpsc::channel(ROOM_QUEUE);
+        let overflowed = Arc::new(AtomicBool::new(false));
+        let task = tokio::spawn(room::run(room::RoomStart {
+            room: room.to_owned(),
+            inputs: rx,
+            nchan: self.nchan.clone(),
+            store: self.store.clone(),
+            settings: self.settings.clone(),
+            origin,
+            overflowed: overflowed.clone(),
+            subscribed,
+            ready: ready_tx,
+        }));
+        rooms.insert(
+            room.to_owned(),
+            RoomEntry {
+                inputs,
+                ready: ready.clone(),
+                overflowed,
+                task,
+                idle_sweeps: 0,
+                readers: 0,
+                totals: None,
+                releasing: None,
+            },
+        );
+        let _ = self
+            .fanin
+            .send(FaninCommand::Subscribe(room.to_owned(), subscribed_tx));
+        tracing::info!(room, "serving room");
+        ready
+    }
+
+    /// Hands an item (message or event) from Redis to its room's task; if
+    /// the task is that far behind, it catches up from history instead.
     pub fn deliver(&self, room: &str, item: String) {
         let rooms = self.lock();
         let Some(entry) = rooms.get(room) else { return };
-        if let Err(e) = entry.inputs.try_send(RoomInput::Item(item)) {
-            tracing::error!(room, error = %e, "room queue full: nchan is not keeping up, item not broadcast here (messages stay in history)");
+        if entry.inputs.try_send(RoomInput::Item(item)).is_err()
+            && !entry.overflowed.swap(true, Ordering::Relaxed)
+        {
+            tracing::warn!(
+                room,
+                "room queue full (nchan is not keeping up): the room catches up from history"
+            );
         }
     }
 
     /// After a Redis reconnection: every room fetches what it missed.
     pub fn resync_all(&self) {
-        for (room, entry) in self.lock().iter() {
+        for entry in self.lock().values() {
             if entry.inputs.try_send(RoomInput::Resync).is_err() {
-                tracing::warn!(room, "room queue full, skipping resync");
+                entry.overflowed.store(true, Ordering::Relaxed);
             }
         }
     }
@@ -159,61 +179,27 @@ impl Rooms {
         self.lock().keys().cloned().collect()
     }
 
-    /// A reader connected to (`true`) or disconnected from `room` here.
-    pub fn count_connection(&self, room: &str, connected: bool) {
-        let mut rooms = self.lock();
-        let Some(entry) = rooms.get_mut(room) else {
-            tracing::debug!(room, connected, "reader hook for a room not served here");
-            return;
-        };
-        self.unsaved.store(true, Ordering::Relaxed);
-        if connected {
-            self.opened.fetch_add(1, Ordering::Relaxed);
+    /// Records the module's count of `room`'s readers here.
+    pub fn set_readers(&self, room: &str, readers: u64) {
+        if let Some(entry) = self.lock().get_mut(room) {
+            if readers > entry.readers {
+                self.opened
+                    .fetch_add(readers - entry.readers, Ordering::Relaxed);
+            }
+            entry.readers = readers;
         }
-        entry.connections = if connected {
-            entry.connections + 1
-        } else {
-            entry.connections.saturating_sub(1)
-        };
-        tracing::debug!(
-            room,
-            connected,
-            connections = entry.connections,
-            "reader hook"
-        );
     }
 
-    /// Connections opened since the last call.
+    /// Readers arrived since the last call.
     pub fn take_opened(&self) -> u64 {
         self.opened.swap(0, Ordering::Relaxed)
     }
 
-    /// How many readers each room has here (see the module's comment), as
-    /// also remembered for the sweep and the busy check.
-    pub async fn census(&self) -> Vec<(String, u64)> {
-        use futures_util::StreamExt;
-        let counted: Vec<(String, u64)> = futures_util::stream::iter(self.names())
-            .map(|room| async move {
-                let seen_by_nchan = match self.nchan.info(&room).await {
-                    Ok(info) => info.subscribers,
-                    Err(e) => {
-                        tracing::warn!(room, error = %e, "cannot read channel info");
-                        0
-                    }
-                };
-                (room, seen_by_nchan)
-            })
-            .buffer_unordered(16)
-            .collect()
-            .await;
-        let mut rooms = self.lock();
-        counted
-            .into_iter()
-            .filter_map(|(room, seen_by_nchan)| {
-                let entry = rooms.get_mut(&room)?;
-                entry.readers = entry.connections.max(seen_by_nchan);
-                Some((room, entry.readers))
-            })
+    /// How many readers each room has here.
+    pub fn census(&self) -> Vec<(String, u64)> {
+        self.lock()
+            .iter()
+            .map(|(room, entry)| (room.clone(), entry.readers))
             .collect()
     }
 
@@ -232,58 +218,91 @@ impl Rooms {
     }
 
     /// Whether `room` has at least `threshold` readers: over all workers
-    /// as last counted, or on this worker alone right now (its connections
-    /// count at once, so a sudden crowd turns join events off before the
-    /// next count).
+    /// as last counted, or on this worker alone right now (a sudden crowd
+    /// turns join events off before the next count).
     pub fn is_busy(&self, room: &str, threshold: u64) -> bool {
         self.lock().get(room).is_some_and(|entry| {
             let overall = entry.totals.map_or(0, |t| t.subscribers);
-            overall.max(entry.readers).max(entry.connections) >= threshold
+            overall.max(entry.readers) >= threshold
         })
     }
 
-    /// Drops rooms that had no reader on this nginx for a few sweeps, and
-    /// their nchan channels (once their tasks sent what they held), so that
-    /// a room served again later starts from a channel that its backfill
-    /// fills completely. Returns the rooms dropped.
+    /// Lets go of the rooms that had no reader here for a few sweeps and
+    /// that the module agrees to release; returns them.
     pub async fn sweep(&self) -> Vec<String> {
+        let (candidates, done) = {
+            let (done_tx, done_rx) = watch::channel(false);
+            let mut rooms = self.lock();
+            let mut candidates = Vec::new();
+            for (room, entry) in rooms.iter_mut() {
+                if entry.readers > 0 || entry.releasing.is_some() {
+                    entry.idle_sweeps = 0;
+                    continue;
+                }
+                entry.idle_sweeps += 1;
+                if entry.idle_sweeps >= IDLE_SWEEPS_BEFORE_DROP {
+                    entry.releasing = Some(done_rx.clone());
+                    candidates.push(room.clone());
+                }
+            }
+            (candidates, done_tx)
+        };
+        if candidates.is_empty() {
+            return Vec::new();
+        }
+        let released = match self.nchan.release(&candidates).await {
+            Ok(released) => released,
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot release idle rooms; trying again at the next sweep");
+                Vec::new()
+            }
+        };
         let dropped: Vec<(String, JoinHandle<()>)> = {
             let mut rooms = self.lock();
-            let idle: Vec<String> = rooms
-                .iter_mut()
-                .filter_map(|(room, entry)| {
-                    // nchan's own count is not trusted here (it can stay
-                    // wrong either way); long-poll readers, which the
-                    // hooks do not see, keep the room through `ensure`
-                    // at each poll.
-                    if entry.connections > 0 {
-                        entry.idle_sweeps = 0;
-                        return None;
-                    }
-                    entry.idle_sweeps += 1;
-                    (entry.idle_sweeps >= IDLE_SWEEPS_BEFORE_DROP).then(|| room.clone())
-                })
-                .collect();
-            idle.into_iter()
+            candidates
+                .iter()
                 .filter_map(|room| {
-                    let entry = rooms.remove(&room)?;
-                    let _ = self.fanin.send(FaninCommand::Unsubscribe(room.clone()));
-                    Some((room, entry.task))
+                    if released.contains(room) {
+                        let entry = rooms.remove(room)?;
+                        let _ = self.fanin.send(FaninCommand::Unsubscribe(room.clone()));
+                        Some((room.clone(), entry.task))
+                    } else {
+                        if let Some(entry) = rooms.get_mut(room) {
+                            entry.releasing = None;
+                            entry.idle_sweeps = 0;
+                        }
+                        None
+                    }
                 })
                 .collect()
         };
-        if dropped.is_empty() {
-            return Vec::new();
+        if !dropped.is_empty() {
+            let names: Vec<&String> = dropped.iter().map(|(room, _)| room).collect();
+            tracing::info!(rooms = ?names, "no readers left here, stopped serving");
         }
-        let names: Vec<String> = dropped.iter().map(|(room, _)| room.clone()).collect();
-        tracing::info!(rooms = ?names, "no readers left here, stopped serving");
-        self.save_state();
+        let mut names = Vec::new();
         for (room, task) in dropped {
             // The task ends once its inputs are gone, after a last flush.
             let _ = tokio::time::timeout(Duration::from_secs(5), task).await;
             if let Err(e) = self.nchan.delete(&room).await {
                 tracing::warn!(room, error = %e, "cannot delete the channel of a dropped room");
             }
+            names.push(room);
+        }
+        // Serve requests waiting on these rooms look again now.
+        let _ = done.send(true);
+        names
+    }
+
+    /// nginx restarted: its channels are gone with every reader. Room
+    /// tasks stop at once (what they hold would only half-fill new
+    /// channels); readers coming back get their rooms served afresh.
+    pub fn forget_all(&self) -> Vec<String> {
+        let mut rooms = self.lock();
+        let names: Vec<String> = rooms.keys().cloned().collect();
+        for (room, entry) in rooms.drain() {
+            entry.task.abort();
+            let _ = self.fanin.send(FaninCommand::Unsubscribe(room));
         }
         names
     }
@@ -293,54 +312,6 @@ impl Rooms {
         let tasks: Vec<JoinHandle<()>> = self.lock().drain().map(|(_, entry)| entry.task).collect();
         for task in tasks {
             let _ = task.await;
-        }
-    }
-
-    /// Serves again the rooms served before a restart, from the state
-    /// file, with the connections nginx still holds in them.
-    pub async fn restore_state(&self) {
-        let Some(path) = &self.state_file else { return };
-        let saved: BTreeMap<String, u64> = match std::fs::read_to_string(path) {
-            Ok(text) => serde_json::from_str(&text).unwrap_or_else(|e| {
-                tracing::warn!(path = %path.display(), error = %e, "ignoring unreadable state file");
-                BTreeMap::new()
-            }),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => BTreeMap::new(),
-            Err(e) => {
-                tracing::warn!(path = %path.display(), error = %e, "cannot read state file");
-                BTreeMap::new()
-            }
-        };
-        for (room, connections) in saved {
-            self.ensure(&room, Duration::ZERO).await;
-            if let Some(entry) = self.lock().get_mut(&room) {
-                entry.connections = connections;
-            }
-        }
-    }
-
-    /// Writes the state file if connections changed since it was written.
-    pub fn save_state_if_changed(&self) {
-        if self.unsaved.swap(false, Ordering::Relaxed) {
-            self.save_state();
-        }
-    }
-
-    /// Writes the rooms served and their connections to the state file.
-    fn save_state(&self) {
-        let Some(path) = &self.state_file else { return };
-        let rooms: BTreeMap<String, u64> = self
-            .lock()
-            .iter()
-            .map(|(room, entry)| (room.clone(), entry.connections))
-            .collect();
-        let tmp = path.with_extension("tmp");
-        let result = serde_json::to_vec(&rooms)
-            .map_err(std::io::Error::other)
-            .and_then(|bytes| std::fs::write(&tmp, bytes))
-            .and_then(|()| std::fs::rename(&tmp, path));
-        if let Err(e) = result {
-            tracing::warn!(path = %path.display(), error = %e, "cannot save state file");
         }
     }
 }

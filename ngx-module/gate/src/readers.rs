@@ -1,0 +1,809 @@
+//! The readers of one nginx, counted per room and per signed-in member, in
+//! a table that lives in nginx's shared memory (the module hands this code
+//! the memory, under the zone's lock; tests hand it plain vectors).
+//!
+//! Why counts are kept per nginx process slot: a worker process that dies
+//! (killed, crashed) never runs the cleanups of its readers' requests. nginx
+//! respawns it in the same slot, and the new process clears what the slot
+//! held ([`ReaderTable::clear_process`]), so the counts stay true.
+//!
+//! Layout: a [`Header`], then fixed-size room slots and member slots, each
+//! table an open-addressing hash table with linear probing and
+//! backward-shift deletion (no tombstones, so probe lengths stay short
+//! under churn). All-zero memory is an empty table. Keys are hashed with
+//! FNV-1a: every process must compute the same hash, so nothing seeded per
+//! process will do.
+//!
+//! Every change stamps the entry with the next sequence number; the sidecar
+//! polls for the entries changed since the last number it saw. An entry
+//! back at zero (no reader, not served) is deleted only once the sidecar
+//! has seen it at zero (its `since` passed the entry's number).
+
+use chatup_wire::readers::{MemberConnections, ReaderChanges, RoomReaders};
+use serde_json::value::RawValue;
+
+/// nginx process slots counted; a process in a higher slot is refused
+/// (nginx gives workers the lowest free slots, so this takes 60 and more
+/// worker processes).
+pub const MAX_PROCS: usize = 64;
+pub const ROOM_MAX: usize = chatup_wire::MAX_ROOM_LEN;
+pub const USER_MAX: usize = crate::token::MAX_SUB_LEN;
+pub const PUBLIC_MAX: usize = crate::token::MAX_PUBLIC_LEN;
+/// Message ids are ULIDs (26 characters).
+pub const ID_MAX: usize = 32;
+/// A table is full at this share of its slots (tenths), to keep probes short.
+const MAX_LOAD_TENTHS: usize = 9;
+const MAGIC: u64 = 0x6368_6174_7570_7231; // "chatupr1"
+
+#[repr(C)]
+pub struct Header {
+    magic: u64,
+    boot: u64,
+    seq: u64,
+    /// The newest sequence number the sidecar has seen everything up to.
+    acked: u64,
+    rooms_used: u64,
+    members_used: u64,
+    readers: [u32; MAX_PROCS],
+}
+
+#[repr(C)]
+pub struct RoomSlot {
+    used: u8,
+    served: u8,
+    name_len: u8,
+    id_len: u8,
+    _pad: [u8; 4],
+    seq: u64,
+    name: [u8; ROOM_MAX],
+    last_id: [u8; ID_MAX],
+    readers: [u32; MAX_PROCS],
+}
+
+#[repr(C)]
+pub struct MemberSlot {
+    used: u8,
+    room_len: u8,
+    user_len: u16,
+    public_len: u16,
+    _pad: [u8; 2],
+    seq: u64,
+    room: [u8; ROOM_MAX],
+    user: [u8; USER_MAX],
+    connections: [u16; MAX_PROCS],
+    public: [u8; PUBLIC_MAX],
+}
+
+/// How many room and member slots fit in `bytes` of memory (an eighth of
+/// it for rooms).
+pub fn capacities(bytes: usize) -> (usize, usize) {
+    let body = bytes.saturating_sub(std::mem::size_of::<Header>());
+    let rooms = body / 8 / std::mem::size_of::<RoomSlot>();
+    let members =
+        (body - rooms * std::mem::size_of::<RoomSlot>()) / std::mem::size_of::<MemberSlot>();
+    (rooms, members)
+}
+
+/// Bytes needed for `rooms` and `members` slots and the header.
+pub fn bytes_for(rooms: usize, members: usize) -> usize {
+    std::mem::size_of::<Header>()
+        + rooms * std::mem::size_of::<RoomSlot>()
+        + members * std::mem::size_of::<MemberSlot>()
+}
+
+/// Why a reader was not admitted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum Full {
+    #[error("this chat worker has as many readers as it takes ({limit})")]
+    Readers { limit: u64 },
+    #[error("this chat worker serves as many rooms as its readers zone holds")]
+    Rooms,
+    #[error("nginx process slot {0} is beyond what the readers zone counts")]
+    ProcessSlot(usize),
+}
+
+/// A signed-in reader.
+#[derive(Debug, Clone, Copy)]
+pub struct MemberRef<'a> {
+    pub id: &'a str,
+    /// The token's `public` claim as JSON text ("" for none).
+    pub public: &'a str,
+}
+
+/// A reader let in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Admitted {
+    /// The sidecar serves the room already: no need to ask it.
+    pub served: bool,
+    /// The member was recorded (false when the member table is full: the
+    /// reader is then counted, not listed).
+    pub member_counted: bool,
+}
+
+/// The table over its memory, borrowed for one locked operation.
+pub struct ReaderTable<'a> {
+    header: &'a mut Header,
+    rooms: &'a mut [RoomSlot],
+    members: &'a mut [MemberSlot],
+}
+
+fn fnv1a(parts: &[&[u8]]) -> u64 {
+    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
+    for (i, part) in parts.iter().enumerate() {
+        if i > 0 {
+            hash = (hash ^ 0xff).wrapping_mul(0x0000_0100_0000_01b3);
+        }
+        for byte in *part {
+            hash = (hash ^ u64::from(*byte)).wrapping_mul(0x0000_0100_0000_01b3);
+        }
+    }
+    hash
+}
+
+/// What the generic probing code needs of a slot.
+trait Slot {
+    fn used(&self) -> bool;
+    fn hash(&self) -> u64;
+    fn clear(&mut self);
+    fn copy_from(&mut self, other: &Self);
+}
+
+impl Slot for RoomSlot {
+    fn used(&self) -> bool {
+        self.used != 0
+    }
+    fn hash(&self) -> u64 {
+        fnv1a(&[&self.name[..usize::from(self.name_len)]])
+    }
+    fn clear(&mut self) {
+        // SAFETY-free: plain field writes; all-zero is the empty slot.
+        self.used = 0;
+        self.served = 0;
+        self.name_len = 0;
+        self.id_len = 0;
+        self.seq = 0;
+        self.readers = [0; MAX_PROCS];
+    }
+    fn copy_from(&mut self, o: &Self) {
+        self.used = o.used;
+        self.served = o.served;
+        self.name_len = o.name_len;
+        self.id_len = o.id_len;
+        self.seq = o.seq;
+        self.name = o.name;
+        self.last_id = o.last_id;
+        self.readers = o.readers;
+    }
+}
+
+impl RoomSlot {
+    fn name(&self) -> &str {
+        std::str::from_utf8(&self.name[..usize::from(self.name_len)]).unwrap_or_default()
+    }
+    fn total(&self) -> u64 {
+        self.readers.iter().map(|n| u64::from(*n)).sum()
+    }
+}
+
+impl Slot for MemberSlot {
+    fn used(&self) -> bool {
+        self.used != 0
+    }
+    fn hash(&self) -> u64 {
+        fnv1a(&[
+            &self.room[..usize::from(self.room_len)],
+            &self.user[..usize::from(self.user_len)],
+        ])
+    }
+    fn clear(&mut self) {
+        self.used = 0;
+        self.room_len = 0;
+        self.user_len = 0;
+        self.public_len = 0;
+        self.seq = 0;
+        self.connections = [0; MAX_PROCS];
+    }
+    fn copy_from(&mut self, o: &Self) {
+        self.used = o.used;
+        self.room_len = o.room_len;
+        self.user_len = o.user_len;
+        self.public_len = o.public_len;
+        self.seq = o.seq;
+        self.room = o.room;
+        self.user = o.user;
+        self.connections = o.connections;
+        self.public[..usize::from(o.public_len)]
+            .copy_from_slice(&o.public[..usize::from(o.public_len)]);
+    }
+}
+
+impl MemberSlot {
+    fn room(&self) -> &str {
+        std::str::from_utf8(&self.room[..usize::from(self.room_len)]).unwrap_or_default()
+    }
+    fn user(&self) -> &str {
+        std::str::from_utf8(&self.user[..usize::from(self.user_len)]).unwrap_or_default()
+    }
+    fn total(&self) -> u64 {
+        self.connections.iter().map(|n| u64::from(*n)).sum()
+    }
+}
+
+/// Where a key is, or where it would go.
+enum Probe {
+    Found(usize),
+    Vacant(usize),
+    Full,
+}
+
+fn probe<S: Slot>(slots: &[S], hash: u64, is_key: impl Fn(&S) -> bool) -> Probe {
+    let cap = slots.len();
+    if cap == 0 {
+        return Probe::Full;
+    }
+    let mut i = (hash % cap as u64) as usize;
+    for _ in 0..cap {
+        let slot = &slots[i];
+        if !slot.used() {
+            return Probe::Vacant(i);
+        }
+        if is_key(slot) {
+            return Probe::Found(i);
+        }
+        i = (i + 1) % cap;
+    }
+    Probe::Full
+}
+
+/// Removes slot `i`, moving later entries of its probe run back so that
+/// every entry stays reachable from its home slot.
+fn remove_at<S: Slot>(slots: &mut [S], mut i: usize) {
+    let cap = slots.len();
+    slots[i].clear();
+    let mut j = i;
+    loop {
+        j = (j + 1) % cap;
+        if !slots[j].used() {
+            return;
+        }
+        let home = (slots[j].hash() % cap as u64) as usize;
+        // Entry j may stay if its home lies cyclically in (i, j].
+        let stays = if i <= j {
+            i < home && home <= j
+        } else {
+            i < home || home <= j
+        };
+        if stays {
+            continue;
+        }
+        let (a, b) = if i < j {
+            let (left, right) = slots.split_at_mut(j);
+            (&mut left[i], &right[0])
+        } else {
+            let (left, right) = slots.split_at_mut(i);
+            (&mut right[0], &left[j])
+        };
+        a.copy_from(b);
+        slots[j].clear();
+        i = j;
+    }
+}
+
+fn copy_str(dst: &mut [u8], src: &str) -> usize {
+    let n = src.len().min(dst.len());
+    dst[..n].copy_from_slice(&src.as_bytes()[..n]);
+    n
+}
+
+impl<'a> ReaderTable<'a> {
+    /// The table over its parts.
+    pub fn new(
+        header: &'a mut Header,
+        rooms: &'a mut [RoomSlot],
+        members: &'a mut [MemberSlot],
+    ) -> Self {
+        Self {
+            header,
+            rooms,
+            members,
+        }
+    }
+
+    /// Makes fresh (zeroed) memory a table of this nginx's life, `boot`
+    /// naming it; memory that already is one (a reload kept the zone) is
+    /// left as it is. Returns whether it was initialized.
+    pub fn init(&mut self, boot: u64) -> bool {
+        if self.header.magic == MAGIC {
+            return false;
+        }
+        self.header.magic = MAGIC;
+        self.header.boot = boot;
+        self.header.seq = 0;
+        self.header.acked = 0;
+        true
+    }
+
+    fn next_seq(&mut self) -> u64 {
+        self.header.seq += 1;
+        self.header.seq
+    }
+
+    fn room_probe(&self, room: &str) -> Probe {
+        probe(self.rooms, fnv1a(&[room.as_bytes()]), |s| s.name() == room)
+    }
+
+    fn member_probe(&self, room: &str, user: &str) -> Probe {
+        probe(
+            self.members,
+            fnv1a(&[room.as_bytes(), user.as_bytes()]),
+            |s| s.room() == room && s.user() == user,
+        )
+    }
+
+    /// Readers on this nginx, all rooms together.
+    pub fn readers(&self) -> u64 {
+        self.header.readers.iter().map(|n| u64::from(*n)).sum()
+    }
+
+    /// Counts a reader of `room` in process slot `slot`, unless the box
+    /// already has `limit` readers (0: no limit) or the tables are full.
+    pub fn admit(
+        &mut self,
+        room: &str,
+        member: Option<MemberRef<'_>>,
+        slot: usize,
+        limit: u64,
+    ) -> Result<Admitted, Full> {
+        if slot >= MAX_PROCS {
+            return Err(Full::ProcessSlot(slot));
+        }
+        if limit > 0 && self.readers() >= limit {
+            return Err(Full::Readers { limit });
+        }
+        let index = match self.room_probe(room) {
+            Probe::Found(i) => i,
+            Probe::Vacant(i)
+                if (self.header.rooms_used as usize + 1) * 10
+                    <= self.rooms.len() * MAX_LOAD_TENTHS =>
+            {
+                let s = &mut self.rooms[i];
+                s.clear();
+                s.used = 1;
+                s.name_len = copy_str(&mut s.name, room) as u8;
+                self.header.rooms_used += 1;
+                i
+            }
+            _ => return Err(Full::Rooms),
+        };
+        let seq = self.next_seq();
+        let s = &mut self.rooms[index];
+        s.readers[slot] += 1;
+        s.seq = seq;
+        let served = s.served != 0;
+        self.header.readers[slot] += 1;
+        let member_counted = member.is_some_and(|m| self.count_member(room, m, slot));
+        Ok(Admitted {
+            served,
+            member_counted,
+        })
+    }
+
+    fn count_member(&mut self, room: &str, member: MemberRef<'_>, slot: usize) -> bool {
+        if member.id.len() > USER_MAX || member.public.len() > PUBLIC_MAX {
+            return false;
+        }
+        let index = match self.member_probe(room, member.id) {
+            Probe::Found(i) => i,
+            Probe::Vacant(i)
+                if (self.header.members_used as usize + 1) * 10
+                    <= self.members.len() * MAX_LOAD_TENTHS =>
+            {
+                let s = &mut self.members[i];
+                s.clear();
+                s.used = 1;
+                s.room_len = copy_str(&mut s.room, room) as u8;
+                s.user_len = copy_str(&mut s.user, member.id) as u16;
+                self.header.members_used += 1;
+                i
+            }
+            _ => return false,
+        };
+        let seq = self.next_seq();
+        let s = &mut self.members[index];
+        s.connections[slot] = s.connections[slot].saturating_add(1);
+        // The newest token's public data wins (a renamed user reconnects).
+        s.public_len = copy_str(&mut s.public, member.public) as u16;
+        s.seq = seq;
+        true
+    }
+
+    /// A reader counted by [`admit`](Self::admit) left.
+    pub fn leave(&mut self, room: &str, member: Option<&str>, slot: usize) {
+        if slot >= MAX_PROCS {
+            return;
+        }
+        if let Probe::Found(i) = self.room_probe(room) {
+            let seq = self.next_seq();
+            let s = &mut self.rooms[i];
+            if s.readers[slot] > 0 {
+                s.readers[slot] -= 1;
+                self.header.readers[slot] = self.header.readers[slot].saturating_sub(1);
+            }
+            s.seq = seq;
+        }
+        if let Some(user) = member {
+            if let Probe::Found(i) = self.member_probe(room, user) {
+                let seq = self.next_seq();
+                let s = &mut self.members[i];
+                s.connections[slot] = s.connections[slot].saturating_sub(1);
+                s.seq = seq;
+            }
+        }
+    }
+
+    /// The sidecar serves `room` now (it answered the serve request).
+    pub fn mark_served(&mut self, room: &str) {
+        if let Probe::Found(i) = self.room_probe(room) {
+            let seq = self.next_seq();
+            let s = &mut self.rooms[i];
+            s.served = 1;
+            s.seq = seq;
+        }
+    }
+
+    /// Records the last message nchan accepted for `room`.
+    pub fn record_published(&mut self, room: &str, id: &str) {
+        if id.len() > ID_MAX {
+            return;
+        }
+        if let Probe::Found(i) = self.room_probe(room) {
+            let s = &mut self.rooms[i];
+            s.id_len = copy_str(&mut s.last_id, id) as u8;
+        }
+    }
+
+    /// The sidecar wants to stop serving `room`: granted (true) only if
+    /// nobody reads it, in the same critical section as admissions, so a
+    /// reader arriving now either is counted before (and the room stays)
+    /// or finds it not served (and asks the sidecar to serve it again).
+    pub fn release(&mut self, room: &str) -> bool {
+        let Probe::Found(i) = self.room_probe(room) else {
+            return true;
+        };
+        if self.rooms[i].total() > 0 {
+            return false;
+        }
+        let seq = self.next_seq();
+        let s = &mut self.rooms[i];
+        s.served = 0;
+        s.seq = seq;
+        true
+    }
+
+    /// Forgets what process slot `slot` counted: its process died or is
+    /// starting afresh.
+    pub fn clear_process(&mut self, slot: usize) {
+        if slot >= MAX_PROCS {
+            return;
+        }
+        for i in 0..self.rooms.len() {
+            if self.rooms[i].used() && self.rooms[i].readers[slot] > 0 {
+                let seq = self.next_seq();
+                self.rooms[i].readers[slot] = 0;
+                self.rooms[i].seq = seq;
+            }
+        }
+        for i in 0..self.members.len() {
+            if self.members[i].used() && self.members[i].connections[slot] > 0 {
+                let seq = self.next_seq();
+                self.members[i].connections[slot] = 0;
+                self.members[i].seq = seq;
+            }
+        }
+        self.header.readers[slot] = 0;
+    }
+
+    /// The boot id, as the sidecar sees it.
+    pub fn boot(&self) -> String {
+        format!("{:016x}", self.header.boot)
+    }
+
+    /// What changed after `since` (everything if `boot` is not this
+    /// table's). Entries at zero that the sidecar has seen at zero are
+    /// deleted first.
+    pub fn changes(&mut self, boot: &str, since: u64) -> ReaderChanges {
+        let since = if boot == self.boot() { since } else { 0 };
+        self.header.acked = since;
+        self.collect_garbage();
+        let rooms = self
+            .rooms
+            .iter()
+            .filter(|s| s.used() && s.seq > since)
+            .map(|s| RoomReaders {
+                room: s.name().to_owned(),
+                readers: s.total(),
+                served: s.served != 0,
+                last_id: (s.id_len > 0).then(|| {
+                    String::from_utf8_lossy(&s.last_id[..usize::from(s.id_len)]).into_owned()
+                }),
+            })
+            .collect();
+        let members = self
+            .members
+            .iter()
+            .filter(|s| s.used() && s.seq > since)
+            .map(|s| MemberConnections {
+                room: s.room().to_owned(),
+                id: s.user().to_owned(),
+                public: std::str::from_utf8(&s.public[..usize::from(s.public_len)])
+                    .ok()
+                    .filter(|p| !p.is_empty())
+                    .and_then(|p| RawValue::from_string(p.to_owned()).ok()),
+                connections: s.total(),
+            })
+            .collect();
+        ReaderChanges {
+            boot: self.boot(),
+            seq: self.header.seq,
+            readers: self.readers(),
+            rooms,
+            members,
+        }
+    }
+
+    fn collect_garbage(&mut self) {
+        let acked = self.header.acked;
+        let mut i = 0;
+        while i < self.rooms.len() {
+            let s = &self.rooms[i];
+            if s.used() && s.served == 0 && s.total() == 0 && s.seq <= acked {
+                remove_at(self.rooms, i);
+                self.header.rooms_used -= 1;
+                // Slot i may now hold an entry moved back: look again.
+                continue;
+            }
+            i += 1;
+        }
+        let mut i = 0;
+        while i < self.members.len() {
+            let s = &self.members[i];
+            if s.used() && s.total() == 0 && s.seq <= acked {
+                remove_at(self.members, i);
+                self.header.members_used -= 1;
+                continue;
+            }
+            i += 1;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Zeroed memory for a table, as the zone gives it.
+    struct Memory {
+        header: Box<Header>,
+        rooms: Vec<RoomSlot>,
+        members: Vec<MemberSlot>,
+    }
+
+    fn zeroed<T>() -> T {
+        // SAFETY: every field of these repr(C) structs is an integer or an
+        // array of integers, for which all-zero bytes are valid.
+        unsafe { std::mem::zeroed() }
+    }
+
+    impl Memory {
+        fn new(rooms: usize, members: usize) -> Self {
+            let mut memory = Self {
+                header: Box::new(zeroed()),
+                rooms: (0..rooms).map(|_| zeroed()).collect(),
+                members: (0..members).map(|_| zeroed()).collect(),
+            };
+            memory.table().init(0xb007);
+            memory
+        }
+        fn table(&mut self) -> ReaderTable<'_> {
+            ReaderTable::new(&mut self.header, &mut self.rooms, &mut self.members)
+        }
+    }
+
+    const ANNA: MemberRef<'static> = MemberRef {
+        id: "anna",
+        public: r#"{"name":"Anna"}"#,
+    };
+
+    fn room_counts(changes: &ReaderChanges) -> Vec<(String, u64, bool)> {
+        let mut rooms: Vec<_> = changes
+            .rooms
+            .iter()
+            .map(|r| (r.room.clone(), r.readers, r.served))
+            .collect();
+        rooms.sort();
+        rooms
+    }
+
+    #[test]
+    fn readers_are_counted_per_room_and_members_listed_with_their_public_data() {
+        let mut memory = Memory::new(16, 16);
+        let mut table = memory.table();
+        let first = table.admit("stage", Some(ANNA), 0, 0).unwrap();
+        assert_eq!(
+            first,
+            Admitted {
+                served: false,
+                member_counted: true
+            }
+        );
+        table.mark_served("stage");
+        assert!(table.admit("stage", None, 1, 0).unwrap().served);
+        table.admit("lobby", Some(ANNA), 1, 0).unwrap();
+        let changes = table.changes("", 0);
+        assert_eq!(changes.readers, 3);
+        assert_eq!(
+            room_counts(&changes),
+            [("lobby".into(), 1, false), ("stage".into(), 2, true)]
+        );
+        assert_eq!(changes.members.len(), 2);
+        assert!(changes
+            .members
+            .iter()
+            .all(|m| m.id == "anna" && m.public.as_ref().unwrap().get() == ANNA.public));
+    }
+
+    #[test]
+    fn a_poll_returns_only_what_changed_since_the_last_one_including_leaves() {
+        let mut memory = Memory::new(16, 16);
+        let mut table = memory.table();
+        table.admit("stage", Some(ANNA), 0, 0).unwrap();
+        table.admit("lobby", None, 0, 0).unwrap();
+        let first = table.changes("", 0);
+        table.leave("stage", Some("anna"), 0);
+        let second = table.changes(&first.boot, first.seq);
+        assert_eq!(room_counts(&second), [("stage".into(), 0, false)]);
+        assert_eq!(second.members.len(), 1);
+        assert_eq!(second.members[0].connections, 0);
+        // Seen at zero: gone at the next poll, and not reported again.
+        let third = table.changes(&second.boot, second.seq);
+        assert!(third.rooms.is_empty() && third.members.is_empty());
+        let all = table.changes("", 0);
+        assert_eq!(room_counts(&all), [("lobby".into(), 1, false)]);
+        assert!(all.members.is_empty());
+    }
+
+    #[test]
+    fn a_poll_from_another_boot_gets_everything() {
+        let mut memory = Memory::new(16, 16);
+        let mut table = memory.table();
+        table.admit("stage", None, 0, 0).unwrap();
+        let first = table.changes("", 0);
+        assert_eq!(first.rooms.len(), 1);
+        let stale = table.changes("0000000000000001", first.seq);
+        assert_eq!(stale.rooms.len(), 1, "an unknown boot means since=0");
+    }
+
+    #[test]
+    fn a_served_room_is_released_only_when_nobody_reads_it() {
+        let mut memory = Memory::new(16, 16);
+        let mut table = memory.table();
+        table.admit("stage", None, 0, 0).unwrap();
+        table.mark_served("stage");
+        assert!(!table.release("stage"));
+        table.leave("stage", None, 0);
+        assert!(table.release("stage"));
+        assert!(!table.admit("stage", None, 0, 0).unwrap().served);
+        assert!(table.release("never-seen"));
+    }
+
+    #[test]
+    fn a_served_room_without_readers_is_kept_until_released() {
+        let mut memory = Memory::new(16, 16);
+        let mut table = memory.table();
+        table.admit("stage", None, 0, 0).unwrap();
+        table.mark_served("stage");
+        table.record_published("stage", "01JABC");
+        table.leave("stage", None, 0);
+        let seen = table.changes("", 0);
+        let again = table.changes(&seen.boot, seen.seq);
+        assert!(again.rooms.is_empty());
+        let all = table.changes("", 0);
+        assert_eq!(all.rooms[0].last_id.as_deref(), Some("01JABC"));
+        assert!(all.rooms[0].served);
+    }
+
+    #[test]
+    fn the_reader_limit_refuses_the_excess() {
+        let mut memory = Memory::new(16, 16);
+        let mut table = memory.table();
+        table.admit("a", None, 0, 2).unwrap();
+        table.admit("b", None, 1, 2).unwrap();
+        assert_eq!(
+            table.admit("c", None, 0, 2),
+            Err(Full::Readers { limit: 2 })
+        );
+        table.leave("a", None, 0);
+        assert!(table.admit("c", None, 0, 2).is_ok());
+    }
+
+    #[test]
+    fn a_dead_process_slot_is_cleared_and_reported() {
+        let mut memory = Memory::new(16, 16);
+        let mut table = memory.table();
+        table.admit("stage", Some(ANNA), 3, 0).unwrap();
+        table.admit("stage", None, 4, 0).unwrap();
+        let seen = table.changes("", 0);
+        table.clear_process(3);
+        let after = table.changes(&seen.boot, seen.seq);
+        assert_eq!(room_counts(&after), [("stage".into(), 1, false)]);
+        assert_eq!(after.members[0].connections, 0);
+        assert_eq!(after.readers, 1);
+    }
+
+    #[test]
+    fn full_tables_refuse_rooms_and_count_members_without_listing_them() {
+        let mut memory = Memory::new(2, 1);
+        let mut table = memory.table();
+        table.admit("a", Some(ANNA), 0, 0).unwrap();
+        let second = table
+            .admit(
+                "a",
+                Some(MemberRef {
+                    id: "bob",
+                    public: "",
+                }),
+                0,
+                0,
+            )
+            .unwrap();
+        assert!(!second.member_counted);
+        assert_eq!(table.admit("b", None, 0, 0), Err(Full::Rooms));
+        assert_eq!(
+            table.admit("a", None, MAX_PROCS, 0),
+            Err(Full::ProcessSlot(MAX_PROCS))
+        );
+    }
+
+    #[test]
+    fn churn_keeps_every_entry_reachable() {
+        // Many rooms in few slots, removed in an order that exercises the
+        // backward shift across the end of the table.
+        let mut memory = Memory::new(64, 4);
+        let names: Vec<String> = (0..50).map(|n| format!("room-{n}")).collect();
+        let mut table = memory.table();
+        for name in &names {
+            table.admit(name, None, 0, 0).unwrap();
+        }
+        for (n, name) in names.iter().enumerate() {
+            if n % 3 != 0 {
+                table.leave(name, None, 0);
+            }
+        }
+        let seen = table.changes("", 0);
+        table.changes(&seen.boot, seen.seq); // deletes the rooms at zero
+        for (n, name) in names.iter().enumerate() {
+            let released = table.release(name);
+            assert_eq!(released, n % 3 != 0, "{name}");
+        }
+        let all = table.changes("", 0);
+        assert_eq!(all.rooms.len(), names.len().div_ceil(3));
+        assert!(all.rooms.iter().all(|r| r.readers == 1));
+    }
+
+    #[test]
+    fn a_reloaded_zone_keeps_its_table() {
+        let mut memory = Memory::new(4, 4);
+        memory.table().admit("a", None, 0, 0).unwrap();
+        assert!(!memory.table().init(0xfeed));
+        assert_eq!(memory.table().boot(), format!("{:016x}", 0xb007));
+        assert_eq!(memory.table().readers(), 1);
+    }
+
+    #[test]
+    fn capacities_fit_the_memory() {
+        let bytes = 8 << 20;
+        let (rooms, members) = capacities(bytes);
+        assert!(rooms > 1000 && members > 1000, "{rooms} {members}");
+        assert!(bytes_for(rooms, members) <= bytes);
+    }
+}

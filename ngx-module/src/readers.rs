@@ -1,0 +1,328 @@
+//! `chatup_readers`: admits and counts the readers of a subscribe location
+//! in nginx's access phase, before nchan (the content handler) takes them.
+//!
+//! 1. Who: the `?token=` makes the reader a member, or anonymous on a
+//!    public room when it is missing, malformed or expired
+//!    (`chatup_gate::subscribe`); a room that needs a token refuses 401.
+//! 2. Room for one more: refused with a JSON 503 (which the client takes as
+//!    "try another worker") when this nginx process is short of free
+//!    connections or the box has `chatup_max_readers` readers.
+//! 3. Counted: the reader is added to the readers zone, and a cleanup on
+//!    its request's pool takes it out again however the request ends
+//!    (client gone, nchan done, worker shutting down).
+//! 4. Served: if the sidecar does not serve the room yet, a subrequest to
+//!    `chatup_serve` (default `/_chatup/serve`) + `/{room}` asks it to (it
+//!    answers once the room's Redis subscription and backfill are in
+//!    place); then the room is marked served and the reader goes on to
+//!    nchan. Readers of a served room cost no round trip at all.
+//!
+//! Also here: the log-phase handler of `chatup_track_published`, which
+//! records the last message id of each frame nchan accepted.
+
+use std::ptr::NonNull;
+
+use chatup_gate::readers::MemberRef;
+use chatup_gate::subscribe::reader_identity;
+use chatup_gate::GateError;
+use chatup_wire::readers::LAST_ID_HEADER;
+use ngx::core::Pool;
+use ngx::ffi::{
+    ngx_http_finalize_request, ngx_http_get_indexed_variable, ngx_http_post_subrequest_t,
+    ngx_http_request_body_t, ngx_http_request_t, ngx_http_subrequest, ngx_int_t, ngx_shm_zone_t,
+    ngx_str_t, ngx_uint_t, NGX_HTTP_SPECIAL_RESPONSE, NGX_HTTP_SUBREQUEST_WAITED, NGX_LOG_WARN,
+};
+use ngx::http::{HttpModule, HttpModuleLocationConf, Request};
+use ngx::ngx_log_error;
+
+use crate::ffi::{bytes, contain_panic, find_header, AGAIN, DECLINED, DONE, ERROR, OK};
+use crate::{respond, zone, Module};
+
+/// A reader counted in the zone; dropped with its request's pool, which
+/// takes it out of the count.
+struct Counted {
+    zone: NonNull<ngx_shm_zone_t>,
+    room: String,
+    member: Option<String>,
+    slot: usize,
+}
+
+impl Drop for Counted {
+    fn drop(&mut self) {
+        // SAFETY: the zone of the cycle this request runs in, mapped for the
+        // life of this process.
+        unsafe {
+            zone::with_region(self.zone.as_ptr(), |table| {
+                table.leave(&self.room, self.member.as_deref(), self.slot)
+            })
+        };
+    }
+}
+
+/// Where a reader's admission stands.
+enum Stage {
+    /// Waiting for the sidecar to serve the room.
+    Serving,
+    /// The serve subrequest ended with this status.
+    Served(ngx_int_t),
+    Admitted,
+}
+
+/// Per-request state of a reader, in its pool.
+struct ReaderCtx {
+    counted: Counted,
+    stage: Stage,
+}
+
+/// nginx access-phase handler (registered for every location; only acts in
+/// `chatup_readers` ones).
+///
+/// # Safety
+/// Called by nginx with a live request.
+pub unsafe extern "C" fn access_handler(r: *mut ngx_http_request_t) -> ngx_int_t {
+    // SAFETY: `r` is live for the duration of the call.
+    let log = unsafe { (*(*r).connection).log };
+    contain_panic(log, ERROR, || unsafe { admit(r) })
+}
+
+unsafe fn admit(r: *mut ngx_http_request_t) -> ngx_int_t {
+    // SAFETY: `r` is live; its configuration, pool and variables with it.
+    unsafe {
+        if r != (*r).main {
+            return DECLINED;
+        }
+        let request = Request::from_ngx_http_request(r);
+        let Some(conf) = Module::location_conf(request) else {
+            return DECLINED;
+        };
+        let Some(readers) = conf.readers else {
+            return DECLINED;
+        };
+        let ctx = *request.as_mut().ctx.add(Module::module().ctx_index) as *mut ReaderCtx;
+        if let Some(ctx) = ctx.as_mut() {
+            return match ctx.stage {
+                Stage::Serving => AGAIN,
+                Stage::Admitted => OK,
+                Stage::Served(status) if (200..300).contains(&status) => {
+                    let room = &ctx.counted.room;
+                    zone::with_region(ctx.counted.zone.as_ptr(), |t| t.mark_served(room));
+                    ctx.stage = Stage::Admitted;
+                    OK
+                }
+                Stage::Served(status) => {
+                    ngx_log_error!(
+                        NGX_LOG_WARN,
+                        (*(*r).connection).log,
+                        "chatup: the sidecar did not serve room \"{}\" (status {status}): reader refused",
+                        ctx.counted.room
+                    );
+                    refuse(r, &GateError::Unavailable)
+                }
+            };
+        }
+        let (Some(verifier), Some(zone)) = (conf.verifier.as_deref(), zone::current()) else {
+            return refuse(r, &GateError::Internal);
+        };
+        let Some(room) = variable(r, readers.room_var) else {
+            return refuse(r, &GateError::NotFound);
+        };
+        if let Err(e) = chatup_wire::validate_room(&room) {
+            return refuse(r, &GateError::BadRoom(e));
+        }
+        let access = if conf.room_needs_token(&room) {
+            chatup_gate::subscribe::ReadAccess::TokenOnly
+        } else {
+            readers.access
+        };
+        let identity = match reader_identity(verifier, bytes(&(*r).unparsed_uri), access) {
+            Ok(identity) => identity,
+            Err(err) => return refuse(r, &err),
+        };
+        if short_of_connections(conf.reserve_connections()) {
+            return refuse(r, &GateError::Unavailable);
+        }
+        let public = identity
+            .as_ref()
+            .and_then(|i| i.public.as_ref())
+            .map(|p| serde_json::Value::Object(p.clone()).to_string())
+            .unwrap_or_default();
+        let member = identity.as_ref().map(|i| MemberRef {
+            id: &i.sub,
+            public: &public,
+        });
+        let slot = zone::process_slot();
+        let admitted = zone::with_region(zone.as_ptr(), |table| {
+            table.admit(&room, member, slot, conf.max_readers())
+        });
+        let admitted = match admitted {
+            Some(Ok(admitted)) => admitted,
+            Some(Err(full)) => return refuse(r, &GateError::WorkerFull(full)),
+            None => return refuse(r, &GateError::Internal),
+        };
+        let counted = Counted {
+            zone,
+            member: admitted
+                .member_counted
+                .then(|| identity.map(|i| i.sub))
+                .flatten(),
+            room,
+            slot,
+        };
+        let stage = if admitted.served {
+            Stage::Admitted
+        } else {
+            Stage::Serving
+        };
+        let ctx = Pool::from_ngx_pool((*r).pool).allocate(ReaderCtx { counted, stage });
+        if ctx.is_null() {
+            // `allocate` dropped the value, which took the reader out again.
+            return refuse(r, &GateError::Internal);
+        }
+        request.set_module_ctx(ctx.cast(), Module::module());
+        match (*ctx).stage {
+            Stage::Admitted => OK,
+            _ => match start_serving(r, &mut *ctx, conf.serve_uri()) {
+                Ok(()) => AGAIN,
+                Err(e) => {
+                    ngx_log_error!(
+                        NGX_LOG_WARN,
+                        (*(*r).connection).log,
+                        "chatup: cannot ask the sidecar to serve a room: {e}"
+                    );
+                    refuse(r, &GateError::Internal)
+                }
+            },
+        }
+    }
+}
+
+/// Answers a refused reader with its JSON error and ends the request.
+unsafe fn refuse(r: *mut ngx_http_request_t, err: &GateError) -> ngx_int_t {
+    // SAFETY: `r` is the live main request; the access phase stops running
+    // handlers when it gets NGX_DONE, and the request is finalized once,
+    // here.
+    unsafe {
+        let mut headers: Vec<(&str, &str)> = Vec::new();
+        if err.status() == 503 {
+            headers.push(("Retry-After", "1"));
+        }
+        let rc = respond::error_with(r, err, &headers);
+        ngx_http_finalize_request(r, rc);
+    }
+    DONE
+}
+
+/// Whether this process has fewer free connections than `reserve`: a
+/// reader let in now could leave nginx without connections for the
+/// requests it must always be able to make (to the sidecar, to nchan).
+fn short_of_connections(reserve: u64) -> bool {
+    // SAFETY: the running cycle of this process.
+    let free = unsafe { ngx::ffi::ngx_cycle.as_ref() }.map(|c| c.free_connection_n as u64);
+    free.is_some_and(|free| free < reserve)
+}
+
+/// The value of the indexed variable `index` of `r`.
+unsafe fn variable(r: *mut ngx_http_request_t, index: ngx_uint_t) -> Option<String> {
+    // SAFETY: `index` was obtained at configuration time for this cycle;
+    // the value lives in the request's pool.
+    unsafe {
+        let value = ngx_http_get_indexed_variable(r, index).as_ref()?;
+        if value.not_found() != 0 || value.valid() == 0 {
+            return None;
+        }
+        let s = ngx_str_t {
+            len: value.len() as usize,
+            data: value.data,
+        };
+        std::str::from_utf8(bytes(&s)).ok().map(str::to_owned)
+    }
+}
+
+/// Starts the subrequest that asks the sidecar to serve the room.
+unsafe fn start_serving(
+    r: *mut ngx_http_request_t,
+    ctx: &mut ReaderCtx,
+    serve_uri: &str,
+) -> Result<(), String> {
+    // SAFETY: allocations come from the request's pool and live as long as
+    // the request; `ctx` too.
+    unsafe {
+        let pool = Pool::from_ngx_pool((*r).pool);
+        let path = format!("{serve_uri}/{}", ctx.counted.room);
+        let mut uri = ngx_str_t::from_str((*r).pool, &path);
+        let ps = pool.calloc_type::<ngx_http_post_subrequest_t>();
+        if ps.is_null() {
+            return Err("out of memory".into());
+        }
+        (*ps).handler = Some(serve_done);
+        (*ps).data = (ctx as *mut ReaderCtx).cast();
+        let mut sr: *mut ngx_http_request_t = std::ptr::null_mut();
+        let rc = ngx_http_subrequest(
+            r,
+            &mut uri,
+            std::ptr::null_mut(),
+            &mut sr,
+            ps,
+            NGX_HTTP_SUBREQUEST_WAITED as _,
+        );
+        if rc != OK || sr.is_null() {
+            return Err(format!("ngx_http_subrequest returned {rc}"));
+        }
+        // An empty body of its own (the reader's request has none to send)
+        // and no response body kept: only the status matters.
+        let rb = pool.calloc_type::<ngx_http_request_body_t>();
+        if rb.is_null() {
+            return Err("out of memory".into());
+        }
+        (*sr).request_body = rb;
+        (*sr).set_header_only(1);
+    }
+    Ok(())
+}
+
+/// Post-subrequest handler of the serve request: records its status; nginx
+/// then runs the reader's phases again, back into `admit`.
+unsafe extern "C" fn serve_done(
+    sr: *mut ngx_http_request_t,
+    data: *mut std::ffi::c_void,
+    rc: ngx_int_t,
+) -> ngx_int_t {
+    // SAFETY: `data` is the reader's context given in `start_serving`,
+    // alive with the main request; `sr` is the finishing subrequest.
+    unsafe {
+        let ctx = &mut *(data as *mut ReaderCtx);
+        let status = if rc == ERROR || rc >= NGX_HTTP_SPECIAL_RESPONSE as ngx_int_t {
+            rc
+        } else {
+            (*sr).headers_out.status as ngx_int_t
+        };
+        ctx.stage = Stage::Served(status);
+    }
+    rc
+}
+
+/// nginx log-phase handler: in `chatup_track_published` locations (nchan's
+/// publisher), records the id of the last message of each accepted frame.
+///
+/// # Safety
+/// Called by nginx with a live request.
+pub unsafe extern "C" fn log_handler(r: *mut ngx_http_request_t) -> ngx_int_t {
+    // SAFETY: `r` is live for the duration of the call.
+    let log = unsafe { (*(*r).connection).log };
+    contain_panic(log, OK, || unsafe {
+        let request = Request::from_ngx_http_request(r);
+        let Some(index) = Module::location_conf(request).and_then(|c| c.track_published) else {
+            return OK;
+        };
+        if r != (*r).main || !(200..300).contains(&(*r).headers_out.status) {
+            return OK;
+        }
+        let Some(id) = find_header(r, LAST_ID_HEADER).and_then(|v| std::str::from_utf8(v).ok())
+        else {
+            return OK;
+        };
+        if let (Some(room), Some(zone)) = (variable(r, index), zone::current()) {
+            zone::with_region(zone.as_ptr(), |table| table.record_published(&room, id));
+        }
+        OK
+    })
+}

@@ -1,0 +1,177 @@
+//! The readers zone: nginx shared memory holding the reader table
+//! (`chatup_gate::readers`) that every worker process of this nginx
+//! updates, and the lock around it.
+//!
+//! The table is allocated from the zone's slab pool so that its lock is the
+//! pool's mutex: nginx's master force-unlocks that mutex when a worker dies
+//! holding it (`ngx_unlock_mutexes`), so a killed worker cannot leave the
+//! others waiting forever. A reload that keeps the zone's name and size
+//! keeps the table (and its boot id); a restart makes a new one.
+
+use std::ffi::c_void;
+use std::ptr::NonNull;
+
+use chatup_gate::readers::{self, Header, MemberSlot, ReaderTable, RoomSlot};
+use ngx::ffi::{
+    ngx_conf_t, ngx_int_t, ngx_shared_memory_add, ngx_shm_zone_t, ngx_shmtx_lock, ngx_shmtx_unlock,
+    ngx_slab_calloc, ngx_slab_pool_t, ngx_str_t,
+};
+
+use crate::ffi::{ERROR, OK};
+use crate::Module;
+
+/// Where the table's parts are, at the start of its allocation.
+#[repr(C)]
+struct Layout {
+    rooms: u64,
+    members: u64,
+}
+
+/// The module's `http`-level configuration: the readers zone, if any.
+#[derive(Default)]
+pub struct MainConf {
+    pub zone: Option<NonNull<ngx_shm_zone_t>>,
+}
+
+/// Declares the zone (from `chatup_readers_zone <size>`).
+///
+/// # Safety
+/// `cf` is the configuration being parsed.
+pub unsafe fn declare(cf: *mut ngx_conf_t, size: usize) -> Result<NonNull<ngx_shm_zone_t>, String> {
+    // SAFETY: registers a zone in the cycle being configured; nginx copies
+    // the name into its own memory.
+    unsafe {
+        let mut name = ngx_str_t::from_str((*cf).pool, "chatup_readers");
+        let zone = ngx_shared_memory_add(
+            cf,
+            &mut name,
+            size,
+            std::ptr::addr_of_mut!(crate::ngx_http_chatup_module).cast(),
+        );
+        let zone = NonNull::new(zone).ok_or("cannot add the shared memory zone")?;
+        let z = zone.as_ptr();
+        if !(*z).data.is_null() {
+            return Err("is duplicate".into());
+        }
+        (*z).init = Some(init_zone);
+        // Marks the zone as ours until init replaces it with the table.
+        (*z).data = std::ptr::NonNull::<c_void>::dangling().as_ptr();
+        Ok(zone)
+    }
+}
+
+/// nginx's zone initializer: keeps the table of the previous configuration
+/// (`data`) on reload, or allocates a fresh one.
+unsafe extern "C" fn init_zone(zone: *mut ngx_shm_zone_t, data: *mut c_void) -> ngx_int_t {
+    // SAFETY: nginx calls this once per cycle with the zone mapped; `data`
+    // is the previous cycle's `zone->data` when the zone was kept.
+    unsafe {
+        let pool = (*zone).shm.addr as *mut ngx_slab_pool_t;
+        if !data.is_null() {
+            (*zone).data = data;
+            return OK;
+        }
+        if (*zone).shm.exists != 0 {
+            (*zone).data = (*pool).data;
+            return OK;
+        }
+        // The slab allocator keeps a page descriptor per page and rounds
+        // up: an eighth of the zone is plenty for it.
+        let usable = (*zone).shm.size / 8 * 7 - std::mem::size_of::<Layout>();
+        let (rooms, members) = readers::capacities(usable);
+        let bytes = std::mem::size_of::<Layout>() + readers::bytes_for(rooms, members);
+        let region = ngx_slab_calloc(pool, bytes) as *mut u8;
+        if region.is_null() {
+            return ERROR;
+        }
+        let layout = region as *mut Layout;
+        (*layout).rooms = rooms as u64;
+        (*layout).members = members as u64;
+        (*pool).data = region.cast();
+        (*zone).data = region.cast();
+        let boot = boot_id();
+        let _ = with_region(zone, |table| table.init(boot));
+    }
+    OK
+}
+
+/// A number that differs between two starts of nginx.
+fn boot_id() -> u64 {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos() as u64)
+        .unwrap_or(0);
+    now ^ (u64::from(std::process::id()) << 32) | 1
+}
+
+/// Unlocks the zone when dropped, also on unwinding.
+struct Locked(*mut ngx_slab_pool_t);
+
+impl Drop for Locked {
+    fn drop(&mut self) {
+        // SAFETY: created right after locking this pool's mutex.
+        unsafe { ngx_shmtx_unlock(&mut (*self.0).mutex) };
+    }
+}
+
+/// Runs `f` on the table of `zone`, under its lock. `None` if the zone has
+/// no table (its initialization failed).
+///
+/// # Safety
+/// `zone` is a readers zone of the running cycle (or of one that is still
+/// mapped by this process).
+pub unsafe fn with_region<R>(
+    zone: *mut ngx_shm_zone_t,
+    f: impl FnOnce(&mut ReaderTable<'_>) -> R,
+) -> Option<R> {
+    // SAFETY: the zone's memory is mapped in every nginx process; the
+    // region was laid out by `init_zone` (Layout, Header, room slots,
+    // member slots) and is only touched under the pool's mutex, so the
+    // exclusive borrows below are not aliased while they live.
+    unsafe {
+        let pool = (*zone).shm.addr as *mut ngx_slab_pool_t;
+        let region = (*zone).data as *mut u8;
+        if pool.is_null() || region.is_null() || (*pool).data != region.cast() {
+            return None;
+        }
+        ngx_shmtx_lock(&mut (*pool).mutex);
+        let _locked = Locked(pool);
+        let layout = &*(region as *const Layout);
+        let header_at = region.add(std::mem::size_of::<Layout>());
+        let rooms_at = header_at.add(std::mem::size_of::<Header>());
+        let members_at = rooms_at.add(layout.rooms as usize * std::mem::size_of::<RoomSlot>());
+        let header = &mut *(header_at as *mut Header);
+        let rooms =
+            std::slice::from_raw_parts_mut(rooms_at as *mut RoomSlot, layout.rooms as usize);
+        let members =
+            std::slice::from_raw_parts_mut(members_at as *mut MemberSlot, layout.members as usize);
+        let mut table = ReaderTable::new(header, rooms, members);
+        Some(f(&mut table))
+    }
+}
+
+/// The readers zone of the running cycle, if one is configured.
+pub fn current() -> Option<NonNull<ngx_shm_zone_t>> {
+    use ngx::http::HttpModuleMainConf;
+    // SAFETY: `ngx_cycle` is the running cycle of this process; nginx sets
+    // it before any module hook or handler runs.
+    let cycle = unsafe { ngx::ffi::ngx_cycle.as_ref()? };
+    Module::main_conf(cycle)?.zone
+}
+
+/// This process's nginx slot number (kept by a respawned worker).
+pub fn process_slot() -> usize {
+    // SAFETY: written by nginx's master before forking this process.
+    usize::try_from(unsafe { ngx::ffi::ngx_process_slot }).unwrap_or(usize::MAX)
+}
+
+/// Forgets the readers this process slot counted before: a worker
+/// starting in a slot whose previous process died, or a worker exiting
+/// with connections its cleanups will never see.
+pub fn clear_this_process() {
+    if let Some(zone) = current() {
+        let slot = process_slot();
+        // SAFETY: the zone of the running cycle.
+        unsafe { with_region(zone.as_ptr(), |table| table.clear_process(slot)) };
+    }
+}
