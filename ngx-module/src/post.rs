@@ -162,6 +162,12 @@ unsafe fn read_body(r: *mut ngx_http_request_t, max: usize) -> Result<Vec<u8>, G
                 // file; reading it back would block the event loop.
                 return Err(GateError::BodyTooLarge { max });
             }
+            // A chunked or empty body ends with a special buffer whose
+            // pointers are NULL: no slice may be made from it.
+            if (*buf).pos.is_null() || (*buf).last <= (*buf).pos {
+                cl = (*cl).next;
+                continue;
+            }
             let len = (*buf).last.offset_from((*buf).pos) as usize;
             if body.len() + len > max {
                 return Err(GateError::BodyTooLarge { max });

@@ -213,6 +213,8 @@ pub struct WorkerOptions {
     pub config_toml: String,
     /// Announce the worker to dispatchers (with its public URL).
     pub announce: bool,
+    /// `chatup_max_readers` of the worker's nginx (the shipped 0 by default).
+    pub max_readers: u64,
 }
 
 impl Default for WorkerOptions {
@@ -227,6 +229,7 @@ impl Default for WorkerOptions {
             history_ttl_secs: 3600,
             config_toml: "[rate_limit]\nrate_per_sec = 0\n".into(),
             announce: true,
+            max_readers: 0,
         }
     }
 }
@@ -304,11 +307,19 @@ impl ChatWorker {
     }
 
     fn start_nginx(&mut self) -> anyhow::Result<()> {
-        let conf = Self::render_nginx_conf(
+        let mut conf = Self::render_nginx_conf(
             self.dir.path(),
             self.port,
             &workspace_root().join("conf/dev-keys/jwt-rs256.pub"),
         )?;
+        if self.options.max_readers > 0 {
+            let shipped = "chatup_max_readers 0;";
+            anyhow::ensure!(conf.contains(shipped), "the template has no `{shipped}`");
+            conf = conf.replace(
+                shipped,
+                &format!("chatup_max_readers {};", self.options.max_readers),
+            );
+        }
         let conf_path = self.dir.path().join("nginx.conf");
         std::fs::write(&conf_path, conf)?;
         let child = Command::new("nginx")
@@ -388,6 +399,22 @@ impl ChatWorker {
         if let Some(mut child) = self.sidecar.take() {
             stop(&mut child, Signal::SIGTERM);
         }
+    }
+
+    /// Kills the sidecar with SIGKILL: no drain, no goodbye.
+    pub fn kill_sidecar(&mut self) {
+        if let Some(mut child) = self.sidecar.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// The pids of nginx's worker processes.
+    pub fn nginx_worker_pids(&self) -> Vec<u32> {
+        self.nginx
+            .as_ref()
+            .map(|n| children_of(n.id()))
+            .unwrap_or_default()
     }
 
     /// Kills nginx (master and workers) at once, leaving the sidecar.

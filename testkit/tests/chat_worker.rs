@@ -376,7 +376,7 @@ async fn stopped_sidecar_gives_503_quickly_and_posting_works_again_when_it_retur
     let (status, ack) = post_message(&worker, "flaky", Some(&token), &msg("back")).await;
     assert_eq!(status, 202, "{ack}");
     // The subscriber that stayed connected is fed again: the restarted
-    // sidecar remembers the room from its state file.
+    // sidecar takes over the rooms nginx's module still serves.
     let got = items(&sub.frames_until(1, WAIT).await);
     assert_eq!(got.len(), 1, "nothing for the subscriber that stayed");
     assert_eq!(
@@ -484,4 +484,39 @@ fn nginx_refuses_a_configuration_with_a_bad_key() {
         stderr.contains("chatup_jwt_public_key") && stderr.contains("not a PEM"),
         "{stderr}"
     );
+}
+
+#[tokio::test]
+async fn chunked_and_empty_bodies_are_read_safely() {
+    let redis = Redis::start().unwrap();
+    let worker = ChatWorker::start(&redis).unwrap();
+    let token = token_for("alice", "Alice");
+    let url = format!("{}/rooms/bodies/messages", worker.base_url());
+    let client = reqwest::Client::new();
+    // Chunked: a streamed body has no Content-Length.
+    let chunks: Vec<Result<&'static str, std::io::Error>> =
+        vec![Ok("{\"msg\":"), Ok("\"in chunks\"}")];
+    let response = client
+        .post(&url)
+        .bearer_auth(&token)
+        .header("Content-Type", "application/json")
+        .body(reqwest::Body::wrap_stream(futures_util::stream::iter(
+            chunks,
+        )))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 202);
+    let response = client
+        .post(&url)
+        .bearer_auth(&token)
+        .header("Content-Type", "application/json")
+        .header("Content-Length", "0")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 400);
+    let body: serde_json::Value = response.json().await.unwrap();
+    assert!(body["error"].is_string(), "{body}");
+    assert!(!worker.nginx_log().contains("exited on signal"));
 }

@@ -1,0 +1,318 @@
+//! Readers admitted and counted by the ChatUp module (issue: no nchan
+//! authorize/subscribe/unsubscribe requests): restarts that keep readers
+//! fed, tokens that never block reading a public room, a full worker that
+//! refuses cleanly, and counts that stay true when readers vanish.
+
+use std::time::{Duration, Instant};
+
+use chatup_testkit::clients::{get_json, items};
+use chatup_testkit::process::WorkerOptions;
+use chatup_testkit::token::{now_secs, rs256_token};
+use chatup_testkit::{
+    post_message, token_for, ChatWorker, Dispatcher, Redis, SubscribeOptions, Subscriber, Transport,
+};
+use serde_json::{json, Value};
+
+const WAIT: Duration = Duration::from_secs(5);
+
+fn msg(text: &str) -> String {
+    json!({ "msg": text }).to_string()
+}
+
+/// Polls `check` until it returns `Some` or `timeout` passes.
+async fn eventually<T>(
+    what: &str,
+    timeout: Duration,
+    mut check: impl AsyncFnMut() -> Option<T>,
+) -> T {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(value) = check().await {
+            return value;
+        }
+        assert!(Instant::now() < deadline, "{what}: not within {timeout:?}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// Posts `text` through `worker` and returns the acknowledged id.
+async fn post_acked(worker: &ChatWorker, room: &str, text: &str) -> String {
+    let token = token_for("poster", "Poster");
+    let (status, ack) = post_message(worker, room, Some(&token), &msg(text)).await;
+    assert_eq!(status, 202, "{ack}");
+    ack["id"].as_str().unwrap().to_string()
+}
+
+/// Ids of the messages in `items`, in order.
+fn ids(items: &[Value]) -> Vec<String> {
+    items
+        .iter()
+        .map(|i| i["id"].as_str().unwrap().to_string())
+        .collect()
+}
+
+async fn worker_subscribers(dispatcher: &Dispatcher, id: &str) -> Option<u64> {
+    let (_, body) = get_json(&format!("{}/workers", dispatcher.base_url())).await;
+    body["workers"].as_array()?.iter().find(|w| w["id"] == id)?["subscribers"].as_u64()
+}
+
+#[tokio::test]
+async fn a_sidecar_killed_and_restarted_keeps_feeding_its_readers_every_message_once_in_order() {
+    let redis = Redis::start().unwrap();
+    let mut reading = ChatWorker::start(&redis).unwrap();
+    let posting = ChatWorker::start(&redis).unwrap();
+    let mut readers = Vec::new();
+    for transport in [
+        Transport::EventSource,
+        Transport::WebSocket,
+        Transport::LongPoll,
+    ] {
+        readers.push(
+            Subscriber::connect(transport, &reading, "restart", None)
+                .await
+                .unwrap(),
+        );
+    }
+    let mut acked = Vec::new();
+    acked.push(post_acked(&posting, "restart", "before").await);
+    for reader in &mut readers {
+        assert_eq!(items(&reader.frames_until(1, WAIT).await).len(), 1);
+    }
+
+    reading.kill_sidecar();
+    for n in 0..3 {
+        acked.push(post_acked(&posting, "restart", &format!("while down {n}")).await);
+    }
+    reading.start_sidecar().unwrap();
+    for n in 0..3 {
+        acked.push(post_acked(&posting, "restart", &format!("after {n}")).await);
+    }
+
+    for reader in &mut readers {
+        let got = items(&reader.frames_until(6, Duration::from_secs(10)).await);
+        assert_eq!(ids(&got), acked[1..], "every message once, in order");
+        let extra = reader.drain_for(Duration::from_millis(300)).await;
+        assert!(extra.is_empty(), "duplicates: {extra:?}");
+    }
+    assert!(
+        reading
+            .sidecar_log()
+            .contains("resuming a room nginx still serves"),
+        "{}",
+        reading.sidecar_log()
+    );
+}
+
+#[tokio::test]
+async fn an_expired_or_malformed_token_reads_a_public_room_anonymously() {
+    let redis = Redis::start().unwrap();
+    let worker = ChatWorker::start(&redis).unwrap();
+    let dispatcher = Dispatcher::start(&redis).unwrap();
+    let expired = rs256_token(&json!({"sub": "late", "exp": now_secs() - 600}));
+    let mut readers = Vec::new();
+    for token in [expired.as_str(), "garbage"] {
+        for transport in [Transport::EventSource, Transport::WebSocket] {
+            let options = SubscribeOptions {
+                token: Some(token),
+                ..Default::default()
+            };
+            let reader = Subscriber::open(transport, &worker, "lobby", options)
+                .await
+                .unwrap_or_else(|e| panic!("{transport:?} with a bad token: {e}"));
+            readers.push(reader);
+        }
+    }
+    let id = post_acked(&worker, "lobby", "hello").await;
+    for reader in &mut readers {
+        assert_eq!(
+            ids(&items(&reader.frames_until(1, WAIT).await)),
+            std::slice::from_ref(&id)
+        );
+    }
+    // Counted as readers, not listed as members.
+    let stats = eventually("the readers counted", WAIT, async || {
+        let (_, body) = get_json(&format!("{}/rooms/lobby/stats", dispatcher.base_url())).await;
+        (body["subscribers"] == 4).then_some(body)
+    })
+    .await;
+    assert_eq!(stats["members"], 0, "{stats}");
+
+    // A room that needs a token still refuses them, with a JSON 401.
+    let client = reqwest::Client::new();
+    for token in [expired.as_str(), "garbage"] {
+        let response = client
+            .get(format!("{}/sub/private-x?token={token}", worker.base_url()))
+            .header("Accept", "text/event-stream")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 401);
+        let body: Value = response.json().await.unwrap();
+        assert!(body["error"].is_string(), "{body}");
+    }
+}
+
+#[tokio::test]
+async fn readers_past_the_limit_get_a_json_503_and_every_admitted_reader_keeps_receiving() {
+    let redis = Redis::start().unwrap();
+    let options = WorkerOptions {
+        max_readers: 5,
+        ..Default::default()
+    };
+    let worker = ChatWorker::start_with(&redis, options).unwrap();
+    let mut admitted = Vec::new();
+    for n in 0..5 {
+        let room = if n % 2 == 0 { "full-a" } else { "full-b" };
+        admitted.push((
+            room,
+            Subscriber::connect(Transport::WebSocket, &worker, room, None)
+                .await
+                .unwrap(),
+        ));
+    }
+    let client = reqwest::Client::new();
+    for room in ["full-a", "full-c"] {
+        let response = client
+            .get(format!("{}/sub/{room}", worker.base_url()))
+            .header("Accept", "text/event-stream")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 503);
+        assert_eq!(
+            response.headers().get("retry-after").map(|v| v.as_bytes()),
+            Some(&b"1"[..])
+        );
+        let body: Value = response.json().await.unwrap();
+        assert!(
+            body["error"].as_str().unwrap().contains("readers"),
+            "{body}"
+        );
+    }
+    let a = post_acked(&worker, "full-a", "to a").await;
+    let b = post_acked(&worker, "full-b", "to b").await;
+    for (room, reader) in &mut admitted {
+        let want = if *room == "full-a" { &a } else { &b };
+        assert_eq!(
+            ids(&items(&reader.frames_until(1, WAIT).await)),
+            std::slice::from_ref(want)
+        );
+    }
+    // One leaves: one more gets in.
+    admitted.pop();
+    eventually("a place freed", WAIT, async || {
+        let response = client
+            .get(format!("{}/sub/full-c", worker.base_url()))
+            .header("Accept", "text/event-stream")
+            .send()
+            .await
+            .ok()?;
+        (response.status() == 200).then_some(())
+    })
+    .await;
+    assert!(
+        !worker.nginx_log().contains("exited on signal"),
+        "{}",
+        worker.nginx_log()
+    );
+}
+
+#[tokio::test]
+async fn readers_that_vanish_are_uncounted_within_seconds_and_their_rooms_let_go() {
+    let redis = Redis::start().unwrap();
+    let options = WorkerOptions {
+        room_sweep_secs: 1,
+        ..Default::default()
+    };
+    let worker = ChatWorker::start_with(&redis, options).unwrap();
+    let dispatcher = Dispatcher::start(&redis).unwrap();
+
+    // 500 readers over 50 rooms, a fifth of them signed in, opened and
+    // dropped at once (many before nchan even took them).
+    let client = reqwest::Client::new();
+    let mut opening = Vec::new();
+    for n in 0..500 {
+        let room = format!("vanish-{}", n % 50);
+        let token = (n % 5 == 0).then(|| token_for(&format!("user{n}"), "U"));
+        let query = token.map(|t| format!("?token={t}")).unwrap_or_default();
+        let request = client
+            .get(format!("{}/sub/{room}{query}", worker.base_url()))
+            .header("Accept", "text/event-stream")
+            .timeout(Duration::from_millis(if n % 2 == 0 { 1 } else { 300 }));
+        opening.push(tokio::spawn(async move {
+            // Read a little of the stream (or nothing), then drop it.
+            if let Ok(response) = request.send().await {
+                let _ = tokio::time::timeout(Duration::from_millis(50), response.bytes()).await;
+            }
+        }));
+    }
+    for task in opening {
+        let _ = task.await;
+    }
+
+    // Readers kept by nginx worker processes that are then killed: their
+    // requests' cleanups never run; the respawned processes clear them.
+    let mut kept = Vec::new();
+    for n in 0..20 {
+        let token = token_for(&format!("kept{n}"), "K");
+        let options = SubscribeOptions {
+            token: Some(&token),
+            ..Default::default()
+        };
+        kept.push(
+            Subscriber::open(Transport::WebSocket, &worker, "vanish-kept", options)
+                .await
+                .unwrap(),
+        );
+    }
+    eventually("the kept readers counted", WAIT, async || {
+        (worker_subscribers(&dispatcher, &worker.id).await == Some(20)).then_some(())
+    })
+    .await;
+    for pid in worker.nginx_worker_pids() {
+        nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(pid as i32),
+            nix::sys::signal::Signal::SIGKILL,
+        )
+        .unwrap();
+    }
+
+    eventually(
+        "no reader counted any more",
+        Duration::from_secs(10),
+        async || (worker_subscribers(&dispatcher, &worker.id).await == Some(0)).then_some(()),
+    )
+    .await;
+    // Members leave once they stayed away for the leave grace (a page
+    // reload or a long-poll between two polls is not a leave).
+    for room in ["vanish-0", "vanish-kept"] {
+        eventually("no member listed", Duration::from_secs(10), async || {
+            let (_, stats) =
+                get_json(&format!("{}/rooms/{room}/stats", dispatcher.base_url())).await;
+            (stats["subscribers"] == 0 && stats["members"] == 0).then_some(())
+        })
+        .await;
+    }
+    // The rooms nobody reads are let go.
+    eventually(
+        "the empty rooms let go",
+        Duration::from_secs(10),
+        async || {
+            let (_, body) = get_json(&format!("{}/workers", dispatcher.base_url())).await;
+            let entry = body["workers"]
+                .as_array()?
+                .iter()
+                .find(|w| w["id"] == worker.id.as_str())?
+                .clone();
+            (entry["rooms"] == 0).then_some(())
+        },
+    )
+    .await;
+    // And a reader coming now is served again.
+    let mut late = Subscriber::connect(Transport::WebSocket, &worker, "vanish-kept", None)
+        .await
+        .unwrap();
+    let id = post_acked(&worker, "vanish-kept", "still here").await;
+    let got = ids(&items(&late.frames_until(1, WAIT).await));
+    assert_eq!(got.last(), Some(&id));
+}
