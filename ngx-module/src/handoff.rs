@@ -14,16 +14,14 @@ use chatup_gate::GateError;
 use chatup_wire::Envelope;
 use ngx::core::Pool;
 use ngx::ffi::{
-    ngx_conf_t, ngx_http_add_variable, ngx_http_finalize_request, ngx_http_post_subrequest_t,
-    ngx_http_request_body_t, ngx_http_request_t, ngx_http_subrequest, ngx_http_variable_value_t,
-    ngx_int_t, ngx_str_t, NGX_HTTP_SPECIAL_RESPONSE, NGX_HTTP_SUBREQUEST_WAITED,
-    NGX_HTTP_VAR_NOCACHEABLE, NGX_LOG_WARN,
+    ngx_conf_t, ngx_http_add_variable, ngx_http_finalize_request, ngx_http_request_t,
+    ngx_http_variable_value_t, ngx_int_t, NGX_HTTP_VAR_NOCACHEABLE, NGX_LOG_WARN,
 };
 use ngx::http::{HttpModule, Request};
 use ngx::{ngx_log_error, ngx_string};
 
 use crate::ffi::{contain_panic, find_response_header, ERROR, INTERNAL_SERVER_ERROR, OK};
-use crate::{respond, Module};
+use crate::{respond, subrequest, Module};
 
 /// A refusal decided by the sidecar, passed on to the client as it is.
 pub struct Refusal {
@@ -103,39 +101,9 @@ pub unsafe fn start(
 ) -> Result<(), String> {
     ctx.envelope = serde_json_vec(envelope)?;
     ctx.ack = serde_json_vec(&envelope.ack())?;
-    // SAFETY: every allocation comes from the request pool and lives as
-    // long as the request; nginx copies nothing it is given here.
+    // SAFETY: `ctx` lives in the main request's pool, as long as it.
     unsafe {
-        let pool = Pool::from_ngx_pool((*r).pool);
-        let mut uri = ngx_str_t::from_str((*r).pool, uri);
-        let ps = pool.calloc_type::<ngx_http_post_subrequest_t>();
-        if ps.is_null() {
-            return Err("out of memory".into());
-        }
-        (*ps).handler = Some(subrequest_done);
-        (*ps).data = (ctx as *mut PostCtx).cast();
-        let mut sr: *mut ngx_http_request_t = std::ptr::null_mut();
-        let rc = ngx_http_subrequest(
-            r,
-            &mut uri,
-            std::ptr::null_mut(),
-            &mut sr,
-            ps,
-            NGX_HTTP_SUBREQUEST_WAITED as _,
-        );
-        if rc != OK || sr.is_null() {
-            return Err(format!("ngx_http_subrequest returned {rc}"));
-        }
-        // An empty body of its own, so the upstream never tries to read or
-        // resend the client's body: the sidecar gets `$chatup_envelope`.
-        let rb = pool.calloc_type::<ngx_http_request_body_t>();
-        if rb.is_null() {
-            return Err("out of memory".into());
-        }
-        (*sr).request_body = rb;
-        // Like auth_request: only the status matters, nothing of the
-        // sidecar's response is sent to the client.
-        (*sr).set_header_only(1);
+        subrequest::start(r, uri, Some(subrequest_done), (ctx as *mut PostCtx).cast())?;
         (*r).write_event_handler = Some(answer_client);
     }
     Ok(())
@@ -155,11 +123,7 @@ unsafe extern "C" fn subrequest_done(
     // request; `sr` is the finishing subrequest.
     unsafe {
         let ctx = &mut *(data as *mut PostCtx);
-        let status = if rc == ERROR || rc >= NGX_HTTP_SPECIAL_RESPONSE as ngx_int_t {
-            rc
-        } else {
-            (*sr).headers_out.status as ngx_int_t
-        };
+        let status = subrequest::status(sr, rc);
         ctx.sidecar_status = Some(status);
         if PASSED_ON.contains(&status) {
             // Copied now: the subrequest's headers go with it.

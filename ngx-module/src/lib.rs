@@ -32,6 +32,7 @@ mod post;
 mod readers;
 mod respond;
 mod status;
+mod subrequest;
 mod zone;
 
 use std::ffi::{c_char, c_void};

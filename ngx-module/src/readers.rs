@@ -27,15 +27,14 @@ use chatup_gate::GateError;
 use chatup_wire::readers::LAST_ID_HEADER;
 use ngx::core::Pool;
 use ngx::ffi::{
-    ngx_http_finalize_request, ngx_http_get_indexed_variable, ngx_http_post_subrequest_t,
-    ngx_http_request_body_t, ngx_http_request_t, ngx_http_subrequest, ngx_int_t, ngx_shm_zone_t,
-    ngx_str_t, ngx_uint_t, NGX_HTTP_SPECIAL_RESPONSE, NGX_HTTP_SUBREQUEST_WAITED, NGX_LOG_WARN,
+    ngx_http_finalize_request, ngx_http_get_indexed_variable, ngx_http_request_t, ngx_int_t,
+    ngx_shm_zone_t, ngx_str_t, ngx_uint_t, NGX_LOG_WARN,
 };
 use ngx::http::{HttpModule, HttpModuleLocationConf, Request};
 use ngx::ngx_log_error;
 
 use crate::ffi::{bytes, contain_panic, find_header, AGAIN, DECLINED, DONE, ERROR, OK};
-use crate::{respond, zone, Module};
+use crate::{respond, subrequest, zone, Module};
 
 /// A reader counted in the zone; dropped with its request's pool, which
 /// takes it out of the count.
@@ -243,40 +242,10 @@ unsafe fn start_serving(
     ctx: &mut ReaderCtx,
     serve_uri: &str,
 ) -> Result<(), String> {
-    // SAFETY: allocations come from the request's pool and live as long as
-    // the request; `ctx` too.
-    unsafe {
-        let pool = Pool::from_ngx_pool((*r).pool);
-        let path = format!("{serve_uri}/{}", ctx.counted.room);
-        let mut uri = ngx_str_t::from_str((*r).pool, &path);
-        let ps = pool.calloc_type::<ngx_http_post_subrequest_t>();
-        if ps.is_null() {
-            return Err("out of memory".into());
-        }
-        (*ps).handler = Some(serve_done);
-        (*ps).data = (ctx as *mut ReaderCtx).cast();
-        let mut sr: *mut ngx_http_request_t = std::ptr::null_mut();
-        let rc = ngx_http_subrequest(
-            r,
-            &mut uri,
-            std::ptr::null_mut(),
-            &mut sr,
-            ps,
-            NGX_HTTP_SUBREQUEST_WAITED as _,
-        );
-        if rc != OK || sr.is_null() {
-            return Err(format!("ngx_http_subrequest returned {rc}"));
-        }
-        // An empty body of its own (the reader's request has none to send)
-        // and no response body kept: only the status matters.
-        let rb = pool.calloc_type::<ngx_http_request_body_t>();
-        if rb.is_null() {
-            return Err("out of memory".into());
-        }
-        (*sr).request_body = rb;
-        (*sr).set_header_only(1);
-    }
-    Ok(())
+    let uri = format!("{serve_uri}/{}", ctx.counted.room);
+    // SAFETY: `ctx` lives in the request's pool, as long as the request.
+    unsafe { subrequest::start(r, &uri, Some(serve_done), (ctx as *mut ReaderCtx).cast()) }
+        .map(drop)
 }
 
 /// Post-subrequest handler of the serve request: records its status; nginx
@@ -290,12 +259,7 @@ unsafe extern "C" fn serve_done(
     // alive with the main request; `sr` is the finishing subrequest.
     unsafe {
         let ctx = &mut *(data as *mut ReaderCtx);
-        let status = if rc == ERROR || rc >= NGX_HTTP_SPECIAL_RESPONSE as ngx_int_t {
-            rc
-        } else {
-            (*sr).headers_out.status as ngx_int_t
-        };
-        ctx.stage = Stage::Served(status);
+        ctx.stage = Stage::Served(subrequest::status(sr, rc));
     }
     rc
 }

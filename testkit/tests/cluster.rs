@@ -5,7 +5,7 @@
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
-use chatup_testkit::clients::{get_json, items, join_room};
+use chatup_testkit::clients::{eventually, get_json, items, join_room};
 use chatup_testkit::process::WorkerOptions;
 use chatup_testkit::{
     post_message, token_for, ChatWorker, Dispatcher, Redis, SubscribeOptions, Subscriber, Transport,
@@ -16,22 +16,6 @@ const WAIT: Duration = Duration::from_secs(5);
 
 fn msg(text: &str) -> String {
     json!({ "msg": text }).to_string()
-}
-
-/// Polls `check` until it returns `Some` or `timeout` passes.
-async fn eventually<T>(
-    what: &str,
-    timeout: Duration,
-    mut check: impl AsyncFnMut() -> Option<T>,
-) -> T {
-    let deadline = Instant::now() + timeout;
-    loop {
-        if let Some(value) = check().await {
-            return value;
-        }
-        assert!(Instant::now() < deadline, "{what}: not within {timeout:?}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
 }
 
 async fn live_worker_ids(dispatcher: &Dispatcher) -> Vec<String> {

@@ -3,9 +3,9 @@
 //! fed, tokens that never block reading a public room, a full worker that
 //! refuses cleanly, and counts that stay true when readers vanish.
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use chatup_testkit::clients::{get_json, items};
+use chatup_testkit::clients::{eventually, get_json, items};
 use chatup_testkit::process::WorkerOptions;
 use chatup_testkit::token::{now_secs, rs256_token};
 use chatup_testkit::{
@@ -17,22 +17,6 @@ const WAIT: Duration = Duration::from_secs(5);
 
 fn msg(text: &str) -> String {
     json!({ "msg": text }).to_string()
-}
-
-/// Polls `check` until it returns `Some` or `timeout` passes.
-async fn eventually<T>(
-    what: &str,
-    timeout: Duration,
-    mut check: impl AsyncFnMut() -> Option<T>,
-) -> T {
-    let deadline = Instant::now() + timeout;
-    loop {
-        if let Some(value) = check().await {
-            return value;
-        }
-        assert!(Instant::now() < deadline, "{what}: not within {timeout:?}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
 }
 
 /// Posts `text` through `worker` and returns the acknowledged id.

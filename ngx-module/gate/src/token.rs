@@ -243,18 +243,6 @@ impl TokenVerifier {
     }
 }
 
-/// Who a token names, **without checking its signature or dates**.
-///
-/// Only for tokens that were verified already on the same request: nchan
-/// calls the subscribe and unsubscribe hooks only for readers whose
-/// `?token=` its authorize step (`TokenVerifier::verify`) accepted, and an
-/// unsubscribe may come after the token expired.
-pub fn identity_of_verified_token(token: &str) -> Result<Identity, GateError> {
-    let claims = jsonwebtoken::dangerous::insecure_decode_claims::<Claims>(token)
-        .map_err(|_| GateError::BadToken("malformed token".into()))?;
-    identity_from(claims)
-}
-
 fn identity_from(claims: Claims) -> Result<Identity, GateError> {
     let sub = match claims.sub {
         Some(Value::String(s)) if !s.is_empty() && s.len() <= MAX_SUB_LEN => s,

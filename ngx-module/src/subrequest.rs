@@ -1,0 +1,76 @@
+//! The one kind of subrequest the module makes: to an internal location
+//! that proxies to the sidecar, waited for, with no body of its own and
+//! only its status kept (like nginx's `auth_request`). nginx's upstream
+//! machinery does the non-blocking I/O, keepalive and timeouts.
+
+use ngx::core::Pool;
+use ngx::ffi::{
+    ngx_http_post_subrequest_pt, ngx_http_post_subrequest_t, ngx_http_request_body_t,
+    ngx_http_request_t, ngx_http_subrequest, ngx_int_t, NGX_HTTP_SPECIAL_RESPONSE,
+    NGX_HTTP_SUBREQUEST_WAITED,
+};
+
+use crate::ffi::{ERROR, OK};
+
+/// Starts a subrequest of `r` to `uri`; nginx calls `done` with `data`
+/// when it ends, then runs `r`'s write event handler.
+///
+/// # Safety
+/// `r` is a live main request; `data` lives as long as it.
+pub unsafe fn start(
+    r: *mut ngx_http_request_t,
+    uri: &str,
+    done: ngx_http_post_subrequest_pt,
+    data: *mut std::ffi::c_void,
+) -> Result<*mut ngx_http_request_t, String> {
+    // SAFETY: every allocation comes from the request pool and lives as
+    // long as the request; nginx copies nothing it is given here.
+    unsafe {
+        let pool = Pool::from_ngx_pool((*r).pool);
+        let mut uri = ngx::ffi::ngx_str_t::from_str((*r).pool, uri);
+        let ps = pool.calloc_type::<ngx_http_post_subrequest_t>();
+        if ps.is_null() {
+            return Err("out of memory".into());
+        }
+        (*ps).handler = done;
+        (*ps).data = data;
+        let mut sr: *mut ngx_http_request_t = std::ptr::null_mut();
+        let rc = ngx_http_subrequest(
+            r,
+            &mut uri,
+            std::ptr::null_mut(),
+            &mut sr,
+            ps,
+            NGX_HTTP_SUBREQUEST_WAITED as _,
+        );
+        if rc != OK || sr.is_null() {
+            return Err(format!("ngx_http_subrequest returned {rc}"));
+        }
+        // An empty body of its own, so the upstream never reads or resends
+        // the client's body; the location sets what the sidecar gets.
+        let rb = pool.calloc_type::<ngx_http_request_body_t>();
+        if rb.is_null() {
+            return Err("out of memory".into());
+        }
+        (*sr).request_body = rb;
+        // Only the status matters: nothing of the sidecar's response is
+        // sent to the client.
+        (*sr).set_header_only(1);
+        Ok(sr)
+    }
+}
+
+/// The status a finished subrequest ended with: nginx's error code if it
+/// failed (upstream down, timeout), else the upstream's status.
+///
+/// # Safety
+/// `sr` is the finishing subrequest, `rc` what nginx passed its post
+/// handler.
+pub unsafe fn status(sr: *mut ngx_http_request_t, rc: ngx_int_t) -> ngx_int_t {
+    if rc == ERROR || rc >= NGX_HTTP_SPECIAL_RESPONSE as ngx_int_t {
+        rc
+    } else {
+        // SAFETY: `sr` is live while its post handler runs.
+        unsafe { (*sr).headers_out.status as ngx_int_t }
+    }
+}
