@@ -156,7 +156,6 @@ impl Slot for RoomSlot {
         fnv1a(&[&self.name[..usize::from(self.name_len)]])
     }
     fn clear(&mut self) {
-        // SAFETY-free: plain field writes; all-zero is the empty slot.
         self.used = 0;
         self.served = 0;
         self.name_len = 0;

@@ -267,10 +267,7 @@ impl ReaderFeed {
                 self.readers.insert(room.room.clone(), room.readers);
             }
         }
-        for room in self.rooms.names() {
-            let readers = self.readers.get(&room).copied().unwrap_or(0);
-            self.rooms.set_readers(&room, readers);
-        }
+        self.rooms.sync_readers(&self.readers);
     }
 }
 

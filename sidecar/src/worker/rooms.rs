@@ -179,14 +179,16 @@ impl Rooms {
         self.lock().keys().cloned().collect()
     }
 
-    /// Records the module's count of `room`'s readers here.
-    pub fn set_readers(&self, room: &str, readers: u64) {
-        if let Some(entry) = self.lock().get_mut(room) {
-            if readers > entry.readers {
+    /// Records the module's counts of readers here (`readers`: the rooms
+    /// with at least one; every other room served has none).
+    pub fn sync_readers(&self, readers: &HashMap<String, u64>) {
+        for (room, entry) in self.lock().iter_mut() {
+            let now = readers.get(room).copied().unwrap_or(0);
+            if now > entry.readers {
                 self.opened
-                    .fetch_add(readers - entry.readers, Ordering::Relaxed);
+                    .fetch_add(now - entry.readers, Ordering::Relaxed);
             }
-            entry.readers = readers;
+            entry.readers = now;
         }
     }
 
