@@ -11,5 +11,5 @@ pub mod process;
 pub mod token;
 
 pub use clients::{post_message, Frame, SubscribeOptions, Subscriber, Transport};
-pub use process::{ChatWorker, Dispatcher, Redis};
+pub use process::{ChatWorker, Dispatcher, RawNchan, Redis};
 pub use token::{rs256_token, token_for};

@@ -483,6 +483,87 @@ fn children_of(pid: u32) -> Vec<u32> {
         .collect()
 }
 
+/// nginx with nchan alone (no ChatUp module, no sidecar): the reference
+/// benchmarks compare ChatUp with. Readers subscribe at `/sub/{room}` as on
+/// a chat worker; frames are published at `/pub/{room}` on the same port.
+pub struct RawNchan {
+    nginx: Option<Child>,
+    pub port: u16,
+    dir: tempfile::TempDir,
+}
+
+impl RawNchan {
+    pub fn start() -> anyhow::Result<Self> {
+        let dir = tempfile::Builder::new().prefix("chatup-nchan-").tempdir()?;
+        let port = free_port();
+        let run = dir.path().display().to_string();
+        // The same nchan and connection settings as the shipped chat worker.
+        let conf = format!(
+            r#"load_module /usr/lib/nginx/modules/ngx_nchan_module.so;
+worker_processes auto;
+pid {run}/nginx.pid;
+error_log {run}/nginx-error.log notice;
+events {{ worker_connections 16384; }}
+http {{
+    access_log off;
+    client_body_temp_path {run}/body;
+    proxy_temp_path {run}/proxy;
+    fastcgi_temp_path {run}/fastcgi;
+    uwsgi_temp_path {run}/uwsgi;
+    scgi_temp_path {run}/scgi;
+    nchan_shared_memory_size 128M;
+    nchan_message_buffer_length 100;
+    nchan_message_timeout 10m;
+    server {{
+        listen 127.0.0.1:{port};
+        location ~ "^/sub/(?<room>[A-Za-z0-9][A-Za-z0-9_.:-]{{0,63}})$" {{
+            nchan_subscriber websocket eventsource longpoll;
+            nchan_channel_id $room;
+            nchan_subscriber_first_message oldest;
+        }}
+        location ~ "^/pub/(?<room>[A-Za-z0-9][A-Za-z0-9_.:-]{{0,63}})$" {{
+            nchan_publisher http;
+            nchan_channel_id $room;
+        }}
+    }}
+}}
+"#
+        );
+        let conf_path = dir.path().join("nginx.conf");
+        std::fs::write(&conf_path, conf)?;
+        let child = Command::new("nginx")
+            .arg("-p")
+            .arg(dir.path())
+            .arg("-c")
+            .arg(&conf_path)
+            .args(["-g", "daemon off;"])
+            .stdout(Stdio::null())
+            .stderr(log_file(dir.path(), "nginx-stderr.log")?)
+            .spawn()
+            .context("starting nginx")?;
+        let raw = Self {
+            nginx: Some(child),
+            port,
+            dir,
+        };
+        wait_until("raw nchan", Duration::from_secs(10), || tcp_open(port))?;
+        Ok(raw)
+    }
+
+    pub fn ws_url(&self) -> String {
+        format!("ws://127.0.0.1:{}", self.port)
+    }
+}
+
+impl Drop for RawNchan {
+    fn drop(&mut self) {
+        print_logs_if_failing(self.dir.path(), &["nginx-error.log", "nginx-stderr.log"]);
+        if let Some(mut child) = self.nginx.take() {
+            stop(&mut child, Signal::SIGTERM);
+        }
+    }
+}
+
 /// A `chatup dispatcher` on a run-time port.
 pub struct Dispatcher {
     child: Option<Child>,
