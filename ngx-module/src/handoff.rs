@@ -5,7 +5,8 @@
 //! `proxy_set_body $chatup_envelope`. nginx's upstream machinery does the
 //! non-blocking I/O, keepalive and timeouts; when the subrequest ends, the
 //! client gets `202` only if the sidecar answered 2xx (the message is
-//! stored); the sidecar's own refusal (403 banned, 422 rejected by a
+//! stored), with the sidecar's `X-Chatup-Ack` as its body when the sidecar
+//! gives one (a retried post: the first answer); the sidecar's own refusal (403 banned, 422 rejected by a
 //! filter, 429 rate limited) with the JSON body and `Retry-After` it put in
 //! its `X-Chatup-Refusal` and `Retry-After` headers; and `503` otherwise.
 
@@ -47,6 +48,8 @@ pub struct PostCtx {
     sidecar_status: Option<ngx_int_t>,
     /// The sidecar's refusal, if it refused the message itself.
     refusal: Option<Refusal>,
+    /// The sidecar's own answer to a retried post (its first answer).
+    replayed_ack: Option<Vec<u8>>,
     answered: bool,
 }
 
@@ -125,6 +128,10 @@ unsafe extern "C" fn subrequest_done(
         let ctx = &mut *(data as *mut PostCtx);
         let status = subrequest::status(sr, rc);
         ctx.sidecar_status = Some(status);
+        if (200..300).contains(&status) {
+            // Copied now: the subrequest's headers go with it.
+            ctx.replayed_ack = find_response_header(sr, "X-Chatup-Ack").map(<[u8]>::to_vec);
+        }
         if PASSED_ON.contains(&status) {
             // Copied now: the subrequest's headers go with it.
             ctx.refusal = find_response_header(sr, "X-Chatup-Refusal").map(|body| Refusal {
@@ -151,7 +158,10 @@ unsafe extern "C" fn answer_client(r: *mut ngx_http_request_t) {
         }
         ctx.answered = true;
         Some(match (status, &ctx.refusal) {
-            (200..=299, _) => respond::json(r, 202, &ctx.ack, &[]),
+            (200..=299, _) => {
+                let ack = ctx.replayed_ack.as_deref().unwrap_or(&ctx.ack);
+                respond::json(r, 202, ack, &[])
+            }
             (_, Some(refusal)) => {
                 let headers: Vec<(&str, &str)> = refusal
                     .retry_after

@@ -101,14 +101,14 @@ unsafe impl HttpModuleMainConf for Module {
 /// A worker process starts: what its slot held before is stale (the
 /// previous process in this slot died, or this is a fresh start).
 unsafe extern "C" fn init_process(_cycle: *mut ngx_cycle_t) -> ngx_int_t {
-    ffi::contain_panic(std::ptr::null_mut(), (), zone::clear_this_process);
+    ffi::contain_panic(std::ptr::null_mut(), (), zone::this_process_started);
     ffi::OK
 }
 
 /// A worker process exits: readers whose requests it did not close are no
 /// longer read by anyone.
 unsafe extern "C" fn exit_process(_cycle: *mut ngx_cycle_t) {
-    ffi::contain_panic(std::ptr::null_mut(), (), zone::clear_this_process);
+    ffi::contain_panic(std::ptr::null_mut(), (), zone::this_process_exits);
 }
 
 /// Merges a location's configuration with its parent's. Not the `Merge`

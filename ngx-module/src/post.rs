@@ -22,7 +22,7 @@ use ngx::ffi::{
 use ngx::http::{HttpModuleLocationConf, Request};
 use ngx::ngx_log_error;
 
-use crate::ffi::{bytes, contain_panic, header_value, DONE, INTERNAL_SERVER_ERROR};
+use crate::ffi::{bytes, contain_panic, find_header, header_value, DONE, INTERNAL_SERVER_ERROR};
 use crate::handoff::{self, PostCtx};
 use crate::{respond, Module};
 
@@ -67,6 +67,7 @@ unsafe fn start(r: *mut ngx_http_request_t) -> ngx_int_t {
             content_type: header_value(headers.content_type),
             authorization: header_value(headers.authorization),
             content_length: u64::try_from(headers.content_length_n).ok(),
+            idempotency_key: find_header(r, chatup_wire::idempotency::IDEMPOTENCY_HEADER),
         };
         let accepted = match gate.check_head(&head) {
             Ok(accepted) => accepted,

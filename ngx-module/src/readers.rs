@@ -105,6 +105,7 @@ unsafe fn admit(r: *mut ngx_http_request_t) -> ngx_int_t {
                     let room = &ctx.counted.room;
                     zone::with_region(ctx.counted.zone.as_ptr(), |t| t.mark_served(room));
                     ctx.stage = Stage::Admitted;
+                    forget_stale_resume_id(r, ctx.counted.zone);
                     OK
                 }
                 Stage::Served(status) => {
@@ -178,7 +179,10 @@ unsafe fn admit(r: *mut ngx_http_request_t) -> ngx_int_t {
         }
         request.set_module_ctx(ctx.cast(), Module::module());
         match (*ctx).stage {
-            Stage::Admitted => OK,
+            Stage::Admitted => {
+                forget_stale_resume_id(r, zone);
+                OK
+            }
             _ => match start_serving(r, &mut *ctx, conf.serve_uri()) {
                 Ok(()) => AGAIN,
                 Err(e) => {
@@ -208,6 +212,48 @@ unsafe fn refuse(r: *mut ngx_http_request_t, err: &GateError) -> ngx_int_t {
         ngx_http_finalize_request(r, rc);
     }
     DONE
+}
+
+/// Removes the reader's resume id (`Last-Event-ID`, `?last_event_id=`) if
+/// it is from before this nginx started (see
+/// `ReaderTable::is_stale_resume_id`): nchan then starts it from the
+/// oldest frame of the refilled channel instead of skipping messages.
+unsafe fn forget_stale_resume_id(r: *mut ngx_http_request_t, zone: NonNull<ngx_shm_zone_t>) {
+    // SAFETY: `r` is the live main request; the header list and the new
+    // arguments live in its pool.
+    unsafe {
+        let stale = |id: &str| {
+            zone::with_region(zone.as_ptr(), |t| t.is_stale_resume_id(id)).unwrap_or(false)
+        };
+        let mut part = &mut (*r).headers_in.headers.part as *mut ngx::ffi::ngx_list_part_t;
+        while !part.is_null() {
+            let elts = (*part).elts as *mut ngx::ffi::ngx_table_elt_t;
+            for i in 0..(*part).nelts {
+                let h = &mut *elts.add(i);
+                if bytes(&h.key).eq_ignore_ascii_case(b"Last-Event-ID")
+                    && std::str::from_utf8(bytes(&h.value)).is_ok_and(stale)
+                {
+                    // A hash of 0 marks a header as deleted for nginx's
+                    // lookups ($http_last_event_id included).
+                    h.hash = 0;
+                }
+            }
+            part = (*part).next;
+        }
+        if let Some(args) =
+            chatup_gate::query::without_param(bytes(&(*r).args), "last_event_id", stale)
+        {
+            let pool = Pool::from_ngx_pool((*r).pool);
+            let data = pool.alloc(args.len().max(1)) as *mut u8;
+            if !data.is_null() {
+                std::ptr::copy_nonoverlapping(args.as_ptr(), data, args.len());
+                (*r).args = ngx_str_t {
+                    len: args.len(),
+                    data,
+                };
+            }
+        }
+    }
 }
 
 /// Whether this process has fewer free connections than `reserve`: a

@@ -90,7 +90,7 @@ unsafe extern "C" fn init_zone(zone: *mut ngx_shm_zone_t, data: *mut c_void) -> 
         (*pool).data = region.cast();
         (*zone).data = region.cast();
         let boot = boot_id();
-        let _ = with_region(zone, |table| table.init(boot));
+        let _ = with_region(zone, |table| table.init(boot, now_secs()));
     }
     OK
 }
@@ -165,13 +165,34 @@ pub fn process_slot() -> usize {
     usize::try_from(unsafe { ngx::ffi::ngx_process_slot }).unwrap_or(usize::MAX)
 }
 
-/// Forgets the readers this process slot counted before: a worker
-/// starting in a slot whose previous process died, or a worker exiting
-/// with connections its cleanups will never see.
-pub fn clear_this_process() {
+/// A worker process starts: what its slot counted before is stale, and a
+/// slot used before means its previous process died (see
+/// `ReaderTable::process_started`).
+pub fn this_process_started() {
+    if let Some(zone) = current() {
+        let slot = process_slot();
+        // SAFETY: the zone of the running cycle.
+        unsafe {
+            with_region(zone.as_ptr(), |table| {
+                table.process_started(slot, now_secs())
+            })
+        };
+    }
+}
+
+/// A worker process exits: readers whose requests it did not close are
+/// no longer read by anyone.
+pub fn this_process_exits() {
     if let Some(zone) = current() {
         let slot = process_slot();
         // SAFETY: the zone of the running cycle.
         unsafe { with_region(zone.as_ptr(), |table| table.clear_process(slot)) };
     }
+}
+
+fn now_secs() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
 }

@@ -20,6 +20,12 @@ pub fn history(room: &str) -> String {
     format!("chatup:{{{room}}}:history")
 }
 
+/// String: the answer (`{"id","ts"}`) to `user`'s post with idempotency
+/// key `key` in `room`, kept for the key's lifetime.
+pub fn idempotency(room: &str, user: &str, key: &str) -> String {
+    format!("chatup:{{{room}}}:idem:{key}:{user}")
+}
+
 /// Hash: user id → number of connections of that member to `room` on
 /// `worker`. Expires with the worker's heartbeat.
 pub fn member_connections(room: &str, worker: &str) -> String {

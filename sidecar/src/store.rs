@@ -14,7 +14,22 @@ pub struct Store {
     db: Db,
     history_length: usize,
     history_ttl_secs: u64,
+    append_once: Script,
 }
+
+// KEYS: history, idempotency key. ARGV: message, history length, history
+// ttl, channel, answer, key ttl. The same transaction as `append`, unless
+// the key was used: then nothing is stored and the first answer returned.
+const APPEND_ONCE: &str = r#"
+local first = redis.call('GET', KEYS[2])
+if first then return first end
+redis.call('RPUSH', KEYS[1], ARGV[1])
+redis.call('LTRIM', KEYS[1], -tonumber(ARGV[2]), -1)
+redis.call('EXPIRE', KEYS[1], ARGV[3])
+redis.call('PUBLISH', ARGV[4], ARGV[1])
+redis.call('SET', KEYS[2], ARGV[5], 'EX', ARGV[6])
+return false
+"#;
 
 impl Store {
     pub fn new(db: Db, history_length: usize, history_ttl_secs: u64) -> Self {
@@ -22,6 +37,7 @@ impl Store {
             db,
             history_length,
             history_ttl_secs,
+            append_once: Script::new(APPEND_ONCE),
         }
     }
 
@@ -45,6 +61,37 @@ impl Store {
             .ignore();
         let mut conn = self.db.conn();
         self.db.bounded(pipe.query_async::<()>(&mut conn)).await
+    }
+
+    /// Like [`append`](Self::append) for a post with an idempotency key,
+    /// atomically: if the key was used already, stores nothing and returns
+    /// the first answer; else stores the message with `ack` as the answer
+    /// to remember, and returns `None`.
+    pub async fn append_once(
+        &self,
+        room: &str,
+        message: &str,
+        idempotency_key: &str,
+        ack: &str,
+    ) -> Result<Option<String>, DbError> {
+        let mut invocation = self.append_once.prepare_invoke();
+        invocation
+            .key(keys::history(room))
+            .key(idempotency_key)
+            .arg(message)
+            .arg(self.history_length)
+            .arg(self.history_ttl_secs)
+            .arg(keys::room_channel(room))
+            .arg(ack)
+            .arg(chatup_wire::idempotency::IDEMPOTENCY_TTL_SECS);
+        let mut conn = self.db.conn();
+        self.db.bounded(invocation.invoke_async(&mut conn)).await
+    }
+
+    /// The first answer to a post with this idempotency key, if any.
+    pub async fn first_answer(&self, idempotency_key: &str) -> Result<Option<String>, DbError> {
+        let mut conn = self.db.conn();
+        self.db.bounded(conn.get(idempotency_key)).await
     }
 
     /// Remembers that `user` posted in `room` (for bans in every room).

@@ -90,6 +90,18 @@ impl Subscriber {
         room: &str,
         options: SubscribeOptions<'_>,
     ) -> anyhow::Result<Self> {
+        Self::open_at(transport, &worker.base_url(), room, options).await
+    }
+
+    /// Like [`open`](Self::open), on the chat worker at `base_url`
+    /// (`http://host:port`).
+    pub async fn open_at(
+        transport: Transport,
+        base_url: &str,
+        room: &str,
+        options: SubscribeOptions<'_>,
+    ) -> anyhow::Result<Self> {
+        let ws_url = base_url.replacen("http", "ws", 1);
         let (tx, frames) = mpsc::unbounded_channel();
         let events = options.events;
         let mut params = Vec::new();
@@ -106,7 +118,7 @@ impl Subscriber {
         };
         let task = match transport {
             Transport::WebSocket => {
-                let url = format!("{}/sub/{room}{query}", worker.ws_url());
+                let url = format!("{ws_url}/sub/{room}{query}");
                 let mut request = url.into_client_request()?;
                 request
                     .headers_mut()
@@ -134,7 +146,7 @@ impl Subscriber {
                     .map(|t| format!("?token={t}"))
                     .unwrap_or_default();
                 let mut request = reqwest::Client::new()
-                    .get(format!("{}/sub/{room}{token_query}", worker.base_url()))
+                    .get(format!("{base_url}/sub/{room}{token_query}"))
                     .header("Accept", "text/event-stream");
                 if let Some(id) = options.last_id {
                     request = request.header("Last-Event-ID", id);
@@ -171,7 +183,7 @@ impl Subscriber {
                 })
             }
             Transport::LongPoll => {
-                let url = format!("{}/sub/{room}{query}", worker.base_url());
+                let url = format!("{base_url}/sub/{room}{query}");
                 tokio::spawn(async move {
                     let client = reqwest::Client::new();
                     let (mut modified, mut etag) = (None::<String>, None::<String>);
@@ -215,6 +227,11 @@ impl Subscriber {
             }
         };
         Ok(Self { frames, task })
+    }
+
+    /// The next frame; `None` once the subscription ended.
+    pub async fn next(&mut self) -> Option<Frame> {
+        self.frames.recv().await
     }
 
     /// The next frame, if one comes within `timeout`.

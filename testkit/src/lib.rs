@@ -7,7 +7,9 @@
 //! builds both before running the tests.
 
 pub mod clients;
+pub mod load;
 pub mod process;
+pub mod proxy;
 pub mod token;
 
 pub use clients::{post_message, Frame, SubscribeOptions, Subscriber, Transport};

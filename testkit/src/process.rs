@@ -111,15 +111,29 @@ fn print_logs_if_failing(dir: &Path, names: &[&str]) {
 pub struct Redis {
     child: Option<Child>,
     pub port: u16,
+    /// Every write is in the append-only file before it is acknowledged,
+    /// so a restart (even after SIGKILL) keeps the data.
+    persistent: bool,
     dir: tempfile::TempDir,
 }
 
 impl Redis {
+    /// A Redis that keeps nothing across restarts.
     pub fn start() -> anyhow::Result<Self> {
+        Self::start_with(false)
+    }
+
+    /// A Redis whose data survives a restart (`appendfsync always`).
+    pub fn start_persistent() -> anyhow::Result<Self> {
+        Self::start_with(true)
+    }
+
+    fn start_with(persistent: bool) -> anyhow::Result<Self> {
         let dir = tempfile::Builder::new().prefix("chatup-redis-").tempdir()?;
         let mut redis = Self {
             child: None,
             port: free_port(),
+            persistent,
             dir,
         };
         redis.spawn()?;
@@ -127,6 +141,11 @@ impl Redis {
     }
 
     fn spawn(&mut self) -> anyhow::Result<()> {
+        let aof: &[&str] = if self.persistent {
+            &["--appendonly", "yes", "--appendfsync", "always"]
+        } else {
+            &["--appendonly", "no"]
+        };
         let child = Command::new("redis-server")
             .args([
                 "--port",
@@ -135,9 +154,8 @@ impl Redis {
                 "127.0.0.1",
                 "--save",
                 "",
-                "--appendonly",
-                "no",
             ])
+            .args(aof)
             .arg("--dir")
             .arg(self.dir.path())
             .stdout(log_file(self.dir.path(), "redis.log")?)
@@ -159,7 +177,8 @@ impl Redis {
         }
     }
 
-    /// Stops and starts again on the same port (with no data).
+    /// Kills (SIGKILL) and starts again on the same port: with no data,
+    /// unless persistent.
     pub fn restart(&mut self) -> anyhow::Result<()> {
         self.stop();
         self.spawn()
@@ -215,6 +234,8 @@ pub struct WorkerOptions {
     pub announce: bool,
     /// `chatup_max_readers` of the worker's nginx (the shipped 0 by default).
     pub max_readers: u64,
+    /// Reach Redis here instead (a `proxy::Proxy` in front of it, say).
+    pub redis_url: Option<String>,
 }
 
 impl Default for WorkerOptions {
@@ -230,6 +251,7 @@ impl Default for WorkerOptions {
             config_toml: "[rate_limit]\nrate_per_sec = 0\n".into(),
             announce: true,
             max_readers: 0,
+            redis_url: None,
         }
     }
 }
@@ -244,6 +266,8 @@ pub struct ChatWorker {
     pub port: u16,
     redis_url: String,
     options: WorkerOptions,
+    /// When nginx was last started (just before).
+    nginx_started: std::time::SystemTime,
     dir: tempfile::TempDir,
 }
 
@@ -263,8 +287,9 @@ impl ChatWorker {
             sidecar: None,
             id: format!("w{port}"),
             port,
-            redis_url: redis.url(),
+            redis_url: options.redis_url.clone().unwrap_or_else(|| redis.url()),
             options,
+            nginx_started: std::time::SystemTime::now(),
             dir,
         };
         // nginx first: the sidecar's first heartbeat then finds it up and
@@ -276,6 +301,23 @@ impl ChatWorker {
 
     pub fn dir(&self) -> &Path {
         self.dir.path()
+    }
+
+    /// Waits until the wall clock is past the second nginx started in.
+    /// Within that second the module treats every resume id as possibly
+    /// from a previous nginx (the reader then gets the channel from its
+    /// oldest frame and drops what it has): a test of exact resumption
+    /// starts after it.
+    pub fn wait_past_start_second(&self) {
+        let second = |t: std::time::SystemTime| {
+            t.duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.as_secs())
+                .unwrap_or(0)
+        };
+        let started = second(self.nginx_started);
+        let _ = wait_until("the next second", Duration::from_secs(2), || {
+            second(std::time::SystemTime::now()) > started
+        });
     }
 
     pub fn base_url(&self) -> String {
@@ -322,6 +364,7 @@ impl ChatWorker {
         }
         let conf_path = self.dir.path().join("nginx.conf");
         std::fs::write(&conf_path, conf)?;
+        self.nginx_started = std::time::SystemTime::now();
         let child = Command::new("nginx")
             .arg("-p")
             .arg(self.dir.path())
@@ -399,6 +442,14 @@ impl ChatWorker {
         if let Some(mut child) = self.sidecar.take() {
             stop(&mut child, Signal::SIGTERM);
         }
+    }
+
+    /// Stops nginx (SIGTERM, master and workers) and starts it again: a
+    /// restart, not a reload, so its shared memory and nchan's channels
+    /// start empty.
+    pub fn restart_nginx(&mut self) -> anyhow::Result<()> {
+        self.kill_nginx();
+        self.start_nginx()
     }
 
     /// Kills the sidecar with SIGKILL: no drain, no goodbye.

@@ -148,6 +148,7 @@ async fn burst_of_200_messages_arrives_complete_in_order_in_fewer_frames() {
 async fn reconnecting_subscriber_with_its_last_id_gets_exactly_what_it_missed() {
     let redis = Redis::start().unwrap();
     let worker = ChatWorker::start(&redis).unwrap();
+    worker.wait_past_start_second();
     let token = token_for("alice", "Alice");
     for transport in [Transport::EventSource, Transport::WebSocket] {
         let room = format!("resume-{transport:?}").to_lowercase();
@@ -519,4 +520,52 @@ async fn chunked_and_empty_bodies_are_read_safely() {
     let body: serde_json::Value = response.json().await.unwrap();
     assert!(body["error"].is_string(), "{body}");
     assert!(!worker.nginx_log().contains("exited on signal"));
+}
+
+#[tokio::test]
+async fn a_post_retried_with_its_idempotency_key_gets_the_first_answer_and_is_stored_once() {
+    let redis = Redis::start().unwrap();
+    let worker = ChatWorker::start(&redis).unwrap();
+    let mut sub = Subscriber::connect(Transport::WebSocket, &worker, "retry", None)
+        .await
+        .unwrap();
+    let token = token_for("alice", "Alice");
+    let client = reqwest::Client::new();
+    let post = |key: &'static str, text: &'static str| {
+        client
+            .post(format!("{}/rooms/retry/messages", worker.base_url()))
+            .bearer_auth(&token)
+            .header("Content-Type", "application/json")
+            .header("Idempotency-Key", key)
+            .body(msg(text))
+            .send()
+    };
+    let first = post("k-1", "once").await.unwrap();
+    assert_eq!(first.status(), 202);
+    let first: serde_json::Value = first.json().await.unwrap();
+    // The retry (same key, even with another text) is answered as the
+    // first post was and stores nothing.
+    let again = post("k-1", "once").await.unwrap();
+    assert_eq!(again.status(), 202);
+    assert_eq!(again.json::<serde_json::Value>().await.unwrap(), first);
+    let other = post("k-2", "twice").await.unwrap();
+    assert_eq!(other.status(), 202);
+
+    let got = items(&sub.frames_until(2, WAIT).await);
+    let texts: Vec<&str> = got.iter().map(|m| m["msg"].as_str().unwrap()).collect();
+    assert_eq!(texts, ["once", "twice"]);
+    assert!(sub.drain_for(Duration::from_millis(300)).await.is_empty());
+    let history = redis
+        .client()
+        .unwrap()
+        .cmd(&["LLEN", "chatup:{retry}:history"]);
+    assert_eq!(history, "2");
+
+    let bad = post("not a key", "x").await.unwrap();
+    assert_eq!(bad.status(), 400);
+    let body: serde_json::Value = bad.json().await.unwrap();
+    assert!(
+        body["error"].as_str().unwrap().contains("Idempotency-Key"),
+        "{body}"
+    );
 }

@@ -8,6 +8,7 @@ pub mod envelope;
 pub mod event;
 pub mod frame;
 pub mod id;
+pub mod idempotency;
 pub mod readers;
 pub mod room;
 

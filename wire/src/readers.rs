@@ -24,6 +24,11 @@ pub struct ReaderChanges {
     pub seq: u64,
     /// Readers on this nginx now, all rooms together.
     pub readers: u64,
+    /// How many times an nginx worker process started in a slot used
+    /// before (it died and was respawned): nchan's channels it owned lost
+    /// their frames, so served rooms must be refilled when this changes.
+    #[serde(default)]
+    pub respawns: u64,
     pub rooms: Vec<RoomReaders>,
     pub members: Vec<MemberConnections>,
 }
@@ -71,7 +76,7 @@ mod tests {
 
     #[test]
     fn changes_round_trip_with_public_data_as_it_was() {
-        let text = r#"{"boot":"b1","seq":7,"readers":3,"rooms":[{"room":"r","readers":3,"served":true,"last_id":"01J"}],"members":[{"room":"r","id":"u","public":{"name":"Zoé"},"connections":1}]}"#;
+        let text = r#"{"boot":"b1","seq":7,"readers":3,"respawns":0,"rooms":[{"room":"r","readers":3,"served":true,"last_id":"01J"}],"members":[{"room":"r","id":"u","public":{"name":"Zoé"},"connections":1}]}"#;
         let changes: ReaderChanges = serde_json::from_str(text).unwrap();
         assert_eq!(changes.rooms[0].last_id.as_deref(), Some("01J"));
         assert_eq!(

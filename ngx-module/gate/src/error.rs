@@ -29,6 +29,8 @@ pub enum GateError {
     MessageTooLong { max: usize },
     #[error("request body is larger than {max} bytes")]
     BodyTooLarge { max: usize },
+    #[error("{0}")]
+    BadIdempotencyKey(#[from] chatup_wire::idempotency::BadIdempotencyKey),
     #[error("chat service unavailable, try again")]
     Unavailable,
     /// The chat worker takes no more readers: try another one.
@@ -44,7 +46,7 @@ impl GateError {
         match self {
             GateError::NotFound => 404,
             GateError::MethodNotAllowed { .. } => 405,
-            GateError::BadRoom(_) => 400,
+            GateError::BadRoom(_) | GateError::BadIdempotencyKey(_) => 400,
             GateError::UnsupportedMediaType => 415,
             GateError::MissingToken | GateError::BadToken(_) => 401,
             GateError::RoomNotAllowed => 403,

@@ -33,6 +33,8 @@ pub struct RequestHead<'a> {
     pub authorization: Option<&'a [u8]>,
     /// `Content-Length`, when the client sent one.
     pub content_length: Option<u64>,
+    /// `Idempotency-Key`, when the client sent one.
+    pub idempotency_key: Option<&'a [u8]>,
 }
 
 /// A request whose head passed every check; its body is still to be read.
@@ -58,6 +60,9 @@ impl PostGate<'_> {
         let identity = self.verifier.verify(bearer_token(head.authorization)?)?;
         if !identity.may_post_in(&room) {
             return Err(GateError::RoomNotAllowed);
+        }
+        if let Some(key) = head.idempotency_key {
+            chatup_wire::idempotency::validate_idempotency_key(key)?;
         }
         if head
             .content_length

@@ -16,6 +16,29 @@ pub fn query_param(uri: &[u8], name: &str) -> Option<String> {
     })
 }
 
+/// `args` (a query string without `?`) without the `name` parameters
+/// whose decoded value `drop` says to drop; `None` if nothing was dropped.
+pub fn without_param(args: &[u8], name: &str, drop: impl Fn(&str) -> bool) -> Option<Vec<u8>> {
+    let mut kept: Vec<&[u8]> = Vec::new();
+    let mut dropped = false;
+    for pair in args.split(|&b| b == b'&') {
+        let (key, value) = match pair.iter().position(|&b| b == b'=') {
+            Some(eq) => (&pair[..eq], &pair[eq + 1..]),
+            None => (pair, &pair[pair.len()..]),
+        };
+        let matches = percent_decode(key).is_some_and(|k| k == name.as_bytes())
+            && percent_decode(value)
+                .and_then(|v| String::from_utf8(v).ok())
+                .is_some_and(|v| drop(&v));
+        if matches {
+            dropped = true;
+        } else {
+            kept.push(pair);
+        }
+    }
+    dropped.then(|| kept.join(&b'&'))
+}
+
 fn percent_decode(input: &[u8]) -> Option<Vec<u8>> {
     let mut out = Vec::with_capacity(input.len());
     let mut i = 0;
@@ -54,5 +77,23 @@ mod tests {
         assert_eq!(query_param(b"/s?token=", "token").as_deref(), Some(""));
         assert_eq!(query_param(b"/s?token=%zz", "token"), None);
         assert_eq!(query_param(b"/s?a=b+c", "a").as_deref(), Some("b c"));
+    }
+
+    #[test]
+    fn drops_only_the_parameters_asked_for() {
+        let stale = |v: &str| v.starts_with("1:");
+        assert_eq!(
+            without_param(b"token=t&last_event_id=1%3A4&x=1", "last_event_id", stale).as_deref(),
+            Some(&b"token=t&x=1"[..])
+        );
+        assert_eq!(
+            without_param(b"last_event_id=2:0", "last_event_id", stale),
+            None
+        );
+        assert_eq!(without_param(b"", "last_event_id", stale), None);
+        assert_eq!(
+            without_param(b"last_event_id=1:0", "last_event_id", stale).as_deref(),
+            Some(&b""[..])
+        );
     }
 }

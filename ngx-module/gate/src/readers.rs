@@ -42,6 +42,14 @@ pub struct Header {
     seq: u64,
     /// The newest sequence number the sidecar has seen everything up to.
     acked: u64,
+    /// When the table was made (Unix seconds): nchan ids from before are
+    /// from another nginx.
+    started_secs: u64,
+    /// Process slots that have started once (bit per slot).
+    slots_started: u64,
+    /// Starts in a slot that had started before, and when the last was.
+    respawns: u64,
+    respawned_secs: u64,
     rooms_used: u64,
     members_used: u64,
     readers: [u32; MAX_PROCS],
@@ -311,12 +319,13 @@ impl<'a> ReaderTable<'a> {
     /// Makes fresh (zeroed) memory a table of this nginx's life, `boot`
     /// naming it; memory that already is one (a reload kept the zone) is
     /// left as it is. Returns whether it was initialized.
-    pub fn init(&mut self, boot: u64) -> bool {
+    pub fn init(&mut self, boot: u64, now_secs: u64) -> bool {
         if self.header.magic == MAGIC {
             return false;
         }
         self.header.magic = MAGIC;
         self.header.boot = boot;
+        self.header.started_secs = now_secs;
         self.header.seq = 0;
         self.header.acked = 0;
         true
@@ -479,8 +488,25 @@ impl<'a> ReaderTable<'a> {
         true
     }
 
+    /// A worker process starts in `slot`: what the slot counted is stale
+    /// (its previous process died, or this is a fresh start), and if the
+    /// slot was used before, nchan lost the frames of the channels that
+    /// process owned.
+    pub fn process_started(&mut self, slot: usize, now_secs: u64) {
+        if slot >= MAX_PROCS {
+            return;
+        }
+        let bit = 1u64 << slot;
+        if self.header.slots_started & bit != 0 {
+            self.header.respawns += 1;
+            self.header.respawned_secs = now_secs;
+        }
+        self.header.slots_started |= bit;
+        self.clear_process(slot);
+    }
+
     /// Forgets what process slot `slot` counted: its process died or is
-    /// starting afresh.
+    /// exiting.
     pub fn clear_process(&mut self, slot: usize) {
         if slot >= MAX_PROCS {
             return;
@@ -500,6 +526,21 @@ impl<'a> ReaderTable<'a> {
             }
         }
         self.header.readers[slot] = 0;
+    }
+
+    /// Whether a reader's resume id (nchan's `<seconds>:<tag>`) is from
+    /// before this nginx started or a worker process was last respawned:
+    /// the channel was refilled since, and nchan mishandles such an id
+    /// ("previous message id tags don't match": it skips messages, or
+    /// sends nothing). The reader must start from the oldest frame instead
+    /// (and drop the ids it has, as the client does). An id from that very
+    /// second counts as stale: a few duplicates are harmless, a gap is not.
+    pub fn is_stale_resume_id(&self, id: &str) -> bool {
+        let refilled = self.header.started_secs.max(self.header.respawned_secs);
+        id.split(':')
+            .next()
+            .and_then(|secs| secs.trim().parse::<u64>().ok())
+            .is_some_and(|secs| secs <= refilled)
     }
 
     /// The boot id, as the sidecar sees it.
@@ -545,6 +586,7 @@ impl<'a> ReaderTable<'a> {
             boot: self.boot(),
             seq: self.header.seq,
             readers: self.readers(),
+            respawns: self.header.respawns,
             rooms,
             members,
         }
@@ -600,7 +642,7 @@ mod tests {
                 rooms: (0..rooms).map(|_| zeroed()).collect(),
                 members: (0..members).map(|_| zeroed()).collect(),
             };
-            memory.table().init(0xb007);
+            memory.table().init(0xb007, 1_000);
             memory
         }
         fn table(&mut self) -> ReaderTable<'_> {
@@ -793,9 +835,34 @@ mod tests {
     fn a_reloaded_zone_keeps_its_table() {
         let mut memory = Memory::new(4, 4);
         memory.table().admit("a", None, 0, 0).unwrap();
-        assert!(!memory.table().init(0xfeed));
+        assert!(!memory.table().init(0xfeed, 2_000));
         assert_eq!(memory.table().boot(), format!("{:016x}", 0xb007));
         assert_eq!(memory.table().readers(), 1);
+    }
+
+    #[test]
+    fn resume_ids_from_before_this_nginx_started_are_stale() {
+        let mut memory = Memory::new(1, 1);
+        let table = memory.table();
+        assert!(table.is_stale_resume_id("999:3"));
+        assert!(table.is_stale_resume_id("1000:0"), "the same second");
+        assert!(!table.is_stale_resume_id("1001:0"));
+        assert!(!table.is_stale_resume_id("garbage"));
+        assert!(!table.is_stale_resume_id(""));
+    }
+
+    #[test]
+    fn a_respawned_process_makes_older_resume_ids_stale_and_is_reported() {
+        let mut memory = Memory::new(4, 4);
+        let mut table = memory.table();
+        table.process_started(0, 1_000);
+        table.process_started(1, 1_000);
+        assert_eq!(table.changes("", 0).respawns, 0, "first starts");
+        assert!(!table.is_stale_resume_id("1500:1"));
+        table.process_started(1, 2_000);
+        assert_eq!(table.changes("", 0).respawns, 1);
+        assert!(table.is_stale_resume_id("1500:1"));
+        assert!(!table.is_stale_resume_id("2001:0"));
     }
 
     #[test]

@@ -3,6 +3,11 @@
 //! Reconnects with backoff, re-subscribes, asks every room to resync from
 //! history and the ban list to reload, since Redis Pub/Sub does not replay
 //! what was published while it was down.
+//!
+//! A subscription can die silently: a half-open link (NAT or load-balancer
+//! idle timeout, a lost host) delivers nothing and reports no error. So the
+//! connection is pinged every [`PING_INTERVAL`]; no answer within the Redis
+//! timeout counts as lost, and a new connection catches up from history.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
@@ -23,6 +28,8 @@ pub enum FaninCommand {
 }
 
 const MIN_BACKOFF: Duration = Duration::from_millis(100);
+/// How often an idle or busy subscription proves it is alive.
+pub const PING_INTERVAL: Duration = Duration::from_secs(2);
 const MAX_BACKOFF: Duration = Duration::from_secs(5);
 
 struct Fanin {
@@ -136,7 +143,7 @@ impl Fanin {
             .map(|room| keys::room_channel(room))
             .collect();
         channels.push(keys::BANS_CHANNEL.to_owned());
-        if let Err(e) = sink.subscribe(&channels).await {
+        if let Err(e) = bounded(self.timeout, sink.subscribe(&channels)).await {
             tracing::warn!(error = %e, "redis subscription: cannot subscribe");
             return Session::Lost { was_up: false };
         }
@@ -150,14 +157,25 @@ impl Fanin {
             );
             self.rooms.resync_all();
         }
+        let mut ping = tokio::time::interval(PING_INTERVAL);
+        ping.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        ping.tick().await;
         loop {
             tokio::select! {
                 _ = shutdown.cancelled() => return Session::Shutdown,
+                _ = ping.tick() => {
+                    // Any answer will do; in subscribed mode it is a push.
+                    let answer = tokio::time::timeout(self.timeout, sink.ping::<redis::Value>()).await;
+                    if !matches!(answer, Ok(Ok(_))) {
+                        tracing::warn!("redis subscription did not answer a ping: reconnecting");
+                        return Session::Lost { was_up: true };
+                    }
+                }
                 command = commands.recv() => {
                     let Some(command) = command else { return Session::Shutdown };
                     let result = match &command {
-                        FaninCommand::Subscribe(room, _) => sink.subscribe(keys::room_channel(room)).await,
-                        FaninCommand::Unsubscribe(room) => sink.unsubscribe(keys::room_channel(room)).await,
+                        FaninCommand::Subscribe(room, _) => bounded(self.timeout, sink.subscribe(keys::room_channel(room))).await,
+                        FaninCommand::Unsubscribe(room) => bounded(self.timeout, sink.unsubscribe(keys::room_channel(room))).await,
                     };
                     self.record(command);
                     if let Err(e) = result {
@@ -185,4 +203,17 @@ impl Fanin {
             }
         }
     }
+}
+
+/// `op`, failing past `timeout` (a half-open link never answers).
+async fn bounded(
+    timeout: Duration,
+    op: impl std::future::Future<Output = redis::RedisResult<()>>,
+) -> redis::RedisResult<()> {
+    tokio::time::timeout(timeout, op).await.unwrap_or_else(|_| {
+        Err(redis::RedisError::from(std::io::Error::new(
+            std::io::ErrorKind::TimedOut,
+            "redis did not answer",
+        )))
+    })
 }

@@ -2,7 +2,9 @@
 //!
 //! - `POST /v1/messages`: an envelope accepted by the nginx module. Checked
 //!   against bans (403), the rate limit (429) and the filters (422), then
-//!   stored and published in Redis and acknowledged `202 {"id","ts"}`;
+//!   stored and published in Redis and acknowledged `202 {"id","ts"}`; with
+//!   an `Idempotency-Key` already used by the user in the room, nothing is
+//!   stored and the first answer is given again (also in `X-Chatup-Ack`);
 //!   `503` while Redis is unreachable or the worker drains. A refusal's
 //!   JSON body also travels in `X-Chatup-Refusal` (and `Retry-After`),
 //!   which the module passes on to the client.
@@ -26,10 +28,12 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 
 use crate::api_error::ApiError;
+use chatup_wire::idempotency::{validate_idempotency_key, IDEMPOTENCY_HEADER};
 use chatup_wire::{validate_room, Envelope};
 use tokio_util::sync::CancellationToken;
 
 use crate::db::Db;
+use crate::keys;
 use crate::moderation::bancache::BanCache;
 use crate::moderation::filters::{Candidate, FilterPipeline, Verdict};
 use crate::moderation::ratelimit::RateLimiter;
@@ -155,21 +159,65 @@ pub fn router(state: IngestState) -> Router {
         .fallback(|| async { ApiError::not_found() })
 }
 
-async fn post_message(State(state): State<IngestState>, body: Bytes) -> Result<Response, ApiError> {
+async fn post_message(
+    State(state): State<IngestState>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Response, ApiError> {
     if state.draining.is_cancelled() {
         return Err(ApiError::unavailable("worker is shutting down"));
     }
     let mut envelope: Envelope = serde_json::from_slice(&body)
         .map_err(|e| ApiError::bad_request(format!("invalid envelope: {e}")))?;
     validate_room(&envelope.room).map_err(|e| ApiError::bad_request(e.to_string()))?;
+    let idempotency = match headers.get(IDEMPOTENCY_HEADER) {
+        None => None,
+        Some(value) => {
+            let key = validate_idempotency_key(value.as_bytes())
+                .map_err(|e| ApiError::bad_request(e.to_string()))?;
+            Some(keys::idempotency(&envelope.room, &envelope.user.id, key))
+        }
+    };
+    // A retry is answered as the first post was, before the checks: it
+    // must not count against the rate limit nor look like a repeat.
+    if let Some(key) = &idempotency {
+        match state.store.first_answer(key).await {
+            Ok(Some(first)) => return Ok(replayed(first)),
+            Ok(None) => {}
+            Err(e) => {
+                tracing::warn!(room = %envelope.room, error = %e, "cannot look up an idempotency key, refusing the post");
+                return Err(ApiError::unavailable("message store unavailable"));
+            }
+        }
+    }
     if let Err(refusal) = state.checks.admit(&mut envelope) {
         return Ok(refusal.into_response());
     }
     let message = serde_json::to_string(&envelope)
         .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?;
-    if let Err(e) = state.store.append(&envelope.room, &message).await {
-        tracing::warn!(room = %envelope.room, error = %e, "cannot store message, refusing it");
-        return Err(ApiError::unavailable("message store unavailable"));
+    let stored = match &idempotency {
+        None => state
+            .store
+            .append(&envelope.room, &message)
+            .await
+            .map(|()| None),
+        Some(key) => {
+            let ack = serde_json::to_string(&envelope.ack())
+                .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?;
+            state
+                .store
+                .append_once(&envelope.room, &message, key, &ack)
+                .await
+        }
+    };
+    match stored {
+        Ok(None) => {}
+        // Raced with a retry of itself: the other one was stored first.
+        Ok(Some(first)) => return Ok(replayed(first)),
+        Err(e) => {
+            tracing::warn!(room = %envelope.room, error = %e, "cannot store message, refusing it");
+            return Err(ApiError::unavailable("message store unavailable"));
+        }
     }
     // For bans in every room; not worth delaying the answer for.
     let (store, room, user) = (
@@ -183,6 +231,17 @@ async fn post_message(State(state): State<IngestState>, body: Bytes) -> Result<R
         }
     });
     Ok((StatusCode::ACCEPTED, Json(envelope.ack())).into_response())
+}
+
+/// The first answer to a retried post, for the module to pass on (it
+/// keeps no subrequest bodies, so the answer travels in a header too).
+fn replayed(first: String) -> Response {
+    let mut headers = HeaderMap::new();
+    if let Ok(value) = HeaderValue::from_str(&first) {
+        headers.insert("x-chatup-ack", value);
+    }
+    let body = serde_json::from_str::<serde_json::Value>(&first).unwrap_or_default();
+    (StatusCode::ACCEPTED, headers, Json(body)).into_response()
 }
 
 async fn serve_room(

@@ -10,6 +10,9 @@
 //! - A new `boot` means nginx restarted: every reader and channel is gone,
 //!   so every room is let go (readers come back and get it afresh) and
 //!   every member leaves.
+//! - A new `respawns` count means an nginx worker process died and was
+//!   respawned: nchan lost the frames of the channels it owned, so every
+//!   room publishes its history again (readers drop what they have).
 //! - A member whose connections drop to zero leaves only after
 //!   [`LEAVE_GRACE`]: a long-poll reader between two polls, or a page
 //!   reload, is not a leave and a join.
@@ -51,6 +54,7 @@ pub struct ReaderFeed {
     ttl_ms: u64,
     boot: Option<String>,
     since: u64,
+    respawns: u64,
     /// Readers per room on this nginx (rooms with at least one).
     readers: HashMap<String, u64>,
     members: HashMap<(String, String), MemberState>,
@@ -75,6 +79,7 @@ impl ReaderFeed {
             ttl_ms,
             boot: None,
             since: 0,
+            respawns: 0,
             readers: HashMap::new(),
             members: HashMap::new(),
             failing: false,
@@ -108,10 +113,17 @@ impl ReaderFeed {
         if std::mem::replace(&mut self.failing, false) {
             tracing::info!("reading reader counts from nginx works again");
         }
+        let respawned =
+            self.boot.as_ref() == Some(&changes.boot) && changes.respawns != self.respawns;
+        self.respawns = changes.respawns;
         match &self.boot {
             None => self.start_from(changes).await,
             Some(known) if *known != changes.boot => self.nginx_restarted(changes).await,
             Some(_) => self.apply(changes).await,
+        }
+        if respawned {
+            tracing::warn!("an nginx worker process was respawned: refilling every room's channel");
+            self.rooms.refill_all();
         }
     }
 
@@ -123,30 +135,20 @@ impl ReaderFeed {
             members = changes.members.len(),
             "took over nginx's readers"
         );
-        for room in &changes.rooms {
-            if room.served {
-                let (rooms, name, origin) = (
-                    self.rooms.clone(),
-                    room.room.clone(),
-                    Origin::Recovered {
-                        last_id: room.last_id.clone(),
-                    },
-                );
-                tokio::spawn(async move {
-                    if !rooms.ensure(&name, RECOVER_WAIT, origin).await {
-                        tracing::warn!(room = name, "a room nginx serves is not ready yet");
-                    }
-                });
-            }
-        }
+        self.serve_served_rooms(&changes);
         let mut by_room: HashMap<String, Vec<(Member, u64)>> = HashMap::new();
-        for m in &changes.members {
-            if m.connections > 0 {
-                by_room
-                    .entry(m.room.clone())
-                    .or_default()
-                    .push((member_of(m), m.connections));
-            }
+        for m in changes.members.iter().filter(|m| m.connections > 0) {
+            by_room
+                .entry(m.room.clone())
+                .or_default()
+                .push((member_of(m), m.connections));
+            self.members.insert(
+                (m.room.clone(), m.id.clone()),
+                MemberState {
+                    connections: m.connections,
+                    gone_since: None,
+                },
+            );
         }
         for (room, members) in &by_room {
             if let Err(e) = self
@@ -157,40 +159,69 @@ impl ReaderFeed {
                 tracing::warn!(room, error = %e, "cannot record the members of a room taken over");
             }
         }
-        for m in &changes.members {
-            if m.connections > 0 {
-                self.members.insert(
-                    (m.room.clone(), m.id.clone()),
-                    MemberState {
-                        connections: m.connections,
-                        gone_since: None,
-                    },
-                );
-            }
-        }
         self.record_rooms(&changes);
         self.boot = Some(changes.boot);
         self.since = changes.seq;
     }
 
-    async fn nginx_restarted(&mut self, changes: ReaderChanges) {
-        tracing::warn!("nginx restarted: its readers and channels are gone; rooms are served afresh as readers come back");
-        let dropped = self.rooms.forget_all();
-        let members: Vec<(String, String)> = self.members.drain().map(|(key, _)| key).collect();
-        for (room, id) in members {
-            if let Err(e) = self.membership.member_left(&room, &id).await {
-                tracing::warn!(room, error = %e, "cannot record a member's leave");
-            }
+    /// Serves the rooms nginx lets readers into without asking (readers
+    /// may be in their channels already), resuming after the last message
+    /// each channel has.
+    fn serve_served_rooms(&self, changes: &ReaderChanges) {
+        for room in changes.rooms.iter().filter(|r| r.served) {
+            let (rooms, name) = (self.rooms.clone(), room.room.clone());
+            let origin = Origin::Recovered {
+                last_id: room.last_id.clone(),
+            };
+            tokio::spawn(async move {
+                if !rooms.ensure(&name, RECOVER_WAIT, origin).await {
+                    tracing::warn!(room = name, "a room nginx serves is not ready yet");
+                }
+            });
         }
+    }
+
+    /// nginx restarted: its channels and readers are new. Readers may have
+    /// come back already, and the module may have marked their rooms
+    /// served (asking this sidecar before it saw the restart): those rooms
+    /// are taken over like at start, the others are let go.
+    async fn nginx_restarted(&mut self, changes: ReaderChanges) {
+        tracing::warn!(
+            "nginx restarted: its readers and channels are new; serving its rooms afresh"
+        );
+        let dropped = self.rooms.forget_all();
         for room in dropped {
             if let Err(e) = self.presence.forget(&room, &self.worker_id).await {
                 tracing::warn!(room, error = %e, "cannot forget a room's members; they expire");
             }
         }
         self.readers.clear();
+        self.serve_served_rooms(&changes);
+        // Members: those back already stay (no leave, no join); the others
+        // left; new ones joined.
+        let before: Vec<(String, String)> = self.members.drain().map(|(key, _)| key).collect();
         self.boot = Some(changes.boot.clone());
         self.since = 0;
-        self.apply(changes).await;
+        for m in changes.members.iter().filter(|m| m.connections > 0) {
+            let back = before.contains(&(m.room.clone(), m.id.clone()));
+            self.members.insert(
+                (m.room.clone(), m.id.clone()),
+                MemberState {
+                    connections: m.connections,
+                    gone_since: None,
+                },
+            );
+            self.connected(m, !back).await;
+        }
+        for (room, id) in before {
+            if !self.members.contains_key(&(room.clone(), id.clone())) {
+                if let Err(e) = self.membership.member_left(&room, &id).await {
+                    tracing::warn!(room, error = %e, "cannot record a member's leave");
+                }
+            }
+        }
+        self.record_rooms(&changes);
+        self.since = changes.seq;
     }
 
     async fn apply(&mut self, changes: ReaderChanges) {

@@ -50,6 +50,9 @@ pub enum RoomInput {
     /// The Redis subscription was re-established: messages published while
     /// it was down are fetched from history.
     Resync,
+    /// nchan lost frames of the room (an nginx worker process died):
+    /// publish the whole history again (readers drop what they have).
+    Refill,
 }
 
 #[derive(Clone)]
@@ -188,6 +191,12 @@ impl RoomTask {
         match input {
             RoomInput::Item(item) => self.queue(item),
             RoomInput::Resync => self.resync().await,
+            RoomInput::Refill => {
+                tracing::info!(room = %self.room, "nchan lost frames: publishing the history again");
+                self.recent = RecentIds::new(RECENT_IDS);
+                self.last_published = None;
+                self.resync().await;
+            }
         }
     }
 

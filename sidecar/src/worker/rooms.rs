@@ -175,6 +175,18 @@ impl Rooms {
         }
     }
 
+    /// An nginx worker process died: nchan lost the frames of the channels
+    /// it owned; every room publishes its history again.
+    pub fn refill_all(&self) {
+        for entry in self.lock().values() {
+            // A full queue catches up anyway; a refill then follows the
+            // next input.
+            if entry.inputs.try_send(RoomInput::Refill).is_err() {
+                entry.overflowed.store(true, Ordering::Relaxed);
+            }
+        }
+    }
+
     pub fn names(&self) -> Vec<String> {
         self.lock().keys().cloned().collect()
     }
