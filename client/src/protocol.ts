@@ -3,6 +3,7 @@ import { SeenIds } from "./core/dedupe";
 import { Emitter } from "./core/emitter";
 import { ChatUpError, errorFromResponse } from "./core/errors";
 import { parseFrame, type Item } from "./core/frames";
+import { expiresAt, newIdempotencyKey } from "./core/token";
 import type {
   JoinAnswer,
   Message,
@@ -30,6 +31,8 @@ export interface ProtocolOptions {
   failuresBeforeSwitch?: number;
   /** Reconnection delays: exponential with jitter from `baseMs`, capped at `capMs`. */
   backoff?: { baseMs?: number; capMs?: number };
+  /** Attempts of one post when the worker does not answer or answers 503, with one idempotency key. Default 3. */
+  postAttempts?: number;
   /** For tests: other transport implementations. */
   transportFactories?: Partial<Record<TransportName, TransportFactory>>;
 }
@@ -39,6 +42,8 @@ export interface ProtocolEvents extends Record<string, unknown> {
   event: RoomEvent;
   status: Status;
   users: RoomCounts;
+  /** The token expired (or the server refused it): reading goes on; give a new one with `setToken()` to post. */
+  tokenExpired: null;
 }
 
 const FACTORIES: Record<TransportName, TransportFactory> = {
@@ -61,6 +66,8 @@ export class ChatUpProtocol extends Emitter<ProtocolEvents> {
   private readonly transports: TransportName[];
   private readonly factories: Record<TransportName, TransportFactory>;
   private readonly failuresBeforeSwitch: number;
+  private readonly postAttempts: number;
+  private expiryTimer: ReturnType<typeof setTimeout> | null = null;
   private readonly backoff: Backoff;
   private readonly seen = new SeenIds();
 
@@ -96,6 +103,8 @@ export class ChatUpProtocol extends Emitter<ProtocolEvents> {
       : ["websocket", "eventsource", "longpoll"];
     this.factories = { ...FACTORIES, ...options.transportFactories };
     this.failuresBeforeSwitch = Math.max(1, options.failuresBeforeSwitch ?? 3);
+    this.postAttempts = Math.max(1, options.postAttempts ?? 3);
+    this.watchExpiry();
     const baseMs = options.backoff?.baseMs ?? 500;
     this.backoff = new Backoff(baseMs, options.backoff?.capMs ?? 15000, Math.min(100, baseMs));
   }
@@ -140,28 +149,76 @@ export class ChatUpProtocol extends Emitter<ProtocolEvents> {
   /** Replaces the token (e.g. before it expires) without dropping the subscription. */
   setToken(token: string | undefined): void {
     this.token = token;
+    this.watchExpiry();
   }
 
-  /** Posts a message; resolves with its id and timestamp once it is stored. */
+  /** Whether the token is there and not known to be expired. */
+  private tokenValid(): boolean {
+    const expiry = expiresAt(this.token);
+    return Boolean(this.token) && (expiry === undefined || expiry > Date.now());
+  }
+
+  /** Tells the page when the token expires (a tab left open). */
+  private watchExpiry(): void {
+    if (this.expiryTimer !== null) clearTimeout(this.expiryTimer);
+    this.expiryTimer = null;
+    const expiry = expiresAt(this.token);
+    if (expiry === undefined || this.closed) return;
+    // setTimeout takes at most 2^31-1 ms; a later expiry is looked at again then.
+    const wait = Math.min(Math.max(0, expiry - Date.now()), 2 ** 31 - 1);
+    this.expiryTimer = setTimeout(() => {
+      this.expiryTimer = null;
+      if (this.tokenValid()) this.watchExpiry();
+      else this.emit("tokenExpired", null);
+    }, wait);
+  }
+
+  /**
+   * Posts a message; resolves with its id and timestamp once it is stored.
+   * A post that gets no answer, or a 503, is sent again (up to
+   * `postAttempts` times) with the same idempotency key: the server stores
+   * it at most once, and a retry of a post that was stored gets its
+   * first answer.
+   */
   async say(text: string): Promise<{ id: string; ts: number }> {
     if (!this.token) throw new ChatUpError("unauthorized", "sign in to chat");
-    const worker = this.worker;
-    if (!worker) throw new ChatUpError("unavailable", "not connected to the chat");
-    let response: Response;
-    try {
-      response = await fetch(`${worker.url}/rooms/${encodeURIComponent(this.room)}/messages`, {
-        method: "POST",
-        headers: { Authorization: `Bearer ${this.token}`, "Content-Type": "application/json" },
-        body: JSON.stringify({ msg: text }),
-      });
-    } catch {
-      throw new ChatUpError("unavailable", "the chat cannot be reached");
+    if (!this.tokenValid()) {
+      this.emit("tokenExpired", null);
+      throw new ChatUpError("unauthorized", "your sign-in has expired");
     }
-    const body = (await response.json().catch(() => null)) as Record<string, unknown> | null;
-    if (response.status === 202 && body && typeof body.id === "string") {
-      return { id: body.id, ts: Number(body.ts) };
+    const key = newIdempotencyKey();
+    for (let attempt = 1; ; attempt++) {
+      const worker = this.worker;
+      if (!worker) throw new ChatUpError("unavailable", "not connected to the chat");
+      const last = attempt >= this.postAttempts;
+      let response: Response;
+      try {
+        response = await fetch(`${worker.url}/rooms/${encodeURIComponent(this.room)}/messages`, {
+          method: "POST",
+          headers: {
+            Authorization: `Bearer ${this.token}`,
+            "Content-Type": "application/json",
+            "Idempotency-Key": key,
+          },
+          body: JSON.stringify({ msg: text }),
+        });
+      } catch {
+        if (last) throw new ChatUpError("unavailable", "the chat cannot be reached");
+        await pause(500 * attempt);
+        continue;
+      }
+      const body = (await response.json().catch(() => null)) as Record<string, unknown> | null;
+      if (response.status === 202 && body && typeof body.id === "string") {
+        return { id: body.id, ts: Number(body.ts) };
+      }
+      if (response.status === 503 && !last) {
+        const retryAfter = Number(response.headers.get("Retry-After"));
+        await pause(retryAfter > 0 ? Math.min(retryAfter, 5) * 1000 : 500 * attempt);
+        continue;
+      }
+      if (response.status === 401) this.emit("tokenExpired", null);
+      throw errorFromResponse(response.status, body, response.headers.get("Retry-After"));
     }
-    throw errorFromResponse(response.status, body, response.headers.get("Retry-After"));
   }
 
   /** One page of the room's members, and its counts. */
@@ -179,6 +236,8 @@ export class ChatUpProtocol extends Emitter<ProtocolEvents> {
     this.closed = true;
     this.generation++;
     this.clearTimer();
+    if (this.expiryTimer !== null) clearTimeout(this.expiryTimer);
+    this.expiryTimer = null;
     this.transport?.close();
     this.transport = null;
     if (typeof window !== "undefined") {
@@ -224,7 +283,8 @@ export class ChatUpProtocol extends Emitter<ProtocolEvents> {
 
   private subscribeUrl(worker: WorkerRef): string {
     const params = new URLSearchParams();
-    if (this.token) params.set("token", this.token);
+    // An expired token would make the reader anonymous anyway.
+    if (this.token && this.tokenValid()) params.set("token", this.token);
     if (this.lastId) params.set("last_event_id", this.lastId);
     const query = params.toString();
     return `${worker.url}/sub/${encodeURIComponent(this.room)}${query ? `?${query}` : ""}`;
@@ -353,3 +413,5 @@ export class ChatUpProtocol extends Emitter<ProtocolEvents> {
     this.emit("status", status);
   }
 }
+
+const pause = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));

@@ -1,4 +1,5 @@
 import { ChatUpError } from "../core/errors";
+import { claimsOf } from "../core/token";
 import type { Message, RoomCounts, RoomEvent, Status } from "../core/types";
 import { ChatUpProtocol, type ProtocolOptions } from "../protocol";
 import { STYLE } from "./style";
@@ -37,14 +38,7 @@ function el<K extends keyof HTMLElementTagNameMap>(
 
 /** The user id a token names (read for display only; nginx verifies it). */
 function subOf(token: string | undefined): string | undefined {
-  if (!token) return undefined;
-  try {
-    const payload = token.split(".")[1].replace(/-/g, "+").replace(/_/g, "/");
-    const claims = JSON.parse(atob(payload));
-    return typeof claims.sub === "string" ? claims.sub : undefined;
-  } catch {
-    return undefined;
-  }
+  return claimsOf(token)?.sub;
 }
 
 function displayName(message: Message): string {
@@ -168,6 +162,7 @@ export class ChatUp {
     this.protocol.on("event", (event) => this.onEvent(event));
     this.protocol.on("status", (status) => this.showStatus(status));
     this.protocol.on("users", (counts) => this.showCounts(counts));
+    this.protocol.on("tokenExpired", () => this.signInAgain());
     void this.protocol.connect();
   }
 
@@ -194,6 +189,20 @@ export class ChatUp {
     this.input.disabled = !signedIn;
     this.send.disabled = !signedIn;
     this.input.placeholder = signedIn ? this.placeholder : "Sign in to chat";
+    this.root.dataset.signin = signedIn ? "ok" : "none";
+  }
+
+  /**
+   * The token expired: the chat keeps reading, posting waits for a new
+   * token. The page hears it as a `chatup:tokenexpired` event on the
+   * widget's element, and answers with `setToken()`.
+   */
+  private signInAgain(): void {
+    this.input.disabled = true;
+    this.send.disabled = true;
+    this.input.placeholder = "Your sign-in has expired: sign in again to chat";
+    this.root.dataset.signin = "expired";
+    this.root.dispatchEvent(new CustomEvent("chatup:tokenexpired", { bubbles: true }));
   }
 
   private async submit(): Promise<void> {

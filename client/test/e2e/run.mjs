@@ -177,6 +177,38 @@ const scenarios = {
     await waitForTexts(other, ["posting works too"]);
   },
 
+  async "a tab whose token expires keeps reading and asks to sign in again"() {
+    const page = await openChat("Tina", "e2e-expiry");
+    const other = await openChat("Omar", "e2e-expiry");
+    // The site hands the tab a token that expires in 2 s; the page hears
+    // of the expiry as a DOM event (where a site would fetch a new token).
+    const heard = page.evaluate(
+      () => new Promise((resolve) => document.addEventListener("chatup:tokenexpired", () => resolve(true), { once: true })),
+    );
+    await page.evaluate(async (d) => {
+      const response = await fetch(`${d}/dev/token`, {
+        method: "POST",
+        headers: { "Content-Type": "application/json" },
+        body: JSON.stringify({ name: "Tina", ttl_secs: 2 }),
+      });
+      window.chat.setToken((await response.json()).token);
+    }, dispatcher);
+    await heard;
+    await page.waitForSelector('.chatup[data-signin="expired"]', { timeout: 5000 });
+    const placeholder = await page.getAttribute(".chatup-input", "placeholder");
+    if (!/sign in again/i.test(placeholder)) throw new Error(`placeholder: ${placeholder}`);
+    if (!(await page.isDisabled(".chatup-input"))) throw new Error("the input is still enabled");
+    // A reconnection after the expiry (offline, then online) still reads.
+    await page.evaluate(() => {
+      window.dispatchEvent(new Event("offline"));
+      window.dispatchEvent(new Event("online"));
+    });
+    await page.waitForSelector('.chatup-status[data-status="connected"]', { timeout: 15000 });
+    await say(other, "still reading after the expiry?");
+    await waitForTexts(page, ["still reading after the expiry?"]);
+    await shot(page, "token-expired");
+  },
+
   async "a banned user sees why, and their messages disappear for others"() {
     const dave = await openChat("Dave", "e2e-ban");
     const eve = await openChat("Eve", "e2e-ban");

@@ -233,3 +233,64 @@ test("offline it stops and waits; online it resumes from the last frame", async 
     delete (globalThis as unknown as { window?: EventTarget }).window;
   }
 });
+
+/** An unsigned token with these claims (the client only reads them). */
+const tokenWith = (claims: Record<string, unknown>) =>
+  `e30.${Buffer.from(JSON.stringify(claims)).toString("base64url")}.sig`;
+
+test("say retries an unanswered or 503 post with one idempotency key", async () => {
+  const w = world(["w1"]);
+  const protocol = new ChatUpProtocol({
+    dispatcherUrl: "http://d",
+    room: "r",
+    token: tokenWith({ sub: "u", exp: Date.now() / 1000 + 600 }),
+    transportFactories: w.factories,
+  });
+  void protocol.connect();
+  await tick();
+  const keys: string[] = [];
+  let calls = 0;
+  globalThis.fetch = (async (_url: string, init?: { headers?: Record<string, string> }) => {
+    keys.push(init?.headers?.["Idempotency-Key"] ?? "");
+    calls++;
+    if (calls === 1) throw new TypeError("network down");
+    if (calls === 2) return new Response(JSON.stringify({ error: "unavailable" }), { status: 503, headers: { "Retry-After": "1" } });
+    return new Response(JSON.stringify({ id: "first", ts: 7 }), { status: 202 });
+  }) as typeof fetch;
+  assert.deepEqual(await protocol.say("hi"), { id: "first", ts: 7 });
+  assert.equal(keys.length, 3);
+  assert.ok(keys[0].length >= 16 && keys.every((k) => k === keys[0]), `one key: ${keys}`);
+  await protocol.say("again").catch(() => undefined);
+  assert.notEqual(keys[3], keys[0], "a new post has a new key");
+  protocol.close();
+});
+
+test("a token that expires is announced; reading goes on and say refuses without posting", async () => {
+  const w = world(["w1"]);
+  const protocol = new ChatUpProtocol({
+    dispatcherUrl: "http://d",
+    room: "r",
+    token: tokenWith({ sub: "u", exp: Date.now() / 1000 + 0.3 }),
+    transportFactories: w.factories,
+  });
+  const expired = new Promise((resolve) => protocol.on("tokenExpired", resolve));
+  void protocol.connect();
+  await tick();
+  assert.match(w.opened[0].url, /token=/, "the valid token was sent");
+  w.opened[0].handlers.onOpen();
+  await expired;
+  let posted = false;
+  globalThis.fetch = (async () => {
+    posted = true;
+    return new Response("{}", { status: 202 });
+  }) as typeof fetch;
+  await assert.rejects(protocol.say("hi"), (e: ChatUpError) => e.code === "unauthorized");
+  assert.equal(posted, false);
+  // Reconnecting, the expired token is left out: the reader is anonymous.
+  w.opened[0].handlers.onClose(true);
+  await new Promise((r) => setTimeout(r, 700));
+  assert.ok(w.opened.length >= 2, "resubscribed");
+  assert.doesNotMatch(w.opened[w.opened.length - 1].url, /token=/);
+  assert.equal(protocol.status === "connected" || protocol.status === "reconnecting", true);
+  protocol.close();
+});

@@ -17,6 +17,10 @@ const TOKEN_TTL_SECS: u64 = 3600;
 #[derive(Deserialize)]
 pub struct TokenRequest {
     name: String,
+    /// Lifetime in seconds, 1 to 3600 (default 3600): short ones let the
+    /// example page and the browser tests see a token expire.
+    #[serde(default)]
+    ttl_secs: Option<u64>,
 }
 
 /// A user id from a display name: `dev-` and its letters and digits.
@@ -53,10 +57,16 @@ pub async fn token(
             "name must have 1 to 32 characters, with a letter or digit",
         ));
     }
+    let ttl = request.ttl_secs.unwrap_or(TOKEN_TTL_SECS);
+    if !(1..=TOKEN_TTL_SECS).contains(&ttl) {
+        return Err(ApiError::bad_request(format!(
+            "ttl_secs must be 1 to {TOKEN_TTL_SECS}"
+        )));
+    }
     let id = user_id(name);
     let public = json!({ "name": name, "color": color(name) });
     let token = signer
-        .user_token(&id, Some(public.clone()), TOKEN_TTL_SECS)
+        .user_token(&id, Some(public.clone()), ttl)
         .map_err(|e| ApiError::new(axum::http::StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?;
     Ok(Json(
         json!({ "token": token, "user": { "id": id, "public": public } }),

@@ -1,0 +1,36 @@
+/**
+ * What the client reads of the site's token, for display and timing only:
+ * nginx verifies it. Never trust these claims for anything else.
+ */
+export interface TokenClaims {
+  sub?: string;
+  /** Seconds since the epoch. */
+  exp?: number;
+}
+
+export function claimsOf(token: string | undefined): TokenClaims | undefined {
+  if (!token) return undefined;
+  try {
+    const payload = token.split(".")[1].replace(/-/g, "+").replace(/_/g, "/");
+    const claims = JSON.parse(atob(payload)) as Record<string, unknown>;
+    return {
+      sub: typeof claims.sub === "string" ? claims.sub : undefined,
+      exp: typeof claims.exp === "number" ? claims.exp : undefined,
+    };
+  } catch {
+    return undefined;
+  }
+}
+
+/** When the token expires, in milliseconds since the epoch (none: never known). */
+export function expiresAt(token: string | undefined): number | undefined {
+  const exp = claimsOf(token)?.exp;
+  return exp === undefined ? undefined : exp * 1000;
+}
+
+/** A fresh key for one post, reused when that post is retried. */
+export function newIdempotencyKey(): string {
+  const bytes = new Uint8Array(16);
+  globalThis.crypto.getRandomValues(bytes);
+  return Array.from(bytes, (b) => b.toString(16).padStart(2, "0")).join("");
+}
