@@ -7,6 +7,10 @@ root=$(cd "$(dirname "$0")/.." && pwd)
 cd "$root"
 
 bash ci/setup.sh
+# The module once more with debug assertions (Rust's checks of unsafe
+# preconditions included): tests post chunked and empty bodies to it.
+echo "[test] building the module with debug assertions" >&2
+CARGO_PROFILE=dev SKIP_APT=1 bash nginx-build/build.sh >/dev/null
 # The configured nginx tree the module builds against: the one setup.sh
 # prepared, unless the caller points at another nginx (nginx-build/build.sh).
 export NGINX_BUILD_DIR="${NGINX_BUILD_DIR:-$root/target/nginx-build/debian/objs}"

@@ -99,7 +99,10 @@ main() {
     local flag=--release
     [ "$profile" = release ] || flag=
     NGINX_BUILD_DIR=$build_dir cargo build $flag -p ngx-chatup --manifest-path "$root/Cargo.toml"
-    local out=$target_dir/$profile/libngx_chatup.so
+    # cargo puts the dev profile's output under debug/.
+    local out_dir=$profile
+    [ "$profile" = dev ] && out_dir=debug
+    local out=$target_dir/$out_dir/libngx_chatup.so
     [ -f "$out" ] || die "build finished but $out is missing"
     # Record which nginx this module is for, so scripts can refuse a mismatch.
     echo "$want" >"$out.nginx-version"

@@ -35,6 +35,14 @@ pub fn chatup_module() -> PathBuf {
         .unwrap_or_else(|| target_dir().join("release/libngx_chatup.so"))
 }
 
+/// The module built with debug assertions (`ci/test.sh` builds it with
+/// `CARGO_PROFILE=dev nginx-build/build.sh`).
+pub fn chatup_debug_module() -> PathBuf {
+    std::env::var_os("CHATUP_DEBUG_MODULE")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| target_dir().join("debug/libngx_chatup.so"))
+}
+
 /// A free TCP port on 127.0.0.1.
 pub fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0")
@@ -236,6 +244,8 @@ pub struct WorkerOptions {
     pub max_readers: u64,
     /// Reach Redis here instead (a `proxy::Proxy` in front of it, say).
     pub redis_url: Option<String>,
+    /// Load this build of the module instead of the release one.
+    pub module: Option<PathBuf>,
 }
 
 impl Default for WorkerOptions {
@@ -252,6 +262,7 @@ impl Default for WorkerOptions {
             announce: true,
             max_readers: 0,
             redis_url: None,
+            module: None,
         }
     }
 }
@@ -354,6 +365,17 @@ impl ChatWorker {
             self.port,
             &workspace_root().join("conf/dev-keys/jwt-rs256.pub"),
         )?;
+        if let Some(module) = &self.options.module {
+            anyhow::ensure!(
+                module.exists(),
+                "{} is missing: ci/test.sh builds it",
+                module.display()
+            );
+            conf = conf.replace(
+                &chatup_module().display().to_string(),
+                &module.display().to_string(),
+            );
+        }
         if self.options.max_readers > 0 {
             let shipped = "chatup_max_readers 0;";
             anyhow::ensure!(conf.contains(shipped), "the template has no `{shipped}`");

@@ -488,38 +488,60 @@ fn nginx_refuses_a_configuration_with_a_bad_key() {
 }
 
 #[tokio::test]
-async fn chunked_and_empty_bodies_are_read_safely() {
+async fn chunked_and_empty_bodies_are_read_safely_also_by_the_debug_build_of_the_module() {
     let redis = Redis::start().unwrap();
-    let worker = ChatWorker::start(&redis).unwrap();
-    let token = token_for("alice", "Alice");
-    let url = format!("{}/rooms/bodies/messages", worker.base_url());
-    let client = reqwest::Client::new();
-    // Chunked: a streamed body has no Content-Length.
-    let chunks: Vec<Result<&'static str, std::io::Error>> =
-        vec![Ok("{\"msg\":"), Ok("\"in chunks\"}")];
-    let response = client
-        .post(&url)
-        .bearer_auth(&token)
-        .header("Content-Type", "application/json")
-        .body(reqwest::Body::wrap_stream(futures_util::stream::iter(
-            chunks,
-        )))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(response.status(), 202);
-    let response = client
-        .post(&url)
-        .bearer_auth(&token)
-        .header("Content-Type", "application/json")
-        .header("Content-Length", "0")
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(response.status(), 400);
-    let body: serde_json::Value = response.json().await.unwrap();
-    assert!(body["error"].is_string(), "{body}");
-    assert!(!worker.nginx_log().contains("exited on signal"));
+    for module in [None, Some(chatup_testkit::process::chatup_debug_module())] {
+        let options = chatup_testkit::process::WorkerOptions {
+            module,
+            ..Default::default()
+        };
+        let worker = ChatWorker::start_with(&redis, options).unwrap();
+        // A signed-in reader: the module's admission, counting and serve
+        // request run too (the room is new to this worker).
+        let token = token_for("alice", "Alice");
+        let options = chatup_testkit::SubscribeOptions {
+            token: Some(&token),
+            ..Default::default()
+        };
+        let mut reader = Subscriber::open(Transport::WebSocket, &worker, "bodies", options)
+            .await
+            .unwrap();
+        let url = format!("{}/rooms/bodies/messages", worker.base_url());
+        let client = reqwest::Client::new();
+        // Chunked: a streamed body has no Content-Length.
+        let chunks: Vec<Result<&'static str, std::io::Error>> =
+            vec![Ok("{\"msg\":"), Ok("\"in chunks\"}")];
+        let response = client
+            .post(&url)
+            .bearer_auth(&token)
+            .header("Content-Type", "application/json")
+            .body(reqwest::Body::wrap_stream(futures_util::stream::iter(
+                chunks,
+            )))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 202);
+        let got = items(&reader.frames_until(1, WAIT).await);
+        assert!(got.iter().any(|m| m["msg"] == "in chunks"), "{got:?}");
+        drop(reader);
+        let response = client
+            .post(&url)
+            .bearer_auth(&token)
+            .header("Content-Type", "application/json")
+            .header("Content-Length", "0")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 400);
+        let body: serde_json::Value = response.json().await.unwrap();
+        assert!(body["error"].is_string(), "{body}");
+        assert!(
+            !worker.nginx_log().contains("exited on signal"),
+            "{}",
+            worker.nginx_log()
+        );
+    }
 }
 
 #[tokio::test]
