@@ -50,6 +50,17 @@ impl Pending {
         true
     }
 
+    pub fn contains(&self, id: &str) -> bool {
+        self.ids.contains(id)
+    }
+
+    /// Takes every waiting item out, in order.
+    pub fn take_items(&mut self) -> Vec<Item> {
+        self.ids.clear();
+        self.bytes = 0;
+        std::mem::take(&mut self.items)
+    }
+
     pub fn is_empty(&self) -> bool {
         self.items.is_empty()
     }

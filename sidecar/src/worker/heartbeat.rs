@@ -145,12 +145,7 @@ impl Heartbeat {
             Ok(live) => {
                 self.registry_trouble
                     .report::<&str>("announcing this worker", Ok(()));
-                *self
-                    .parts
-                    .membership
-                    .live_workers
-                    .write()
-                    .unwrap_or_else(|p| p.into_inner()) = live.clone();
+                self.parts.membership.set_live_workers(live.clone());
                 live
             }
             Err(e) => {

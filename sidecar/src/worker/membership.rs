@@ -20,14 +20,14 @@ use crate::store::Store;
 use crate::worker::rooms::Rooms;
 
 pub struct Membership {
-    pub worker_id: String,
-    pub presence: Presence,
-    pub store: Store,
-    pub rooms: Arc<Rooms>,
-    pub ttl_ms: u64,
-    pub threshold: u64,
+    worker_id: String,
+    presence: Presence,
+    store: Store,
+    rooms: Arc<Rooms>,
+    ttl_ms: u64,
+    threshold: u64,
     /// The live workers, as the last heartbeat saw them.
-    pub live_workers: RwLock<Vec<String>>,
+    live_workers: RwLock<Vec<String>>,
     ids: Mutex<MessageIdGenerator>,
 }
 
@@ -67,6 +67,11 @@ impl Membership {
             ts: unix_millis(now),
         };
         serde_json::to_string(&event).expect("events serialize")
+    }
+
+    /// The live workers, as the heartbeat last read them from the registry.
+    pub fn set_live_workers(&self, live: Vec<String>) {
+        *self.live_workers.write().unwrap_or_else(|p| p.into_inner()) = live;
     }
 
     fn other_live_workers(&self) -> Vec<String> {

@@ -31,6 +31,7 @@ use tokio::time::{sleep_until, Instant};
 use crate::nchan::{Nchan, NchanError};
 use crate::store::Store;
 use crate::worker::batch::{Frame, FrameLimits, Item, Pending, RecentIds};
+use std::future::Future;
 
 /// Ids remembered per room for de-duplication.
 const RECENT_IDS: usize = 4096;
@@ -71,6 +72,34 @@ struct Stamp {
     ev: Option<serde::de::IgnoredAny>,
 }
 
+/// Where a room task puts its frames: the local nchan (a fake in tests).
+pub trait Channels: Send + Sync + 'static {
+    /// Publishes one frame; `last_id` names its last message.
+    fn publish(
+        &self,
+        room: &str,
+        frame: String,
+        last_id: Option<&str>,
+    ) -> impl Future<Output = Result<(), NchanError>> + Send;
+    /// Deletes the room's channel and its buffered frames.
+    fn delete(&self, room: &str) -> impl Future<Output = Result<(), NchanError>> + Send;
+}
+
+impl Channels for Nchan {
+    fn publish(
+        &self,
+        room: &str,
+        frame: String,
+        last_id: Option<&str>,
+    ) -> impl Future<Output = Result<(), NchanError>> + Send {
+        Nchan::publish(self, room, frame, last_id)
+    }
+
+    fn delete(&self, room: &str) -> impl Future<Output = Result<(), NchanError>> + Send {
+        Nchan::delete(self, room)
+    }
+}
+
 /// Why a room is served.
 #[derive(Debug, Clone)]
 pub enum Origin {
@@ -81,9 +110,9 @@ pub enum Origin {
     Recovered { last_id: Option<String> },
 }
 
-struct RoomTask {
+struct RoomTask<C> {
     room: String,
-    nchan: Nchan,
+    nchan: C,
     store: Store,
     settings: RoomSettings,
     recent: RecentIds,
@@ -95,10 +124,10 @@ struct RoomTask {
 }
 
 /// What a room task starts from.
-pub struct RoomStart {
+pub struct RoomStart<C> {
     pub room: String,
     pub inputs: mpsc::Receiver<RoomInput>,
-    pub nchan: Nchan,
+    pub nchan: C,
     pub store: Store,
     pub settings: RoomSettings,
     pub origin: Origin,
@@ -110,7 +139,7 @@ pub struct RoomStart {
     pub ready: watch::Sender<bool>,
 }
 
-pub async fn run(start: RoomStart) {
+pub async fn run<C: Channels>(start: RoomStart<C>) {
     let RoomStart {
         room,
         mut inputs,
@@ -186,7 +215,7 @@ pub async fn run(start: RoomStart) {
     tracing::debug!(room = %task.room, "room task ended");
 }
 
-impl RoomTask {
+impl<C: Channels> RoomTask<C> {
     async fn take(&mut self, input: RoomInput) {
         match input {
             RoomInput::Item(item) => self.queue(item),
@@ -265,11 +294,21 @@ impl RoomTask {
                 }
             },
         };
-        let before = self.pending.len();
+        // History gives the order: what was waiting goes after it (events,
+        // which history lacks, and messages newer than this read), minus
+        // what history brought already.
+        let waiting = self.pending.take_items();
         for message in history.into_iter().skip(start) {
             self.queue(message);
         }
-        let recovered = self.pending.len() - before;
+        let recovered = self.pending.len()
+            - waiting
+                .iter()
+                .filter(|w| self.pending.contains(&w.id))
+                .count();
+        for item in waiting {
+            self.pending.push(item);
+        }
         if recovered > 0 {
             tracing::info!(room = %self.room, recovered, "delivering messages from history that this worker had not broadcast");
         }
@@ -320,5 +359,263 @@ impl RoomTask {
                 }
             }
         }
+    }
+}
+
+/// The room lifecycle in-process: a real Redis on a run-time port, a fake
+/// nchan that records frames (and refuses them when told), no sleeps: each
+/// test waits for the frames it expects, with a timeout.
+#[cfg(test)]
+mod tests {
+    use std::sync::Mutex;
+
+    use chatup_testkit::process::Redis;
+    use tokio::sync::Notify;
+
+    use super::*;
+    use crate::db::Db;
+
+    const WAIT: Duration = Duration::from_secs(10);
+
+    #[derive(Default)]
+    struct Fake {
+        frames: Mutex<Vec<(Vec<String>, Option<String>)>>,
+        refuse: Mutex<u32>,
+        deletes: Mutex<u32>,
+        changed: Notify,
+    }
+
+    #[derive(Clone, Default)]
+    struct FakeNchan(Arc<Fake>);
+
+    impl Channels for FakeNchan {
+        async fn publish(
+            &self,
+            _room: &str,
+            frame: String,
+            last_id: Option<&str>,
+        ) -> Result<(), NchanError> {
+            {
+                let mut refuse = self.0.refuse.lock().unwrap();
+                if *refuse > 0 {
+                    *refuse -= 1;
+                    return Err(NchanError::Unreachable("refused by the test".into()));
+                }
+            }
+            let items: Vec<serde_json::Value> = serde_json::from_str(&frame).unwrap();
+            let ids = items
+                .iter()
+                .map(|i| i["id"].as_str().unwrap().to_owned())
+                .collect();
+            self.0
+                .frames
+                .lock()
+                .unwrap()
+                .push((ids, last_id.map(str::to_owned)));
+            self.0.changed.notify_waiters();
+            Ok(())
+        }
+
+        async fn delete(&self, _room: &str) -> Result<(), NchanError> {
+            *self.0.deletes.lock().unwrap() += 1;
+            Ok(())
+        }
+    }
+
+    impl FakeNchan {
+        fn ids(&self) -> Vec<String> {
+            let frames = self.0.frames.lock().unwrap();
+            frames.iter().flat_map(|(ids, _)| ids.clone()).collect()
+        }
+
+        /// Waits until `count` ids were published.
+        async fn until(&self, count: usize) -> Vec<String> {
+            let deadline = tokio::time::Instant::now() + WAIT;
+            loop {
+                let changed = self.0.changed.notified();
+                let ids = self.ids();
+                if ids.len() >= count {
+                    return ids;
+                }
+                assert!(
+                    tokio::time::timeout_at(deadline, changed).await.is_ok(),
+                    "{count} ids not published within {WAIT:?}: {ids:?}"
+                );
+            }
+        }
+    }
+
+    struct Room {
+        nchan: FakeNchan,
+        store: Store,
+        inputs: mpsc::Sender<RoomInput>,
+        overflowed: Arc<AtomicBool>,
+        _redis: Redis,
+    }
+
+    fn message(n: usize) -> (String, String) {
+        let id = chatup_wire::MessageIdGenerator::new().next_id(std::time::SystemTime::now());
+        let id = format!("{id}-{n}");
+        let text = serde_json::json!({"id": id, "room": "r", "user": {"id": "u"}, "msg": format!("m{n}"), "ts": 1})
+            .to_string();
+        (id, text)
+    }
+
+    /// Stores messages in history (as the ingest does) and returns them.
+    async fn store(store: &Store, range: std::ops::Range<usize>) -> Vec<(String, String)> {
+        let mut stored = Vec::new();
+        for n in range {
+            let (id, text) = message(n);
+            store.append("r", &text).await.unwrap();
+            stored.push((id, text));
+        }
+        stored
+    }
+
+    async fn start(origin: Origin, history: usize) -> (Room, Vec<(String, String)>) {
+        let redis = Redis::start().unwrap();
+        let client = redis::Client::open(redis.url()).unwrap();
+        let store = Store::new(
+            Db::connect_lazy(client, Duration::from_secs(2)).unwrap(),
+            100,
+            3600,
+        );
+        let stored = self::store(&store, 0..history).await;
+        let origin = match origin {
+            Origin::Recovered { last_id: Some(n) } => Origin::Recovered {
+                last_id: Some(stored[n.parse::<usize>().unwrap()].0.clone()),
+            },
+            other => other,
+        };
+        let nchan = FakeNchan::default();
+        let (inputs, rx) = mpsc::channel(16);
+        let (subscribed_tx, subscribed) = oneshot::channel();
+        let _ = subscribed_tx.send(());
+        let (ready_tx, mut ready) = watch::channel(false);
+        let overflowed = Arc::new(AtomicBool::new(false));
+        tokio::spawn(run(RoomStart {
+            room: "r".into(),
+            inputs: rx,
+            nchan: nchan.clone(),
+            store: store.clone(),
+            settings: RoomSettings {
+                window: Duration::from_millis(10),
+                limits: FrameLimits {
+                    max_items: 100,
+                    max_bytes: 1 << 20,
+                },
+                history_length: 100,
+            },
+            origin,
+            overflowed: overflowed.clone(),
+            subscribed,
+            ready: ready_tx,
+        }));
+        tokio::time::timeout(WAIT, ready.wait_for(|r| *r))
+            .await
+            .unwrap()
+            .unwrap();
+        let room = Room {
+            nchan,
+            store,
+            inputs,
+            overflowed,
+            _redis: redis,
+        };
+        (room, stored)
+    }
+
+    fn ids_of(stored: &[(String, String)]) -> Vec<String> {
+        stored.iter().map(|(id, _)| id.clone()).collect()
+    }
+
+    #[tokio::test]
+    async fn a_fresh_room_empties_its_channel_publishes_the_history_then_live_items_once() {
+        let (room, stored) = start(Origin::Fresh, 3).await;
+        assert_eq!(*room.nchan.0.deletes.lock().unwrap(), 1);
+        assert_eq!(room.nchan.until(3).await, ids_of(&stored));
+        let live = store(&room.store, 3..4).await;
+        for (_, text) in stored.iter().skip(2).chain(&live) {
+            room.inputs
+                .send(RoomInput::Item(text.clone()))
+                .await
+                .unwrap();
+        }
+        let mut all = ids_of(&stored);
+        all.extend(ids_of(&live));
+        assert_eq!(
+            room.nchan.until(4).await,
+            all,
+            "the repeat of m2 is dropped"
+        );
+        let frames = room.nchan.0.frames.lock().unwrap();
+        assert_eq!(
+            frames.last().unwrap().1.as_ref(),
+            Some(&live[0].0),
+            "last id recorded"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_recovered_room_resumes_after_the_last_message_its_channel_has() {
+        let (room, stored) = start(
+            Origin::Recovered {
+                last_id: Some("2".into()),
+            },
+            5,
+        )
+        .await;
+        assert_eq!(room.nchan.until(2).await, ids_of(&stored[3..]));
+        assert_eq!(
+            *room.nchan.0.deletes.lock().unwrap(),
+            0,
+            "readers are in it"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_refused_frame_is_caught_up_from_history_without_a_gap_or_a_reorder() {
+        let (room, _) = start(Origin::Fresh, 0).await;
+        *room.nchan.0.refuse.lock().unwrap() = PUBLISH_ATTEMPTS;
+        let first = store(&room.store, 0..1).await;
+        room.inputs
+            .send(RoomInput::Item(first[0].1.clone()))
+            .await
+            .unwrap();
+        // While the task is behind, a later message must wait for it.
+        let later = store(&room.store, 1..3).await;
+        for (_, text) in &later {
+            room.inputs
+                .send(RoomInput::Item(text.clone()))
+                .await
+                .unwrap();
+        }
+        let mut all = ids_of(&first);
+        all.extend(ids_of(&later));
+        assert_eq!(room.nchan.until(3).await, all);
+    }
+
+    #[tokio::test]
+    async fn an_overflowed_queue_is_caught_up_from_history_in_order() {
+        let (room, _) = start(Origin::Fresh, 0).await;
+        // Three messages stored; only the last reached the queue (the
+        // others were dropped by a full queue).
+        let stored = store(&room.store, 0..3).await;
+        room.overflowed.store(true, Ordering::Relaxed);
+        room.inputs
+            .send(RoomInput::Item(stored[2].1.clone()))
+            .await
+            .unwrap();
+        assert_eq!(room.nchan.until(3).await, ids_of(&stored));
+    }
+
+    #[tokio::test]
+    async fn a_refill_publishes_the_whole_history_again() {
+        let (room, stored) = start(Origin::Fresh, 2).await;
+        room.nchan.until(2).await;
+        room.inputs.send(RoomInput::Refill).await.unwrap();
+        let mut twice = ids_of(&stored);
+        twice.extend(ids_of(&stored));
+        assert_eq!(room.nchan.until(4).await, twice);
     }
 }
