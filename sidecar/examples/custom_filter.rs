@@ -54,5 +54,6 @@ async fn main() -> anyhow::Result<()> {
         on_signal.cancel();
     });
     let filters: Vec<Arc<dyn MessageFilter>> = vec![Arc::new(NoShouting { min_letters: 5 })];
-    chatup::worker::run_with_filters(config, filters, shutdown).await
+    let listener = chatup::worker::bind(&config)?;
+    chatup::worker::run_with_filters(config, listener, filters, shutdown).await
 }

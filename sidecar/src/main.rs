@@ -35,13 +35,19 @@ fn main() -> anyhow::Result<()> {
         Command::Worker(args) => {
             let config = WorkerConfig::load(&args).context("loading worker configuration")?;
             init_tracing(config.log_format);
-            run(move |shutdown| chatup::worker::run(config, shutdown))
+            run(move |shutdown| async move {
+                let listener = chatup::worker::bind(&config)?;
+                chatup::worker::run(config, listener, shutdown).await
+            })
         }
         Command::Dispatcher(args) => {
             let config =
                 DispatcherConfig::load(&args).context("loading dispatcher configuration")?;
             init_tracing(config.log_format);
-            run(move |shutdown| chatup::dispatcher::run(config, shutdown))
+            run(move |shutdown| async move {
+                let listener = chatup::dispatcher::bind(&config).await?;
+                chatup::dispatcher::run(config, listener, shutdown).await
+            })
         }
         Command::DevToken(args) => {
             println!("{}", chatup::devtoken::mint(&args)?);

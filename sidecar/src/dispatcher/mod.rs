@@ -26,7 +26,20 @@ use crate::presence::Presence;
 use crate::registry::Registry;
 use crate::store::Store;
 
-pub async fn run(config: DispatcherConfig, shutdown: CancellationToken) -> anyhow::Result<()> {
+/// Binds the dispatcher's listening socket (`listen`).
+pub async fn bind(config: &DispatcherConfig) -> anyhow::Result<tokio::net::TcpListener> {
+    tokio::net::TcpListener::bind(config.listen)
+        .await
+        .with_context(|| format!("listening on {}", config.listen))
+}
+
+/// Serves the dispatcher on `listener` (bound by [`bind`], or by a test on
+/// `127.0.0.1:0`) until `shutdown`.
+pub async fn run(
+    config: DispatcherConfig,
+    listener: tokio::net::TcpListener,
+    shutdown: CancellationToken,
+) -> anyhow::Result<()> {
     let client = redis::Client::open(config.redis_url.as_str()).context("redis_url")?;
     let db = Db::connect_lazy(client, config.redis_timeout())?;
     let verifier = config.server_verifier()?;
@@ -62,9 +75,6 @@ pub async fn run(config: DispatcherConfig, shutdown: CancellationToken) -> anyho
         app = app.nest_service("/demo", tower_http::services::ServeDir::new(dir));
     }
     let app = app.layer(cors(&config.cors_origins));
-    let listener = tokio::net::TcpListener::bind(config.listen)
-        .await
-        .with_context(|| format!("listening on {}", config.listen))?;
     tracing::info!(listen = %listener.local_addr()?, "chatup dispatcher ready");
     axum::serve(listener, app)
         .with_graceful_shutdown(shutdown.cancelled_owned())

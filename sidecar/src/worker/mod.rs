@@ -46,14 +46,21 @@ use membership::Membership;
 use room::RoomSettings;
 use rooms::Rooms;
 
-pub async fn run(config: WorkerConfig, shutdown: CancellationToken) -> anyhow::Result<()> {
-    run_with_filters(config, Vec::new(), shutdown).await
+/// Serves the worker API on `listener` (bound by [`bind`], or by a test on
+/// a temp unix socket) until `shutdown`, then drains.
+pub async fn run(
+    config: WorkerConfig,
+    listener: UnixListener,
+    shutdown: CancellationToken,
+) -> anyhow::Result<()> {
+    run_with_filters(config, listener, Vec::new(), shutdown).await
 }
 
 /// Runs the worker with message filters of the deployer's own, after the
 /// configured ones in every room (see `sidecar/examples/custom_filter.rs`).
 pub async fn run_with_filters(
     config: WorkerConfig,
+    listener: UnixListener,
     extra_filters: Vec<Arc<dyn MessageFilter>>,
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
@@ -131,7 +138,6 @@ pub async fn run_with_filters(
         .run(shutdown.clone()),
     );
 
-    let listener = bind(&config)?;
     tracing::info!(id = %config.worker_id, listen = %config.listen.display(), nchan = %config.nchan_socket.display(), "chatup worker ready");
 
     let sweeper = tokio::spawn(
@@ -170,7 +176,9 @@ pub async fn run_with_filters(
     Ok(())
 }
 
-fn bind(config: &WorkerConfig) -> anyhow::Result<UnixListener> {
+/// Binds the worker's unix socket (`listen`, with `socket_mode`),
+/// replacing a stale socket file.
+pub fn bind(config: &WorkerConfig) -> anyhow::Result<UnixListener> {
     if let Some(dir) = config.listen.parent() {
         std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
     }
