@@ -1,25 +1,17 @@
 //! A TCP proxy on 127.0.0.1 that tests control, to make links fail the
 //! way networks do: go half-open (kept open, nothing forwarded either way,
-//! as after a NAT or load-balancer idle timeout or a lost host), or slow.
+//! as after a NAT or load-balancer idle timeout or a lost host).
 //!
 //! It runs on a thread with a runtime of its own, so it keeps forwarding
 //! whatever the test's runtime is doing, and stops when dropped.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::Duration;
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::tcp::OwnedWriteHalf;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
-
-/// What the proxy does with a connection's bytes.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Link {
-    Forward,
-    /// Kept open, nothing forwarded.
-    Blackholed,
-}
 
 pub struct Proxy {
     pub port: u16,
@@ -28,8 +20,6 @@ pub struct Proxy {
     generation: Arc<AtomicU64>,
     /// Generations below this one are blackholed.
     blackholed_below: watch::Sender<u64>,
-    /// Delay added to every chunk forwarded.
-    delay_ms: Arc<AtomicU64>,
     stop: Option<tokio::sync::oneshot::Sender<()>>,
     thread: Option<std::thread::JoinHandle<()>>,
 }
@@ -42,9 +32,8 @@ impl Proxy {
         let port = std_listener.local_addr()?.port();
         let generation = Arc::new(AtomicU64::new(0));
         let (blackholed_below, blackhole) = watch::channel(0u64);
-        let delay_ms = Arc::new(AtomicU64::new(0));
         let (stop, stopped) = tokio::sync::oneshot::channel();
-        let (gen, delay) = (generation.clone(), delay_ms.clone());
+        let gen = generation.clone();
         let thread = std::thread::spawn(move || {
             let runtime = tokio::runtime::Builder::new_current_thread()
                 .enable_all()
@@ -55,12 +44,12 @@ impl Proxy {
                 let accept = async {
                     while let Ok((client, _)) = listener.accept().await {
                         let mine = gen.load(Ordering::SeqCst);
-                        let (blackhole, delay) = (blackhole.clone(), delay.clone());
+                        let blackhole = blackhole.clone();
                         tokio::spawn(async move {
                             let Ok(server) = TcpStream::connect(("127.0.0.1", target)).await else {
                                 return;
                             };
-                            relay(client, server, mine, blackhole, delay).await;
+                            relay(client, server, mine, blackhole).await;
                         });
                     }
                 };
@@ -74,7 +63,6 @@ impl Proxy {
             port,
             generation,
             blackholed_below,
-            delay_ms,
             stop: Some(stop),
             thread: Some(thread),
         })
@@ -85,12 +73,6 @@ impl Proxy {
     pub fn blackhole_open_connections(&self) {
         let next = self.generation.fetch_add(1, Ordering::SeqCst) + 1;
         let _ = self.blackholed_below.send(next);
-    }
-
-    /// Delays every chunk forwarded from now on by `delay`.
-    pub fn set_delay(&self, delay: Duration) {
-        self.delay_ms
-            .store(delay.as_millis() as u64, Ordering::SeqCst);
     }
 }
 
@@ -113,61 +95,43 @@ async fn relay(
     server: TcpStream,
     generation: u64,
     mut blackhole: watch::Receiver<u64>,
-    delay_ms: Arc<AtomicU64>,
 ) {
     let (mut client_read, mut client_write) = client.into_split();
     let (mut server_read, mut server_write) = server.into_split();
-    let link = |blackhole: &watch::Receiver<u64>| {
-        if generation < *blackhole.borrow() {
-            Link::Blackholed
-        } else {
-            Link::Forward
-        }
-    };
+    let blackholed = |blackhole: &watch::Receiver<u64>| generation < *blackhole.borrow();
     let mut up = [0u8; 16 * 1024];
     let mut down = [0u8; 16 * 1024];
     loop {
-        if link(&blackhole) == Link::Blackholed {
+        if blackholed(&blackhole) {
             // Hold everything open and say nothing, forever.
             std::future::pending::<()>().await;
         }
-        tokio::select! {
-            changed = blackhole.changed() => {
-                if changed.is_err() { return; }
-            }
+        let forwarded = tokio::select! {
+            changed = blackhole.changed() => changed.is_ok(),
             read = client_read.read(&mut up) => {
-                let Ok(n) = read else { return };
-                if n == 0 {
-                    return;
-                }
-                if link(&blackhole) == Link::Blackholed {
-                    continue;
-                }
-                pause(&delay_ms).await;
-                if server_write.write_all(&up[..n]).await.is_err() {
-                    return;
-                }
+                forward(read, &up, &mut server_write, blackholed(&blackhole)).await
             }
             read = server_read.read(&mut down) => {
-                let Ok(n) = read else { return };
-                if n == 0 {
-                    return;
-                }
-                if link(&blackhole) == Link::Blackholed {
-                    continue;
-                }
-                pause(&delay_ms).await;
-                if client_write.write_all(&down[..n]).await.is_err() {
-                    return;
-                }
+                forward(read, &down, &mut client_write, blackholed(&blackhole)).await
             }
+        };
+        if !forwarded {
+            return;
         }
     }
 }
 
-async fn pause(delay_ms: &AtomicU64) {
-    let ms = delay_ms.load(Ordering::SeqCst);
-    if ms > 0 {
-        tokio::time::sleep(Duration::from_millis(ms)).await;
+/// Writes what was read on to the other side (unless blackholed); false
+/// once either side is closed.
+async fn forward(
+    read: std::io::Result<usize>,
+    buf: &[u8],
+    to: &mut OwnedWriteHalf,
+    blackholed: bool,
+) -> bool {
+    match read {
+        Ok(0) | Err(_) => false,
+        Ok(_) if blackholed => true,
+        Ok(n) => to.write_all(&buf[..n]).await.is_ok(),
     }
 }

@@ -160,35 +160,27 @@ async fn sidecar_killed_and_restarted() {
     .await;
 }
 
-#[tokio::test]
-async fn redis_killed_and_restarted_empty() {
-    let mut scene = Scene::start(Redis::start().unwrap(), WorkerOptions::default()).await;
-    under_load(
-        "redis kill -9 + restart, no persistence",
-        &mut scene,
-        async |scene, poster| {
-            scene.redis.stop();
-            until_failed(poster, 5).await;
-            scene.redis.restart().unwrap();
-        },
-    )
+/// Redis is killed under load and started again on the same port.
+async fn redis_killed_and_restarted(name: &str, redis: Redis) {
+    let mut scene = Scene::start(redis, WorkerOptions::default()).await;
+    under_load(name, &mut scene, async |scene, poster| {
+        scene.redis.stop();
+        until_failed(poster, 5).await;
+        scene.redis.restart().unwrap();
+    })
     .await;
 }
 
 #[tokio::test]
+async fn redis_killed_and_restarted_empty() {
+    let redis = Redis::start().unwrap();
+    redis_killed_and_restarted("redis kill -9 + restart, no persistence", redis).await;
+}
+
+#[tokio::test]
 async fn redis_killed_and_restarted_with_its_data() {
-    let mut scene =
-        Scene::start(Redis::start_persistent().unwrap(), WorkerOptions::default()).await;
-    under_load(
-        "redis kill -9 + restart, appendfsync always",
-        &mut scene,
-        async |scene, poster| {
-            scene.redis.stop();
-            until_failed(poster, 5).await;
-            scene.redis.restart().unwrap();
-        },
-    )
-    .await;
+    let redis = Redis::start_persistent().unwrap();
+    redis_killed_and_restarted("redis kill -9 + restart, appendfsync always", redis).await;
 }
 
 #[tokio::test]
