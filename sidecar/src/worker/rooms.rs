@@ -244,10 +244,12 @@ impl Rooms {
     /// Lets go of the rooms that had no reader here for a few sweeps and
     /// that the module agrees to release; returns them.
     pub async fn sweep(&self) -> Vec<String> {
-        let (candidates, done) = {
-            let (done_tx, done_rx) = watch::channel(false);
+        // Each candidate has its own signal: a serve request waiting for a
+        // room the module keeps goes on at once, one for a room let go
+        // once its channel is deleted.
+        let mut settled: HashMap<String, watch::Sender<bool>> = HashMap::new();
+        {
             let mut rooms = self.lock();
-            let mut candidates = Vec::new();
             for (room, entry) in rooms.iter_mut() {
                 if entry.readers > 0 || entry.releasing.is_some() {
                     entry.idle_sweeps = 0;
@@ -255,15 +257,16 @@ impl Rooms {
                 }
                 entry.idle_sweeps += 1;
                 if entry.idle_sweeps >= IDLE_SWEEPS_BEFORE_DROP {
-                    entry.releasing = Some(done_rx.clone());
-                    candidates.push(room.clone());
+                    let (done, waiting) = watch::channel(false);
+                    entry.releasing = Some(waiting);
+                    settled.insert(room.clone(), done);
                 }
             }
-            (candidates, done_tx)
-        };
-        if candidates.is_empty() {
+        }
+        if settled.is_empty() {
             return Vec::new();
         }
+        let candidates: Vec<String> = settled.keys().cloned().collect();
         let released = match self.nchan.release(&candidates).await {
             Ok(released) => released,
             Err(e) => {
@@ -285,6 +288,9 @@ impl Rooms {
                             entry.releasing = None;
                             entry.idle_sweeps = 0;
                         }
+                        if let Some(done) = settled.remove(room) {
+                            let _ = done.send(true);
+                        }
                         None
                     }
                 })
@@ -301,10 +307,13 @@ impl Rooms {
             if let Err(e) = self.nchan.delete(&room).await {
                 tracing::warn!(room, error = %e, "cannot delete the channel of a dropped room");
             }
+            // A serve request waiting on this room looks again: it finds
+            // none, and serves it afresh.
+            if let Some(done) = settled.remove(&room) {
+                let _ = done.send(true);
+            }
             names.push(room);
         }
-        // Serve requests waiting on these rooms look again now.
-        let _ = done.send(true);
         names
     }
 
