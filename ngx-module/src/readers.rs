@@ -207,6 +207,9 @@ unsafe fn refuse(r: *mut ngx_http_request_t, err: &GateError) -> ngx_int_t {
         let mut headers: Vec<(&str, &str)> = Vec::new();
         if err.status() == 503 {
             headers.push(("Retry-After", "1"));
+            // A worker short of connections must not keep this one open
+            // for the client's next request: it goes elsewhere.
+            (*r).set_keepalive(0);
         }
         let rc = respond::error_with(r, err, &headers);
         ngx_http_finalize_request(r, rc);

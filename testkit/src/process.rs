@@ -246,6 +246,8 @@ pub struct WorkerOptions {
     pub redis_url: Option<String>,
     /// Load this build of the module instead of the release one.
     pub module: Option<PathBuf>,
+    /// nginx's `worker_connections` instead of the shipped value.
+    pub worker_connections: Option<u64>,
 }
 
 impl Default for WorkerOptions {
@@ -263,6 +265,7 @@ impl Default for WorkerOptions {
             max_readers: 0,
             redis_url: None,
             module: None,
+            worker_connections: None,
         }
     }
 }
@@ -375,6 +378,11 @@ impl ChatWorker {
                 &chatup_module().display().to_string(),
                 &module.display().to_string(),
             );
+        }
+        if let Some(n) = self.options.worker_connections {
+            let shipped = "worker_connections 16384;";
+            anyhow::ensure!(conf.contains(shipped), "the template has no `{shipped}`");
+            conf = conf.replace(shipped, &format!("worker_connections {n};"));
         }
         if self.options.max_readers > 0 {
             let shipped = "chatup_max_readers 0;";

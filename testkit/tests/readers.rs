@@ -300,3 +300,62 @@ async fn readers_that_vanish_are_uncounted_within_seconds_and_their_rooms_let_go
     let got = ids(&items(&late.frames_until(1, WAIT).await));
     assert_eq!(got.last(), Some(&id));
 }
+
+#[tokio::test]
+async fn a_worker_short_of_connections_refuses_readers_with_503_and_keeps_every_admitted_one() {
+    let redis = Redis::start().unwrap();
+    let options = WorkerOptions {
+        // 2 nginx processes x 256 connections, 64 of each kept in reserve.
+        worker_connections: Some(256),
+        ..Default::default()
+    };
+    let worker = ChatWorker::start_with(&redis, options).unwrap();
+    let mut opening = Vec::new();
+    for n in 0..600 {
+        let base = worker.base_url();
+        opening.push(tokio::spawn(async move {
+            let room = format!("crowd-{}", n % 20);
+            match Subscriber::open_at(
+                Transport::EventSource,
+                &base,
+                &room,
+                SubscribeOptions::default(),
+            )
+            .await
+            {
+                Ok(reader) => Ok((room, reader)),
+                Err(e) => Err(e.to_string()),
+            }
+        }));
+    }
+    let mut admitted = Vec::new();
+    let (mut refused, mut dropped) = (0, 0);
+    for task in opening {
+        match task.await.unwrap() {
+            Ok(reader) => admitted.push(reader),
+            Err(e) if e.contains("status 503") => refused += 1,
+            // nginx itself, out of connections, closes connections that
+            // have not sent their request yet ("reusing connections"), as
+            // raw nchan does: a refusal too, never an admitted reader.
+            Err(e) if e.contains("error sending request") => dropped += 1,
+            Err(e) => panic!("refused otherwise than with 503: {e}"),
+        }
+    }
+    assert!(refused + dropped > 0, "600 readers fit in 512 connections?");
+    // At least one process's worth: its 256 connections less the reserve
+    // (readers arriving at once mostly land on one process).
+    assert!(admitted.len() >= 150, "only {} admitted", admitted.len());
+    for n in 0..20 {
+        post_acked(&worker, &format!("crowd-{n}"), "to everyone").await;
+    }
+    for (room, reader) in &mut admitted {
+        let got = items(&reader.frames_until(1, Duration::from_secs(10)).await);
+        assert_eq!(got.len(), 1, "an admitted reader of {room} got {got:?}");
+    }
+    let log = worker.nginx_log();
+    assert!(!log.contains("exited on signal"), "{log}");
+    println!(
+        "admitted {}, refused {refused} with 503, {dropped} dropped by nginx",
+        admitted.len()
+    );
+}
