@@ -101,6 +101,7 @@ start_chat_worker worker2 "$second_port"
 "$chatup" dispatcher --config conf/chatup-dispatcher.toml \
     --listen "127.0.0.1:$dispatcher_port" \
     --server-secret-file conf/dev-keys/jwt-hs256.secret \
+    --user-public-key conf/dev-keys/jwt-rs256.pub \
     --demo-dir client/dist --dev-token-key conf/dev-keys/jwt-rs256.key \
     --redis-url "redis://127.0.0.1:$redis_port" 2>"$run/dispatcher.log" &
 pids+=($!)

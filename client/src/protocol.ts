@@ -158,6 +158,11 @@ export class ChatUpProtocol extends Emitter<ProtocolEvents> {
     return Boolean(this.token) && (expiry === undefined || expiry > Date.now());
   }
 
+  /** The token for the dispatcher (private rooms need it), in a header: never in a URL. */
+  private authorization(): Record<string, string> {
+    return this.token && this.tokenValid() ? { Authorization: `Bearer ${this.token}` } : {};
+  }
+
   /** Tells the page when the token expires (a tab left open). */
   private watchExpiry(): void {
     if (this.expiryTimer !== null) clearTimeout(this.expiryTimer);
@@ -224,7 +229,7 @@ export class ChatUpProtocol extends Emitter<ProtocolEvents> {
   /** One page of the room's members, and its counts. */
   async getUsers({ limit = 100, skip = 0 } = {}): Promise<Stats> {
     const url = `${this.dispatcherUrl}/rooms/${encodeURIComponent(this.room)}/stats?limit=${limit}&skip=${skip}`;
-    const response = await fetch(url);
+    const response = await fetch(url, { headers: this.authorization() });
     const body = await response.json().catch(() => null);
     if (!response.ok || !body) throw errorFromResponse(response.status, body, null);
     return body as Stats;
@@ -257,7 +262,7 @@ export class ChatUpProtocol extends Emitter<ProtocolEvents> {
     try {
       const response = await fetch(`${this.dispatcherUrl}/join/${encodeURIComponent(this.room)}`, {
         method: "POST",
-        headers: { "Content-Type": "application/json" },
+        headers: { "Content-Type": "application/json", ...this.authorization() },
         body: this.exclude ? JSON.stringify({ exclude: this.exclude }) : "",
       });
       const body = await response.json().catch(() => null);

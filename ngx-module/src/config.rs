@@ -67,13 +67,14 @@ impl LocConf {
         PostLimits::for_message_chars(self.max_message_chars.unwrap_or(DEFAULT_MAX_MESSAGE_CHARS))
     }
 
-    /// Whether reading `room` needs a token (`chatup_token_rooms`).
-    pub fn room_needs_token(&self, room: &str) -> bool {
-        self.token_rooms.as_ref().is_some_and(|patterns| {
-            patterns
-                .iter()
-                .any(|pattern| chatup_wire::room_matches(pattern, room))
-        })
+    /// Who may read `room` here: `default`, unless `chatup_token_rooms`
+    /// makes it token-only (the dispatcher applies the same rule).
+    pub fn read_access(&self, room: &str, default: ReadAccess) -> ReadAccess {
+        ReadAccess::of(
+            room,
+            self.token_rooms.as_deref().unwrap_or_default(),
+            default,
+        )
     }
 
     pub fn serve_uri(&self) -> &str {

@@ -128,12 +128,8 @@ unsafe fn admit(r: *mut ngx_http_request_t) -> ngx_int_t {
         if let Err(e) = chatup_wire::validate_room(&room) {
             return refuse(r, &GateError::BadRoom(e));
         }
-        let access = if conf.room_needs_token(&room) {
-            chatup_gate::subscribe::ReadAccess::TokenOnly
-        } else {
-            readers.access
-        };
-        let identity = match reader_identity(verifier, bytes(&(*r).unparsed_uri), access) {
+        let access = conf.read_access(&room, readers.access);
+        let identity = match reader_identity(verifier, bytes(&(*r).unparsed_uri), &room, access) {
             Ok(identity) => identity,
             Err(err) => return refuse(r, &err),
         };

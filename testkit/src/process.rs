@@ -696,6 +696,9 @@ impl Dispatcher {
             .args(["--redis-timeout-ms", "500"])
             .arg("--server-secret-file")
             .arg(crate::token::server_secret_path())
+            // The workers' key: token rooms are checked here as there.
+            .arg("--user-public-key")
+            .arg(workspace_root().join("conf/dev-keys/jwt-rs256.pub"))
             .args(extra)
             .env("CHATUP_LOG", "info,chatup=debug")
             .stdout(Stdio::null())

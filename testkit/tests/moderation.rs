@@ -413,7 +413,7 @@ links = "strip"
 }
 
 #[tokio::test]
-async fn room_claims_limit_where_a_token_posts_and_private_rooms_need_a_token_to_read() {
+async fn room_claims_limit_where_a_token_posts_and_reads_and_private_rooms_need_a_token_to_read() {
     let redis = Redis::start().unwrap();
     let worker = ChatWorker::start(&redis).unwrap();
     let fan =
@@ -422,7 +422,10 @@ async fn room_claims_limit_where_a_token_posts_and_private_rooms_need_a_token_to
         let (got, body) = post_message(&worker, room, Some(&fan), &msg("hi")).await;
         assert_eq!(got, status, "{room}: {body}");
         if status == 403 {
-            assert_eq!(body["error"], "this token may not post in this room");
+            assert_eq!(
+                body["error"],
+                "this token does not give access to this room"
+            );
         }
     }
 
@@ -447,11 +450,77 @@ async fn room_claims_limit_where_a_token_posts_and_private_rooms_need_a_token_to
         401,
         "anonymous reader of a private room"
     );
-    assert_eq!(read("private-board", format!("?token={fan}")).await, 200);
+    // The rooms claim applies to reading too: the fan's token does not
+    // open the private room; a token that names it (or names no rooms) does.
+    assert_eq!(read("private-board", format!("?token={fan}")).await, 403);
+    let staff =
+        rs256_token(&json!({"sub": "staff", "exp": now_secs() + 600, "rooms": ["private-*"]}));
+    assert_eq!(read("private-board", format!("?token={staff}")).await, 200);
     assert_eq!(
         read("public-board", String::new()).await,
         200,
         "other rooms stay open"
     );
     assert!(!worker.nginx_log().contains("exited on signal"));
+}
+
+#[tokio::test]
+async fn private_rooms_stay_private_on_the_dispatcher_too() {
+    let redis = Redis::start().unwrap();
+    let worker = ChatWorker::start(&redis).unwrap();
+    let dispatcher = Dispatcher::start(&redis).unwrap();
+    let staff =
+        rs256_token(&json!({"sub": "staff", "exp": now_secs() + 600, "rooms": ["private-*"]}));
+    let fan = rs256_token(&json!({"sub": "fan", "exp": now_secs() + 600, "rooms": ["lobby"]}));
+    let (status, _) =
+        post_message(&worker, "private-board", Some(&staff), &msg("secret plans")).await;
+    assert_eq!(status, 202);
+
+    let client = reqwest::Client::new();
+    let base = dispatcher.base_url();
+    let ask = |method: reqwest::Method, path: String, token: Option<String>| {
+        let mut request = client.request(method, format!("{base}{path}"));
+        if let Some(token) = token {
+            request = request.bearer_auth(token);
+        }
+        async move {
+            let response = request.send().await.unwrap();
+            let status = response.status().as_u16();
+            (
+                status,
+                response
+                    .json::<serde_json::Value>()
+                    .await
+                    .unwrap_or_default(),
+            )
+        }
+    };
+    let get = reqwest::Method::GET;
+    let post = reqwest::Method::POST;
+    for (method, path) in [
+        (get.clone(), "/rooms/private-board/messages"),
+        (get.clone(), "/rooms/private-board/stats"),
+        (post.clone(), "/join/private-board"),
+    ] {
+        let (status, body) = ask(method.clone(), path.into(), None).await;
+        assert_eq!(status, 401, "{path} without a token: {body}");
+        assert!(body["error"].is_string(), "{body}");
+        assert!(!body.to_string().contains("secret plans"));
+        let (status, body) = ask(method.clone(), path.into(), Some("garbage".into())).await;
+        assert_eq!(status, 401, "{path} with a bad token: {body}");
+        let (status, body) = ask(method.clone(), path.into(), Some(fan.clone())).await;
+        assert_eq!(status, 403, "{path} with a token for other rooms: {body}");
+        assert!(!body.to_string().contains("secret plans"));
+    }
+    let (status, body) = ask(
+        get.clone(),
+        "/rooms/private-board/messages".into(),
+        Some(staff.clone()),
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["messages"][0]["msg"], "secret plans");
+    // Public rooms stay open to anyone.
+    let (status, body) = ask(get, "/rooms/lobby/messages".into(), None).await;
+    assert_eq!(status, 200, "{body}");
 }

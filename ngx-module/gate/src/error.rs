@@ -15,7 +15,7 @@ pub enum GateError {
     UnsupportedMediaType,
     #[error("missing bearer token")]
     MissingToken,
-    #[error("this token may not post in this room")]
+    #[error("this token does not give access to this room")]
     RoomNotAllowed,
     #[error("{0}")]
     BadToken(String),

@@ -58,7 +58,7 @@ impl PostGate<'_> {
         let room = room_from_path(head.path)?;
         check_content_type(head.content_type)?;
         let identity = self.verifier.verify(bearer_token(head.authorization)?)?;
-        if !identity.may_post_in(&room) {
+        if !identity.may_use(&room) {
             return Err(GateError::RoomNotAllowed);
         }
         if let Some(key) = head.idempotency_key {

@@ -68,8 +68,9 @@ pub struct Identity {
 }
 
 impl Identity {
-    /// Whether the token allows posting in `room`.
-    pub fn may_post_in(&self, room: &str) -> bool {
+    /// Whether the token's `rooms` claim allows `room` (reading as a
+    /// member, and posting).
+    pub fn may_use(&self, room: &str) -> bool {
         self.rooms.as_ref().is_none_or(|patterns| {
             patterns
                 .iter()

@@ -245,16 +245,16 @@ fn rooms_and_role_claims_are_read_and_checked() {
         json!({"sub": "u", "exp": now() + 60, "rooms": ["match-*", "lobby"], "role": "moderator"}),
     );
     let identity = v.verify(&token).unwrap();
-    assert!(identity.may_post_in("match-7"));
-    assert!(identity.may_post_in("lobby"));
-    assert!(!identity.may_post_in("staff"));
+    assert!(identity.may_use("match-7"));
+    assert!(identity.may_use("lobby"));
+    assert!(!identity.may_use("staff"));
     assert_eq!(identity.role.as_deref(), Some("moderator"));
 
     let anyone = v.verify(&hs_token(
         json!({"sub": "u", "exp": now() + 60, "role": "admin"}),
     ));
     let anyone = anyone.unwrap();
-    assert!(anyone.may_post_in("staff"), "no rooms claim: every room");
+    assert!(anyone.may_use("staff"), "no rooms claim: every room");
     assert_eq!(anyone.role, None, "unknown roles grant nothing");
 
     for rooms in [json!("lobby"), json!(["a b"]), json!([5])] {
@@ -284,24 +284,66 @@ fn a_bad_or_expired_token_makes_a_public_room_reader_anonymous_and_a_private_one
     let expired = hs_token(json!({"sub": "anna", "exp": now() - 600}));
     let uri = |token: &str| format!("/sub/stage?token={token}").into_bytes();
 
-    let member = reader_identity(&verifier, &uri(&valid), ReadAccess::Anyone).unwrap();
+    let member = reader_identity(&verifier, &uri(&valid), "stage", ReadAccess::Anyone).unwrap();
     assert_eq!(member.unwrap().sub, "anna");
     for token in [expired.as_str(), "garbage"] {
-        assert!(reader_identity(&verifier, &uri(token), ReadAccess::Anyone)
-            .unwrap()
-            .is_none());
+        assert!(
+            reader_identity(&verifier, &uri(token), "stage", ReadAccess::Anyone)
+                .unwrap()
+                .is_none()
+        );
         assert!(matches!(
-            reader_identity(&verifier, &uri(token), ReadAccess::TokenOnly),
+            reader_identity(&verifier, &uri(token), "stage", ReadAccess::TokenOnly),
             Err(GateError::BadToken(_))
         ));
     }
     assert!(
-        reader_identity(&verifier, b"/sub/stage", ReadAccess::Anyone)
+        reader_identity(&verifier, b"/sub/stage", "stage", ReadAccess::Anyone)
             .unwrap()
             .is_none()
     );
     assert!(matches!(
-        reader_identity(&verifier, b"/sub/stage", ReadAccess::TokenOnly),
+        reader_identity(&verifier, b"/sub/stage", "stage", ReadAccess::TokenOnly),
         Err(GateError::MissingToken)
     ));
+}
+
+#[test]
+fn the_rooms_claim_applies_to_reading() {
+    use chatup_gate::subscribe::{reader, ReadAccess};
+    let verifier = hs_verifier();
+    let staff_only = hs_token(json!({"sub": "anna", "exp": now() + 60, "rooms": ["staff-*"]}));
+    let member = reader(
+        &verifier,
+        Some(&staff_only),
+        "staff-1",
+        ReadAccess::TokenOnly,
+    )
+    .unwrap();
+    assert_eq!(member.unwrap().sub, "anna");
+    assert_eq!(
+        reader(
+            &verifier,
+            Some(&staff_only),
+            "private-x",
+            ReadAccess::TokenOnly
+        )
+        .unwrap_err(),
+        GateError::RoomNotAllowed
+    );
+    assert!(
+        reader(&verifier, Some(&staff_only), "lobby", ReadAccess::Anyone)
+            .unwrap()
+            .is_none(),
+        "a public room outside the claim: anonymous, not a member"
+    );
+    let patterns = vec!["private-*".to_string()];
+    assert_eq!(
+        ReadAccess::of("private-x", &patterns, ReadAccess::Anyone),
+        ReadAccess::TokenOnly
+    );
+    assert_eq!(
+        ReadAccess::of("lobby", &patterns, ReadAccess::Anyone),
+        ReadAccess::Anyone
+    );
 }

@@ -41,6 +41,20 @@ pub struct DispatcherConfig {
     /// workers'.
     pub history_length: usize,
     pub history_ttl_secs: u64,
+    /// Rooms whose history, member list and joins need the reader's token
+    /// (names or `prefix*`), as the workers' `chatup_token_rooms`: keep
+    /// both lists the same. The token's `rooms` claim must allow the room.
+    pub token_rooms: Vec<String>,
+    /// The site's key for user tokens, as the workers'
+    /// `chatup_jwt_public_key` (PEM) or `chatup_jwt_secret_file`. Without
+    /// one, token rooms are closed here (401).
+    pub user_public_key: Option<PathBuf>,
+    pub user_secret_file: Option<PathBuf>,
+    /// As the workers' `chatup_jwt_algorithms`, `chatup_jwt_issuer`,
+    /// `chatup_jwt_audience`.
+    pub user_algorithms: Vec<String>,
+    pub user_issuer: Option<String>,
+    pub user_audience: Option<String>,
     /// Development only: serve this directory (the built client and its
     /// example page) under `/demo/`.
     pub demo_dir: Option<PathBuf>,
@@ -65,6 +79,13 @@ impl Default for DispatcherConfig {
             server_token_max_ttl_secs: 300,
             history_length: 100,
             history_ttl_secs: 24 * 3600,
+            // As the shipped nginx template's chatup_token_rooms.
+            token_rooms: vec!["private-*".into()],
+            user_public_key: None,
+            user_secret_file: None,
+            user_algorithms: Vec::new(),
+            user_issuer: None,
+            user_audience: None,
             demo_dir: None,
             dev_token_key: None,
             log_format: LogFormat::Text,
@@ -115,6 +136,24 @@ pub struct DispatcherArgs {
     /// Seconds history is kept (as the workers) [default: 86400]
     #[arg(long, env = "CHATUP_HISTORY_TTL_SECS")]
     pub history_ttl_secs: Option<u64>,
+    /// Rooms needing the reader's token, comma-separated names or prefix* patterns, as the workers' chatup_token_rooms [default: private-*]
+    #[arg(long, env = "CHATUP_TOKEN_ROOMS", value_delimiter = ',')]
+    pub token_rooms: Option<Vec<String>>,
+    /// The site's public key (PEM) for user tokens, as the workers' [default: none: token rooms closed]
+    #[arg(long, env = "CHATUP_USER_PUBLIC_KEY")]
+    pub user_public_key: Option<PathBuf>,
+    /// Or the HMAC secret file for user tokens
+    #[arg(long, env = "CHATUP_USER_SECRET_FILE")]
+    pub user_secret_file: Option<PathBuf>,
+    /// Accepted algorithms of user tokens, comma-separated [default: the key's usual one]
+    #[arg(long, env = "CHATUP_USER_ALGORITHMS", value_delimiter = ',')]
+    pub user_algorithms: Option<Vec<String>>,
+    /// Required `iss` of user tokens [default: not checked]
+    #[arg(long, env = "CHATUP_USER_ISSUER")]
+    pub user_issuer: Option<String>,
+    /// Required `aud` of user tokens [default: not checked]
+    #[arg(long, env = "CHATUP_USER_AUDIENCE")]
+    pub user_audience: Option<String>,
     /// Development only: directory served under /demo/ (the example page) [default: none]
     #[arg(long, env = "CHATUP_DEMO_DIR")]
     pub demo_dir: Option<PathBuf>,
@@ -142,6 +181,8 @@ impl DispatcherConfig {
             server_token_max_ttl_secs,
             history_length,
             history_ttl_secs,
+            token_rooms,
+            user_algorithms,
             log_format
         );
         overlay_some!(
@@ -149,6 +190,10 @@ impl DispatcherConfig {
             args,
             server_public_key,
             server_secret_file,
+            user_public_key,
+            user_secret_file,
+            user_issuer,
+            user_audience,
             demo_dir,
             dev_token_key
         );
@@ -175,6 +220,14 @@ impl DispatcherConfig {
             "server_token_max_ttl_secs must be at least 1",
         )?;
         check(self.history_length > 0, "history_length must be at least 1")?;
+        check(
+            self.user_public_key.is_none() || self.user_secret_file.is_none(),
+            "set user_public_key or user_secret_file, not both",
+        )?;
+        for pattern in &self.token_rooms {
+            chatup_wire::validate_room_pattern(pattern)
+                .map_err(|e| ConfigError::Invalid(format!("token_rooms: \"{pattern}\": {e}")))?;
+        }
         for origin in &self.cors_origins {
             check(
                 origin == "*" || axum::http::HeaderValue::from_str(origin).is_ok(),
@@ -191,27 +244,59 @@ impl DispatcherConfig {
     /// The verifier of server-API tokens, if a key is configured; a key
     /// that cannot be read or used is an error at start.
     pub fn server_verifier(&self) -> Result<Option<TokenVerifier>, ConfigError> {
-        let read = |path: &PathBuf| {
-            std::fs::read(path).map_err(|source| ConfigError::Read {
-                path: path.clone(),
-                source,
-            })
-        };
-        let key = match (&self.server_public_key, &self.server_secret_file) {
-            (Some(path), _) => KeyMaterial::PublicKeyPem(read(path)?),
-            (None, Some(path)) => KeyMaterial::HmacSecret(read(path)?),
-            (None, None) => return Ok(None),
-        };
-        TokenVerifier::new(VerifierConfig {
-            key,
-            algorithms: self.server_algorithms.clone(),
-            issuer: None,
-            audience: None,
-            leeway_secs: 5,
-        })
-        .map(Some)
-        .map_err(|e| ConfigError::Invalid(format!("server key: {e}")))
+        verifier(
+            "server key",
+            self.server_public_key.as_ref(),
+            self.server_secret_file.as_ref(),
+            VerifierConfig {
+                key: KeyMaterial::HmacSecret(Vec::new()),
+                algorithms: self.server_algorithms.clone(),
+                issuer: None,
+                audience: None,
+                leeway_secs: 5,
+            },
+        )
     }
+
+    /// The verifier of user tokens (token rooms), if a key is configured.
+    pub fn user_verifier(&self) -> Result<Option<TokenVerifier>, ConfigError> {
+        verifier(
+            "user key",
+            self.user_public_key.as_ref(),
+            self.user_secret_file.as_ref(),
+            VerifierConfig {
+                key: KeyMaterial::HmacSecret(Vec::new()),
+                algorithms: self.user_algorithms.clone(),
+                issuer: self.user_issuer.clone(),
+                audience: self.user_audience.clone(),
+                leeway_secs: 5,
+            },
+        )
+    }
+}
+
+/// A verifier with the key read from `public` (PEM) or `secret` (HMAC),
+/// and the rest of `settings`; `None` without a key.
+fn verifier(
+    what: &str,
+    public: Option<&PathBuf>,
+    secret: Option<&PathBuf>,
+    settings: VerifierConfig,
+) -> Result<Option<TokenVerifier>, ConfigError> {
+    let read = |path: &PathBuf| {
+        std::fs::read(path).map_err(|source| ConfigError::Read {
+            path: path.clone(),
+            source,
+        })
+    };
+    let key = match (public, secret) {
+        (Some(path), _) => KeyMaterial::PublicKeyPem(read(path)?),
+        (None, Some(path)) => KeyMaterial::HmacSecret(read(path)?),
+        (None, None) => return Ok(None),
+    };
+    TokenVerifier::new(VerifierConfig { key, ..settings })
+        .map(Some)
+        .map_err(|e| ConfigError::Invalid(format!("{what}: {e}")))
 }
 
 #[cfg(test)]

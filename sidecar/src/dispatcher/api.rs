@@ -2,6 +2,10 @@
 //!
 //! - `POST /join/{room}`: a worker for the client, the room's counts and
 //!   its recent history;
+//!
+//! (these three apply the workers' read rule, `chatup_gate::subscribe`:
+//! a room in `token_rooms` needs `Authorization: Bearer <user token>`
+//! whose `rooms` claim allows it;)
 //! - `GET /rooms/{room}/stats`: readers and members over all workers;
 //! - `GET /rooms/{room}/messages`: the room's history, paginated;
 //! - `GET /workers`: the live workers and their load;
@@ -10,10 +14,12 @@
 
 use axum::body::Bytes;
 use axum::extract::State;
-use axum::http::StatusCode;
+use axum::http::{HeaderMap, StatusCode};
 use axum::response::IntoResponse;
 use axum::routing::{get, post};
 use axum::{Json, Router};
+use chatup_gate::subscribe::{reader, ReadAccess};
+use chatup_gate::TokenVerifier;
 use serde::Deserialize;
 use serde_json::{json, Value};
 
@@ -32,6 +38,42 @@ pub struct AppState {
     pub presence: Presence,
     pub join_history: usize,
     pub max_page: usize,
+    pub read: std::sync::Arc<ReadRule>,
+}
+
+/// Who may read which room: the workers' rule, with the same patterns and
+/// the site's key for user tokens.
+pub struct ReadRule {
+    pub token_rooms: Vec<String>,
+    /// Without it, token rooms are closed here.
+    pub verifier: Option<TokenVerifier>,
+}
+
+impl ReadRule {
+    /// Refuses a request about `room` that the workers would refuse a
+    /// reader of (401 or 403, JSON).
+    fn check(&self, room: &str, headers: &HeaderMap) -> Result<(), ApiError> {
+        let access = ReadAccess::of(room, &self.token_rooms, ReadAccess::Anyone);
+        if access == ReadAccess::Anyone {
+            return Ok(());
+        }
+        let Some(verifier) = &self.verifier else {
+            return Err(ApiError::new(
+                StatusCode::UNAUTHORIZED,
+                "this room needs a token, and this dispatcher has no user key",
+            ));
+        };
+        let authorization = headers
+            .get(axum::http::header::AUTHORIZATION)
+            .map(|v| v.as_bytes());
+        let token = chatup_gate::post::bearer_token(authorization).ok();
+        reader(verifier, token, room, access)
+            .map(drop)
+            .map_err(|e| {
+                let status = StatusCode::from_u16(e.status()).unwrap_or(StatusCode::UNAUTHORIZED);
+                ApiError::new(status, e.to_string())
+            })
+    }
 }
 
 pub fn router(state: AppState, server: ServerApi) -> Router {
@@ -69,8 +111,10 @@ struct JoinRequest {
 async fn join(
     State(state): State<AppState>,
     RoomRequest { room, .. }: RoomRequest,
+    headers: HeaderMap,
     body: Bytes,
 ) -> Result<impl IntoResponse, ApiError> {
+    state.read.check(&room, &headers)?;
     let request: JoinRequest = if body.iter().all(u8::is_ascii_whitespace) {
         JoinRequest::default()
     } else {
@@ -139,7 +183,9 @@ fn parse_messages(raw: Vec<String>) -> Vec<Value> {
 async fn stats(
     State(state): State<AppState>,
     RoomRequest { room, params }: RoomRequest,
+    headers: HeaderMap,
 ) -> Result<impl IntoResponse, ApiError> {
+    state.read.check(&room, &headers)?;
     let limit = params.number("limit", 100.min(state.max_page), state.max_page)?;
     let skip = params.number("skip", 0, usize::MAX)?;
     let live = live_ids(&state).await?;
@@ -164,7 +210,9 @@ async fn stats(
 async fn messages(
     State(state): State<AppState>,
     RoomRequest { room, params }: RoomRequest,
+    headers: HeaderMap,
 ) -> Result<impl IntoResponse, ApiError> {
+    state.read.check(&room, &headers)?;
     let limit = params.number("limit", 50.min(state.max_page), state.max_page)?;
     let all = store::all(&state.db, &room).await.map_err(unavailable)?;
     let all = parse_messages(all);

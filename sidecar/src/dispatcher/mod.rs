@@ -53,12 +53,20 @@ pub async fn run(
         store: Store::new(db.clone(), config.history_length, config.history_ttl_secs),
         ids: Arc::new(Mutex::new(MessageIdGenerator::new())),
     };
+    let user_verifier = config.user_verifier()?;
+    if user_verifier.is_none() && !config.token_rooms.is_empty() {
+        tracing::warn!(rooms = ?config.token_rooms, "no user key configured: token rooms are closed on this dispatcher");
+    }
     let state = api::AppState {
         registry: Registry::new(db.clone()),
         presence: Presence::new(db.clone()),
         db,
         join_history: config.join_history,
         max_page: config.max_page,
+        read: Arc::new(api::ReadRule {
+            token_rooms: config.token_rooms.clone(),
+            verifier: user_verifier,
+        }),
     };
     let mut app = api::router(state, server);
     if let Some(path) = &config.dev_token_key {
