@@ -136,7 +136,7 @@ Who is there, and the history:
   curl -s $dispatcher/rooms/lobby/messages
 
 Ban bob from the room for a minute (the server API takes JWTs signed with the server key):
-  curl -s -X POST $dispatcher/bans --data-binary "\$($chatup dev-server-token \\
+  curl -s -X POST $dispatcher/bans --data-binary "\$($chatup dev-server-token --act ban \\
     --claims '{"bans": [{"user": "bob", "room": "lobby", "duration": 60}]}')"
 
 Another token: $chatup dev-token --sub bob --name Bob

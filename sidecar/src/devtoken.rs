@@ -81,6 +81,9 @@ impl DevSigner {
 
 #[derive(Debug, clap::Args)]
 pub struct DevServerTokenArgs {
+    /// The action the token authorizes: ban, lift, list or post.
+    #[arg(long)]
+    pub act: String,
     /// The request's claims as JSON, e.g. '{"bans": [{"user": "bob", "room": "lobby"}]}'.
     #[arg(long)]
     pub claims: String,
@@ -93,7 +96,8 @@ pub struct DevServerTokenArgs {
     pub secret: PathBuf,
 }
 
-/// A server-API token: the given claims plus `exp`.
+/// A server-API token for one request: the given claims plus `act`, a
+/// random `jti` and `exp`.
 pub fn mint_server(args: &DevServerTokenArgs) -> anyhow::Result<String> {
     let secret = std::fs::read(&args.secret)
         .with_context(|| format!("reading {}", args.secret.display()))?;
@@ -106,6 +110,9 @@ pub fn mint_server(args: &DevServerTokenArgs) -> anyhow::Result<String> {
         .duration_since(std::time::UNIX_EPOCH)?
         .as_secs();
     object.insert("exp".into(), serde_json::json!(now + args.ttl));
+    object.insert("act".into(), serde_json::json!(args.act));
+    let jti: u128 = rand::random();
+    object.insert("jti".into(), serde_json::json!(format!("{jti:032x}")));
     let key = EncodingKey::from_secret(secret.trim_ascii_end());
     Ok(encode(&Header::new(Algorithm::HS256), &claims, &key)?)
 }

@@ -50,6 +50,12 @@ pub fn user_rooms(user: &str) -> String {
     format!("chatup:{{u:{user}}}:rooms")
 }
 
+/// String: a server token's `jti`, kept until the token expires (replays
+/// are refused).
+pub fn used_server_token(jti: &str) -> String {
+    format!("chatup:{{chatup-jti}}:{jti}")
+}
+
 /// Hash: `<room>\n<user>` → a ban (JSON); room `*` for every room.
 pub const BANS: &str = "chatup:{chatup-bans}:all";
 /// Pub/Sub channel announcing ban changes to the workers.

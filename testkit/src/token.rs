@@ -34,10 +34,20 @@ pub fn server_secret_path() -> std::path::PathBuf {
     workspace_root().join("conf/dev-keys/jwt-hs256.secret")
 }
 
-/// A server-API token (HS256 with the development server secret) with
-/// these claims and an `exp` a minute away.
-pub fn server_token(claims: Value) -> String {
+/// A server-API token (HS256 with the development server secret) for one
+/// request: `act` (ban, lift, list, post), these claims, a fresh `jti`
+/// and an `exp` a minute away.
+pub fn server_token(act: &str, claims: Value) -> String {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static NEXT: AtomicU64 = AtomicU64::new(0);
     let mut claims = claims;
+    claims["act"] = json!(act);
+    claims["jti"] = json!(format!(
+        "test-{}-{}-{}",
+        std::process::id(),
+        now_secs(),
+        NEXT.fetch_add(1, Ordering::Relaxed)
+    ));
     claims["exp"] = json!(now_secs() + 60);
     server_token_exactly(&claims)
 }

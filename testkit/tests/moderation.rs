@@ -38,7 +38,7 @@ async fn server_call(
 }
 
 async fn ban(dispatcher: &Dispatcher, bans: Value) -> Value {
-    let token = server_token(json!({ "bans": bans }));
+    let token = server_token("ban", json!({ "bans": bans }));
     let (status, body) = server_call(dispatcher, reqwest::Method::POST, "/bans", &token).await;
     assert_eq!(status, 200, "{body}");
     body
@@ -100,7 +100,7 @@ async fn a_ban_holds_on_every_worker_within_a_second_expires_and_can_be_lifted()
     ban(&dispatcher, json!([{"user": "troll", "room": "*"}])).await;
     let (body, _) = post_until(&a, "anywhere", &troll, 403).await;
     assert_eq!(body["ttl"], Value::Null);
-    let lift = server_token(json!({"bans": [{"user": "troll", "room": "*"}]}));
+    let lift = server_token("lift", json!({"bans": [{"user": "troll", "room": "*"}]}));
     let (status, body) = server_call(&dispatcher, reqwest::Method::DELETE, "/bans", &lift).await;
     assert_eq!(status, 200, "{body}");
     assert_eq!(body["lifted"], json!([{"user": "troll", "room": "*"}]));
@@ -207,7 +207,7 @@ async fn bad_server_tokens_are_refused_with_401_and_change_nothing() {
             400,
         ),
     ] {
-        let token = server_token(claims);
+        let token = server_token("ban", claims);
         let (got, body) = server_call(&dispatcher, reqwest::Method::POST, "/bans", &token).await;
         assert_eq!(got, status, "{name}: {body}");
     }
@@ -220,7 +220,7 @@ async fn bad_server_tokens_are_refused_with_401_and_change_nothing() {
     assert_eq!(response.status(), 401);
     let response = client
         .get(&list_url)
-        .bearer_auth(server_token(json!({})))
+        .bearer_auth(server_token("list", json!({"room": "lobby"})))
         .send()
         .await
         .unwrap();
@@ -240,10 +240,13 @@ async fn server_posts_and_custom_events_reach_readers_like_messages() {
     let mut reader = Subscriber::open(Transport::EventSource, &worker, "stage", watch)
         .await
         .unwrap();
-    let token = server_token(json!({"items": [
-        {"room": "stage", "msg": "The show starts in 5 minutes", "user": {"name": "Host"}},
-        {"room": "stage", "ev": "poll", "data": {"question": "Encore?"}},
-    ]}));
+    let token = server_token(
+        "post",
+        json!({"items": [
+            {"room": "stage", "msg": "The show starts in 5 minutes", "user": {"name": "Host"}},
+            {"room": "stage", "ev": "poll", "data": {"question": "Encore?"}},
+        ]}),
+    );
     let (status, body) = server_call(&dispatcher, reqwest::Method::POST, "/messages", &token).await;
     assert_eq!(status, 200, "{body}");
     assert_eq!(body["items"].as_array().unwrap().len(), 2);
@@ -263,10 +266,16 @@ async fn server_posts_and_custom_events_reach_readers_like_messages() {
         "{history}"
     );
 
-    let reserved = server_token(json!({"items": [{"room": "stage", "ev": "rmUserMsg"}]}));
+    let reserved = server_token(
+        "post",
+        json!({"items": [{"room": "stage", "ev": "rmUserMsg"}]}),
+    );
     let (status, _) = server_call(&dispatcher, reqwest::Method::POST, "/messages", &reserved).await;
     assert_eq!(status, 400);
-    let both = server_token(json!({"items": [{"room": "stage", "msg": "x", "ev": "y"}]}));
+    let both = server_token(
+        "post",
+        json!({"items": [{"room": "stage", "msg": "x", "ev": "y"}]}),
+    );
     let (status, _) = server_call(&dispatcher, reqwest::Method::POST, "/messages", &both).await;
     assert_eq!(status, 400);
 }
@@ -523,4 +532,67 @@ async fn private_rooms_stay_private_on_the_dispatcher_too() {
     // Public rooms stay open to anyone.
     let (status, body) = ask(get, "/rooms/lobby/messages".into(), None).await;
     assert_eq!(status, 200, "{body}");
+}
+
+#[tokio::test]
+async fn a_server_token_authorizes_its_own_action_once() {
+    let redis = Redis::start().unwrap();
+    let worker = ChatWorker::start(&redis).unwrap();
+    let dispatcher = Dispatcher::start(&redis).unwrap();
+    let mut reader = Subscriber::connect(Transport::WebSocket, &worker, "lobby", None)
+        .await
+        .unwrap();
+
+    // A captured ban token cannot lift the ban.
+    let ban_token = server_token("ban", json!({"bans": [{"user": "troll", "room": "lobby"}]}));
+    let (status, body) = server_call(&dispatcher, reqwest::Method::POST, "/bans", &ban_token).await;
+    assert_eq!(status, 200, "{body}");
+    let (status, body) =
+        server_call(&dispatcher, reqwest::Method::DELETE, "/bans", &ban_token).await;
+    assert_eq!(status, 401, "{body}");
+    assert!(body["error"].as_str().unwrap().contains("act"), "{body}");
+
+    // A replayed post token posts nothing the second time.
+    let post = server_token("post", json!({"items": [{"room": "lobby", "msg": "once"}]}));
+    let (status, body) = server_call(&dispatcher, reqwest::Method::POST, "/messages", &post).await;
+    assert_eq!(status, 200, "{body}");
+    let (status, body) = server_call(&dispatcher, reqwest::Method::POST, "/messages", &post).await;
+    assert_eq!(status, 401, "{body}");
+    assert!(
+        body["error"].as_str().unwrap().contains("used already"),
+        "{body}"
+    );
+    let got = items(&reader.frames_until(1, WAIT).await);
+    assert_eq!(got.len(), 1);
+    assert!(
+        reader
+            .drain_for(Duration::from_millis(300))
+            .await
+            .is_empty(),
+        "posted twice"
+    );
+
+    // A list token lists its own room's bans only; no other token lists.
+    let client = reqwest::Client::new();
+    let list = |room: &'static str, token: String| {
+        let request = client
+            .get(format!("{}/rooms/{room}/bans", dispatcher.base_url()))
+            .bearer_auth(token);
+        async move { request.send().await.unwrap().status().as_u16() }
+    };
+    assert_eq!(
+        list("staff", server_token("list", json!({"room": "lobby"}))).await,
+        401
+    );
+    assert_eq!(
+        list("lobby", server_token("post", json!({"room": "lobby"}))).await,
+        401
+    );
+    let unnamed =
+        server_token_exactly(&json!({"act": "list", "room": "lobby", "exp": now_secs() + 60}));
+    assert_eq!(list("lobby", unnamed).await, 401, "no jti");
+    assert_eq!(
+        list("lobby", server_token("list", json!({"room": "lobby"}))).await,
+        200
+    );
 }

@@ -28,9 +28,11 @@ async function killWorker(id) {
   if (answer.done || answer.value.trim() !== "OK") throw new Error(`harness did not kill ${id}`);
 }
 
-function serverToken(claims) {
+/** A server-API token for one request: `act`, these claims, a fresh `jti`. */
+function serverToken(act, claims) {
   const b64 = (v) => Buffer.from(JSON.stringify(v)).toString("base64url");
-  const body = `${b64({ alg: "HS256", typ: "JWT" })}.${b64({ ...claims, exp: Math.floor(Date.now() / 1000) + 60 })}`;
+  const jti = `e2e-${process.pid}-${Date.now()}-${Math.random().toString(36).slice(2)}`;
+  const body = `${b64({ alg: "HS256", typ: "JWT" })}.${b64({ ...claims, act, jti, exp: Math.floor(Date.now() / 1000) + 60 })}`;
   const secret = readFileSync(serverSecret).toString().trimEnd();
   return `${body}.${createHmac("sha256", secret).update(body).digest("base64url")}`;
 }
@@ -214,7 +216,7 @@ const scenarios = {
     const eve = await openChat("Eve", "e2e-ban");
     await say(dave, "buy cheap followers at spam.example");
     await waitForTexts(eve, ["buy cheap followers at spam.example"]);
-    const token = serverToken({ bans: [{ user: "dev-dave", room: "e2e-ban", duration: 600, reason: "spam" }] });
+    const token = serverToken("ban", { bans: [{ user: "dev-dave", room: "e2e-ban", duration: 600, reason: "spam" }] });
     const response = await fetch(`${dispatcher}/bans`, { method: "POST", body: token });
     if (response.status !== 200) throw new Error(`ban: ${response.status} ${await response.text()}`);
     await eve.waitForFunction(

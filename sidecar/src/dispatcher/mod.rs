@@ -6,6 +6,7 @@
 mod api;
 mod dev;
 mod params;
+mod replay;
 mod server_api;
 
 use std::sync::{Arc, Mutex};
@@ -50,6 +51,7 @@ pub async fn run(
         verifier: verifier.map(Arc::new),
         max_ttl_secs: config.server_token_max_ttl_secs,
         bans: BanStore::new(db.clone()),
+        used_tokens: replay::UsedTokens::new(db.clone()),
         store: Store::new(db.clone(), config.history_length, config.history_ttl_secs),
         ids: Arc::new(Mutex::new(MessageIdGenerator::new())),
     };

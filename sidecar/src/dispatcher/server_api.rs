@@ -11,6 +11,12 @@
 //!
 //! Every item is checked before anything changes: one bad item refuses the
 //! whole request with 400.
+//!
+//! A server token authorizes one request, once: its `act` claim names the
+//! action (`ban`, `lift`, `list`, `post`), a `list` token names its `room`,
+//! and its `jti` (a unique id) is remembered in Redis until the token
+//! expires, so a captured token can neither do something else nor be
+//! replayed.
 
 use std::sync::{Arc, Mutex};
 use std::time::SystemTime;
@@ -34,6 +40,7 @@ use crate::api_error::ApiError;
 use crate::bans::{Ban, BanStore};
 use crate::db::DbError;
 use crate::dispatcher::params::RoomRequest;
+use crate::dispatcher::replay::UsedTokens;
 use crate::store::{self, Store};
 
 /// Longest server message, in characters.
@@ -46,6 +53,7 @@ pub struct ServerApi {
     pub verifier: Option<Arc<TokenVerifier>>,
     pub max_ttl_secs: u64,
     pub bans: BanStore,
+    pub used_tokens: UsedTokens,
     pub store: Store,
     pub ids: Arc<Mutex<MessageIdGenerator>>,
 }
@@ -59,18 +67,49 @@ fn unauthorized(message: impl Into<String>) -> ApiError {
     ApiError::new(StatusCode::UNAUTHORIZED, message)
 }
 
-/// A server token's claims: its expiry and the request's own.
+/// A server token's claims: its expiry, action, id and the request's own.
 #[derive(Deserialize)]
 struct Claims<T> {
     exp: u64,
+    act: Option<String>,
+    jti: Option<String>,
     #[serde(flatten)]
     request: T,
 }
 
+/// What a server token may authorize: its `act` claim.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Action {
+    Ban,
+    Lift,
+    List,
+    Post,
+}
+
+impl Action {
+    fn name(self) -> &'static str {
+        match self {
+            Action::Ban => "ban",
+            Action::Lift => "lift",
+            Action::List => "list",
+            Action::Post => "post",
+        }
+    }
+}
+
+/// Longest `jti`: it becomes part of a Redis key.
+const MAX_JTI_LEN: usize = 128;
+
 impl ServerApi {
-    /// The claims of a server token, checked: signature, pinned algorithm,
-    /// `exp`, and a lifetime no longer than `max_ttl_secs`.
-    fn claims<T: DeserializeOwned>(&self, token: &str) -> Result<T, ApiError> {
+    /// The claims of a server token for `action`, checked: signature,
+    /// pinned algorithm, `exp`, a lifetime no longer than `max_ttl_secs`,
+    /// `act`, and a `jti` never used before (then remembered until the
+    /// token expires).
+    async fn claims<T: DeserializeOwned>(
+        &self,
+        token: &str,
+        action: Action,
+    ) -> Result<T, ApiError> {
         let verifier = self.verifier.as_ref().ok_or_else(|| {
             ApiError::new(
                 StatusCode::NOT_IMPLEMENTED,
@@ -93,8 +132,33 @@ impl ServerApi {
                 self.max_ttl_secs
             )));
         }
-        serde_json::from_value(claims.request)
-            .map_err(|e| ApiError::bad_request(format!("invalid claims: {e}")))
+        if claims.act.as_deref() != Some(action.name()) {
+            return Err(unauthorized(format!(
+                "this server token is not for this request: its act claim must be \"{}\"",
+                action.name()
+            )));
+        }
+        let jti = claims
+            .jti
+            .filter(|j| !j.is_empty() && j.len() <= MAX_JTI_LEN)
+            .ok_or_else(|| {
+                unauthorized(format!(
+                    "server tokens need a jti claim (a unique id, at most {MAX_JTI_LEN} bytes)"
+                ))
+            })?;
+        let request = serde_json::from_value(claims.request)
+            .map_err(|e| ApiError::bad_request(format!("invalid claims: {e}")))?;
+        // Remembered until the token expires (plus the verifier's leeway).
+        let keep_secs = claims.exp.saturating_sub(now) + 10;
+        if !self
+            .used_tokens
+            .first_use(&jti, keep_secs)
+            .await
+            .map_err(unavailable)?
+        {
+            return Err(unauthorized("this server token was used already"));
+        }
+        Ok(request)
     }
 
     fn next_id(&self, now: SystemTime) -> String {
@@ -136,7 +200,7 @@ fn check_target(user: &str, room: &str) -> Result<(), ApiError> {
 
 /// `POST /bans`.
 pub async fn ban(State(api): State<ServerApi>, body: Bytes) -> Result<impl IntoResponse, ApiError> {
-    let claims: BanClaims = api.claims(body_token(&body)?)?;
+    let claims: BanClaims = api.claims(body_token(&body)?, Action::Ban).await?;
     let now = SystemTime::now();
     let now_ms = unix_millis(now);
     let mut bans = Vec::new();
@@ -227,7 +291,7 @@ pub async fn lift(
     State(api): State<ServerApi>,
     body: Bytes,
 ) -> Result<impl IntoResponse, ApiError> {
-    let claims: LiftClaims = api.claims(body_token(&body)?)?;
+    let claims: LiftClaims = api.claims(body_token(&body)?, Action::Lift).await?;
     for item in &claims.bans {
         check_target(&item.user, &item.room)?;
     }
@@ -246,6 +310,12 @@ pub async fn lift(
     Ok(Json(json!({ "lifted": lifted })))
 }
 
+#[derive(Deserialize)]
+struct ListClaims {
+    /// The room whose bans the token may list.
+    room: String,
+}
+
 /// `GET /rooms/{room}/bans`: the bans in force there (its own and the
 /// ones for every room).
 pub async fn list(
@@ -258,7 +328,12 @@ pub async fn list(
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.strip_prefix("Bearer "))
         .ok_or_else(|| unauthorized("missing Authorization: Bearer <server token>"))?;
-    let _: Value = api.claims(token)?;
+    let claims: ListClaims = api.claims(token, Action::List).await?;
+    if claims.room != room {
+        return Err(unauthorized(
+            "this server token lists the bans of another room",
+        ));
+    }
     let now_ms = unix_millis(SystemTime::now());
     let bans: Vec<Value> = api
         .bans
@@ -327,7 +402,7 @@ pub async fn post(
     State(api): State<ServerApi>,
     body: Bytes,
 ) -> Result<impl IntoResponse, ApiError> {
-    let claims: PostClaims = api.claims(body_token(&body)?)?;
+    let claims: PostClaims = api.claims(body_token(&body)?, Action::Post).await?;
     let now = SystemTime::now();
     let ts = unix_millis(now);
     let mut outgoing = Vec::new();
