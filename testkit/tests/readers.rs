@@ -359,3 +359,32 @@ async fn a_worker_short_of_connections_refuses_readers_with_503_and_keeps_every_
         admitted.len()
     );
 }
+
+#[tokio::test]
+async fn no_reader_token_lands_in_the_access_log() {
+    let redis = Redis::start().unwrap();
+    let worker = ChatWorker::start(&redis).unwrap();
+    let token = token_for("anna", "Anna");
+    let options = SubscribeOptions {
+        token: Some(&token),
+        ..Default::default()
+    };
+    let mut reader = Subscriber::open(Transport::EventSource, &worker, "logged", options)
+        .await
+        .unwrap();
+    let id = post_acked(&worker, "logged", "hello").await;
+    assert_eq!(ids(&items(&reader.frames_until(1, WAIT).await)), [id]);
+    drop(reader);
+    let log_path = worker.dir().join("nginx-access.log");
+    let log = eventually("the reader's request logged", WAIT, async || {
+        let log = std::fs::read_to_string(&log_path).ok()?;
+        log.contains("/sub/logged").then_some(log)
+    })
+    .await;
+    let signature = token.rsplit('.').next().unwrap();
+    assert!(
+        !log.contains(signature),
+        "a token in the access log:\n{log}"
+    );
+    assert!(!log.contains("token="), "{log}");
+}

@@ -1,6 +1,10 @@
 //! The envelope: one chat message as stored in history and broadcast.
 
 use serde::{Deserialize, Serialize};
+
+/// The user id of the site's own server posts (`role: "system"`): no user
+/// token may name it.
+pub const SYSTEM_USER: &str = "system";
 use serde_json::{Map, Value};
 
 /// A chat message, built by the nginx module once the token and the body

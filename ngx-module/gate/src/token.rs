@@ -246,6 +246,11 @@ impl TokenVerifier {
 
 fn identity_from(claims: Claims) -> Result<Identity, GateError> {
     let sub = match claims.sub {
+        Some(Value::String(s)) if s == chatup_wire::envelope::SYSTEM_USER => {
+            return Err(GateError::BadToken(format!(
+                "token sub \"{s}\" is reserved for the site's server posts"
+            )))
+        }
         Some(Value::String(s)) if !s.is_empty() && s.len() <= MAX_SUB_LEN => s,
         Some(Value::String(s)) if !s.is_empty() => {
             return Err(GateError::BadToken(format!(

@@ -347,3 +347,11 @@ fn the_rooms_claim_applies_to_reading() {
         ReadAccess::Anyone
     );
 }
+
+#[test]
+fn a_user_token_cannot_be_the_system_user() {
+    let verifier = hs_verifier();
+    let token = hs_token(json!({"sub": "system", "exp": now() + 60}));
+    let message = bad_token_message(verifier.verify(&token));
+    assert!(message.contains("reserved"), "{message}");
+}

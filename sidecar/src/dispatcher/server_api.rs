@@ -372,7 +372,7 @@ enum Outgoing {
 
 fn system_user(public: Option<Map<String, Value>>) -> User {
     User {
-        id: "system".into(),
+        id: chatup_wire::envelope::SYSTEM_USER.into(),
         public,
         role: Some("system".into()),
     }
