@@ -54,6 +54,8 @@ pub struct LocConf {
     issuer: Option<String>,
     audience: Option<String>,
     leeway_secs: Option<u64>,
+    /// `chatup_jwt_max_lifetime`: 0 is off.
+    max_lifetime_secs: Option<u64>,
     max_message_chars: Option<usize>,
     handoff_uri: Option<String>,
     /// Rooms whose readers need a token even where anyone may read.
@@ -106,6 +108,7 @@ impl LocConf {
         take(&mut self.issuer, &parent.issuer);
         take(&mut self.audience, &parent.audience);
         take(&mut self.leeway_secs, &parent.leeway_secs);
+        take(&mut self.max_lifetime_secs, &parent.max_lifetime_secs);
         take(&mut self.max_message_chars, &parent.max_message_chars);
         take(&mut self.handoff_uri, &parent.handoff_uri);
         take(&mut self.token_rooms, &parent.token_rooms);
@@ -124,6 +127,11 @@ impl LocConf {
             issuer: self.issuer.clone(),
             audience: self.audience.clone(),
             leeway_secs: self.leeway_secs.unwrap_or(DEFAULT_LEEWAY_SECS),
+            max_lifetime_secs: match self.max_lifetime_secs {
+                None => Some(chatup_gate::token::DEFAULT_MAX_LIFETIME_SECS),
+                Some(0) => None,
+                Some(secs) => Some(secs),
+            },
         })
         .map_err(|e| e.to_string())
     }
@@ -233,12 +241,20 @@ fn read_key_file(path: &str) -> Result<Vec<u8>, String> {
     std::fs::read(path).map_err(|e| format!("cannot read \"{path}\": {e}"))
 }
 
+/// `30`, `30s`, `15m`, `24h`, `7d`.
 fn parse_seconds(value: &str) -> Result<u64, String> {
-    value
-        .strip_suffix('s')
-        .unwrap_or(value)
-        .parse()
-        .map_err(|_| format!("invalid duration \"{value}\""))
+    let (digits, unit) = match value.as_bytes().last() {
+        Some(b's') => (&value[..value.len() - 1], 1),
+        Some(b'm') => (&value[..value.len() - 1], 60),
+        Some(b'h') => (&value[..value.len() - 1], 3600),
+        Some(b'd') => (&value[..value.len() - 1], 86_400),
+        _ => (value, 1),
+    };
+    digits
+        .parse::<u64>()
+        .ok()
+        .and_then(|n| n.checked_mul(unit))
+        .ok_or_else(|| format!("invalid duration \"{value}\""))
 }
 
 macro_rules! directive_handler {
@@ -505,6 +521,19 @@ directive_handler!(set_leeway, |conf, args| {
     set_once(&mut conf.leeway_secs, secs)
 });
 
+directive_handler!(set_max_lifetime, |conf, args| {
+    let secs = if args[0] == "off" {
+        0
+    } else {
+        let secs = parse_seconds(args[0])?;
+        if secs == 0 {
+            return Err("must be a duration, or off".into());
+        }
+        secs
+    };
+    set_once(&mut conf.max_lifetime_secs, secs)
+});
+
 directive_handler!(set_max_message_length, |conf, args| {
     let n: usize = args[0]
         .parse()
@@ -540,6 +569,7 @@ fn check_key(key: &KeyMaterial) -> Result<(), String> {
         issuer: None,
         audience: None,
         leeway_secs: 0,
+        max_lifetime_secs: None,
     })
     .map(drop)
     .map_err(|e| e.to_string())

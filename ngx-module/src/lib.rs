@@ -19,6 +19,8 @@
 //! - `chatup_jwt_secret_file <path>;` / `chatup_jwt_public_key <path>;`
 //! - `chatup_jwt_algorithms <alg>...;`, `chatup_jwt_issuer`, `chatup_jwt_audience`,
 //!   `chatup_jwt_leeway <seconds>;`
+//! - `chatup_jwt_max_lifetime <duration>|off;` (default 24h): tokens
+//!   expiring further away are refused
 //! - `chatup_max_message_length <characters>;`
 //! - `chatup_handoff <uri>;` — internal location that proxies to the sidecar
 //!
@@ -165,7 +167,7 @@ const fn command_at(
     }
 }
 
-static mut NGX_HTTP_CHATUP_COMMANDS: [ngx_command_t; 18] = [
+static mut NGX_HTTP_CHATUP_COMMANDS: [ngx_command_t; 19] = [
     command(
         ngx_string!("chatup_post"),
         NGX_HTTP_LOC_CONF | NGX_CONF_NOARGS,
@@ -236,6 +238,11 @@ static mut NGX_HTTP_CHATUP_COMMANDS: [ngx_command_t; 18] = [
         ngx_string!("chatup_jwt_leeway"),
         ANY_LEVEL | NGX_CONF_TAKE1,
         config::set_leeway,
+    ),
+    command(
+        ngx_string!("chatup_jwt_max_lifetime"),
+        ANY_LEVEL | NGX_CONF_TAKE1,
+        config::set_max_lifetime,
     ),
     command(
         ngx_string!("chatup_max_message_length"),

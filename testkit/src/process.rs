@@ -236,7 +236,7 @@ pub struct WorkerOptions {
     pub count_interval_ms: u64,
     pub history_ttl_secs: u64,
     /// The worker's TOML configuration file (rate limits, filters: the
-    /// settings that have no flag). By default the rate limit is off.
+    /// settings that have no flag). By default the rate limits are off.
     pub config_toml: String,
     /// Announce the worker to dispatchers (with its public URL).
     pub announce: bool,
@@ -260,7 +260,7 @@ impl Default for WorkerOptions {
             presence_threshold: 200,
             count_interval_ms: 5000,
             history_ttl_secs: 3600,
-            config_toml: "[rate_limit]\nrate_per_sec = 0\n".into(),
+            config_toml: "[rate_limit]\nrate_per_sec = 0\nuser_rate_per_sec = 0\n".into(),
             announce: true,
             max_readers: 0,
             redis_url: None,

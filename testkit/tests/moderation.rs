@@ -596,3 +596,68 @@ async fn a_server_token_authorizes_its_own_action_once() {
         200
     );
 }
+
+#[tokio::test]
+async fn one_token_cannot_post_at_the_room_rate_in_many_rooms_at_once() {
+    let redis = Redis::start().unwrap();
+    let worker = ChatWorker::start_with(
+        &redis,
+        WorkerOptions {
+            // The shipped limits.
+            config_toml: "[rate_limit]\nrate_per_sec = 1.0\nburst = 5\nuser_rate_per_sec = 2.0\nuser_burst = 10\n".into(),
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    let spammer = token_for("spammer", "Spam");
+    let mut accepted = 0;
+    let mut limited = 0;
+    for n in 0..100 {
+        let room = format!("room-{}", n % 20);
+        let (status, body) = post_message(&worker, &room, Some(&spammer), &msg("buy now")).await;
+        match status {
+            202 => accepted += 1,
+            429 => {
+                assert_eq!(body["error"], "rate limited", "{body}");
+                limited += 1;
+            }
+            other => panic!("{other}: {body}"),
+        }
+    }
+    // The user's burst, plus what refilled while posting.
+    assert!(accepted <= 15, "{accepted} of 100 accepted");
+    assert_eq!(accepted + limited, 100);
+    // Another user is not slowed by it.
+    let (status, _) = post_message(
+        &worker,
+        "room-0",
+        Some(&token_for("fan", "Fan")),
+        &msg("hi"),
+    )
+    .await;
+    assert_eq!(status, 202);
+}
+
+#[tokio::test]
+async fn a_token_valid_for_a_century_is_refused_by_the_shipped_configuration() {
+    let redis = Redis::start().unwrap();
+    let worker = ChatWorker::start(&redis).unwrap();
+    let forever = rs256_token(&json!({"sub": "anna", "exp": now_secs() + 100 * 365 * 24 * 3600}));
+    let (status, body) = post_message(&worker, "lobby", Some(&forever), &msg("hi")).await;
+    assert_eq!(status, 401, "{body}");
+    assert!(
+        body["error"]
+            .as_str()
+            .unwrap()
+            .contains("expires more than"),
+        "{body}"
+    );
+    let (status, _) = post_message(
+        &worker,
+        "lobby",
+        Some(&token_for("anna", "Anna")),
+        &msg("hi"),
+    )
+    .await;
+    assert_eq!(status, 202, "an ordinary token still works");
+}

@@ -41,7 +41,14 @@ pub struct VerifierConfig {
     pub audience: Option<String>,
     /// Clock skew tolerated on `exp` and `nbf`, in seconds.
     pub leeway_secs: u64,
+    /// User tokens expiring further away than this are refused (a token
+    /// that practically never expires is a credential that never dies);
+    /// `None`: no bound.
+    pub max_lifetime_secs: Option<u64>,
 }
+
+/// The shipped bound on a user token's remaining lifetime: a day.
+pub const DEFAULT_MAX_LIFETIME_SECS: u64 = 24 * 3600;
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum KeyError {
@@ -124,6 +131,7 @@ pub struct TokenVerifier {
     key: DecodingKey,
     validation: Validation,
     algorithms: Vec<Algorithm>,
+    max_lifetime_secs: Option<u64>,
 }
 
 impl std::fmt::Debug for TokenVerifier {
@@ -138,6 +146,9 @@ impl std::fmt::Debug for TokenVerifier {
 struct Claims {
     #[serde(default)]
     sub: Option<Value>,
+    /// Checked by the validation; read again for the lifetime bound.
+    #[serde(default)]
+    exp: Option<u64>,
     #[serde(default)]
     public: Option<Value>,
     #[serde(default)]
@@ -193,6 +204,7 @@ impl TokenVerifier {
             key,
             validation,
             algorithms,
+            max_lifetime_secs: config.max_lifetime_secs,
         })
     }
 
@@ -201,6 +213,17 @@ impl TokenVerifier {
         self.check_pinned_algorithm(token)?;
         let data = jsonwebtoken::decode::<Claims>(token, &self.key, &self.validation)
             .map_err(|e| GateError::BadToken(describe(e.kind())))?;
+        if let (Some(max), Some(exp)) = (self.max_lifetime_secs, data.claims.exp) {
+            let now = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.as_secs())
+                .unwrap_or(0);
+            if exp.saturating_sub(now) > max + self.validation.leeway {
+                return Err(GateError::BadToken(format!(
+                    "token expires more than {max} seconds from now"
+                )));
+            }
+        }
         identity_from(data.claims)
     }
 

@@ -24,6 +24,7 @@ fn config(key: KeyMaterial, algorithms: &[&str]) -> VerifierConfig {
         issuer: None,
         audience: None,
         leeway_secs: 5,
+        max_lifetime_secs: Some(chatup_gate::token::DEFAULT_MAX_LIFETIME_SECS),
     }
 }
 
@@ -354,4 +355,20 @@ fn a_user_token_cannot_be_the_system_user() {
     let token = hs_token(json!({"sub": "system", "exp": now() + 60}));
     let message = bad_token_message(verifier.verify(&token));
     assert!(message.contains("reserved"), "{message}");
+}
+
+#[test]
+fn a_token_that_practically_never_expires_is_refused() {
+    let verifier = hs_verifier();
+    let forever = hs_token(json!({"sub": "anna", "exp": now() + 100 * 365 * 24 * 3600}));
+    let message = bad_token_message(verifier.verify(&forever));
+    assert!(message.contains("expires more than"), "{message}");
+    let a_day = hs_token(json!({"sub": "anna", "exp": now() + 24 * 3600}));
+    assert!(verifier.verify(&a_day).is_ok());
+    let unbounded = TokenVerifier::new(VerifierConfig {
+        max_lifetime_secs: None,
+        ..config(KeyMaterial::HmacSecret(HS_SECRET.to_vec()), &[])
+    })
+    .unwrap();
+    assert!(unbounded.verify(&forever).is_ok());
 }

@@ -55,6 +55,8 @@ pub struct DispatcherConfig {
     pub user_algorithms: Vec<String>,
     pub user_issuer: Option<String>,
     pub user_audience: Option<String>,
+    /// As the workers' `chatup_jwt_max_lifetime`, in seconds (0: off).
+    pub user_max_lifetime_secs: u64,
     /// Development only: serve this directory (the built client and its
     /// example page) under `/demo/`.
     pub demo_dir: Option<PathBuf>,
@@ -86,6 +88,7 @@ impl Default for DispatcherConfig {
             user_algorithms: Vec::new(),
             user_issuer: None,
             user_audience: None,
+            user_max_lifetime_secs: chatup_gate::token::DEFAULT_MAX_LIFETIME_SECS,
             demo_dir: None,
             dev_token_key: None,
             log_format: LogFormat::Text,
@@ -154,6 +157,9 @@ pub struct DispatcherArgs {
     /// Required `aud` of user tokens [default: not checked]
     #[arg(long, env = "CHATUP_USER_AUDIENCE")]
     pub user_audience: Option<String>,
+    /// Longest remaining lifetime of a user token, in seconds, 0 for no limit [default: 86400]
+    #[arg(long, env = "CHATUP_USER_MAX_LIFETIME_SECS")]
+    pub user_max_lifetime_secs: Option<u64>,
     /// Development only: directory served under /demo/ (the example page) [default: none]
     #[arg(long, env = "CHATUP_DEMO_DIR")]
     pub demo_dir: Option<PathBuf>,
@@ -183,6 +189,7 @@ impl DispatcherConfig {
             history_ttl_secs,
             token_rooms,
             user_algorithms,
+            user_max_lifetime_secs,
             log_format
         );
         overlay_some!(
@@ -254,6 +261,8 @@ impl DispatcherConfig {
                 issuer: None,
                 audience: None,
                 leeway_secs: 5,
+                // Bounded by server_token_max_ttl_secs instead.
+                max_lifetime_secs: None,
             },
         )
     }
@@ -270,6 +279,8 @@ impl DispatcherConfig {
                 issuer: self.user_issuer.clone(),
                 audience: self.user_audience.clone(),
                 leeway_secs: 5,
+                max_lifetime_secs: (self.user_max_lifetime_secs > 0)
+                    .then_some(self.user_max_lifetime_secs),
             },
         )
     }

@@ -1,5 +1,6 @@
-//! Per-user, per-room rate limit: a token bucket per (room, user), in the
-//! worker's memory.
+//! Rate limits, in the worker's memory: a token bucket per (room, user),
+//! and one per user over all rooms (so that one token cannot post at the
+//! room rate in many rooms at once).
 //!
 //! Limits are per worker, not cluster-wide: checking them costs nothing
 //! (no Redis round trip before every message), and a client posts through
@@ -25,6 +26,11 @@ pub struct RateLimitConfig {
     pub rate_per_sec: f64,
     /// Messages a user may post at once after a quiet while.
     pub burst: u32,
+    /// Messages per second a user may post over all rooms together, on
+    /// average; 0 turns this limit off.
+    pub user_rate_per_sec: f64,
+    /// Messages a user may post at once over all rooms.
+    pub user_burst: u32,
     /// Moderators get `factor` times the rate and the burst.
     pub moderator_factor: f64,
     /// Other limits for the rooms matching a pattern (the first match).
@@ -45,6 +51,8 @@ impl Default for RateLimitConfig {
         Self {
             rate_per_sec: 1.0,
             burst: 5,
+            user_rate_per_sec: 2.0,
+            user_burst: 10,
             moderator_factor: 10.0,
             rooms: Vec::new(),
         }
@@ -63,6 +71,7 @@ impl RateLimitConfig {
             Ok(())
         };
         check_rate(self.rate_per_sec, self.burst, "rate_limit")?;
+        check_rate(self.user_rate_per_sec, self.user_burst, "rate_limit (user)")?;
         if !(self.moderator_factor >= 1.0 && self.moderator_factor.is_finite()) {
             return Err("rate_limit.moderator_factor must be at least 1".into());
         }
@@ -90,6 +99,19 @@ impl RateLimitConfig {
         };
         (rate * factor, f64::from(burst) * factor)
     }
+
+    /// (rate per second, burst) of a user over all rooms.
+    fn user_limit(&self, moderator: bool) -> (f64, f64) {
+        let factor = if moderator {
+            self.moderator_factor
+        } else {
+            1.0
+        };
+        (
+            self.user_rate_per_sec * factor,
+            f64::from(self.user_burst) * factor,
+        )
+    }
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -97,6 +119,24 @@ struct Bucket {
     tokens: f64,
     at: Instant,
 }
+
+impl Bucket {
+    /// Refills for the time since it was last looked at; returns how long
+    /// until it has a token (zero if it has one).
+    fn refill(&mut self, now: Instant, rate: f64, burst: f64) -> Duration {
+        let elapsed = now.saturating_duration_since(self.at).as_secs_f64();
+        self.tokens = (self.tokens + elapsed * rate).min(burst);
+        self.at = now;
+        if self.tokens >= 1.0 {
+            Duration::ZERO
+        } else {
+            Duration::from_secs_f64((1.0 - self.tokens) / rate)
+        }
+    }
+}
+
+/// The key of a user's bucket over all rooms (no room is named `*`).
+const ALL_ROOMS: &str = "*";
 
 /// Buckets idle this long are full again and can be forgotten.
 const FORGET_AFTER: Duration = Duration::from_secs(600);
@@ -114,8 +154,9 @@ impl RateLimiter {
         }
     }
 
-    /// Takes a token for `user` in `room` at `now`, or says how long to
-    /// wait for one.
+    /// Takes a token for `user` in `room` at `now`, and one from the
+    /// user's bucket over all rooms, or says how long to wait (then takes
+    /// neither).
     pub fn take(
         &self,
         room: &str,
@@ -123,26 +164,35 @@ impl RateLimiter {
         moderator: bool,
         now: Instant,
     ) -> Result<(), Duration> {
-        let (rate, burst) = self.config.limit_for(room, moderator);
-        if rate <= 0.0 {
-            return Ok(());
-        }
+        let limits = [
+            (room, self.config.limit_for(room, moderator)),
+            (ALL_ROOMS, self.config.user_limit(moderator)),
+        ];
         let mut buckets = self.buckets.lock().unwrap_or_else(|p| p.into_inner());
-        let bucket = buckets
-            .entry((room.to_owned(), user.to_owned()))
-            .or_insert(Bucket {
-                tokens: burst,
-                at: now,
-            });
-        let elapsed = now.saturating_duration_since(bucket.at).as_secs_f64();
-        bucket.tokens = (bucket.tokens + elapsed * rate).min(burst);
-        bucket.at = now;
-        if bucket.tokens >= 1.0 {
-            bucket.tokens -= 1.0;
-            Ok(())
-        } else {
-            Err(Duration::from_secs_f64((1.0 - bucket.tokens) / rate))
+        let mut wait = Duration::ZERO;
+        for (scope, (rate, burst)) in limits {
+            if rate <= 0.0 {
+                continue;
+            }
+            let bucket = buckets
+                .entry((scope.to_owned(), user.to_owned()))
+                .or_insert(Bucket {
+                    tokens: burst,
+                    at: now,
+                });
+            wait = wait.max(bucket.refill(now, rate, burst));
         }
+        if !wait.is_zero() {
+            return Err(wait);
+        }
+        for (scope, (rate, _)) in limits {
+            if rate > 0.0 {
+                if let Some(bucket) = buckets.get_mut(&(scope.to_owned(), user.to_owned())) {
+                    bucket.tokens -= 1.0;
+                }
+            }
+        }
+        Ok(())
     }
 
     /// Forgets buckets nobody used for a long while (they are full).
@@ -162,6 +212,8 @@ mod tests {
         RateLimiter::new(RateLimitConfig {
             rate_per_sec: rate,
             burst,
+            user_rate_per_sec: 0.0,
+            user_burst: 0,
             moderator_factor: 10.0,
             rooms: vec![RoomRate {
                 pattern: "vip-*".into(),
@@ -202,6 +254,33 @@ mod tests {
         for _ in 0..100 {
             assert!(limiter.take("vip-1", "u", false, t0).is_ok());
         }
+    }
+
+    #[test]
+    fn one_user_cannot_post_at_the_room_rate_in_many_rooms_at_once() {
+        let limiter = RateLimiter::new(RateLimitConfig {
+            rate_per_sec: 1.0,
+            burst: 5,
+            user_rate_per_sec: 2.0,
+            user_burst: 10,
+            ..Default::default()
+        });
+        let t0 = Instant::now();
+        let posted = (0..100)
+            .filter(|n| {
+                limiter
+                    .take(&format!("room-{}", n % 20), "u", false, t0)
+                    .is_ok()
+            })
+            .count();
+        assert_eq!(posted, 10, "the user's burst over all rooms");
+        // A refusal by the user's bucket takes nothing from the room's.
+        let t1 = t0 + Duration::from_millis(500);
+        assert!(limiter.take("room-0", "u", false, t1).is_ok());
+        assert!(
+            limiter.take("room-0", "v", false, t1).is_ok(),
+            "others are not slowed"
+        );
     }
 
     #[test]
