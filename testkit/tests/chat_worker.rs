@@ -591,3 +591,56 @@ async fn a_post_retried_with_its_idempotency_key_gets_the_first_answer_and_is_st
         "{body}"
     );
 }
+
+#[tokio::test]
+async fn outsiders_get_json_errors_no_internal_location_and_no_credentialed_cors() {
+    let redis = Redis::start().unwrap();
+    let worker = ChatWorker::start(&redis).unwrap();
+    let client = reqwest::Client::new();
+    // Internal locations do not exist from outside.
+    for path in [
+        "/_chatup/serve/lobby",
+        "/_chatup/handoff",
+        "/readers",
+        "/pub/lobby",
+    ] {
+        let response = client
+            .get(format!("{}{path}", worker.base_url()))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 404, "{path}");
+        let body: serde_json::Value = response.json().await.unwrap();
+        assert!(body["error"].is_string(), "{path}: {body}");
+    }
+    // nginx's own errors are JSON too.
+    let long = "a".repeat(10_000);
+    let response = client
+        .get(format!("{}/sub/lobby?x={long}", worker.base_url()))
+        .header("X-Long", "b".repeat(20_000))
+        .send()
+        .await
+        .unwrap();
+    let status = response.status().as_u16();
+    assert!((400..500).contains(&status), "{status}");
+    let text = response.text().await.unwrap();
+    let body: serde_json::Value =
+        serde_json::from_str(&text).unwrap_or_else(|_| panic!("not JSON: {text}"));
+    assert!(body["error"].is_string(), "{body}");
+    // Readers' CORS never allows credentials.
+    let response = client
+        .get(format!("{}/sub/lobby", worker.base_url()))
+        .header("Origin", "https://evil.example")
+        .header("Accept", "text/event-stream")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    assert_ne!(
+        response
+            .headers()
+            .get("access-control-allow-credentials")
+            .map(|v| v.as_bytes()),
+        Some(&b"true"[..])
+    );
+}
