@@ -644,3 +644,27 @@ async fn outsiders_get_json_errors_no_internal_location_and_no_credentialed_cors
         Some(&b"true"[..])
     );
 }
+
+#[tokio::test]
+async fn invisible_and_direction_changing_characters_never_reach_readers() {
+    let redis = Redis::start().unwrap();
+    let worker = ChatWorker::start(&redis).unwrap();
+    let mut sub = Subscriber::connect(Transport::WebSocket, &worker, "clean", None)
+        .await
+        .unwrap();
+    let token = token_for("alice", "Alice");
+    for (text, status) in [
+        ("\u{200b}\u{202e}\u{2066}", 400),
+        (&*format!("h{}i", "\u{300}".repeat(20)), 400),
+        ("pay \u{202e}gnp.exe\u{202c} now", 202),
+    ] {
+        let (got, body) = post_message(&worker, "clean", Some(&token), &msg(text)).await;
+        assert_eq!(got, status, "{text:?}: {body}");
+        if status == 400 {
+            assert!(body["error"].is_string(), "{body}");
+        }
+    }
+    let got = items(&sub.frames_until(1, WAIT).await);
+    assert_eq!(got.len(), 1);
+    assert_eq!(got[0]["msg"], "pay gnp.exe now");
+}

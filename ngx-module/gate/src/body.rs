@@ -5,8 +5,9 @@ use serde_json::Value;
 use crate::GateError;
 
 /// Reads the message text from a POST body: valid UTF-8, a JSON object with
-/// a string `msg`, non-empty after trimming, at most `max_chars` characters
-/// (Unicode scalar values). Returns the trimmed text.
+/// a string `msg`, cleaned (`text::clean_message`: invisible and
+/// direction-changing characters stripped, trimmed, not empty), at most
+/// `max_chars` characters (Unicode scalar values).
 pub fn parse_message(body: &[u8], max_chars: usize) -> Result<String, GateError> {
     let text = std::str::from_utf8(body).map_err(|_| GateError::InvalidUtf8)?;
     let value: Value = serde_json::from_str(text).map_err(|e| GateError::BadJson(e.to_string()))?;
@@ -19,14 +20,11 @@ pub fn parse_message(body: &[u8], max_chars: usize) -> Result<String, GateError>
     let msg = msg
         .as_str()
         .ok_or_else(|| GateError::BadJson("msg must be a string".into()))?;
-    let msg = msg.trim();
-    if msg.is_empty() {
-        return Err(GateError::EmptyMessage);
-    }
+    let msg = crate::text::clean_message(msg)?;
     if msg.chars().count() > max_chars {
         return Err(GateError::MessageTooLong { max: max_chars });
     }
-    Ok(msg.to_owned())
+    Ok(msg)
 }
 
 #[cfg(test)]

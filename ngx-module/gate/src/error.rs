@@ -25,6 +25,9 @@ pub enum GateError {
     BadJson(String),
     #[error("message is empty")]
     EmptyMessage,
+    /// Refused for what it holds (see `text`).
+    #[error("{0}")]
+    BadMessage(String),
     #[error("message is longer than {max} characters")]
     MessageTooLong { max: usize },
     #[error("request body is larger than {max} bytes")]
@@ -50,7 +53,10 @@ impl GateError {
             GateError::UnsupportedMediaType => 415,
             GateError::MissingToken | GateError::BadToken(_) => 401,
             GateError::RoomNotAllowed => 403,
-            GateError::InvalidUtf8 | GateError::BadJson(_) | GateError::EmptyMessage => 400,
+            GateError::InvalidUtf8
+            | GateError::BadJson(_)
+            | GateError::EmptyMessage
+            | GateError::BadMessage(_) => 400,
             GateError::MessageTooLong { .. } | GateError::BodyTooLarge { .. } => 413,
             GateError::Unavailable | GateError::WorkerFull(_) => 503,
             GateError::Internal => 500,

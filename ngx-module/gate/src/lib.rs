@@ -10,6 +10,7 @@ pub mod post;
 pub mod query;
 pub mod readers;
 pub mod subscribe;
+pub mod text;
 pub mod token;
 
 pub use error::GateError;
