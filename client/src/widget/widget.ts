@@ -3,6 +3,7 @@ import { claimsOf } from "../core/token";
 import type { Message, RoomCounts, RoomEvent, Status } from "../core/types";
 import { ChatUpProtocol, type ProtocolOptions } from "../protocol";
 import { STYLE } from "./style";
+import { safeAvatar, safeColor } from "./userstyle";
 
 export interface WidgetOptions extends ProtocolOptions {
   /** Shown in the header; default: the room's name. */
@@ -10,6 +11,13 @@ export interface WidgetOptions extends ProtocolOptions {
   placeholder?: string;
   /** Messages kept on screen; older ones are removed. Default 500. */
   maxMessages?: number;
+  /**
+   * Origins avatars (`public.avatar`) may be loaded from, e.g.
+   * `["https://cdn.example.com"]`; the page's own origin is always allowed.
+   * Other avatars are not loaded (a user's token must not make readers'
+   * browsers call a server of the user's choosing).
+   */
+  avatarOrigins?: string[];
 }
 
 const STATUS_TEXT: Record<Status, string> = {
@@ -94,6 +102,7 @@ export class ChatUp {
   private readonly empty: HTMLElement;
   private readonly maxMessages: number;
   private readonly placeholder: string;
+  private readonly avatarOrigins: string[];
   private me: string | undefined;
   private following = true;
   private errorTimer: ReturnType<typeof setTimeout> | null = null;
@@ -101,6 +110,7 @@ export class ChatUp {
   constructor(container: HTMLElement, options: WidgetOptions) {
     ChatUp.injectStyle();
     this.maxMessages = options.maxMessages ?? 500;
+    this.avatarOrigins = [...(options.avatarOrigins ?? []), window.location.origin];
     this.me = subOf(options.token);
     this.protocol = new ChatUpProtocol(options);
 
@@ -245,18 +255,18 @@ export class ChatUp {
     const name = displayName(message);
     const avatar = el("span", "chatup-avatar");
     avatar.setAttribute("aria-hidden", "true");
-    const picture = message.user.public?.avatar;
-    if (typeof picture === "string" && /^https?:\/\//.test(picture)) {
+    const picture = safeAvatar(message.user.public?.avatar, this.avatarOrigins);
+    if (picture) {
       const img = document.createElement("img");
       img.alt = "";
+      img.referrerPolicy = "no-referrer";
       img.src = picture;
       avatar.append(img);
     } else {
       avatar.textContent = name.slice(0, 1).toUpperCase();
     }
-    const color = message.user.public?.color;
     const nameNode = el("span", "chatup-name", name);
-    const tint = typeof color === "string" ? color : `hsl(${hueOf(message.user.id)}, 60%, 40%)`;
+    const tint = safeColor(message.user.public?.color) ?? `hsl(${hueOf(message.user.id)}, 60%, 40%)`;
     nameNode.style.setProperty("color", tint);
     avatar.style.setProperty("background", tint);
     head.append(avatar, nameNode);

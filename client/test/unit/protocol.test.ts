@@ -294,3 +294,18 @@ test("a token that expires is announced; reading goes on and say refuses without
   assert.equal(protocol.status === "connected" || protocol.status === "reconnecting", true);
   protocol.close();
 });
+
+test("the widget takes only plain colours and allowed avatar origins from a user's data", async () => {
+  const { safeAvatar, safeColor } = await import("../../src/widget/userstyle");
+  for (const good of ["#abc", "#A1B2C3", "rgb(1, 2, 3)", "hsl(200, 65%, 42%)"]) {
+    assert.equal(safeColor(good), good);
+  }
+  for (const bad of ["red; background: url(https://t.example/x)", "url(https://t.example)", "var(--x)", "expression(1)", 5, "#12345"]) {
+    assert.equal(safeColor(bad), undefined, String(bad));
+  }
+  const origins = ["https://cdn.example.com"];
+  assert.equal(safeAvatar("https://cdn.example.com/a.png", origins), "https://cdn.example.com/a.png");
+  for (const bad of ["https://tracker.example/pixel.gif", "javascript:alert(1)", "data:image/png;base64,AA", "not a url", 7]) {
+    assert.equal(safeAvatar(bad, origins), undefined, String(bad));
+  }
+});
