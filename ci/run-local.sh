@@ -61,6 +61,10 @@ trap stop_all EXIT
 trap 'stop_all; exit 0' INT TERM
 
 rm -rf "$run"
+# Sockets live here (nginx makes its internal one 0666): only this user
+# may enter, so no other local user can publish to nchan or hand the
+# sidecar an envelope (see docs/security.md).
+mkdir -p -m 0700 "$run"
 mkdir -p "$run/redis"
 
 redis-server --port "$redis_port" --bind 127.0.0.1 --dir "$run/redis" \
@@ -71,7 +75,7 @@ wait_for redis redis-cli -p "$redis_port" ping
 # Starts one chat worker (sidecar + nginx) in $run/$1 on port $2.
 start_chat_worker() {
     local dir=$run/$1 port=$2
-    mkdir -p "$dir/tmp"
+    mkdir -p -m 0700 "$dir" "$dir/tmp"
     sed -e "s|{{RUN_DIR}}|$dir|g" \
         -e "s|{{LISTEN}}|127.0.0.1:$port|g" \
         -e "s|{{NGINX_USER}}|$(id -un)|g" \
@@ -83,9 +87,8 @@ start_chat_worker() {
     "$chatup" worker --config conf/chatup-worker.toml \
         --worker-id "$1" --public-url "http://127.0.0.1:$port" \
         --redis-url "redis://127.0.0.1:$redis_port" \
-        --listen "$dir/sidecar.sock" --socket-mode 666 \
-        --nchan-socket "$dir/nginx-internal.sock" \
-        --state-file "$dir/rooms.json" 2>"$dir/sidecar.log" &
+        --listen "$dir/sidecar.sock" --socket-mode 660 \
+        --nchan-socket "$dir/nginx-internal.sock" 2>"$dir/sidecar.log" &
     pids+=($!)
     wait_for "chatup worker ($1)" test -S "$dir/sidecar.sock"
 
