@@ -243,18 +243,24 @@ fn read_key_file(path: &str) -> Result<Vec<u8>, String> {
 
 /// `30`, `30s`, `15m`, `24h`, `7d`.
 fn parse_seconds(value: &str) -> Result<u64, String> {
-    let (digits, unit) = match value.as_bytes().last() {
-        Some(b's') => (&value[..value.len() - 1], 1),
-        Some(b'm') => (&value[..value.len() - 1], 60),
-        Some(b'h') => (&value[..value.len() - 1], 3600),
-        Some(b'd') => (&value[..value.len() - 1], 86_400),
-        _ => (value, 1),
+    number_with_unit(
+        value,
+        &[(b's', 1), (b'm', 60), (b'h', 3600), (b'd', 86_400)],
+    )
+    .ok_or_else(|| format!("invalid duration \"{value}\""))
+}
+
+/// A whole number, optionally followed by one of `units`' letters (which
+/// multiplies it); `None` if it is not one or overflows.
+fn number_with_unit(value: &str, units: &[(u8, u64)]) -> Option<u64> {
+    let (digits, factor) = match value.as_bytes().last() {
+        Some(last) => match units.iter().find(|(u, _)| u.eq_ignore_ascii_case(last)) {
+            Some((_, factor)) => (&value[..value.len() - 1], *factor),
+            None => (value, 1),
+        },
+        None => (value, 1),
     };
-    digits
-        .parse::<u64>()
-        .ok()
-        .and_then(|n| n.checked_mul(unit))
-        .ok_or_else(|| format!("invalid duration \"{value}\""))
+    digits.parse::<u64>().ok()?.checked_mul(factor)
 }
 
 macro_rules! directive_handler {
@@ -423,16 +429,8 @@ pub unsafe extern "C" fn set_readers_zone(
 
 /// `64m`, `512k`, `1g` or a number of bytes.
 fn parse_size(value: &str) -> Result<usize, String> {
-    let (digits, unit) = match value.as_bytes().last() {
-        Some(b'k' | b'K') => (&value[..value.len() - 1], 1 << 10),
-        Some(b'm' | b'M') => (&value[..value.len() - 1], 1 << 20),
-        Some(b'g' | b'G') => (&value[..value.len() - 1], 1 << 30),
-        _ => (value, 1),
-    };
-    digits
-        .parse::<usize>()
-        .ok()
-        .and_then(|n| n.checked_mul(unit))
+    number_with_unit(value, &[(b'k', 1 << 10), (b'm', 1 << 20), (b'g', 1 << 30)])
+        .and_then(|n| usize::try_from(n).ok())
         .ok_or_else(|| format!("invalid size \"{value}\""))
 }
 

@@ -144,6 +144,21 @@ async fn until_failed(poster: &Poster, count: usize) {
     .await;
 }
 
+/// Waits until the readers on worker a (the first two) reconnected.
+async fn readers_of_a_reconnected(scene: &Scene) {
+    eventually(
+        "worker a's readers reconnected",
+        Duration::from_secs(10),
+        async || {
+            scene.readers[..2]
+                .iter()
+                .all(|r| r.reconnects() > 0)
+                .then_some(())
+        },
+    )
+    .await;
+}
+
 #[tokio::test]
 async fn sidecar_killed_and_restarted() {
     let mut scene = Scene::start(Redis::start().unwrap(), WorkerOptions::default()).await;
@@ -226,17 +241,7 @@ async fn nginx_worker_processes_killed() {
             for pid in scene.a.nginx_worker_pids() {
                 kill(Pid::from_raw(pid as i32), Signal::SIGKILL).unwrap();
             }
-            eventually(
-                "worker a's readers reconnected",
-                Duration::from_secs(10),
-                async || {
-                    scene.readers[..2]
-                        .iter()
-                        .all(|r| r.reconnects() > 0)
-                        .then_some(())
-                },
-            )
-            .await;
+            readers_of_a_reconnected(scene).await;
         },
     )
     .await;
@@ -247,17 +252,7 @@ async fn nginx_restarted() {
     let mut scene = Scene::start(Redis::start().unwrap(), WorkerOptions::default()).await;
     under_load("nginx full restart", &mut scene, async |scene, _poster| {
         scene.a.restart_nginx().unwrap();
-        eventually(
-            "worker a's readers reconnected",
-            Duration::from_secs(10),
-            async || {
-                scene.readers[..2]
-                    .iter()
-                    .all(|r| r.reconnects() > 0)
-                    .then_some(())
-            },
-        )
-        .await;
+        readers_of_a_reconnected(scene).await;
     })
     .await;
 }
