@@ -29,7 +29,8 @@ public_key=$root/conf/dev-keys/jwt-rs256.pub
 log() { printf '[run-local] %s\n' "$*" >&2; }
 
 port_in_use() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
-for port in "$http_port" "$second_port" "$dispatcher_port" "$redis_port"; do
+operator_port=$((dispatcher_port + 1))
+for port in "$http_port" "$second_port" "$dispatcher_port" "$operator_port" "$redis_port"; do
     if port_in_use "$port"; then
         log "port $port is already in use; set CHATUP_DEMO_PORT / CHATUP_DEMO_DISPATCHER_PORT / CHATUP_DEMO_REDIS_PORT"
         exit 1
@@ -103,6 +104,7 @@ start_chat_worker worker2 "$second_port"
 
 "$chatup" dispatcher --config conf/chatup-dispatcher.toml \
     --listen "127.0.0.1:$dispatcher_port" \
+    --operator-listen "127.0.0.1:$operator_port" \
     --server-secret-file conf/dev-keys/jwt-hs256.secret \
     --user-public-key conf/dev-keys/jwt-rs256.pub \
     --demo-dir client/dist --dev-token-key conf/dev-keys/jwt-rs256.key \

@@ -9,20 +9,30 @@ use chatup_testkit::process::Redis;
 use tokio_util::sync::CancellationToken;
 
 #[tokio::test]
-async fn a_dispatcher_serves_on_a_listener_bound_by_the_test_and_stops_on_shutdown() {
+async fn a_dispatcher_serves_on_listeners_bound_by_the_test_workers_only_to_operators_and_stops_on_shutdown(
+) {
     let redis = Redis::start().unwrap();
     let config = DispatcherConfig {
         redis_url: redis.url(),
         ..Default::default()
     };
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let base = format!("http://{}", listener.local_addr().unwrap());
+    let public = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let operator = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let base = format!("http://{}", public.local_addr().unwrap());
+    let operator_base = format!("http://{}", operator.local_addr().unwrap());
+    let listeners = chatup::dispatcher::Listeners {
+        public,
+        operator: Some(operator),
+    };
     let shutdown = CancellationToken::new();
-    let dispatcher = tokio::spawn(chatup::dispatcher::run(config, listener, shutdown.clone()));
+    let dispatcher = tokio::spawn(chatup::dispatcher::run(config, listeners, shutdown.clone()));
 
     let (status, body) = get_json(&format!("{base}/healthz")).await;
     assert_eq!(status, 200, "{body}");
+    // The workers' map is for operators: not on the public API.
     let (status, body) = get_json(&format!("{base}/workers")).await;
+    assert_eq!(status, 404, "{body}");
+    let (status, body) = get_json(&format!("{operator_base}/workers")).await;
     assert_eq!(status, 200, "{body}");
     assert_eq!(body["workers"], serde_json::json!([]));
 

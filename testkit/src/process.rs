@@ -649,6 +649,8 @@ impl Drop for RawNchan {
 pub struct Dispatcher {
     child: Option<Child>,
     pub port: u16,
+    /// The operator API's port (`/workers`).
+    pub operator_port: u16,
     dir: tempfile::TempDir,
 }
 
@@ -689,9 +691,11 @@ impl Dispatcher {
             .prefix("chatup-dispatcher-")
             .tempdir()?;
         let port = free_port();
+        let operator_port = free_port();
         let child = Command::new(chatup_bin())
             .arg("dispatcher")
             .args(["--listen", &format!("127.0.0.1:{port}")])
+            .args(["--operator-listen", &format!("127.0.0.1:{operator_port}")])
             .args(["--redis-url", redis_url])
             .args(["--redis-timeout-ms", "500"])
             .arg("--server-secret-file")
@@ -708,6 +712,7 @@ impl Dispatcher {
         let dispatcher = Self {
             child: Some(child),
             port,
+            operator_port,
             dir,
         };
         wait_until("chatup dispatcher", Duration::from_secs(10), || {
@@ -718,6 +723,11 @@ impl Dispatcher {
 
     pub fn base_url(&self) -> String {
         format!("http://127.0.0.1:{}", self.port)
+    }
+
+    /// The operator API (`/workers`).
+    pub fn operator_url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.operator_port)
     }
 }
 

@@ -14,7 +14,7 @@ use chatup_testkit::{ChatWorker, Dispatcher, Redis};
 
 fn live_workers(dispatcher: &Dispatcher) -> usize {
     let output = Command::new("curl")
-        .args(["-s", &format!("{}/workers", dispatcher.base_url())])
+        .args(["-s", &format!("{}/workers", dispatcher.operator_url())])
         .output()
         .expect("curl");
     let body: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap_or_default();

@@ -19,7 +19,7 @@ fn msg(text: &str) -> String {
 }
 
 async fn live_worker_ids(dispatcher: &Dispatcher) -> Vec<String> {
-    let (status, body) = get_json(&format!("{}/workers", dispatcher.base_url())).await;
+    let (status, body) = get_json(&format!("{}/workers", dispatcher.operator_url())).await;
     assert_eq!(status, 200, "{body}");
     body["workers"]
         .as_array()
@@ -72,7 +72,7 @@ async fn join_sends_clients_to_the_least_loaded_worker_and_honours_exclude() {
         "the busy worker's readers in the registry",
         WAIT,
         async || {
-            let (_, body) = get_json(&format!("{}/workers", dispatcher.base_url())).await;
+            let (_, body) = get_json(&format!("{}/workers", dispatcher.operator_url())).await;
             let workers = body["workers"].as_array()?;
             let busy_entry = workers.iter().find(|w| w["id"] == busy.id.as_str())?;
             (workers.len() == 2 && busy_entry["subscribers"] == 3).then_some(())
@@ -131,7 +131,7 @@ async fn clients_sent_to_a_worker_weigh_on_its_load_across_heartbeats_until_they
     let dispatcher = Dispatcher::start(&redis).unwrap();
     wait_for_live_workers(&dispatcher, 1).await;
     let load = async || {
-        let (_, body) = get_json(&format!("{}/workers", dispatcher.base_url())).await;
+        let (_, body) = get_json(&format!("{}/workers", dispatcher.operator_url())).await;
         body["workers"][0]["load"].as_u64().unwrap()
     };
     for _ in 0..16 {

@@ -36,7 +36,7 @@ fn ids(items: &[Value]) -> Vec<String> {
 }
 
 async fn worker_subscribers(dispatcher: &Dispatcher, id: &str) -> Option<u64> {
-    let (_, body) = get_json(&format!("{}/workers", dispatcher.base_url())).await;
+    let (_, body) = get_json(&format!("{}/workers", dispatcher.operator_url())).await;
     body["workers"].as_array()?.iter().find(|w| w["id"] == id)?["subscribers"].as_u64()
 }
 
@@ -282,7 +282,7 @@ async fn readers_that_vanish_are_uncounted_within_seconds_and_their_rooms_let_go
         "the empty rooms let go",
         Duration::from_secs(10),
         async || {
-            let (_, body) = get_json(&format!("{}/workers", dispatcher.base_url())).await;
+            let (_, body) = get_json(&format!("{}/workers", dispatcher.operator_url())).await;
             let entry = body["workers"]
                 .as_array()?
                 .iter()

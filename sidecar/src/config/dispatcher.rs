@@ -15,6 +15,9 @@ use super::{check, check_redis_url, overlay, overlay_some, ConfigError, LogForma
 pub struct DispatcherConfig {
     /// Address the HTTP API listens on.
     pub listen: SocketAddr,
+    /// Address of the operator's API (`/workers`: the cluster's workers,
+    /// their URLs and load). Keep it off the public network.
+    pub operator_listen: Option<SocketAddr>,
     /// Redis URL (`redis://host:port/db`, `rediss://` for TLS).
     pub redis_url: String,
     /// Redis connect and command timeout.
@@ -70,6 +73,7 @@ impl Default for DispatcherConfig {
     fn default() -> Self {
         Self {
             listen: ([127, 0, 0, 1], 8090).into(),
+            operator_listen: Some(([127, 0, 0, 1], 8091).into()),
             redis_url: "redis://127.0.0.1:6379".into(),
             redis_timeout_ms: 1000,
             cors_origins: vec!["*".into()],
@@ -109,6 +113,9 @@ pub struct DispatcherArgs {
     /// Redis URL [default: redis://127.0.0.1:6379]
     #[arg(long, env = "CHATUP_REDIS_URL")]
     pub redis_url: Option<String>,
+    /// Address of the operator API (/workers), off the public network [default: 127.0.0.1:8091]
+    #[arg(long, env = "CHATUP_OPERATOR_LISTEN")]
+    pub operator_listen: Option<SocketAddr>,
     /// Redis connect/command timeout in milliseconds [default: 1000]
     #[arg(long, env = "CHATUP_REDIS_TIMEOUT_MS")]
     pub redis_timeout_ms: Option<u64>,
@@ -195,6 +202,7 @@ impl DispatcherConfig {
         overlay_some!(
             config,
             args,
+            operator_listen,
             server_public_key,
             server_secret_file,
             user_public_key,

@@ -8,8 +8,10 @@
 //! whose `rooms` claim allows it;)
 //! - `GET /rooms/{room}/stats`: readers and members over all workers;
 //! - `GET /rooms/{room}/messages`: the room's history, paginated;
-//! - `GET /workers`: the live workers and their load;
 //! - `GET /healthz`: readiness (Redis reachable);
+//! - on the operator listener only (`operator_router`): `GET /workers`, the
+//!   live workers, their URLs and load (not for the public: it maps the
+//!   cluster), and `GET /healthz`;
 //! - the server API (`server_api`): bans and server posts.
 
 use axum::body::Bytes;
@@ -86,10 +88,21 @@ pub fn router(state: AppState, server: ServerApi) -> Router {
         .route("/join/{room}", post(join))
         .route("/rooms/{room}/stats", get(stats))
         .route("/rooms/{room}/messages", get(messages))
-        .route("/workers", get(workers))
         .route("/healthz", get(health))
         .with_state(state)
         .merge(server_routes)
+        .fallback(|| async { ApiError::not_found() })
+        .method_not_allowed_fallback(|| async {
+            ApiError::new(StatusCode::METHOD_NOT_ALLOWED, "method not allowed")
+        })
+}
+
+/// The operator's API, on its own listener (`operator_listen`).
+pub fn operator_router(state: AppState) -> Router {
+    Router::new()
+        .route("/workers", get(workers))
+        .route("/healthz", get(health))
+        .with_state(state)
         .fallback(|| async { ApiError::not_found() })
         .method_not_allowed_fallback(|| async {
             ApiError::new(StatusCode::METHOD_NOT_ALLOWED, "method not allowed")

@@ -27,20 +27,40 @@ use crate::presence::Presence;
 use crate::registry::Registry;
 use crate::store::Store;
 
-/// Binds the dispatcher's listening socket (`listen`).
-pub async fn bind(config: &DispatcherConfig) -> anyhow::Result<tokio::net::TcpListener> {
-    tokio::net::TcpListener::bind(config.listen)
-        .await
-        .with_context(|| format!("listening on {}", config.listen))
+/// The dispatcher's sockets: the public API, and the operator's.
+pub struct Listeners {
+    pub public: tokio::net::TcpListener,
+    /// `None`: no operator API.
+    pub operator: Option<tokio::net::TcpListener>,
 }
 
-/// Serves the dispatcher on `listener` (bound by [`bind`], or by a test on
-/// `127.0.0.1:0`) until `shutdown`.
+/// Binds `listen` and `operator_listen`.
+pub async fn bind(config: &DispatcherConfig) -> anyhow::Result<Listeners> {
+    let public = tokio::net::TcpListener::bind(config.listen)
+        .await
+        .with_context(|| format!("listening on {}", config.listen))?;
+    let operator = match config.operator_listen {
+        Some(address) => Some(
+            tokio::net::TcpListener::bind(address)
+                .await
+                .with_context(|| format!("listening on {address} (operator_listen)"))?,
+        ),
+        None => None,
+    };
+    Ok(Listeners { public, operator })
+}
+
+/// Serves the dispatcher on `listeners` (bound by [`bind`], or by a test
+/// on `127.0.0.1:0`) until `shutdown`.
 pub async fn run(
     config: DispatcherConfig,
-    listener: tokio::net::TcpListener,
+    listeners: Listeners,
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
+    let Listeners {
+        public: listener,
+        operator,
+    } = listeners;
     let client = redis::Client::open(config.redis_url.as_str()).context("redis_url")?;
     let db = Db::connect_lazy(client, config.redis_timeout())?;
     let verifier = config.server_verifier()?;
@@ -70,6 +90,18 @@ pub async fn run(
             verifier: user_verifier,
         }),
     };
+    let operator_api = operator.map(|listener| {
+        let app = api::operator_router(state.clone());
+        let stop = shutdown.clone();
+        tokio::spawn(async move {
+            if let Ok(address) = listener.local_addr() {
+                tracing::info!(listen = %address, "operator API ready (/workers, /healthz)");
+            }
+            axum::serve(listener, app)
+                .with_graceful_shutdown(stop.cancelled_owned())
+                .await
+        })
+    });
     let mut app = api::router(state, server);
     if let Some(path) = &config.dev_token_key {
         let signer = DevSigner::from_file(path)?;
@@ -90,6 +122,11 @@ pub async fn run(
         .with_graceful_shutdown(shutdown.cancelled_owned())
         .await
         .context("serving the dispatcher API")?;
+    if let Some(task) = operator_api {
+        task.await
+            .context("the operator API task")?
+            .context("serving the operator API")?;
+    }
     tracing::info!("chatup dispatcher stopped");
     Ok(())
 }
