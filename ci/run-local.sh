@@ -25,6 +25,7 @@ run=${CHATUP_DEMO_DIR:-$root/.run}
 chatup=$root/target/debug/chatup
 module=$root/target/release/libngx_chatup.so
 public_key=$root/conf/dev-keys/jwt-rs256.pub
+ticket_secret=$root/conf/dev-keys/ticket-hs256.secret
 
 log() { printf '[run-local] %s\n' "$*" >&2; }
 
@@ -83,6 +84,7 @@ start_chat_worker() {
         -e "s|{{NCHAN_MODULE}}|/usr/lib/nginx/modules/ngx_nchan_module.so|g" \
         -e "s|{{CHATUP_MODULE}}|$module|g" \
         -e "s|{{JWT_PUBLIC_KEY}}|$public_key|g" \
+        -e "s|{{TICKET_SECRET}}|$ticket_secret|g" \
         conf/chatup-worker.nginx.conf >"$dir/nginx.conf"
 
     "$chatup" worker --config conf/chatup-worker.toml \
@@ -107,6 +109,7 @@ start_chat_worker worker2 "$second_port"
     --operator-listen "127.0.0.1:$operator_port" \
     --server-secret-file conf/dev-keys/jwt-hs256.secret \
     --user-public-key conf/dev-keys/jwt-rs256.pub \
+    --ticket-secret-file "$ticket_secret" \
     --demo-dir client/dist --dev-token-key conf/dev-keys/jwt-rs256.key \
     --redis-url "redis://127.0.0.1:$redis_port" 2>"$run/dispatcher.log" &
 pids+=($!)
@@ -128,7 +131,8 @@ Ask the dispatcher for a worker (and the room's counts and history):
   curl -s -X POST $dispatcher/join/lobby
 
 Subscribe to the room "lobby" on a worker (EventSource; WebSocket and long-poll use the same URL;
-add ?token=<JWT> to be listed as a member):
+to be listed as a member, get a read ticket from the dispatcher, POST /tickets/lobby with
+-H "Authorization: Bearer <JWT>", and add ?ticket=<ticket>):
   curl -N -H 'Accept: text/event-stream' $base/sub/lobby
 
 Post to it as "alice" (a development token, valid for an hour), on either worker:

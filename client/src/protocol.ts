@@ -11,6 +11,7 @@ import type {
   RoomEvent,
   Stats,
   Status,
+  TicketAnswer,
   TransportName,
   WorkerRef,
 } from "./core/types";
@@ -68,6 +69,13 @@ export class ChatUpProtocol extends Emitter<ProtocolEvents> {
   private readonly failuresBeforeSwitch: number;
   private readonly postAttempts: number;
   private expiryTimer: ReturnType<typeof setTimeout> | null = null;
+  /**
+   * The read ticket that names this reader to workers: the site's token
+   * never goes into a subscribe URL (URLs end up in logs). One room, read
+   * only, a few minutes; renewed before each subscription that needs it.
+   */
+  private ticket: { value: string; expiresAtMs: number } | undefined;
+  private ticketTimer: ReturnType<typeof setTimeout> | null = null;
   private readonly backoff: Backoff;
   private readonly seen = new SeenIds();
 
@@ -149,6 +157,8 @@ export class ChatUpProtocol extends Emitter<ProtocolEvents> {
   /** Replaces the token (e.g. before it expires) without dropping the subscription. */
   setToken(token: string | undefined): void {
     this.token = token;
+    // The ticket names the previous user; the next subscription asks anew.
+    this.ticket = undefined;
     this.watchExpiry();
   }
 
@@ -243,6 +253,7 @@ export class ChatUpProtocol extends Emitter<ProtocolEvents> {
     this.clearTimer();
     if (this.expiryTimer !== null) clearTimeout(this.expiryTimer);
     this.expiryTimer = null;
+    this.clearTicketTimer();
     this.transport?.close();
     this.transport = null;
     if (typeof window !== "undefined") {
@@ -282,20 +293,89 @@ export class ChatUpProtocol extends Emitter<ProtocolEvents> {
     this.lastId = undefined;
     this.failures = 0;
     this.setCounts(answer.room);
+    this.takeTicket(answer);
     for (const message of answer.history ?? []) this.deliver({ kind: "message", message });
     this.subscribe();
   }
 
+  // --- read tickets -----------------------------------------------------------
+
+  private takeTicket(answer: { ticket?: string; ticket_expires_at?: number }): void {
+    this.ticket =
+      answer.ticket && typeof answer.ticket_expires_at === "number"
+        ? { value: answer.ticket, expiresAtMs: answer.ticket_expires_at * 1000 }
+        : undefined;
+  }
+
+  /** Whether a subscription now should first get a fresh ticket. */
+  private needsTicket(): boolean {
+    if (!this.token || !this.tokenValid()) return false;
+    return !this.ticket || this.ticket.expiresAtMs - Date.now() < TICKET_MARGIN_MS;
+  }
+
+  /** Asks the dispatcher for a fresh ticket; without one the reader is anonymous. */
+  private async refreshTicket(): Promise<void> {
+    this.ticket = undefined;
+    try {
+      const response = await fetch(`${this.dispatcherUrl}/tickets/${encodeURIComponent(this.room)}`, {
+        method: "POST",
+        headers: this.authorization(),
+      });
+      const body = await response.json().catch(() => null);
+      if (response.ok && body?.ticket) this.takeTicket(body as TicketAnswer);
+      else if (response.status === 401) this.emit("tokenExpired", null);
+    } catch {
+      // The dispatcher is out of reach: read anonymously for now; the next
+      // subscription asks again.
+    }
+  }
+
+  private clearTicketTimer(): void {
+    if (this.ticketTimer !== null) clearTimeout(this.ticketTimer);
+    this.ticketTimer = null;
+  }
+
+  /**
+   * A long-poll reader shows its ticket with every poll: before the
+   * ticket expires, it resubscribes (from its last frame, so nothing is
+   * missed) with a fresh one, instead of turning anonymous.
+   */
+  private renewTicketBeforeExpiry(generation: number): void {
+    this.clearTicketTimer();
+    if (!this.ticket || this.transports[this.transportIndex] !== "longpoll") return;
+    const delay = Math.max(this.ticket.expiresAtMs - Date.now() - TICKET_MARGIN_MS, 1000);
+    this.ticketTimer = setTimeout(() => {
+      this.ticketTimer = null;
+      if (generation !== this.generation || this.closed) return;
+      this.transport?.close();
+      this.transport = null;
+      this.subscribe();
+    }, delay);
+  }
+
+  // --- subscribing ------------------------------------------------------------
+
   private subscribeUrl(worker: WorkerRef): string {
     const params = new URLSearchParams();
-    // An expired token would make the reader anonymous anyway.
-    if (this.token && this.tokenValid()) params.set("token", this.token);
+    // An expired ticket would make the reader anonymous anyway, and so
+    // does an expired token (as it does for posting).
+    const ticket = this.tokenValid() ? this.ticket : undefined;
+    if (ticket && ticket.expiresAtMs > Date.now()) params.set("ticket", ticket.value);
     if (this.lastId) params.set("last_event_id", this.lastId);
     const query = params.toString();
     return `${worker.url}/sub/${encodeURIComponent(this.room)}${query ? `?${query}` : ""}`;
   }
 
   private subscribe(): void {
+    if (this.closed || !this.worker) return;
+    if (!this.needsTicket()) return this.openTransport();
+    const generation = ++this.generation;
+    void this.refreshTicket().then(() => {
+      if (generation === this.generation && !this.closed) this.openTransport();
+    });
+  }
+
+  private openTransport(): void {
     const worker = this.worker;
     if (this.closed || !worker) return;
     const generation = ++this.generation;
@@ -310,6 +390,7 @@ export class ChatUpProtocol extends Emitter<ProtocolEvents> {
         this.exclude = undefined;
         this.setStatus("connected");
         this.resolveConnected?.();
+        this.renewTicketBeforeExpiry(generation);
       },
       onFrame: (id, data) => {
         if (stale()) return;
@@ -420,3 +501,6 @@ export class ChatUpProtocol extends Emitter<ProtocolEvents> {
 }
 
 const pause = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
+
+/** A ticket this close to expiring is renewed before it is used. */
+const TICKET_MARGIN_MS = 30_000;

@@ -60,8 +60,13 @@ pub struct LocConf {
     handoff_uri: Option<String>,
     /// Rooms whose readers need a token even where anyone may read.
     token_rooms: Option<Vec<String>>,
-    /// Built at merge time wherever a handler is enabled.
+    /// `chatup_ticket_secret_file`: the secret read tickets are signed
+    /// with (shared with the dispatchers).
+    ticket_secret: Option<Vec<u8>>,
+    /// The site's tokens: built at merge time where `chatup_post` is.
     pub verifier: Option<Arc<TokenVerifier>>,
+    /// Read tickets: built at merge time where `chatup_readers` is.
+    pub ticket_verifier: Option<Arc<TokenVerifier>>,
 }
 
 impl LocConf {
@@ -115,6 +120,23 @@ impl LocConf {
         take(&mut self.serve_uri, &parent.serve_uri);
         take(&mut self.max_readers, &parent.max_readers);
         take(&mut self.reserve_connections, &parent.reserve_connections);
+        take(&mut self.ticket_secret, &parent.ticket_secret);
+    }
+
+    fn build_ticket_verifier(&self) -> Result<TokenVerifier, String> {
+        let secret = self.ticket_secret.as_deref().ok_or_else(|| {
+            "needs chatup_ticket_secret_file (the dispatcher's ticket_secret_file): \
+             readers name themselves with read tickets, never with the site's token"
+                .to_string()
+        })?;
+        if let Some(user_key) = &self.key {
+            if chatup_gate::ticket::same_secret(secret, user_key) {
+                return Err("the ticket secret must not be the site's token secret \
+                            (users could sign their own tickets)"
+                    .into());
+            }
+        }
+        chatup_gate::ticket::verifier(secret).map_err(|e| format!("ticket secret: {e}"))
     }
 
     fn build_verifier(&self) -> Result<TokenVerifier, String> {
@@ -159,21 +181,21 @@ pub unsafe fn merge(cf: *mut ngx_conf_t, prev: *mut LocConf, conf: *mut LocConf)
             );
             return NGX_CONF_ERROR;
         }
-        if !(conf.post || conf.readers.is_some()) {
-            return std::ptr::null_mut();
-        }
-        match conf.build_verifier() {
-            Ok(verifier) => {
-                conf.verifier = Some(Arc::new(verifier));
-                std::ptr::null_mut()
-            }
+        let built = if conf.post {
+            conf.build_verifier()
+                .map(|v| conf.verifier = Some(Arc::new(v)))
+                .map_err(|e| format!("chatup_post: {e}"))
+        } else if conf.readers.is_some() {
+            conf.build_ticket_verifier()
+                .map(|v| conf.ticket_verifier = Some(Arc::new(v)))
+                .map_err(|e| format!("chatup_readers: {e}"))
+        } else {
+            Ok(())
+        };
+        match built {
+            Ok(()) => std::ptr::null_mut(),
             Err(message) => {
-                let what = if conf.post {
-                    "chatup_post"
-                } else {
-                    "chatup_readers"
-                };
-                ngx_conf_log_error!(NGX_LOG_EMERG, cf, "{what}: {message}");
+                ngx_conf_log_error!(NGX_LOG_EMERG, cf, "{message}");
                 NGX_CONF_ERROR
             }
         }
@@ -486,6 +508,12 @@ directive_handler!(set_secret_file, |conf, args| {
     // Check the key now, so a bad file fails `nginx -t` here and not later.
     check_key(&key)?;
     set_once(&mut conf.key, key).map_err(|_| "a JWT key is already set in this block".into())
+});
+
+directive_handler!(set_ticket_secret_file, |conf, args| {
+    let secret = read_key_file(args[0])?;
+    chatup_gate::ticket::verifier(&secret).map_err(|e| format!("\"{}\": {e}", args[0]))?;
+    set_once(&mut conf.ticket_secret, secret)
 });
 
 directive_handler!(set_public_key, |conf, args| {

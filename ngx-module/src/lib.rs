@@ -167,7 +167,7 @@ const fn command_at(
     }
 }
 
-static mut NGX_HTTP_CHATUP_COMMANDS: [ngx_command_t; 19] = [
+static mut NGX_HTTP_CHATUP_COMMANDS: [ngx_command_t; 20] = [
     command(
         ngx_string!("chatup_post"),
         NGX_HTTP_LOC_CONF | NGX_CONF_NOARGS,
@@ -213,6 +213,11 @@ static mut NGX_HTTP_CHATUP_COMMANDS: [ngx_command_t; 19] = [
         ngx_string!("chatup_jwt_secret_file"),
         ANY_LEVEL | NGX_CONF_TAKE1,
         config::set_secret_file,
+    ),
+    command(
+        ngx_string!("chatup_ticket_secret_file"),
+        ANY_LEVEL | NGX_CONF_TAKE1,
+        config::set_ticket_secret_file,
     ),
     command(
         ngx_string!("chatup_jwt_public_key"),

@@ -1,9 +1,11 @@
 //! `chatup_readers`: admits and counts the readers of a subscribe location
 //! in nginx's access phase, before nchan (the content handler) takes them.
 //!
-//! 1. Who: the `?token=` makes the reader a member, or anonymous on a
-//!    public room when it is missing, malformed or expired
-//!    (`chatup_gate::subscribe`); a room that needs a token refuses 401.
+//! 1. Who: the read ticket in `?ticket=` (`chatup_gate::ticket`, from the
+//!    dispatcher) makes the reader a member, or anonymous on a public room
+//!    when it is missing, malformed or expired (`chatup_gate::subscribe`);
+//!    a room that needs a token refuses 401. The site's token never
+//!    travels in a URL.
 //! 2. Room for one more: refused with a JSON 503 (which the client takes as
 //!    "try another worker") when this nginx process is short of free
 //!    connections or the box has `chatup_max_readers` readers.
@@ -119,7 +121,8 @@ unsafe fn admit(r: *mut ngx_http_request_t) -> ngx_int_t {
                 }
             };
         }
-        let (Some(verifier), Some(zone)) = (conf.verifier.as_deref(), zone::current()) else {
+        let (Some(verifier), Some(zone)) = (conf.ticket_verifier.as_deref(), zone::current())
+        else {
             return refuse(r, &GateError::Internal);
         };
         let Some(room) = variable(r, readers.room_var) else {

@@ -43,8 +43,9 @@ impl Drop for Subscriber {
 pub struct SubscribeOptions<'a> {
     /// Resume after this nchan message id.
     pub last_id: Option<&'a str>,
-    /// Subscribe as the member this token names (`?token=`).
-    pub token: Option<&'a str>,
+    /// Subscribe as the member this read ticket names (`?ticket=`; see
+    /// `token::ticket_for`).
+    pub ticket: Option<&'a str>,
     /// Keep room events (join, leave, count) in frames; by default frames
     /// hold messages only, as a test of messages wants.
     pub events: bool,
@@ -108,8 +109,8 @@ impl Subscriber {
         if let Some(id) = options.last_id {
             params.push(format!("last_event_id={id}"));
         }
-        if let Some(token) = options.token {
-            params.push(format!("token={token}"));
+        if let Some(ticket) = options.ticket {
+            params.push(format!("ticket={ticket}"));
         }
         let query = if params.is_empty() {
             String::new()
@@ -141,12 +142,12 @@ impl Subscriber {
                 })
             }
             Transport::EventSource => {
-                let token_query = options
-                    .token
-                    .map(|t| format!("?token={t}"))
+                let ticket_query = options
+                    .ticket
+                    .map(|t| format!("?ticket={t}"))
                     .unwrap_or_default();
                 let mut request = reqwest::Client::new()
-                    .get(format!("{base_url}/sub/{room}{token_query}"))
+                    .get(format!("{base_url}/sub/{room}{ticket_query}"))
                     .header("Accept", "text/event-stream");
                 if let Some(id) = options.last_id {
                     request = request.header("Last-Event-ID", id);

@@ -359,7 +359,11 @@ impl ChatWorker {
                 "/usr/lib/nginx/modules/ngx_nchan_module.so",
             )
             .replace("{{CHATUP_MODULE}}", &chatup_module().display().to_string())
-            .replace("{{JWT_PUBLIC_KEY}}", &public_key.display().to_string()))
+            .replace("{{JWT_PUBLIC_KEY}}", &public_key.display().to_string())
+            .replace(
+                "{{TICKET_SECRET}}",
+                &crate::token::ticket_secret_path().display().to_string(),
+            ))
     }
 
     fn start_nginx(&mut self) -> anyhow::Result<()> {
@@ -700,6 +704,8 @@ impl Dispatcher {
             .args(["--redis-timeout-ms", "500"])
             .arg("--server-secret-file")
             .arg(crate::token::server_secret_path())
+            .arg("--ticket-secret-file")
+            .arg(crate::token::ticket_secret_path())
             // The workers' key: token rooms are checked here as there.
             .arg("--user-public-key")
             .arg(workspace_root().join("conf/dev-keys/jwt-rs256.pub"))
@@ -728,6 +734,11 @@ impl Dispatcher {
     /// The operator API (`/workers`).
     pub fn operator_url(&self) -> String {
         format!("http://127.0.0.1:{}", self.operator_port)
+    }
+
+    /// The dispatcher's log so far.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("dispatcher.log")).unwrap_or_default()
     }
 }
 

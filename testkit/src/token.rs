@@ -28,6 +28,39 @@ pub fn token_for(sub: &str, name: &str) -> String {
     rs256_token(&json!({"sub": sub, "exp": now_secs() + 600, "public": {"name": name}}))
 }
 
+/// The development read-ticket secret of the harness's workers
+/// (`chatup_ticket_secret_file`) and dispatchers (`ticket_secret_file`).
+pub fn ticket_secret_path() -> std::path::PathBuf {
+    workspace_root().join("conf/dev-keys/ticket-hs256.secret")
+}
+
+/// A read ticket for `sub` (shown as `name`) in `room`, as a dispatcher
+/// issues it to a signed-in reader, valid for five minutes.
+pub fn ticket_for(sub: &str, name: &str, room: &str) -> String {
+    let secret = std::fs::read(ticket_secret_path()).expect("dev ticket secret");
+    let signer = chatup_gate::ticket::TicketSigner::new(&secret, 300).expect("ticket secret");
+    let mut public = serde_json::Map::new();
+    public.insert("name".into(), json!(name));
+    let identity = chatup_gate::Identity {
+        sub: sub.into(),
+        public: Some(public),
+        rooms: None,
+        role: None,
+    };
+    signer.issue(&identity, room, now_secs()).token
+}
+
+/// A ticket with exactly these claims, signed with the ticket secret.
+pub fn ticket_exactly(claims: &Value) -> String {
+    let secret = std::fs::read(ticket_secret_path()).expect("dev ticket secret");
+    encode(
+        &Header::new(Algorithm::HS256),
+        claims,
+        &EncodingKey::from_secret(secret.trim_ascii_end()),
+    )
+    .unwrap()
+}
+
 /// The development HMAC secret the harness's dispatchers use as their
 /// server key.
 pub fn server_secret_path() -> std::path::PathBuf {

@@ -425,11 +425,14 @@ async fn redis_restart_is_survived_without_restarting_anything_else() {
 }
 
 #[tokio::test]
-async fn token_required_subscription_is_refused_without_a_valid_token_and_nginx_survives() {
+async fn token_required_subscription_is_refused_without_a_valid_ticket_and_nginx_survives() {
     let redis = Redis::start().unwrap();
     let worker = ChatWorker::start(&redis).unwrap();
     let client = reqwest::Client::new();
-    for query in ["", "?token=garbage"] {
+    let token = token_for("alice", "Alice");
+    // The site's token itself is not taken from a URL: only a read ticket.
+    let site_token = format!("?token={token}");
+    for query in ["", "?ticket=garbage", site_token.as_str()] {
         let response = client
             .get(format!("{}/sub-auth/members{query}", worker.base_url()))
             .header("Accept", "text/event-stream")
@@ -441,10 +444,10 @@ async fn token_required_subscription_is_refused_without_a_valid_token_and_nginx_
         let json: Value = response.json().await.unwrap();
         assert!(json["error"].is_string());
     }
-    let token = token_for("alice", "Alice");
+    let ticket = chatup_testkit::token::ticket_for("alice", "Alice", "members");
     let response = client
         .get(format!(
-            "{}/sub-auth/members?token={token}",
+            "{}/sub-auth/members?ticket={ticket}",
             worker.base_url()
         ))
         .header("Accept", "text/event-stream")
@@ -487,6 +490,83 @@ fn nginx_refuses_a_configuration_with_a_bad_key() {
     );
 }
 
+/// `nginx -t` on the shipped configuration, changed by `edit`: its stderr
+/// if it fails.
+fn nginx_test_fails(edit: impl FnOnce(String, &std::path::Path) -> String) -> Option<String> {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(dir.path().join("tmp")).unwrap();
+    let key = chatup_testkit::process::workspace_root().join("conf/dev-keys/jwt-rs256.pub");
+    let conf = ChatWorker::render_nginx_conf(dir.path(), 1, &key).unwrap();
+    std::fs::write(dir.path().join("nginx.conf"), edit(conf, dir.path())).unwrap();
+    let out = std::process::Command::new("nginx")
+        .arg("-t")
+        .arg("-p")
+        .arg(dir.path())
+        .arg("-c")
+        .arg(dir.path().join("nginx.conf"))
+        .output()
+        .unwrap();
+    (!out.status.success()).then(|| String::from_utf8_lossy(&out.stderr).into_owned())
+}
+
+#[test]
+fn readers_need_a_ticket_secret_of_their_own() {
+    assert_eq!(
+        nginx_test_fails(|conf, _| conf),
+        None,
+        "the shipped configuration"
+    );
+    let ticket_line = |conf: &str| {
+        conf.lines()
+            .find(|l| l.trim_start().starts_with("chatup_ticket_secret_file"))
+            .unwrap()
+            .to_string()
+    };
+    let without = nginx_test_fails(|conf, _| conf.replace(&ticket_line(&conf), "")).unwrap();
+    assert!(
+        without.contains("chatup_readers: needs chatup_ticket_secret_file"),
+        "{without}"
+    );
+    // The site's own HMAC secret as the ticket secret: users could sign
+    // tickets.
+    let shared = nginx_test_fails(|conf, dir| {
+        let secret = dir.join("site.secret");
+        std::fs::write(&secret, "a site secret of at least thirty-two bytes").unwrap();
+        let secret = secret.display();
+        conf.replace(
+            &ticket_line(&conf),
+            &format!("chatup_ticket_secret_file {secret};"),
+        )
+        .replace(
+            "chatup_jwt_algorithms RS256;",
+            "chatup_jwt_algorithms HS256;",
+        )
+        .replace(
+            &conf
+                .lines()
+                .find(|l| l.trim_start().starts_with("chatup_jwt_public_key"))
+                .unwrap()
+                .to_string(),
+            &format!("chatup_jwt_secret_file {secret};"),
+        )
+    })
+    .unwrap();
+    assert!(
+        shared.contains("must not be the site's token secret"),
+        "{shared}"
+    );
+    let short = nginx_test_fails(|conf, dir| {
+        let secret = dir.join("short.secret");
+        std::fs::write(&secret, "short").unwrap();
+        conf.replace(
+            &ticket_line(&conf),
+            &format!("chatup_ticket_secret_file {};", secret.display()),
+        )
+    })
+    .unwrap();
+    assert!(short.contains("at least 32 are required"), "{short}");
+}
+
 #[tokio::test]
 async fn chunked_and_empty_bodies_are_read_safely_also_by_the_debug_build_of_the_module() {
     let redis = Redis::start().unwrap();
@@ -499,8 +579,9 @@ async fn chunked_and_empty_bodies_are_read_safely_also_by_the_debug_build_of_the
         // A signed-in reader: the module's admission, counting and serve
         // request run too (the room is new to this worker).
         let token = token_for("alice", "Alice");
+        let ticket = chatup_testkit::token::ticket_for("alice", "Alice", "bodies");
         let options = chatup_testkit::SubscribeOptions {
-            token: Some(&token),
+            ticket: Some(&ticket),
             ..Default::default()
         };
         let mut reader = Subscriber::open(Transport::WebSocket, &worker, "bodies", options)

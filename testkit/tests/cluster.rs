@@ -7,6 +7,7 @@ use std::time::{Duration, Instant};
 
 use chatup_testkit::clients::{eventually, get_json, items, join_room};
 use chatup_testkit::process::WorkerOptions;
+use chatup_testkit::token::ticket_for;
 use chatup_testkit::{
     post_message, token_for, ChatWorker, Dispatcher, Redis, SubscribeOptions, Subscriber, Transport,
 };
@@ -47,9 +48,10 @@ async fn stats(dispatcher: &Dispatcher, room: &str, query: &str) -> Value {
     body
 }
 
-async fn subscribe(worker: &ChatWorker, room: &str, token: Option<&str>) -> Subscriber {
+/// Subscribes to `room`, as the member `ticket` names if given.
+async fn subscribe(worker: &ChatWorker, room: &str, ticket: Option<&str>) -> Subscriber {
     let options = SubscribeOptions {
-        token,
+        ticket,
         ..Default::default()
     };
     Subscriber::open(Transport::WebSocket, worker, room, options)
@@ -155,7 +157,7 @@ async fn killed_worker_stops_being_offered_within_its_ttl_and_its_members_leave_
     let mut doomed = ChatWorker::start(&redis).unwrap();
     let survivor = ChatWorker::start(&redis).unwrap();
     let dispatcher = Dispatcher::start(&redis).unwrap();
-    let alice = token_for("alice", "Alice");
+    let alice = ticket_for("alice", "Alice", "arena");
     let _on_doomed = subscribe(&doomed, "arena", Some(&alice)).await;
     let _on_survivor = subscribe(&survivor, "arena", None).await;
     eventually("alice listed, both readers counted", WAIT, async || {
@@ -231,12 +233,12 @@ async fn members_count_once_across_connections_and_workers_and_are_paginated() {
     let b = ChatWorker::start(&redis).unwrap();
     let dispatcher = Dispatcher::start(&redis).unwrap();
     let (alice, bob, carol) = (
-        token_for("alice", "Alice"),
-        token_for("bob", "Bob"),
-        token_for("carol", "Carol"),
+        ticket_for("alice", "Alice", "hall"),
+        ticket_for("bob", "Bob", "hall"),
+        ticket_for("carol", "Carol", "hall"),
     );
-    let options = |token| SubscribeOptions {
-        token: Some(token),
+    let options = |ticket| SubscribeOptions {
+        ticket: Some(ticket),
         ..Default::default()
     };
     let _readers = vec![
@@ -307,7 +309,7 @@ async fn join_and_leave_events_reach_readers_and_a_busy_room_gets_count_events_i
     let mut observer = Subscriber::open(Transport::EventSource, &worker, "quiet", watch)
         .await
         .unwrap();
-    let alice = token_for("alice", "Alice");
+    let alice = ticket_for("alice", "Alice", "quiet");
     let alice_reader = subscribe(&worker, "quiet", Some(&alice)).await;
     let joined = eventually("alice's join event", WAIT, async || {
         observer
@@ -350,7 +352,7 @@ async fn join_and_leave_events_reach_readers_and_a_busy_room_gets_count_events_i
             .find(|item| item["ev"] == "count" && item["subscribers"] == 5)
     })
     .await;
-    let bob = token_for("bob", "Bob");
+    let bob = ticket_for("bob", "Bob", "busy");
     crowd.push(subscribe(&worker, "busy", Some(&bob)).await);
     let seen = busy_observer.drain_for(Duration::from_millis(1200)).await;
     assert!(
@@ -574,7 +576,8 @@ async fn an_abandoned_room_is_let_go_and_served_again_from_history() {
         assert_eq!(status, 202, "{ack}");
         sent.push(ack["id"].as_str().unwrap().to_string());
     };
-    let reader = subscribe(&worker, "ephemeral", Some(&token)).await;
+    let ticket = ticket_for("alice", "Alice", "ephemeral");
+    let reader = subscribe(&worker, "ephemeral", Some(&ticket)).await;
     post("one").await;
     post("two").await;
     drop(reader);

@@ -459,12 +459,21 @@ async fn room_claims_limit_where_a_token_posts_and_reads_and_private_rooms_need_
         401,
         "anonymous reader of a private room"
     );
-    // The rooms claim applies to reading too: the fan's token does not
-    // open the private room; a token that names it (or names no rooms) does.
-    assert_eq!(read("private-board", format!("?token={fan}")).await, 403);
-    let staff =
-        rs256_token(&json!({"sub": "staff", "exp": now_secs() + 600, "rooms": ["private-*"]}));
-    assert_eq!(read("private-board", format!("?token={staff}")).await, 200);
+    // Readers name themselves with read tickets (the dispatcher applies
+    // the rooms claim when it issues one, see the next test): a ticket for
+    // another room does not open this one, nor does a site token in the
+    // URL; a ticket for the room does.
+    let lobby_ticket = chatup_testkit::token::ticket_for("fan", "Fan", "lobby");
+    assert_eq!(
+        read("private-board", format!("?ticket={lobby_ticket}")).await,
+        403
+    );
+    assert_eq!(read("private-board", format!("?token={fan}")).await, 401);
+    let staff_ticket = chatup_testkit::token::ticket_for("staff", "Staff", "private-board");
+    assert_eq!(
+        read("private-board", format!("?ticket={staff_ticket}")).await,
+        200
+    );
     assert_eq!(
         read("public-board", String::new()).await,
         200,
@@ -510,6 +519,7 @@ async fn private_rooms_stay_private_on_the_dispatcher_too() {
         (get.clone(), "/rooms/private-board/messages"),
         (get.clone(), "/rooms/private-board/stats"),
         (post.clone(), "/join/private-board"),
+        (post.clone(), "/tickets/private-board"),
     ] {
         let (status, body) = ask(method.clone(), path.into(), None).await;
         assert_eq!(status, 401, "{path} without a token: {body}");
@@ -529,9 +539,38 @@ async fn private_rooms_stay_private_on_the_dispatcher_too() {
     .await;
     assert_eq!(status, 200, "{body}");
     assert_eq!(body["messages"][0]["msg"], "secret plans");
-    // Public rooms stay open to anyone.
+    // Staff get a read ticket for the room (with the join and on its own),
+    // and the worker takes it.
+    let (status, join) = ask(
+        post.clone(),
+        "/join/private-board".into(),
+        Some(staff.clone()),
+    )
+    .await;
+    assert_eq!(status, 200, "{join}");
+    let (status, fresh) = ask(post.clone(), "/tickets/private-board".into(), Some(staff)).await;
+    assert_eq!(status, 200, "{fresh}");
+    for ticket in [&join["ticket"], &fresh["ticket"]] {
+        let ticket = ticket.as_str().expect("a ticket");
+        let response = client
+            .get(format!(
+                "{}/sub/private-board?ticket={ticket}",
+                worker.base_url()
+            ))
+            .header("Accept", "text/event-stream")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 200);
+    }
+    // Public rooms stay open to anyone; only a signed-in reader gets a ticket.
     let (status, body) = ask(get, "/rooms/lobby/messages".into(), None).await;
     assert_eq!(status, 200, "{body}");
+    let (status, body) = ask(post.clone(), "/join/lobby".into(), None).await;
+    assert_eq!(status, 200, "{body}");
+    assert!(body.get("ticket").is_none(), "{body}");
+    let (status, body) = ask(post, "/tickets/lobby".into(), None).await;
+    assert_eq!(status, 401, "{body}");
 }
 
 #[tokio::test]

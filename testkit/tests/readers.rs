@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use chatup_testkit::clients::{eventually, get_json, items};
 use chatup_testkit::process::WorkerOptions;
-use chatup_testkit::token::{now_secs, rs256_token};
+use chatup_testkit::token::{now_secs, ticket_exactly, ticket_for};
 use chatup_testkit::{
     post_message, token_for, ChatWorker, Dispatcher, Redis, SubscribeOptions, Subscriber, Transport,
 };
@@ -88,16 +88,19 @@ async fn a_sidecar_killed_and_restarted_keeps_feeding_its_readers_every_message_
 }
 
 #[tokio::test]
-async fn an_expired_or_malformed_token_reads_a_public_room_anonymously() {
+async fn an_expired_or_malformed_ticket_reads_a_public_room_anonymously() {
     let redis = Redis::start().unwrap();
     let worker = ChatWorker::start(&redis).unwrap();
     let dispatcher = Dispatcher::start(&redis).unwrap();
-    let expired = rs256_token(&json!({"sub": "late", "exp": now_secs() - 600}));
+    let expired = ticket_exactly(&json!({
+        "iss": "chatup", "aud": "chatup-read", "sub": "late", "rooms": ["lobby"],
+        "iat": now_secs() - 900, "exp": now_secs() - 600,
+    }));
     let mut readers = Vec::new();
-    for token in [expired.as_str(), "garbage"] {
+    for ticket in [expired.as_str(), "garbage"] {
         for transport in [Transport::EventSource, Transport::WebSocket] {
             let options = SubscribeOptions {
-                token: Some(token),
+                ticket: Some(ticket),
                 ..Default::default()
             };
             let reader = Subscriber::open(transport, &worker, "lobby", options)
@@ -123,9 +126,12 @@ async fn an_expired_or_malformed_token_reads_a_public_room_anonymously() {
 
     // A room that needs a token still refuses them, with a JSON 401.
     let client = reqwest::Client::new();
-    for token in [expired.as_str(), "garbage"] {
+    for ticket in [expired.as_str(), "garbage"] {
         let response = client
-            .get(format!("{}/sub/private-x?token={token}", worker.base_url()))
+            .get(format!(
+                "{}/sub/private-x?ticket={ticket}",
+                worker.base_url()
+            ))
             .header("Accept", "text/event-stream")
             .send()
             .await
@@ -217,8 +223,8 @@ async fn readers_that_vanish_are_uncounted_within_seconds_and_their_rooms_let_go
     let mut opening = Vec::new();
     for n in 0..500 {
         let room = format!("vanish-{}", n % 50);
-        let token = (n % 5 == 0).then(|| token_for(&format!("user{n}"), "U"));
-        let query = token.map(|t| format!("?token={t}")).unwrap_or_default();
+        let ticket = (n % 5 == 0).then(|| ticket_for(&format!("user{n}"), "U", &room));
+        let query = ticket.map(|t| format!("?ticket={t}")).unwrap_or_default();
         let request = client
             .get(format!("{}/sub/{room}{query}", worker.base_url()))
             .header("Accept", "text/event-stream")
@@ -238,9 +244,9 @@ async fn readers_that_vanish_are_uncounted_within_seconds_and_their_rooms_let_go
     // requests' cleanups never run; the respawned processes clear them.
     let mut kept = Vec::new();
     for n in 0..20 {
-        let token = token_for(&format!("kept{n}"), "K");
+        let ticket = ticket_for(&format!("kept{n}"), "K", "vanish-kept");
         let options = SubscribeOptions {
-            token: Some(&token),
+            ticket: Some(&ticket),
             ..Default::default()
         };
         kept.push(
@@ -361,30 +367,59 @@ async fn a_worker_short_of_connections_refuses_readers_with_503_and_keeps_every_
 }
 
 #[tokio::test]
-async fn no_reader_token_lands_in_the_access_log() {
+async fn a_signed_in_reader_s_token_reaches_no_url_and_no_log() {
     let redis = Redis::start().unwrap();
     let worker = ChatWorker::start(&redis).unwrap();
+    let dispatcher = Dispatcher::start(&redis).unwrap();
+    // As the client does: the site's token goes to the dispatcher in a
+    // header, and the reader subscribes with the ticket it gets back.
     let token = token_for("anna", "Anna");
+    let join: Value = reqwest::Client::new()
+        .post(format!("{}/join/logged", dispatcher.base_url()))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let ticket = join["ticket"].as_str().expect("a read ticket").to_string();
+    assert!(join["ticket_expires_at"].as_u64().unwrap() <= now_secs() + 300);
     let options = SubscribeOptions {
-        token: Some(&token),
+        ticket: Some(&ticket),
         ..Default::default()
     };
     let mut reader = Subscriber::open(Transport::EventSource, &worker, "logged", options)
         .await
         .unwrap();
+    eventually("anna listed as a member", WAIT, async || {
+        let (_, body) = get_json(&format!("{}/rooms/logged/stats", dispatcher.base_url())).await;
+        (body["members"] == 1).then_some(())
+    })
+    .await;
     let id = post_acked(&worker, "logged", "hello").await;
     assert_eq!(ids(&items(&reader.frames_until(1, WAIT).await)), [id]);
     drop(reader);
-    let log_path = worker.dir().join("nginx-access.log");
+    let access_log = worker.dir().join("nginx-access.log");
     let log = eventually("the reader's request logged", WAIT, async || {
-        let log = std::fs::read_to_string(&log_path).ok()?;
+        let log = std::fs::read_to_string(&access_log).ok()?;
         log.contains("/sub/logged").then_some(log)
     })
     .await;
     let signature = token.rsplit('.').next().unwrap();
-    assert!(
-        !log.contains(signature),
-        "a token in the access log:\n{log}"
-    );
-    assert!(!log.contains("token="), "{log}");
+    let logs = [
+        log,
+        worker.nginx_log(),
+        worker.sidecar_log(),
+        dispatcher.log(),
+    ];
+    for log in &logs {
+        assert!(
+            !log.contains(signature),
+            "the site's token in a log:\n{log}"
+        );
+        assert!(!log.contains("token="), "{log}");
+    }
+    // Nor does the ticket reach the access log.
+    assert!(!logs[0].contains(ticket.rsplit('.').next().unwrap()));
 }

@@ -44,6 +44,16 @@ export interface JoinAnswer {
   worker: WorkerRef;
   room: RoomCounts;
   history: Message[];
+  /** A read ticket for this room, when the join carried a valid token. */
+  ticket?: string;
+  /** When the ticket expires, in seconds since the epoch. */
+  ticket_expires_at?: number;
+}
+
+/** The answer of `POST /tickets/{room}`. */
+export interface TicketAnswer {
+  ticket: string;
+  ticket_expires_at: number;
 }
 
 /** One page of `GET /rooms/{room}/stats`. */

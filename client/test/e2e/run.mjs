@@ -52,10 +52,15 @@ const browser = await chromium.launch({
   ],
 });
 
+/** Every URL the pages asked for (requests and WebSockets): no credential may be in one. */
+const requestedUrls = [];
+
 async function openChat(name, room, { blockWebSocket = false, blockEventSource = false } = {}) {
   const context = await browser.newContext({ viewport: { width: 760, height: 820 } });
   const page = await context.newPage();
   page.on("pageerror", (e) => console.log(`[${name}] page error: ${e.message}`));
+  page.on("request", (request) => requestedUrls.push(request.url()));
+  page.on("websocket", (socket) => requestedUrls.push(socket.url()));
   if (blockWebSocket) {
     // As behind a proxy that refuses WebSocket upgrades.
     await page.addInitScript(() => {
@@ -120,6 +125,11 @@ const scenarios = {
     await bob.waitForFunction(() => /2 signed in/.test(document.querySelector(".chatup-count").textContent), null, {
       timeout: 10000,
     });
+    // Both are members through their read tickets; no site token went into a URL.
+    const subscribes = requestedUrls.filter((url) => url.includes("/sub/e2e-chat"));
+    if (!subscribes.some((url) => url.includes("ticket="))) throw new Error(`no ticket in ${subscribes}`);
+    const leaked = requestedUrls.filter((url) => /[?&]token=|eyJ[\w-]+\.eyJ[\w-]+\.[\w-]+/.test(url.replace(/ticket=[^&]*/, "")));
+    if (leaked.length) throw new Error(`a token in a URL: ${leaked}`);
     await shot(ann, "chat-ann");
     await shot(bob, "chat-bob");
   },

@@ -72,21 +72,38 @@ test("refusals become typed errors", () => {
 });
 
 /** A scripted world: a dispatcher (fetch) and transports the test drives. */
-function world(workers: string[]) {
+function world(workers: string[], ticketLifetimeSecs = 300) {
   const joins: Array<{ exclude?: string }> = [];
+  const tickets: string[] = [];
   const opened: Array<{ url: string; handlers: TransportHandlers; name: string }> = [];
   let next = 0;
   const history = [message("h1"), message("h2")];
-  globalThis.fetch = (async (url: string, init?: { body?: string }) => {
+  // The dispatcher trades a token (in the Authorization header) for a read ticket.
+  const ticketFor = (init?: { headers?: Record<string, string> }) => {
+    const authorization = init?.headers?.Authorization;
+    if (!authorization) return {};
+    tickets.push(authorization);
+    return { ticket: `tk${tickets.length}`, ticket_expires_at: Date.now() / 1000 + ticketLifetimeSecs };
+  };
+  globalThis.fetch = (async (url: string, init?: { body?: string; headers?: Record<string, string> }) => {
     if (String(url).includes("/join/")) {
       const body = init?.body ? JSON.parse(init.body) : {};
       joins.push(body);
       const candidates = workers.filter((w) => w !== body.exclude);
       const id = candidates[next++ % candidates.length];
       return new Response(
-        JSON.stringify({ worker: { id, url: `http://${id}` }, room: { subscribers: 2, members: 1 }, history }),
+        JSON.stringify({
+          worker: { id, url: `http://${id}` },
+          room: { subscribers: 2, members: 1 },
+          history,
+          ...ticketFor(init),
+        }),
         { status: 200 },
       );
+    }
+    if (String(url).includes("/tickets/")) {
+      const answer = ticketFor(init);
+      return new Response(JSON.stringify(answer), { status: answer.ticket ? 200 : 401 });
     }
     return new Response("{}", { status: 404 });
   }) as typeof fetch;
@@ -96,7 +113,7 @@ function world(workers: string[]) {
       opened.push({ url, handlers, name });
       return { close() {} };
     };
-  return { joins, opened, factories: { websocket: factory("websocket"), eventsource: factory("eventsource"), longpoll: factory("longpoll") } };
+  return { joins, tickets, opened, factories: { websocket: factory("websocket"), eventsource: factory("eventsource"), longpoll: factory("longpoll") } };
 }
 
 const tick = (ms = 5) => new Promise((r) => setTimeout(r, ms));
@@ -115,7 +132,9 @@ test("history, then the stream, each item once; resumes from the last frame id",
   void protocol.connect();
   await tick();
   assert.equal(w.opened.length, 1);
-  assert.equal(w.opened[0].url, "http://w1/sub/r?token=t");
+  // The join's read ticket names the reader; the token stays in headers.
+  assert.equal(w.opened[0].url, "http://w1/sub/r?ticket=tk1");
+  assert.deepEqual(w.tickets, ["Bearer t"]);
   const first = w.opened[0].handlers;
   first.onOpen();
   assert.equal(protocol.status, "connected");
@@ -276,7 +295,8 @@ test("a token that expires is announced; reading goes on and say refuses without
   const expired = new Promise((resolve) => protocol.on("tokenExpired", resolve));
   void protocol.connect();
   await tick();
-  assert.match(w.opened[0].url, /token=/, "the valid token was sent");
+  assert.match(w.opened[0].url, /ticket=tk1/, "the ticket was sent");
+  assert.doesNotMatch(w.opened[0].url, /token=/, "never the token");
   w.opened[0].handlers.onOpen();
   await expired;
   let posted = false;
@@ -290,7 +310,7 @@ test("a token that expires is announced; reading goes on and say refuses without
   w.opened[0].handlers.onClose(true);
   await new Promise((r) => setTimeout(r, 700));
   assert.ok(w.opened.length >= 2, "resubscribed");
-  assert.doesNotMatch(w.opened[w.opened.length - 1].url, /token=/);
+  assert.doesNotMatch(w.opened[w.opened.length - 1].url, /token=|ticket=/);
   assert.equal(protocol.status === "connected" || protocol.status === "reconnecting", true);
   protocol.close();
 });
@@ -308,4 +328,64 @@ test("the widget takes only plain colours and allowed avatar origins from a user
   for (const bad of ["https://tracker.example/pixel.gif", "javascript:alert(1)", "data:image/png;base64,AA", "not a url", 7]) {
     assert.equal(safeAvatar(bad, origins), undefined, String(bad));
   }
+});
+
+test("a ticket about to expire is renewed before a reconnection uses it", async () => {
+  // Tickets that live 20 s are always within the renewal margin (30 s).
+  const w = world(["w1"], 20);
+  const protocol = new ChatUpProtocol({
+    dispatcherUrl: "http://d",
+    room: "r",
+    token: "t",
+    backoff: { baseMs: 1, capMs: 2 },
+    transportFactories: w.factories,
+  });
+  void protocol.connect();
+  await tick();
+  // The join's ticket was already too close to its end: a fresh one first.
+  assert.equal(w.opened.length, 1);
+  assert.equal(w.opened[0].url, "http://w1/sub/r?ticket=tk2");
+  w.opened[0].handlers.onOpen();
+  w.opened[0].handlers.onFrame("10:0", JSON.stringify([message("m1")]));
+  w.opened[0].handlers.onClose(true);
+  await tick(20);
+  assert.equal(w.opened.length, 2);
+  assert.equal(w.opened[1].url, "http://w1/sub/r?ticket=tk3&last_event_id=10%3A0");
+  protocol.close();
+});
+
+test("a long-poll reader resubscribes with a fresh ticket before its ticket expires, from its last frame", async () => {
+  const w = world(["w1"], 31);
+  const protocol = new ChatUpProtocol({
+    dispatcherUrl: "http://d",
+    room: "r",
+    token: "t",
+    transports: ["longpoll"],
+    transportFactories: w.factories,
+  });
+  const got: string[] = [];
+  protocol.on("message", (m) => got.push(m.id));
+  void protocol.connect();
+  await tick();
+  assert.equal(w.opened[0].url, "http://w1/sub/r?ticket=tk1");
+  w.opened[0].handlers.onOpen();
+  w.opened[0].handlers.onFrame("10:0", JSON.stringify([message("m1")]));
+  await new Promise((r) => setTimeout(r, 1300));
+  assert.equal(w.opened.length, 2, "resubscribed once");
+  assert.equal(w.opened[1].name, "longpoll");
+  assert.equal(w.opened[1].url, "http://w1/sub/r?ticket=tk2&last_event_id=10%3A0");
+  w.opened[1].handlers.onOpen();
+  assert.equal(protocol.status, "connected");
+  assert.deepEqual(got, ["h1", "h2", "m1"]);
+  protocol.close();
+});
+
+test("without a token there is no ticket: the reader is anonymous", async () => {
+  const w = world(["w1"]);
+  const protocol = new ChatUpProtocol({ dispatcherUrl: "http://d", room: "r", transportFactories: w.factories });
+  void protocol.connect();
+  await tick();
+  assert.equal(w.opened[0].url, "http://w1/sub/r");
+  assert.deepEqual(w.tickets, []);
+  protocol.close();
 });

@@ -11,6 +11,7 @@ pub mod query;
 pub mod readers;
 pub mod subscribe;
 pub mod text;
+pub mod ticket;
 pub mod token;
 
 pub use error::GateError;

@@ -1,7 +1,8 @@
 //! Who may read a room, and who a reader is: one rule for the nginx module
-//! (subscribers, `?token=`: browsers can set no header on WebSocket and
-//! EventSource requests) and the dispatcher (history, members, joins:
-//! `Authorization: Bearer`).
+//! (subscribers, with a read ticket in `?ticket=`: browsers can set no
+//! header on WebSocket and EventSource requests, and the site's token stays
+//! out of URLs; see `ticket`) and the dispatcher (history, members, joins:
+//! the site's token in `Authorization: Bearer`).
 //!
 //! Reading a public room never fails because of a token: a missing,
 //! malformed or expired one makes the reader anonymous (counted, not a
@@ -14,6 +15,7 @@
 //! anonymous.
 
 use crate::query::query_param;
+use crate::ticket::TICKET_PARAM;
 use crate::{GateError, Identity, TokenVerifier};
 
 /// Who may read a room.
@@ -40,15 +42,22 @@ impl ReadAccess {
     }
 }
 
-/// The member a subscribe request's URL (`?token=`) names, if any.
+/// The member a subscribe request's URL names with its read ticket
+/// (`?ticket=`), if any. `tickets` verifies tickets, not site tokens: a
+/// site token in the URL is not looked at.
 pub fn reader_identity(
-    verifier: &TokenVerifier,
+    tickets: &TokenVerifier,
     uri: &[u8],
     room: &str,
     access: ReadAccess,
 ) -> Result<Option<Identity>, GateError> {
-    let token = query_param(uri, "token").filter(|t| !t.is_empty());
-    reader(verifier, token.as_deref(), room, access)
+    let ticket = query_param(uri, TICKET_PARAM).filter(|t| !t.is_empty());
+    let reader = reader(tickets, ticket.as_deref(), room, access)?;
+    // Reading is all a ticket grants.
+    Ok(reader.map(|identity| Identity {
+        role: None,
+        ..identity
+    }))
 }
 
 /// Who reads `room` with `token` (if any), or why they may not.

@@ -191,7 +191,12 @@ impl TokenVerifier {
         validation.leeway = config.leeway_secs;
         validation.validate_exp = true;
         validation.validate_nbf = true;
-        validation.set_required_spec_claims(&["exp", "sub"]);
+        // A configured `iss` or `aud` must be there: jsonwebtoken only
+        // compares them when the token carries them.
+        let mut required = vec!["exp", "sub"];
+        required.extend(config.issuer.as_ref().map(|_| "iss"));
+        required.extend(config.audience.as_ref().map(|_| "aud"));
+        validation.set_required_spec_claims(&required);
         match &config.issuer {
             Some(iss) => validation.set_issuer(&[iss]),
             None => validation.iss = None,
@@ -236,7 +241,10 @@ impl TokenVerifier {
     ) -> Result<T, GateError> {
         self.check_pinned_algorithm(token)?;
         let mut validation = self.validation.clone();
-        validation.set_required_spec_claims(&["exp"]);
+        let mut required = vec!["exp"];
+        required.extend(validation.iss.as_ref().map(|_| "iss"));
+        required.extend(validation.aud.as_ref().map(|_| "aud"));
+        validation.set_required_spec_claims(&required);
         jsonwebtoken::decode::<T>(token, &self.key, &validation)
             .map(|data| data.claims)
             .map_err(|e| GateError::BadToken(describe(e.kind())))

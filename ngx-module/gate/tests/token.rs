@@ -190,6 +190,12 @@ fn issuer_and_audience_are_checked_when_configured() {
         bad_token_message(v.verify(&wrong_aud)),
         "token audience is not accepted"
     );
+    // Leaving a configured claim out does not get around its check.
+    let no_iss = hs_token(json!({"sub": "u", "exp": now() + 60, "aud": "chatup"}));
+    assert_eq!(bad_token_message(v.verify(&no_iss)), "token has no iss");
+    let no_aud = hs_token(json!({"sub": "u", "exp": now() + 60, "iss": "https://site.example"}));
+    assert_eq!(bad_token_message(v.verify(&no_aud)), "token has no aud");
+    assert!(v.verify_claims::<Value>(&no_aud).is_err());
 }
 
 #[test]
@@ -279,32 +285,27 @@ fn server_tokens_need_no_sub_but_a_valid_signature_and_exp() {
 
 #[test]
 fn a_bad_or_expired_token_makes_a_public_room_reader_anonymous_and_a_private_one_refused() {
-    use chatup_gate::subscribe::{reader_identity, ReadAccess};
+    use chatup_gate::subscribe::{reader, ReadAccess};
     let verifier = hs_verifier();
     let valid = hs_token(json!({"sub": "anna", "exp": now() + 60}));
     let expired = hs_token(json!({"sub": "anna", "exp": now() - 600}));
-    let uri = |token: &str| format!("/sub/stage?token={token}").into_bytes();
 
-    let member = reader_identity(&verifier, &uri(&valid), "stage", ReadAccess::Anyone).unwrap();
+    let member = reader(&verifier, Some(&valid), "stage", ReadAccess::Anyone).unwrap();
     assert_eq!(member.unwrap().sub, "anna");
     for token in [expired.as_str(), "garbage"] {
-        assert!(
-            reader_identity(&verifier, &uri(token), "stage", ReadAccess::Anyone)
-                .unwrap()
-                .is_none()
-        );
+        assert!(reader(&verifier, Some(token), "stage", ReadAccess::Anyone)
+            .unwrap()
+            .is_none());
         assert!(matches!(
-            reader_identity(&verifier, &uri(token), "stage", ReadAccess::TokenOnly),
+            reader(&verifier, Some(token), "stage", ReadAccess::TokenOnly),
             Err(GateError::BadToken(_))
         ));
     }
-    assert!(
-        reader_identity(&verifier, b"/sub/stage", "stage", ReadAccess::Anyone)
-            .unwrap()
-            .is_none()
-    );
+    assert!(reader(&verifier, None, "stage", ReadAccess::Anyone)
+        .unwrap()
+        .is_none());
     assert!(matches!(
-        reader_identity(&verifier, b"/sub/stage", "stage", ReadAccess::TokenOnly),
+        reader(&verifier, None, "stage", ReadAccess::TokenOnly),
         Err(GateError::MissingToken)
     ));
 }

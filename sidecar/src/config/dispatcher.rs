@@ -4,6 +4,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
+use chatup_gate::ticket::{self, TicketSigner};
 use chatup_gate::token::KeyMaterial;
 use chatup_gate::{TokenVerifier, VerifierConfig};
 use serde::Deserialize;
@@ -60,6 +61,15 @@ pub struct DispatcherConfig {
     pub user_audience: Option<String>,
     /// As the workers' `chatup_jwt_max_lifetime`, in seconds (0: off).
     pub user_max_lifetime_secs: u64,
+    /// The secret (at least 32 bytes, not the user-token secret) that signs
+    /// read tickets, shared with the workers' `chatup_ticket_secret_file`.
+    /// A signed-in reader gets a ticket with each join (and from `POST
+    /// /tickets/{room}`) and subscribes with it, so the site's token never
+    /// travels in a URL. Without it readers are anonymous and token rooms
+    /// cannot be read.
+    pub ticket_secret_file: Option<PathBuf>,
+    /// How long a read ticket may be used to start a subscription.
+    pub ticket_lifetime_secs: u64,
     /// Development only: serve this directory (the built client and its
     /// example page) under `/demo/`.
     pub demo_dir: Option<PathBuf>,
@@ -93,6 +103,8 @@ impl Default for DispatcherConfig {
             user_issuer: None,
             user_audience: None,
             user_max_lifetime_secs: chatup_gate::token::DEFAULT_MAX_LIFETIME_SECS,
+            ticket_secret_file: None,
+            ticket_lifetime_secs: chatup_gate::ticket::DEFAULT_TICKET_LIFETIME_SECS,
             demo_dir: None,
             dev_token_key: None,
             log_format: LogFormat::Text,
@@ -167,6 +179,12 @@ pub struct DispatcherArgs {
     /// Longest remaining lifetime of a user token, in seconds, 0 for no limit [default: 86400]
     #[arg(long, env = "CHATUP_USER_MAX_LIFETIME_SECS")]
     pub user_max_lifetime_secs: Option<u64>,
+    /// Secret file signing read tickets, shared with the workers' chatup_ticket_secret_file [default: none: readers are anonymous]
+    #[arg(long, env = "CHATUP_TICKET_SECRET_FILE")]
+    pub ticket_secret_file: Option<PathBuf>,
+    /// Lifetime of a read ticket in seconds, at most 3600 [default: 300]
+    #[arg(long, env = "CHATUP_TICKET_LIFETIME_SECS")]
+    pub ticket_lifetime_secs: Option<u64>,
     /// Development only: directory served under /demo/ (the example page) [default: none]
     #[arg(long, env = "CHATUP_DEMO_DIR")]
     pub demo_dir: Option<PathBuf>,
@@ -197,6 +215,7 @@ impl DispatcherConfig {
             token_rooms,
             user_algorithms,
             user_max_lifetime_secs,
+            ticket_lifetime_secs,
             log_format
         );
         overlay_some!(
@@ -209,6 +228,7 @@ impl DispatcherConfig {
             user_secret_file,
             user_issuer,
             user_audience,
+            ticket_secret_file,
             demo_dir,
             dev_token_key
         );
@@ -235,6 +255,10 @@ impl DispatcherConfig {
             "server_token_max_ttl_secs must be at least 1",
         )?;
         check(self.history_length > 0, "history_length must be at least 1")?;
+        check(
+            (1..=ticket::MAX_TICKET_LIFETIME_SECS).contains(&self.ticket_lifetime_secs),
+            "ticket_lifetime_secs must be between 1 and 3600",
+        )?;
         check(
             self.user_public_key.is_none() || self.user_secret_file.is_none(),
             "set user_public_key or user_secret_file, not both",
@@ -273,6 +297,34 @@ impl DispatcherConfig {
                 max_lifetime_secs: None,
             },
         )
+    }
+
+    /// The signer of read tickets, if a ticket secret is configured; a
+    /// secret that is short or is the user-token secret is an error at
+    /// start.
+    pub fn ticket_signer(&self) -> Result<Option<TicketSigner>, ConfigError> {
+        let Some(path) = &self.ticket_secret_file else {
+            return Ok(None);
+        };
+        let read = |path: &PathBuf| {
+            std::fs::read(path).map_err(|source| ConfigError::Read {
+                path: path.clone(),
+                source,
+            })
+        };
+        let secret = read(path)?;
+        if let Some(user) = &self.user_secret_file {
+            if ticket::same_secret(&secret, &KeyMaterial::HmacSecret(read(user)?)) {
+                return Err(ConfigError::Invalid(
+                    "ticket_secret_file must not hold the user-token secret \
+                     (users could sign their own tickets)"
+                        .into(),
+                ));
+            }
+        }
+        TicketSigner::new(&secret, self.ticket_lifetime_secs)
+            .map(Some)
+            .map_err(|e| ConfigError::Invalid(format!("ticket_secret_file: {e}")))
     }
 
     /// The verifier of user tokens (token rooms), if a key is configured.
@@ -337,5 +389,44 @@ mod tests {
         })
         .unwrap_err();
         assert!(err.to_string().contains("join_history"), "{err}");
+    }
+
+    #[test]
+    fn ticket_settings_are_checked_at_start() {
+        let dir = tempfile::tempdir().unwrap();
+        let write = |name: &str, text: &str| {
+            let path = dir.path().join(name);
+            std::fs::write(&path, text).unwrap();
+            path
+        };
+        let site = write("site.secret", "the site's own secret, 32 bytes or more\n");
+        let tickets = write("ticket.secret", "a ticket secret of at least 32 bytes\n");
+        let short = write("short.secret", "short");
+        let load = |ticket: &PathBuf, lifetime: Option<u64>| {
+            DispatcherConfig::load(&DispatcherArgs {
+                user_secret_file: Some(site.clone()),
+                ticket_secret_file: Some(ticket.clone()),
+                ticket_lifetime_secs: lifetime,
+                ..Default::default()
+            })
+            .and_then(|config| config.ticket_signer())
+        };
+        assert!(load(&tickets, None).unwrap().is_some());
+        let same = load(&site, None).unwrap_err().to_string();
+        assert!(
+            same.contains("must not hold the user-token secret"),
+            "{same}"
+        );
+        let short = load(&short, None).unwrap_err().to_string();
+        assert!(short.contains("at least 32"), "{short}");
+        for lifetime in [0, 3601] {
+            let err = load(&tickets, Some(lifetime)).unwrap_err().to_string();
+            assert!(err.contains("ticket_lifetime_secs"), "{err}");
+        }
+        assert!(DispatcherConfig::load(&DispatcherArgs::default())
+            .unwrap()
+            .ticket_signer()
+            .unwrap()
+            .is_none());
     }
 }

@@ -21,7 +21,8 @@ use axum::response::IntoResponse;
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use chatup_gate::subscribe::{reader, ReadAccess};
-use chatup_gate::TokenVerifier;
+use chatup_gate::ticket::{Ticket, TicketSigner};
+use chatup_gate::{Identity, TokenVerifier};
 use serde::Deserialize;
 use serde_json::{json, Value};
 
@@ -44,37 +45,53 @@ pub struct AppState {
 }
 
 /// Who may read which room: the workers' rule, with the same patterns and
-/// the site's key for user tokens.
+/// the site's key for user tokens; and the read tickets that carry a
+/// signed-in reader's identity to the workers (`chatup_gate::ticket`).
 pub struct ReadRule {
     pub token_rooms: Vec<String>,
     /// Without it, token rooms are closed here.
     pub verifier: Option<TokenVerifier>,
+    /// Without it, readers are anonymous on the workers.
+    pub tickets: Option<TicketSigner>,
 }
 
 impl ReadRule {
     /// Refuses a request about `room` that the workers would refuse a
     /// reader of (401 or 403, JSON).
     fn check(&self, room: &str, headers: &HeaderMap) -> Result<(), ApiError> {
+        self.reader(room, headers).map(drop)
+    }
+
+    /// Who reads `room` (the member the request's `Authorization` names,
+    /// or `None`: anonymous), or why they may not.
+    fn reader(&self, room: &str, headers: &HeaderMap) -> Result<Option<Identity>, ApiError> {
         let access = ReadAccess::of(room, &self.token_rooms, ReadAccess::Anyone);
-        if access == ReadAccess::Anyone {
-            return Ok(());
-        }
         let Some(verifier) = &self.verifier else {
-            return Err(ApiError::new(
-                StatusCode::UNAUTHORIZED,
-                "this room needs a token, and this dispatcher has no user key",
-            ));
+            return match access {
+                ReadAccess::Anyone => Ok(None),
+                ReadAccess::TokenOnly => Err(ApiError::new(
+                    StatusCode::UNAUTHORIZED,
+                    "this room needs a token, and this dispatcher has no user key",
+                )),
+            };
         };
         let authorization = headers
             .get(axum::http::header::AUTHORIZATION)
             .map(|v| v.as_bytes());
         let token = chatup_gate::post::bearer_token(authorization).ok();
-        reader(verifier, token, room, access)
-            .map(drop)
-            .map_err(|e| {
-                let status = StatusCode::from_u16(e.status()).unwrap_or(StatusCode::UNAUTHORIZED);
-                ApiError::new(status, e.to_string())
-            })
+        reader(verifier, token, room, access).map_err(|e| {
+            let status = StatusCode::from_u16(e.status()).unwrap_or(StatusCode::UNAUTHORIZED);
+            ApiError::new(status, e.to_string())
+        })
+    }
+
+    /// A read ticket for `identity` in `room`, if tickets are configured.
+    fn ticket(&self, identity: &Identity, room: &str) -> Option<Ticket> {
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_secs())
+            .unwrap_or(0);
+        Some(self.tickets.as_ref()?.issue(identity, room, now))
     }
 }
 
@@ -86,6 +103,7 @@ pub fn router(state: AppState, server: ServerApi) -> Router {
         .with_state(server);
     Router::new()
         .route("/join/{room}", post(join))
+        .route("/tickets/{room}", post(ticket))
         .route("/rooms/{room}/stats", get(stats))
         .route("/rooms/{room}/messages", get(messages))
         .route("/healthz", get(health))
@@ -127,7 +145,7 @@ async fn join(
     headers: HeaderMap,
     body: Bytes,
 ) -> Result<impl IntoResponse, ApiError> {
-    state.read.check(&room, &headers)?;
+    let reader = state.read.reader(&room, &headers)?;
     let request: JoinRequest = if body.iter().all(u8::is_ascii_whitespace) {
         JoinRequest::default()
     } else {
@@ -146,10 +164,44 @@ async fn join(
     let live = live_ids(&state).await?;
     let counts = room_counts(&state, &room, &live).await?;
     let history = history(&state.db, &room, state.join_history).await?;
-    Ok(Json(json!({
+    let mut answer = json!({
         "worker": { "id": worker.id, "url": worker.url },
         "room": counts,
         "history": history,
+    });
+    if let Some(ticket) = reader.and_then(|identity| state.read.ticket(&identity, &room)) {
+        answer["ticket"] = json!(ticket.token);
+        answer["ticket_expires_at"] = json!(ticket.expires_at);
+    }
+    Ok(Json(answer))
+}
+
+/// `POST /tickets/{room}`: a fresh read ticket for the signed-in reader
+/// (before the last one expires, or to reconnect after it did).
+async fn ticket(
+    State(state): State<AppState>,
+    RoomRequest { room, .. }: RoomRequest,
+    headers: HeaderMap,
+) -> Result<impl IntoResponse, ApiError> {
+    if state.read.tickets.is_none() {
+        return Err(ApiError::new(
+            StatusCode::NOT_IMPLEMENTED,
+            "read tickets are off on this dispatcher (no ticket_secret_file)",
+        ));
+    }
+    let identity = state.read.reader(&room, &headers)?.ok_or_else(|| {
+        ApiError::new(
+            StatusCode::UNAUTHORIZED,
+            "a ticket needs a valid token for this room (Authorization: Bearer)",
+        )
+    })?;
+    let ticket = state
+        .read
+        .ticket(&identity, &room)
+        .ok_or_else(|| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "no ticket"))?;
+    Ok(Json(json!({
+        "ticket": ticket.token,
+        "ticket_expires_at": ticket.expires_at,
     })))
 }
 

@@ -79,6 +79,10 @@ pub async fn run(
     if user_verifier.is_none() && !config.token_rooms.is_empty() {
         tracing::warn!(rooms = ?config.token_rooms, "no user key configured: token rooms are closed on this dispatcher");
     }
+    let tickets = config.ticket_signer()?;
+    if tickets.is_none() {
+        tracing::warn!("no ticket_secret_file configured: readers are anonymous on the workers, and token rooms cannot be read");
+    }
     let state = api::AppState {
         registry: Registry::new(db.clone()),
         presence: Presence::new(db.clone()),
@@ -88,6 +92,7 @@ pub async fn run(
         read: Arc::new(api::ReadRule {
             token_rooms: config.token_rooms.clone(),
             verifier: user_verifier,
+            tickets,
         }),
     };
     let operator_api = operator.map(|listener| {
