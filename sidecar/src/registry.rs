@@ -16,6 +16,13 @@
 //! have not connected yet (sent minus connections the worker saw open),
 //! halving that number at each beat so that clients who never come stop
 //! counting within seconds.
+//!
+//! Clients sent but not connected yet count for at most as many as the
+//! readers the worker reported (and at least [`PENDING_FLOOR`]): a join is
+//! anonymous and may never be followed by a connection, so a flood of
+//! joins (with `exclude` naming the other worker) must not be able to make
+//! a worker look empty or full. It can make one look at most twice as busy
+//! as it is (or [`PENDING_FLOOR`] busier), for about a second.
 
 use redis::Script;
 use serde::{Deserialize, Serialize};
@@ -24,6 +31,10 @@ use crate::db::{Db, DbError};
 use crate::keys::{
     REGISTRY_BASELINE, REGISTRY_EXPIRY, REGISTRY_LOAD, REGISTRY_PENDING, REGISTRY_RECORDS,
 };
+
+/// Clients sent to a worker with fewer readers than this weigh up to this
+/// many on its load before they connect.
+pub const PENDING_FLOOR: u64 = 32;
 
 /// What a worker announces about itself.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -86,9 +97,10 @@ return live_ids()
 "#;
 
 // KEYS: records, expiry, load. ARGV: excluded id ('' for none), random
-// seed. Returns {id, record} of the least-loaded live worker, another than
-// the excluded one when there is another, and counts the client in its
-// load; nil when no worker is live.
+// seed, pending floor. Returns {id, record} of the least-loaded live
+// worker, another than the excluded one when there is another, and counts
+// the client in its load, up to its readers plus max(readers, floor);
+// nil when no worker is live.
 const PICK: &str = r#"
 local best, best_load, excluded = {}, nil, false
 for _, id in ipairs(live_ids()) do
@@ -109,8 +121,14 @@ if best_load == nil then
 end
 math.randomseed(tonumber(ARGV[2]))
 local chosen = best[math.random(#best)]
-redis.call('HINCRBY', KEYS[3], chosen, 1)
-return {chosen, redis.call('HGET', KEYS[1], chosen)}
+local record = redis.call('HGET', KEYS[1], chosen)
+local ok, fields = pcall(cjson.decode, record)
+local readers = ok and type(fields) == 'table' and tonumber(fields.subscribers) or 0
+local load = tonumber(redis.call('HGET', KEYS[3], chosen) or '0') or 0
+if load < readers + math.max(readers, tonumber(ARGV[3])) then
+  redis.call('HINCRBY', KEYS[3], chosen, 1)
+end
+return {chosen, record}
 "#;
 
 // KEYS: records, expiry, load. Returns a flat list: record, load,
@@ -205,7 +223,8 @@ impl Registry {
         let mut invocation = Self::keyed(&self.pick);
         invocation
             .arg(exclude.unwrap_or(""))
-            .arg(rand::random::<u32>());
+            .arg(rand::random::<u32>())
+            .arg(PENDING_FLOOR);
         let mut conn = self.db.conn();
         let chosen: Option<(String, String)> =
             self.db.bounded(invocation.invoke_async(&mut conn)).await?;

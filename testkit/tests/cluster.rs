@@ -152,6 +152,42 @@ async fn clients_sent_to_a_worker_weigh_on_its_load_across_heartbeats_until_they
 }
 
 #[tokio::test]
+async fn a_flood_of_joins_nobody_follows_cannot_steer_every_new_client_to_one_worker() {
+    let redis = Redis::start().unwrap();
+    let a = ChatWorker::start(&redis).unwrap();
+    let b = ChatWorker::start(&redis).unwrap();
+    let dispatcher = Dispatcher::start(&redis).unwrap();
+    wait_for_live_workers(&dispatcher, 2).await;
+    // The attack: 300 anonymous joins that "failed" on b, so all land on
+    // a, and none of them ever connects.
+    let fakes = (0..300).map(|_| join_room(&dispatcher, "stage", Some(&b.id)));
+    for (status, body) in futures_util::future::join_all(fakes).await {
+        assert_eq!(status, 200, "{body}");
+    }
+    let (_, workers) = get_json(&format!("{}/workers", dispatcher.operator_url())).await;
+    let load_of_a = workers["workers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|w| w["id"] == a.id.as_str())
+        .map(|w| w["load"].as_u64().unwrap())
+        .unwrap();
+    assert!(
+        // chatup::registry::PENDING_FLOOR
+        load_of_a <= 32,
+        "a worker with no readers weighs {load_of_a} after 300 joins nobody followed"
+    );
+    // Real clients now: a gets its share instead of none.
+    let mut on_a = 0;
+    for _ in 0..80 {
+        let (status, body) = join_room(&dispatcher, "stage", None).await;
+        assert_eq!(status, 200, "{body}");
+        on_a += usize::from(body["worker"]["id"] == a.id.as_str());
+    }
+    assert!(on_a >= 8, "only {on_a} of 80 new clients were sent to a");
+}
+
+#[tokio::test]
 async fn killed_worker_stops_being_offered_within_its_ttl_and_its_members_leave_the_stats() {
     let redis = Redis::start().unwrap();
     let mut doomed = ChatWorker::start(&redis).unwrap();
