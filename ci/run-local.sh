@@ -85,6 +85,7 @@ start_chat_worker() {
         -e "s|{{CHATUP_MODULE}}|$module|g" \
         -e "s|{{JWT_PUBLIC_KEY}}|$public_key|g" \
         -e "s|{{TICKET_SECRET}}|$ticket_secret|g" \
+        -e "s|{{JWT_ISSUER}}|chatup-dev-site|g" \
         conf/chatup-worker.nginx.conf >"$dir/nginx.conf"
 
     "$chatup" worker --config conf/chatup-worker.toml \
@@ -108,7 +109,7 @@ start_chat_worker worker2 "$second_port"
     --listen "127.0.0.1:$dispatcher_port" \
     --operator-listen "127.0.0.1:$operator_port" \
     --server-secret-file conf/dev-keys/jwt-hs256.secret \
-    --user-public-key conf/dev-keys/jwt-rs256.pub \
+    --user-public-key conf/dev-keys/jwt-rs256.pub --user-issuer chatup-dev-site \
     --ticket-secret-file "$ticket_secret" \
     --demo-dir client/dist --dev-token-key conf/dev-keys/jwt-rs256.key \
     --redis-url "redis://127.0.0.1:$redis_port" 2>"$run/dispatcher.log" &

@@ -33,6 +33,14 @@ pub fn mint(args: &DevTokenArgs) -> anyhow::Result<String> {
     Ok(signer.user_token(&args.sub, public, args.ttl)?)
 }
 
+/// The `iss` of development user tokens: the local deployment and the
+/// tests configure it as the site's issuer (`chatup_jwt_issuer`,
+/// `user_issuer`).
+pub const DEV_ISSUER: &str = "chatup-dev-site";
+/// The `aud` of user tokens made for ChatUp, as the shipped configuration
+/// expects (`chatup_jwt_audience chatup`, `user_audience`).
+pub const AUDIENCE: &str = "chatup";
+
 /// Signs development user tokens (RS256) with a development private key.
 pub struct DevSigner {
     key: EncodingKey,
@@ -71,7 +79,13 @@ impl DevSigner {
             .duration_since(std::time::UNIX_EPOCH)
             .map(|d| d.as_secs())
             .unwrap_or(0);
-        let mut claims = serde_json::json!({ "sub": sub, "iat": now, "exp": now + ttl });
+        let mut claims = serde_json::json!({
+            "iss": DEV_ISSUER,
+            "aud": AUDIENCE,
+            "sub": sub,
+            "iat": now,
+            "exp": now + ttl,
+        });
         if let Some(public) = public {
             claims["public"] = public;
         }

@@ -14,4 +14,4 @@ pub mod token;
 
 pub use clients::{post_message, Frame, SubscribeOptions, Subscriber, Transport};
 pub use process::{ChatWorker, Dispatcher, RawNchan, Redis};
-pub use token::{rs256_token, token_for};
+pub use token::{rs256_token, rs256_token_exactly, token_for};

@@ -360,6 +360,7 @@ impl ChatWorker {
             )
             .replace("{{CHATUP_MODULE}}", &chatup_module().display().to_string())
             .replace("{{JWT_PUBLIC_KEY}}", &public_key.display().to_string())
+            .replace("{{JWT_ISSUER}}", crate::token::DEV_ISSUER)
             .replace(
                 "{{TICKET_SECRET}}",
                 &crate::token::ticket_secret_path().display().to_string(),
@@ -709,6 +710,7 @@ impl Dispatcher {
             // The workers' key: token rooms are checked here as there.
             .arg("--user-public-key")
             .arg(workspace_root().join("conf/dev-keys/jwt-rs256.pub"))
+            .args(["--user-issuer", crate::token::DEV_ISSUER])
             .args(extra)
             .env("CHATUP_LOG", "info,chatup=debug")
             .stdout(Stdio::null())

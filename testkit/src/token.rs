@@ -12,8 +12,26 @@ pub fn now_secs() -> u64 {
         .as_secs()
 }
 
-/// An RS256 token with exactly these claims, signed with the dev key.
+/// The issuer the harness configures as the site's (`chatup_jwt_issuer`,
+/// `user_issuer`): `chatup dev-token`'s.
+pub const DEV_ISSUER: &str = "chatup-dev-site";
+
+/// An RS256 token with these claims, signed with the dev key, with the
+/// development `iss` and the `aud` the shipped configuration expects
+/// (`chatup`) unless the claims set their own.
 pub fn rs256_token(claims: &Value) -> String {
+    let mut claims = claims.clone();
+    if claims.get("iss").is_none() {
+        claims["iss"] = json!(DEV_ISSUER);
+    }
+    if claims.get("aud").is_none() {
+        claims["aud"] = json!("chatup");
+    }
+    rs256_token_exactly(&claims)
+}
+
+/// An RS256 token with exactly these claims, signed with the dev key.
+pub fn rs256_token_exactly(claims: &Value) -> String {
     let pem = std::fs::read(workspace_root().join("conf/dev-keys/jwt-rs256.key")).expect("dev key");
     encode(
         &Header::new(Algorithm::RS256),

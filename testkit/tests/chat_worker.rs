@@ -7,7 +7,8 @@ use chatup_testkit::clients::items;
 use chatup_testkit::process::WorkerOptions;
 use chatup_testkit::token::now_secs;
 use chatup_testkit::{
-    post_message, rs256_token, token_for, ChatWorker, Redis, Subscriber, Transport,
+    post_message, rs256_token, rs256_token_exactly, token_for, ChatWorker, Redis, Subscriber,
+    Transport,
 };
 use serde_json::{json, Value};
 
@@ -253,6 +254,40 @@ async fn bad_inputs_get_their_status_and_json_error_and_publish_nothing() {
         (
             "no sub",
             Some(rs256_token(&json!({"exp": now + 600}))),
+            msg("x"),
+            401,
+        ),
+        // The shipped configuration takes only tokens the site issued for
+        // the chat: chatup_jwt_issuer and chatup_jwt_audience.
+        (
+            "no iss",
+            Some(rs256_token_exactly(
+                &json!({"sub": "a", "exp": now + 600, "aud": "chatup"}),
+            )),
+            msg("x"),
+            401,
+        ),
+        (
+            "another issuer",
+            Some(rs256_token(
+                &json!({"sub": "a", "exp": now + 600, "iss": "https://elsewhere.example"}),
+            )),
+            msg("x"),
+            401,
+        ),
+        (
+            "no aud",
+            Some(rs256_token_exactly(
+                &json!({"sub": "a", "exp": now + 600, "iss": chatup_testkit::token::DEV_ISSUER}),
+            )),
+            msg("x"),
+            401,
+        ),
+        (
+            "a token for another service",
+            Some(rs256_token(
+                &json!({"sub": "a", "exp": now + 600, "aud": "billing"}),
+            )),
             msg("x"),
             401,
         ),

@@ -569,7 +569,19 @@ async fn private_rooms_stay_private_on_the_dispatcher_too() {
     let (status, body) = ask(post.clone(), "/join/lobby".into(), None).await;
     assert_eq!(status, 200, "{body}");
     assert!(body.get("ticket").is_none(), "{body}");
-    let (status, body) = ask(post, "/tickets/lobby".into(), None).await;
+    let (status, body) = ask(post.clone(), "/tickets/lobby".into(), None).await;
+    assert_eq!(status, 401, "{body}");
+    // The dispatcher checks `iss` and `aud` as the workers do.
+    let for_another_service = chatup_testkit::rs256_token_exactly(&json!({
+        "sub": "staff", "exp": now_secs() + 600, "rooms": ["private-*"],
+        "iss": chatup_testkit::token::DEV_ISSUER, "aud": "billing",
+    }));
+    let (status, body) = ask(
+        post,
+        "/tickets/private-board".into(),
+        Some(for_another_service),
+    )
+    .await;
     assert_eq!(status, 401, "{body}");
 }
 

@@ -55,7 +55,8 @@ pub struct DispatcherConfig {
     pub user_public_key: Option<PathBuf>,
     pub user_secret_file: Option<PathBuf>,
     /// As the workers' `chatup_jwt_algorithms`, `chatup_jwt_issuer`,
-    /// `chatup_jwt_audience`.
+    /// `chatup_jwt_audience` (`aud` defaults to `chatup`, as the shipped
+    /// nginx configuration; `""` checks none).
     pub user_algorithms: Vec<String>,
     pub user_issuer: Option<String>,
     pub user_audience: Option<String>,
@@ -77,6 +78,10 @@ pub struct DispatcherConfig {
     /// /dev/token` mints user tokens for anyone. Never in production.
     pub dev_token_key: Option<PathBuf>,
     pub log_format: LogFormat,
+}
+
+fn chatup_audience() -> String {
+    crate::devtoken::AUDIENCE.to_string()
 }
 
 impl Default for DispatcherConfig {
@@ -101,7 +106,8 @@ impl Default for DispatcherConfig {
             user_secret_file: None,
             user_algorithms: Vec::new(),
             user_issuer: None,
-            user_audience: None,
+            // As the shipped nginx template's chatup_jwt_audience.
+            user_audience: Some(chatup_audience()),
             user_max_lifetime_secs: chatup_gate::token::DEFAULT_MAX_LIFETIME_SECS,
             ticket_secret_file: None,
             ticket_lifetime_secs: chatup_gate::ticket::DEFAULT_TICKET_LIFETIME_SECS,
@@ -173,7 +179,7 @@ pub struct DispatcherArgs {
     /// Required `iss` of user tokens [default: not checked]
     #[arg(long, env = "CHATUP_USER_ISSUER")]
     pub user_issuer: Option<String>,
-    /// Required `aud` of user tokens [default: not checked]
+    /// Required `aud` of user tokens [default: chatup]
     #[arg(long, env = "CHATUP_USER_AUDIENCE")]
     pub user_audience: Option<String>,
     /// Longest remaining lifetime of a user token, in seconds, 0 for no limit [default: 86400]
@@ -336,8 +342,8 @@ impl DispatcherConfig {
             VerifierConfig {
                 key: KeyMaterial::HmacSecret(Vec::new()),
                 algorithms: self.user_algorithms.clone(),
-                issuer: self.user_issuer.clone(),
-                audience: self.user_audience.clone(),
+                issuer: self.user_issuer.clone().filter(|i| !i.is_empty()),
+                audience: self.user_audience.clone().filter(|a| !a.is_empty()),
                 leeway_secs: 5,
                 max_lifetime_secs: (self.user_max_lifetime_secs > 0)
                     .then_some(self.user_max_lifetime_secs),
