@@ -291,8 +291,13 @@ impl ChatWorker {
     }
 
     pub fn start_with(redis: &Redis, options: WorkerOptions) -> anyhow::Result<Self> {
+        // 0700, as ci/run-local.sh and the deployment docs make a run
+        // directory: it is what keeps local users off nginx's internal
+        // socket (nginx makes unix sockets 0666). tempfile's own default
+        // follows the umask (0755 here).
         let dir = tempfile::Builder::new()
             .prefix("chatup-worker-")
+            .permissions(std::os::unix::fs::PermissionsExt::from_mode(0o700))
             .tempdir()?;
         std::fs::create_dir_all(dir.path().join("tmp"))?;
         let port = free_port();
@@ -438,7 +443,8 @@ impl ChatWorker {
             .arg(dir.join("sidecar.sock"))
             .arg("--nchan-socket")
             .arg(dir.join("nginx-internal.sock"))
-            .args(["--socket-mode", "666"])
+            // The shipped socket_mode (660) and a 0700 run directory, as
+            // ci/run-local.sh and the deployment docs set them up.
             .args(["--batch-window-ms", &options.batch_window_ms.to_string()])
             .args(["--room-sweep-secs", &options.room_sweep_secs.to_string()])
             .args([

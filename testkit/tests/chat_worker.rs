@@ -602,6 +602,60 @@ fn readers_need_a_ticket_secret_of_their_own() {
     assert!(short.contains("at least 32 are required"), "{short}");
 }
 
+/// Runs `curl` as the unprivileged user `nobody` against a unix socket: the
+/// HTTP status it got, or `None` if it could not connect.
+fn as_nobody(socket: &std::path::Path, method: &str, url: &str, body: &str) -> Option<u16> {
+    use std::os::unix::process::CommandExt;
+    let out = std::process::Command::new("curl")
+        .args(["-s", "-o", "/dev/null", "-w", "%{http_code}", "-X", method])
+        .arg("--unix-socket")
+        .arg(socket)
+        .args(["--data-binary", body, url])
+        .uid(65534)
+        .gid(65534)
+        .output()
+        .unwrap();
+    out.status
+        .success()
+        .then(|| String::from_utf8_lossy(&out.stdout).parse().unwrap())
+}
+
+#[tokio::test]
+async fn local_users_cannot_reach_the_internal_sockets() {
+    if !nix::unistd::Uid::effective().is_root() {
+        eprintln!("skipped: switching to the user nobody needs root");
+        return;
+    }
+    let redis = Redis::start().unwrap();
+    let worker = ChatWorker::start(&redis).unwrap();
+    let nchan = worker.dir().join("nginx-internal.sock");
+    let sidecar = worker.dir().join("sidecar.sock");
+    let forged =
+        json!([{"id": "1-1", "room": "lobby", "user": {"id": "system"}, "msg": "forged", "ts": 1}])
+            .to_string();
+    let publish = "http://localhost/pub/lobby";
+    let handoff = "http://localhost/v1/messages";
+    // The attack: forge a frame straight into nchan's publisher, or an
+    // envelope into the sidecar. The run directory (0700) keeps both out.
+    assert_eq!(as_nobody(&nchan, "POST", publish, &forged), None);
+    assert_eq!(as_nobody(&sidecar, "POST", handoff, &forged), None);
+    // It is the directory that protects nginx's socket (nginx makes its
+    // unix sockets 0666): opened up, the forged frame gets through. The
+    // sidecar's socket (socket_mode 660) still refuses.
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(worker.dir(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let status = as_nobody(&nchan, "POST", publish, &forged);
+    std::fs::set_permissions(worker.dir(), std::fs::Permissions::from_mode(0o700)).unwrap();
+    assert!(
+        status.is_some_and(|s| (200..300).contains(&s)),
+        "the open directory should have let the publish through: {status:?}"
+    );
+    std::fs::set_permissions(worker.dir(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let status = as_nobody(&sidecar, "POST", handoff, &forged);
+    std::fs::set_permissions(worker.dir(), std::fs::Permissions::from_mode(0o700)).unwrap();
+    assert_eq!(status, None, "the sidecar's socket is not 660");
+}
+
 #[tokio::test]
 async fn chunked_and_empty_bodies_are_read_safely_also_by_the_debug_build_of_the_module() {
     let redis = Redis::start().unwrap();
