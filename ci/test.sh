@@ -23,6 +23,10 @@ echo "[test] client unit tests" >&2
 (cd client && node build.mjs --tests >/dev/null && node --test build/test/) 2>&1 | tee "$root/target/client-unit.txt"
 echo "[test] cargo test" >&2
 cargo test --workspace --no-fail-fast 2>&1 | tee "$root/target/test-output.txt"
+# A short fuzz run of every parser an outsider reaches (nightly only; a
+# long one: FUZZ_SECONDS=3600 bash ci/fuzz.sh).
+echo "[test] fuzzing" >&2
+FUZZ_SECONDS="${FUZZ_SECONDS:-20}" bash ci/fuzz.sh
 # Plain summary line over all test binaries and the client's unit tests.
 awk '/^test result:/ { p += $4; f += $6 } /^# pass / { p += $3 } /^# fail / { f += $3 }
      END { printf "%d passed, %d failed\n", p, f; exit (f > 0) }' \
