@@ -9,7 +9,7 @@ cd "$root"
 
 need=()
 # chromium: the client's browser tests (Debian's build, driven by playwright-core).
-for p in redis-server redis-tools curl chromium fonts-dejavu-core fonts-noto-color-emoji; do
+for p in redis-server redis-tools curl openssl chromium fonts-dejavu-core fonts-noto-color-emoji; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || need+=("$p")
 done
 if [ ${#need[@]} -gt 0 ]; then

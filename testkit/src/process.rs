@@ -122,7 +122,101 @@ pub struct Redis {
     /// Every write is in the append-only file before it is acknowledged,
     /// so a restart (even after SIGKILL) keeps the data.
     persistent: bool,
+    /// Served over TLS only (`rediss://`), with certificates made for it.
+    tls: Option<RedisTls>,
     dir: tempfile::TempDir,
+}
+
+/// The certificates of a TLS Redis, made by `openssl` in its directory: a
+/// CA, the server's certificate for 127.0.0.1, and a client certificate.
+#[derive(Debug, Clone)]
+pub struct RedisTls {
+    pub ca_file: PathBuf,
+    pub client_cert_file: PathBuf,
+    pub client_key_file: PathBuf,
+    server_cert_file: PathBuf,
+    server_key_file: PathBuf,
+    /// Whether clients must show a certificate (`tls-auth-clients`).
+    clients_need_certificates: bool,
+    /// Whether only the ACL user `chatup` (password `secret`) gets in (the
+    /// default user is off).
+    acl_user: bool,
+}
+
+impl RedisTls {
+    fn make(dir: &Path, clients_need_certificates: bool, acl_user: bool) -> anyhow::Result<Self> {
+        let openssl = |args: &[&str]| -> anyhow::Result<()> {
+            let out = Command::new("openssl")
+                .args(args)
+                .current_dir(dir)
+                .output()
+                .context("running openssl (ci/setup.sh installs it)")?;
+            anyhow::ensure!(
+                out.status.success(),
+                "openssl {args:?}: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+            Ok(())
+        };
+        openssl(&[
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-days",
+            "1",
+            "-subj",
+            "/CN=chatup test CA",
+            "-keyout",
+            "ca.key",
+            "-out",
+            "ca.crt",
+        ])?;
+        std::fs::write(
+            dir.join("server.ext"),
+            "subjectAltName=IP:127.0.0.1,DNS:localhost\n",
+        )?;
+        // Extensions make X.509 v3 certificates: rustls refuses v1 ones.
+        std::fs::write(dir.join("client.ext"), "extendedKeyUsage=clientAuth\n")?;
+        for (name, ext) in [("server", "server.ext"), ("client", "client.ext")] {
+            openssl(&[
+                "req",
+                "-newkey",
+                "rsa:2048",
+                "-nodes",
+                "-subj",
+                &format!("/CN=chatup test {name}"),
+                "-keyout",
+                &format!("{name}.key"),
+                "-out",
+                &format!("{name}.csr"),
+            ])?;
+            let mut sign = vec![
+                "x509",
+                "-req",
+                "-days",
+                "1",
+                "-CA",
+                "ca.crt",
+                "-CAkey",
+                "ca.key",
+                "-CAcreateserial",
+            ];
+            let (csr, crt) = (format!("{name}.csr"), format!("{name}.crt"));
+            sign.extend(["-in", &csr, "-out", &crt, "-extfile", ext]);
+            openssl(&sign)?;
+        }
+        Ok(Self {
+            ca_file: dir.join("ca.crt"),
+            client_cert_file: dir.join("client.crt"),
+            client_key_file: dir.join("client.key"),
+            server_cert_file: dir.join("server.crt"),
+            server_key_file: dir.join("server.key"),
+            clients_need_certificates,
+            acl_user,
+        })
+    }
 }
 
 impl Redis {
@@ -136,16 +230,40 @@ impl Redis {
         Self::start_with(true)
     }
 
+    /// A Redis reached over TLS only, with a test CA; with
+    /// `clients_need_certificates`, a client must show the client
+    /// certificate too; with `acl_user`, only the ACL user `chatup`
+    /// (password `secret`, in [`url`](Self::url)) gets in.
+    pub fn start_tls(clients_need_certificates: bool, acl_user: bool) -> anyhow::Result<Self> {
+        let dir = tempfile::Builder::new().prefix("chatup-redis-").tempdir()?;
+        let tls = RedisTls::make(dir.path(), clients_need_certificates, acl_user)?;
+        let mut redis = Self {
+            child: None,
+            port: free_port(),
+            persistent: false,
+            tls: Some(tls),
+            dir,
+        };
+        redis.spawn()?;
+        Ok(redis)
+    }
+
     fn start_with(persistent: bool) -> anyhow::Result<Self> {
         let dir = tempfile::Builder::new().prefix("chatup-redis-").tempdir()?;
         let mut redis = Self {
             child: None,
             port: free_port(),
             persistent,
+            tls: None,
             dir,
         };
         redis.spawn()?;
         Ok(redis)
+    }
+
+    /// The certificates of a TLS Redis.
+    pub fn tls(&self) -> Option<&RedisTls> {
+        self.tls.as_ref()
     }
 
     fn spawn(&mut self) -> anyhow::Result<()> {
@@ -154,15 +272,41 @@ impl Redis {
         } else {
             &["--appendonly", "no"]
         };
-        let child = Command::new("redis-server")
-            .args([
+        let port = self.port.to_string();
+        let listen: Vec<String> = match &self.tls {
+            None => vec!["--port".into(), port],
+            Some(tls) => [
                 "--port",
-                &self.port.to_string(),
-                "--bind",
-                "127.0.0.1",
-                "--save",
-                "",
-            ])
+                "0",
+                "--tls-port",
+                &port,
+                "--tls-cert-file",
+                &tls.server_cert_file.display().to_string(),
+                "--tls-key-file",
+                &tls.server_key_file.display().to_string(),
+                "--tls-ca-cert-file",
+                &tls.ca_file.display().to_string(),
+                "--tls-auth-clients",
+                if tls.clients_need_certificates {
+                    "yes"
+                } else {
+                    "no"
+                },
+            ]
+            .map(String::from)
+            .to_vec(),
+        };
+        let acl: &[&str] = match &self.tls {
+            Some(tls) if tls.acl_user => &[
+                "--user", "chatup", "on", ">secret", "~*", "&*", "+@all", "--user", "default",
+                "off",
+            ],
+            _ => &[],
+        };
+        let child = Command::new("redis-server")
+            .args(listen)
+            .args(acl)
+            .args(["--bind", "127.0.0.1", "--save", ""])
             .args(aof)
             .arg("--dir")
             .arg(self.dir.path())
@@ -176,7 +320,11 @@ impl Redis {
     }
 
     pub fn url(&self) -> String {
-        format!("redis://127.0.0.1:{}", self.port)
+        match &self.tls {
+            None => format!("redis://127.0.0.1:{}", self.port),
+            Some(tls) if tls.acl_user => format!("rediss://chatup:secret@127.0.0.1:{}", self.port),
+            Some(_) => format!("rediss://127.0.0.1:{}", self.port),
+        }
     }
 
     pub fn stop(&mut self) {
@@ -697,7 +845,8 @@ impl Dispatcher {
         )
     }
 
-    fn start_with(redis_url: &str, extra: &[&str]) -> anyhow::Result<Self> {
+    /// A dispatcher using the Redis at `redis_url`, with these flags too.
+    pub fn start_with(redis_url: &str, extra: &[&str]) -> anyhow::Result<Self> {
         let dir = tempfile::Builder::new()
             .prefix("chatup-dispatcher-")
             .tempdir()?;

@@ -9,7 +9,7 @@ use chatup_gate::token::KeyMaterial;
 use chatup_gate::{TokenVerifier, VerifierConfig};
 use serde::Deserialize;
 
-use super::{check, check_redis_url, overlay, overlay_some, ConfigError, LogFormat};
+use super::{check, overlay, overlay_some, ConfigError, LogFormat};
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -19,8 +19,16 @@ pub struct DispatcherConfig {
     /// Address of the operator's API (`/workers`: the cluster's workers,
     /// their URLs and load). Keep it off the public network.
     pub operator_listen: Option<SocketAddr>,
-    /// Redis URL (`redis://host:port/db`, `rediss://` for TLS).
+    /// Redis URL (`redis://host:port/db`, `rediss://` for TLS; an ACL
+    /// user and password as `rediss://user:password@host`).
     pub redis_url: String,
+    /// `rediss://` only: PEM CA certificate(s) to trust for Redis's
+    /// certificate (default: the system's).
+    pub redis_tls_ca_file: Option<PathBuf>,
+    /// `rediss://` only: client certificate and key (PEM), when Redis
+    /// checks clients (`tls-auth-clients yes`).
+    pub redis_tls_cert_file: Option<PathBuf>,
+    pub redis_tls_key_file: Option<PathBuf>,
     /// Redis connect and command timeout.
     pub redis_timeout_ms: u64,
     /// Origins allowed to call the API from a browser (CORS); `*` allows
@@ -90,6 +98,9 @@ impl Default for DispatcherConfig {
             listen: ([127, 0, 0, 1], 8090).into(),
             operator_listen: Some(([127, 0, 0, 1], 8091).into()),
             redis_url: "redis://127.0.0.1:6379".into(),
+            redis_tls_ca_file: None,
+            redis_tls_cert_file: None,
+            redis_tls_key_file: None,
             redis_timeout_ms: 1000,
             cors_origins: vec!["*".into()],
             join_history: 50,
@@ -131,6 +142,15 @@ pub struct DispatcherArgs {
     /// Redis URL [default: redis://127.0.0.1:6379]
     #[arg(long, env = "CHATUP_REDIS_URL")]
     pub redis_url: Option<String>,
+    /// rediss:// only: PEM CA file to trust for Redis [default: the system's]
+    #[arg(long, env = "CHATUP_REDIS_TLS_CA_FILE")]
+    pub redis_tls_ca_file: Option<PathBuf>,
+    /// rediss:// only: PEM client certificate for Redis
+    #[arg(long, env = "CHATUP_REDIS_TLS_CERT_FILE")]
+    pub redis_tls_cert_file: Option<PathBuf>,
+    /// rediss:// only: PEM key of the client certificate
+    #[arg(long, env = "CHATUP_REDIS_TLS_KEY_FILE")]
+    pub redis_tls_key_file: Option<PathBuf>,
     /// Address of the operator API (/workers), off the public network [default: 127.0.0.1:8091]
     #[arg(long, env = "CHATUP_OPERATOR_LISTEN")]
     pub operator_listen: Option<SocketAddr>,
@@ -235,6 +255,9 @@ impl DispatcherConfig {
             user_issuer,
             user_audience,
             ticket_secret_file,
+            redis_tls_ca_file,
+            redis_tls_cert_file,
+            redis_tls_key_file,
             demo_dir,
             dev_token_key
         );
@@ -279,7 +302,18 @@ impl DispatcherConfig {
                 "cors_origins must be * or origins like https://www.example.com",
             )?;
         }
-        check_redis_url(&self.redis_url)
+        // Reads the TLS files too: a missing one stops the start.
+        self.redis_client().map(drop)
+    }
+
+    /// The Redis client, with the TLS files of a `rediss://` URL.
+    pub fn redis_client(&self) -> Result<redis::Client, ConfigError> {
+        super::RedisTls {
+            ca_file: self.redis_tls_ca_file.as_deref(),
+            cert_file: self.redis_tls_cert_file.as_deref(),
+            key_file: self.redis_tls_key_file.as_deref(),
+        }
+        .client(&self.redis_url)
     }
 
     pub fn redis_timeout(&self) -> Duration {

@@ -4,6 +4,7 @@
 //! them all.
 
 mod dispatcher;
+mod redis;
 mod worker;
 
 use std::path::{Path, PathBuf};
@@ -12,6 +13,7 @@ use serde::de::DeserializeOwned;
 use serde::Deserialize;
 
 pub use dispatcher::{DispatcherArgs, DispatcherConfig};
+pub use redis::{install_tls_provider, RedisTls};
 pub use worker::{WorkerArgs, WorkerConfig};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, clap::ValueEnum, Default)]
@@ -60,12 +62,6 @@ fn check(ok: bool, message: &str) -> Result<(), ConfigError> {
     } else {
         Err(ConfigError::Invalid(message.into()))
     }
-}
-
-fn check_redis_url(url: &str) -> Result<(), ConfigError> {
-    redis::Client::open(url)
-        .map(drop)
-        .map_err(|e| ConfigError::Invalid(format!("redis_url: {e}")))
 }
 
 /// Copies each flag that was given over the file's value.

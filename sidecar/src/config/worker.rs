@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
-use super::{check, check_redis_url, overlay, overlay_some, ConfigError, LogFormat};
+use super::{check, overlay, overlay_some, ConfigError, LogFormat};
 use crate::moderation::filters::FilterConfig;
 use crate::moderation::ratelimit::RateLimitConfig;
 
@@ -31,8 +31,16 @@ pub struct WorkerConfig {
     /// How often rooms' counts are recomputed and, when they changed, sent
     /// to readers as a count event.
     pub count_interval_ms: u64,
-    /// Redis URL (`redis://host:port/db`, `rediss://` for TLS).
+    /// Redis URL (`redis://host:port/db`, `rediss://` for TLS; an ACL
+    /// user and password as `rediss://user:password@host`).
     pub redis_url: String,
+    /// `rediss://` only: PEM CA certificate(s) to trust for Redis's
+    /// certificate (default: the system's).
+    pub redis_tls_ca_file: Option<PathBuf>,
+    /// `rediss://` only: client certificate and key (PEM), when Redis
+    /// checks clients (`tls-auth-clients yes`).
+    pub redis_tls_cert_file: Option<PathBuf>,
+    pub redis_tls_key_file: Option<PathBuf>,
     /// Unix socket the worker listens on for nginx (messages and hooks).
     pub listen: PathBuf,
     /// Permissions of that socket: nginx's worker user must be able to
@@ -75,6 +83,9 @@ impl Default for WorkerConfig {
             presence_threshold: 200,
             count_interval_ms: 5000,
             redis_url: "redis://127.0.0.1:6379".into(),
+            redis_tls_ca_file: None,
+            redis_tls_cert_file: None,
+            redis_tls_key_file: None,
             listen: "/run/chatup/sidecar.sock".into(),
             socket_mode: 0o660,
             nchan_socket: "/run/chatup/nginx-internal.sock".into(),
@@ -121,6 +132,15 @@ pub struct WorkerArgs {
     /// Redis URL [default: redis://127.0.0.1:6379]
     #[arg(long, env = "CHATUP_REDIS_URL")]
     pub redis_url: Option<String>,
+    /// rediss:// only: PEM CA file to trust for Redis [default: the system's]
+    #[arg(long, env = "CHATUP_REDIS_TLS_CA_FILE")]
+    pub redis_tls_ca_file: Option<PathBuf>,
+    /// rediss:// only: PEM client certificate for Redis
+    #[arg(long, env = "CHATUP_REDIS_TLS_CERT_FILE")]
+    pub redis_tls_cert_file: Option<PathBuf>,
+    /// rediss:// only: PEM key of the client certificate
+    #[arg(long, env = "CHATUP_REDIS_TLS_KEY_FILE")]
+    pub redis_tls_key_file: Option<PathBuf>,
     /// Unix socket to listen on for nginx [default: /run/chatup/sidecar.sock]
     #[arg(long, env = "CHATUP_LISTEN")]
     pub listen: Option<PathBuf>,
@@ -195,7 +215,14 @@ impl WorkerConfig {
             bans_refresh_secs,
             log_format
         );
-        overlay_some!(self, args, public_url);
+        overlay_some!(
+            self,
+            args,
+            public_url,
+            redis_tls_ca_file,
+            redis_tls_cert_file,
+            redis_tls_key_file
+        );
     }
 
     fn validate(&self) -> Result<(), ConfigError> {
@@ -252,7 +279,18 @@ impl WorkerConfig {
         )?;
         self.rate_limit.validate().map_err(ConfigError::Invalid)?;
         self.filters.validate().map_err(ConfigError::Invalid)?;
-        check_redis_url(&self.redis_url)
+        // Reads the TLS files too: a missing one stops the start.
+        self.redis_client().map(drop)
+    }
+
+    /// The Redis client, with the TLS files of a `rediss://` URL.
+    pub fn redis_client(&self) -> Result<redis::Client, ConfigError> {
+        super::RedisTls {
+            ca_file: self.redis_tls_ca_file.as_deref(),
+            cert_file: self.redis_tls_cert_file.as_deref(),
+            key_file: self.redis_tls_key_file.as_deref(),
+        }
+        .client(&self.redis_url)
     }
 
     pub fn batch_window(&self) -> Duration {

@@ -61,7 +61,8 @@ pub async fn run(
         public: listener,
         operator,
     } = listeners;
-    let client = redis::Client::open(config.redis_url.as_str()).context("redis_url")?;
+    crate::config::install_tls_provider();
+    let client = config.redis_client()?;
     let db = Db::connect_lazy(client, config.redis_timeout())?;
     let verifier = config.server_verifier()?;
     if verifier.is_none() {

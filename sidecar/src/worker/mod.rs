@@ -64,7 +64,8 @@ pub async fn run_with_filters(
     extra_filters: Vec<Arc<dyn MessageFilter>>,
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
-    let client = redis::Client::open(config.redis_url.as_str()).context("redis_url")?;
+    crate::config::install_tls_provider();
+    let client = config.redis_client()?;
     let db = Db::connect_lazy(client.clone(), config.redis_timeout())?;
     let store = Store::new(db.clone(), config.history_length, config.history_ttl_secs);
     let presence = Presence::new(db.clone());

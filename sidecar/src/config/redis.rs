@@ -1,0 +1,103 @@
+//! How the worker and the dispatcher reach Redis: the URL, and for
+//! `rediss://` the TLS material (a CA to trust instead of the system's, a
+//! client certificate when Redis asks for one: `tls-auth-clients yes`).
+//!
+//! An ACL user and its password go in the URL
+//! (`rediss://chatup:secret@redis.internal:6380/0`); keep that URL in the
+//! configuration file (mode 0600) or `CHATUP_REDIS_URL`, not on a command
+//! line, which every local user can read in `ps`.
+
+use std::path::{Path, PathBuf};
+
+use super::ConfigError;
+
+/// The TLS files of a `rediss://` connection.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct RedisTls<'a> {
+    /// PEM certificate(s) of the CA that signed Redis's certificate.
+    pub ca_file: Option<&'a Path>,
+    /// PEM client certificate and its key, both or neither.
+    pub cert_file: Option<&'a Path>,
+    pub key_file: Option<&'a Path>,
+}
+
+impl RedisTls<'_> {
+    /// The client for `url`, with this TLS material; every file is read
+    /// now, so a missing or unreadable one stops the process at start.
+    pub fn client(&self, url: &str) -> Result<redis::Client, ConfigError> {
+        let invalid = |e: String| ConfigError::Invalid(format!("redis_url: {e}"));
+        let uses_tls_files = self.ca_file.is_some() || self.cert_file.is_some();
+        if uses_tls_files && !url.starts_with("rediss://") {
+            return Err(ConfigError::Invalid(
+                "redis_tls_* files are set, but redis_url is not rediss://".into(),
+            ));
+        }
+        let client_tls = match (self.cert_file, self.key_file) {
+            (Some(cert), Some(key)) => Some(redis::ClientTlsConfig {
+                client_cert: read(cert)?,
+                client_key: read(key)?,
+            }),
+            (None, None) => None,
+            _ => {
+                return Err(ConfigError::Invalid(
+                    "set both redis_tls_cert_file and redis_tls_key_file, or neither".into(),
+                ))
+            }
+        };
+        if !uses_tls_files {
+            return redis::Client::open(url).map_err(|e| invalid(e.to_string()));
+        }
+        let certificates = redis::TlsCertificates {
+            client_tls,
+            root_cert: self.ca_file.map(read).transpose()?,
+        };
+        redis::Client::build_with_tls(url, certificates).map_err(|e| invalid(e.to_string()))
+    }
+}
+
+fn read(path: &Path) -> Result<Vec<u8>, ConfigError> {
+    std::fs::read(path).map_err(|source| ConfigError::Read {
+        path: PathBuf::from(path),
+        source,
+    })
+}
+
+/// rustls needs one cryptography provider per process; ring is ours.
+/// Called before the first Redis connection (twice is harmless).
+pub fn install_tls_provider() {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tls_files_need_a_rediss_url_and_come_in_pairs() {
+        let dir = tempfile::tempdir().unwrap();
+        let pem = dir.path().join("ca.pem");
+        std::fs::write(&pem, "not checked until connecting").unwrap();
+        let with_ca = RedisTls {
+            ca_file: Some(&pem),
+            ..Default::default()
+        };
+        let err = with_ca.client("redis://127.0.0.1:6379").unwrap_err();
+        assert!(err.to_string().contains("not rediss://"), "{err}");
+        let half = RedisTls {
+            cert_file: Some(&pem),
+            ..Default::default()
+        };
+        let err = half.client("rediss://127.0.0.1:6379").unwrap_err();
+        assert!(err.to_string().contains("both"), "{err}");
+        let missing = RedisTls {
+            ca_file: Some(Path::new("/nonexistent/ca.pem")),
+            ..Default::default()
+        };
+        let err = missing.client("rediss://127.0.0.1:6379").unwrap_err();
+        assert!(err.to_string().contains("/nonexistent/ca.pem"), "{err}");
+        assert!(RedisTls::default().client("redis://127.0.0.1:6379").is_ok());
+        assert!(RedisTls::default()
+            .client("rediss://127.0.0.1:6379")
+            .is_ok());
+    }
+}
