@@ -11,10 +11,14 @@
 //! period, however many commands time out together).
 
 use std::future::Future;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, Weak};
 use std::time::{Duration, Instant};
 
-use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use redis::aio::{ConnectionLike, ConnectionManager, ConnectionManagerConfig};
+use redis::{Cmd, ConnectionAddr, ErrorKind, Pipeline, RedisFuture, Value};
+use tokio::sync::Notify;
+
+use crate::topology::Topology;
 
 #[derive(Debug, thiserror::Error)]
 pub enum DbError {
@@ -24,33 +28,110 @@ pub enum DbError {
     Timeout(Duration),
     #[error("unexpected data in redis: {0}")]
     Corrupt(String),
+    #[error("only {got} of the {wanted} redis replicas wanted have the write")]
+    NotReplicated { wanted: u32, got: u32 },
+}
+
+/// A handle to run commands on (cheap to clone: the connection is shared).
+#[derive(Clone)]
+pub enum DbConn {
+    Ready(ConnectionManager),
+    /// A Sentinel group whose master is not known yet: commands fail at
+    /// once (503) until the sentinels name one.
+    NoMaster,
+}
+
+impl DbConn {
+    fn no_master() -> redis::RedisError {
+        (
+            ErrorKind::Io,
+            "no redis master known yet (asking the sentinels)",
+        )
+            .into()
+    }
+}
+
+impl ConnectionLike for DbConn {
+    fn req_packed_command<'a>(&'a mut self, cmd: &'a Cmd) -> RedisFuture<'a, Value> {
+        match self {
+            DbConn::Ready(conn) => conn.req_packed_command(cmd),
+            DbConn::NoMaster => Box::pin(async { Err(Self::no_master()) }),
+        }
+    }
+
+    fn req_packed_commands<'a>(
+        &'a mut self,
+        pipeline: &'a Pipeline,
+        offset: usize,
+        count: usize,
+    ) -> RedisFuture<'a, Vec<Value>> {
+        match self {
+            DbConn::Ready(conn) => conn.req_packed_commands(pipeline, offset, count),
+            DbConn::NoMaster => Box::pin(async { Err(Self::no_master()) }),
+        }
+    }
+
+    fn get_db(&self) -> i64 {
+        match self {
+            DbConn::Ready(conn) => conn.get_db(),
+            DbConn::NoMaster => 0,
+        }
+    }
 }
 
 struct Current {
-    conn: ConnectionManager,
+    conn: DbConn,
+    /// Where `conn` goes (a Sentinel group's master of the moment).
+    addr: Option<ConnectionAddr>,
     since: Instant,
 }
 
 #[derive(Clone)]
 pub struct Db {
-    client: redis::Client,
+    topology: Topology,
     current: Arc<Mutex<Current>>,
     timeout: Duration,
+    /// Wakes the task that asks the sentinels where the master is.
+    trouble: Arc<Notify>,
 }
+
+/// How often a Sentinel group is asked where its master is, trouble or not
+/// (a master demoted while its connections stay up only shows as refused
+/// writes).
+const SENTINEL_CHECK_INTERVAL: Duration = Duration::from_secs(1);
 
 impl Db {
     /// Connects lazily: the process starts, and answers 503, while Redis is
-    /// down; the manager reconnects with backoff.
-    pub fn connect_lazy(client: redis::Client, timeout: Duration) -> Result<Self, DbError> {
-        let conn = Self::manager(&client, timeout)?;
-        Ok(Self {
-            client,
+    /// down; the manager reconnects with backoff. For a Sentinel group, a
+    /// task (living as long as this `Db`) finds the master and follows it
+    /// when the group fails over.
+    pub fn connect_lazy(topology: Topology, timeout: Duration) -> Result<Self, DbError> {
+        let (conn, addr) = match &topology {
+            Topology::Server(client) => (
+                DbConn::Ready(Self::manager(client, timeout)?),
+                Some(client.get_connection_info().addr().clone()),
+            ),
+            Topology::Sentinel(_) => (DbConn::NoMaster, None),
+        };
+        let db = Self {
+            topology,
             current: Arc::new(Mutex::new(Current {
                 conn,
+                addr,
                 since: Instant::now(),
             })),
             timeout,
-        })
+            trouble: Arc::new(Notify::new()),
+        };
+        if db.topology.follows_failovers() {
+            tokio::spawn(follow_master(
+                db.topology.clone(),
+                Arc::downgrade(&db.current),
+                db.trouble.clone(),
+                timeout,
+            ));
+        }
+        Ok(db)
     }
 
     fn manager(client: &redis::Client, timeout: Duration) -> Result<ConnectionManager, DbError> {
@@ -66,16 +147,27 @@ impl Db {
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Current> {
-        self.current.lock().unwrap_or_else(|p| p.into_inner())
+        lock(&self.current)
     }
 
     /// A handle to run commands on (cheap: the connection is shared).
-    pub fn conn(&self) -> ConnectionManager {
+    pub fn conn(&self) -> DbConn {
         self.lock().conn.clone()
     }
 
+    /// Where Redis is.
+    pub fn topology(&self) -> &Topology {
+        &self.topology
+    }
+
+    /// The bound on any command.
+    pub fn timeout(&self) -> Duration {
+        self.timeout
+    }
+
     /// Runs `op`, failing with [`DbError::Timeout`] past the timeout (and
-    /// then replacing the connection, which may be half-open).
+    /// then replacing the connection, which may be half-open). Any failure
+    /// makes a Sentinel group's master be asked for again.
     pub async fn bounded<T>(
         &self,
         op: impl Future<Output = redis::RedisResult<T>>,
@@ -86,29 +178,34 @@ impl Db {
                 if e.is_timeout() {
                     self.replace_connection();
                 }
+                self.trouble.notify_one();
                 Err(e.into())
             }
             Err(_) => {
                 self.replace_connection();
+                self.trouble.notify_one();
                 Err(DbError::Timeout(self.timeout))
             }
         }
     }
 
-    /// Starts over with a new connection, unless it was replaced less than
-    /// a timeout ago (commands that timed out together replace it once).
+    /// Starts over with a new connection to the same server, unless it was
+    /// replaced less than a timeout ago (commands that timed out together
+    /// replace it once). A Sentinel group's connection is replaced by the
+    /// task that follows its master.
     fn replace_connection(&self) {
+        let Topology::Server(client) = &self.topology else {
+            return;
+        };
         let mut current = self.lock();
         if current.since.elapsed() < self.timeout {
             return;
         }
-        match Self::manager(&self.client, self.timeout) {
+        match Self::manager(client, self.timeout) {
             Ok(conn) => {
                 tracing::warn!("redis did not answer in time: replacing the connection");
-                *current = Current {
-                    conn,
-                    since: Instant::now(),
-                };
+                current.conn = DbConn::Ready(conn);
+                current.since = Instant::now();
             }
             Err(e) => tracing::warn!(error = %e, "cannot make a new redis connection"),
         }
@@ -119,5 +216,69 @@ impl Db {
         self.bounded(redis::cmd("PING").query_async::<String>(&mut conn))
             .await
             .map(drop)
+    }
+}
+
+fn lock(current: &Mutex<Current>) -> std::sync::MutexGuard<'_, Current> {
+    current.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// Asks the sentinels where the master is, at start, after any trouble and
+/// every [`SENTINEL_CHECK_INTERVAL`], and moves the connection when it
+/// moved. Ends with the `Db`.
+async fn follow_master(
+    topology: Topology,
+    current: Weak<Mutex<Current>>,
+    trouble: Arc<Notify>,
+    timeout: Duration,
+) {
+    let mut failing = false;
+    loop {
+        let Some(shared) = current.upgrade() else {
+            return;
+        };
+        match tokio::time::timeout(timeout, topology.master()).await {
+            Ok(Ok(client)) => {
+                let addr = client.get_connection_info().addr().clone();
+                let mut current = lock(&shared);
+                if current.addr.as_ref() != Some(&addr) {
+                    match Db::manager(&client, timeout) {
+                        Ok(conn) => {
+                            tracing::warn!(master = %addr, "redis master (from the sentinels): connecting");
+                            *current = Current {
+                                conn: DbConn::Ready(conn),
+                                addr: Some(addr),
+                                since: Instant::now(),
+                            };
+                        }
+                        Err(e) => tracing::warn!(error = %e, "cannot connect to the redis master"),
+                    }
+                }
+                if failing {
+                    tracing::info!("the sentinels answer again");
+                    failing = false;
+                }
+            }
+            Ok(Err(e)) => {
+                if !failing {
+                    tracing::warn!(error = %e, "cannot ask the sentinels for the redis master");
+                    failing = true;
+                }
+            }
+            Err(_) => {
+                if !failing {
+                    tracing::warn!("the sentinels did not answer in time");
+                    failing = true;
+                }
+            }
+        }
+        drop(shared);
+        tokio::select! {
+            _ = trouble.notified() => {
+                // Failures come in bursts: one question for each burst.
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            _ = tokio::time::sleep(SENTINEL_CHECK_INTERVAL) => {}
+        }
     }
 }

@@ -14,4 +14,5 @@ pub mod nchan;
 pub mod presence;
 pub mod registry;
 pub mod store;
+pub mod topology;
 pub mod worker;

@@ -1,8 +1,15 @@
 //! Messages in Redis: one atomic transaction appends a message to its
 //! room's history (trimmed, with expiry) and publishes it to the room's
-//! channel. A message is acknowledged only after that transaction. Room
-//! events (joins, leaves) are published the same way but kept out of the
-//! history.
+//! channel. A message is acknowledged only after that transaction, and,
+//! with replicas wanted (`redis_min_replicas`: a Sentinel group), only once
+//! that many replicas have it (`WAIT`), so that a failover cannot lose it.
+//! Room events (joins, leaves) are published the same way but kept out of
+//! the history.
+//!
+//! `WAIT` covers the writes of its own connection and holds that
+//! connection until the replicas answer, so messages are written through a
+//! connection of their own (`writer`), never the one everything else
+//! shares.
 
 use redis::{AsyncCommands, Script};
 
@@ -12,6 +19,11 @@ use crate::keys;
 #[derive(Clone)]
 pub struct Store {
     db: Db,
+    /// Where messages are written (and waited for): `db` unless replicas
+    /// are wanted.
+    writer: Db,
+    /// Replicas that must have a message before it is acknowledged.
+    min_replicas: u32,
     history_length: usize,
     history_ttl_secs: u64,
     append_once: Script,
@@ -34,6 +46,8 @@ return false
 impl Store {
     pub fn new(db: Db, history_length: usize, history_ttl_secs: u64) -> Self {
         Self {
+            writer: db.clone(),
+            min_replicas: 0,
             db,
             history_length,
             history_ttl_secs,
@@ -41,8 +55,63 @@ impl Store {
         }
     }
 
+    /// Acknowledges messages only once `min_replicas` replicas have them;
+    /// `writer` is a connection of the messages' own.
+    pub fn with_replicas(self, writer: Db, min_replicas: u32) -> Self {
+        Self {
+            writer,
+            min_replicas,
+            ..self
+        }
+    }
+
     pub fn db(&self) -> &Db {
         &self.db
+    }
+
+    /// Waits until the wanted replicas have every write made so far through
+    /// `writer` (half the Redis timeout at most).
+    async fn replicated(&self) -> Result<(), DbError> {
+        if self.min_replicas == 0 {
+            return Ok(());
+        }
+        let wait_ms = (self.writer.timeout() / 2).as_millis() as u64;
+        let mut conn = self.writer.conn();
+        let got: u32 = self
+            .writer
+            .bounded(
+                redis::cmd("WAIT")
+                    .arg(self.min_replicas)
+                    .arg(wait_ms.max(1))
+                    .query_async(&mut conn),
+            )
+            .await?;
+        if got < self.min_replicas {
+            return Err(DbError::NotReplicated {
+                wanted: self.min_replicas,
+                got,
+            });
+        }
+        Ok(())
+    }
+
+    /// Before a retried post is answered as the first one was: makes sure
+    /// the replicas have that first one. A write of the key through
+    /// `writer` comes after the message in the replication stream, so
+    /// waiting for it waits for the message too (which another worker may
+    /// have written).
+    pub async fn first_answer_replicated(&self, idempotency_key: &str) -> Result<(), DbError> {
+        if self.min_replicas == 0 {
+            return Ok(());
+        }
+        let mut conn = self.writer.conn();
+        self.writer
+            .bounded(conn.expire::<_, ()>(
+                idempotency_key,
+                chatup_wire::idempotency::IDEMPOTENCY_TTL_SECS as i64,
+            ))
+            .await?;
+        self.replicated().await
     }
 
     /// Stores `message` (a serialized envelope) in `room`'s history and
@@ -59,8 +128,11 @@ impl Store {
             .ignore()
             .publish(keys::room_channel(room), message)
             .ignore();
-        let mut conn = self.db.conn();
-        self.db.bounded(pipe.query_async::<()>(&mut conn)).await
+        let mut conn = self.writer.conn();
+        self.writer
+            .bounded(pipe.query_async::<()>(&mut conn))
+            .await?;
+        self.replicated().await
     }
 
     /// Like [`append`](Self::append) for a post with an idempotency key,
@@ -84,8 +156,18 @@ impl Store {
             .arg(keys::room_channel(room))
             .arg(ack)
             .arg(chatup_wire::idempotency::IDEMPOTENCY_TTL_SECS);
-        let mut conn = self.db.conn();
-        self.db.bounded(invocation.invoke_async(&mut conn)).await
+        let mut conn = self.writer.conn();
+        let first: Option<String> = self
+            .writer
+            .bounded(invocation.invoke_async(&mut conn))
+            .await?;
+        match first {
+            None => self.replicated().await.map(|()| None),
+            Some(first) => self
+                .first_answer_replicated(idempotency_key)
+                .await
+                .map(|()| Some(first)),
+        }
     }
 
     /// The first answer to a post with this idempotency key, if any.
@@ -174,4 +256,22 @@ pub async fn purge_user(db: &Db, room: &str, user: &str) -> Result<u64, DbError>
     invocation.key(keys::history(room)).arg(user);
     let mut conn = db.conn();
     db.bounded(invocation.invoke_async(&mut conn)).await
+}
+
+/// `store`, acknowledging messages only once `min_replicas` replicas have
+/// them, through a connection of their own.
+pub fn durable(
+    store: Store,
+    topology: &crate::topology::Topology,
+    min_replicas: u32,
+    timeout: std::time::Duration,
+) -> Result<Store, DbError> {
+    if min_replicas == 0 {
+        return Ok(store);
+    }
+    tracing::info!(
+        min_replicas,
+        "messages are acknowledged once on the redis replicas"
+    );
+    Ok(store.with_replicas(Db::connect_lazy(topology.clone(), timeout)?, min_replicas))
 }

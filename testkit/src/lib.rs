@@ -10,6 +10,7 @@ pub mod clients;
 pub mod load;
 pub mod process;
 pub mod proxy;
+pub mod sentinel;
 pub mod token;
 
 pub use clients::{post_message, Frame, SubscribeOptions, Subscriber, Transport};

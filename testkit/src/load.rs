@@ -233,3 +233,55 @@ impl Drop for Poster {
         }
     }
 }
+
+/// Waits (30 s at most) until every reader has every acknowledged message,
+/// then asserts that each got exactly those, in order, and that every
+/// refusal was a 503 with a JSON error and no post was given up; returns
+/// the figures as a line.
+pub async fn check_acknowledged_delivered(
+    name: &str,
+    readers: &[ResumingReader],
+    posted: &Posted,
+) -> String {
+    let acked = &posted.acked;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while Instant::now() < deadline
+        && !readers.iter().all(|r| {
+            let ids = r.ids();
+            acked.iter().all(|id| ids.contains(id))
+        })
+    {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    for reader in readers {
+        assert_eq!(
+            &reader.ids(),
+            acked,
+            "{name}: {} got other messages than were acknowledged, or out of order",
+            reader.name
+        );
+    }
+    for (status, body) in &posted.refused {
+        assert_eq!(*status, 503, "{name}: refused with {status}: {body}");
+        assert!(
+            body["error"].is_string(),
+            "{name}: refusal without a JSON error: {body}"
+        );
+    }
+    assert_eq!(posted.given_up, 0, "{name}: posts never acknowledged");
+    let duplicates: Vec<usize> = readers.iter().map(|r| r.duplicates()).collect();
+    let reconnects: Vec<usize> = readers.iter().map(|r| r.reconnects()).collect();
+    let longest_gap = readers
+        .iter()
+        .map(|r| r.longest_gap())
+        .max()
+        .unwrap_or_default();
+    format!(
+        "acked {} (all delivered to {} readers, in order), answers 503 {}, attempts unanswered {}, duplicates dropped per reader {duplicates:?}, reconnects {reconnects:?}, longest gap {:.1} s",
+        acked.len(),
+        readers.len(),
+        posted.refused.len(),
+        posted.unanswered,
+        longest_gap.as_secs_f64(),
+    )
+}

@@ -67,7 +67,7 @@ pub fn wait_until(
     bail!("{what} not ready after {timeout:?}")
 }
 
-fn tcp_open(port: u16) -> bool {
+pub(crate) fn tcp_open(port: u16) -> bool {
     std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
 }
 
@@ -76,7 +76,7 @@ fn unix_open(path: &Path) -> bool {
 }
 
 /// Stops a child: SIGTERM, then SIGKILL if it lingers.
-fn stop(child: &mut Child, signal: Signal) {
+pub(crate) fn stop(child: &mut Child, signal: Signal) {
     if let Ok(Some(_)) = child.try_wait() {
         return;
     }
@@ -92,7 +92,7 @@ fn stop(child: &mut Child, signal: Signal) {
     let _ = child.wait();
 }
 
-fn log_file(dir: &Path, name: &str) -> anyhow::Result<std::fs::File> {
+pub(crate) fn log_file(dir: &Path, name: &str) -> anyhow::Result<std::fs::File> {
     std::fs::OpenOptions::new()
         .create(true)
         .append(true)
@@ -100,7 +100,7 @@ fn log_file(dir: &Path, name: &str) -> anyhow::Result<std::fs::File> {
         .context("log file")
 }
 
-fn print_logs_if_failing(dir: &Path, names: &[&str]) {
+pub(crate) fn print_logs_if_failing(dir: &Path, names: &[&str]) {
     if !std::thread::panicking() {
         return;
     }

@@ -15,7 +15,7 @@
 use std::time::{Duration, Instant};
 
 use chatup_testkit::clients::eventually;
-use chatup_testkit::load::{Posted, Poster, ResumingReader};
+use chatup_testkit::load::{check_acknowledged_delivered, Posted, Poster, ResumingReader};
 use chatup_testkit::process::WorkerOptions;
 use chatup_testkit::proxy::Proxy;
 use chatup_testkit::{ChatWorker, Dispatcher, Redis, Transport};
@@ -88,49 +88,9 @@ async fn under_load(name: &str, scene: &mut Scene, fault: impl AsyncFnOnce(&mut 
 }
 
 async fn check(name: &str, scene: &Scene, posted: &Posted, fault_took: Duration) {
-    let acked = &posted.acked;
-    // Until every reader has every acknowledged message, or a timeout;
-    // then the comparison below says what is missing.
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while Instant::now() < deadline
-        && !scene.readers.iter().all(|r| {
-            let ids = r.ids();
-            acked.iter().all(|id| ids.contains(id))
-        })
-    {
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    for reader in &scene.readers {
-        assert_eq!(
-            &reader.ids(),
-            acked,
-            "{name}: {} got other messages than were acknowledged, or out of order",
-            reader.name
-        );
-    }
-    for (status, body) in &posted.refused {
-        assert_eq!(*status, 503, "{name}: refused with {status}: {body}");
-        assert!(
-            body["error"].is_string(),
-            "{name}: refusal without a JSON error: {body}"
-        );
-    }
-    let duplicates: Vec<usize> = scene.readers.iter().map(|r| r.duplicates()).collect();
-    let reconnects: Vec<usize> = scene.readers.iter().map(|r| r.reconnects()).collect();
-    let longest_gap = scene
-        .readers
-        .iter()
-        .map(|r| r.longest_gap())
-        .max()
-        .unwrap_or_default();
-    assert_eq!(posted.given_up, 0, "{name}: posts never acknowledged");
+    let figures = check_acknowledged_delivered(name, &scene.readers, posted).await;
     println!(
-        "FAULT {name}: acked {} (all delivered to {} readers, in order), answers 503 {}, attempts unanswered {}, duplicates dropped per reader {duplicates:?}, reconnects {reconnects:?}, longest gap {:.1} s, fault to recovery {:.1} s",
-        acked.len(),
-        scene.readers.len(),
-        posted.refused.len(),
-        posted.unanswered,
-        longest_gap.as_secs_f64(),
+        "FAULT {name}: {figures}, fault to recovery {:.1} s",
         fault_took.as_secs_f64(),
     );
 }

@@ -29,6 +29,10 @@ pub struct DispatcherConfig {
     /// checks clients (`tls-auth-clients yes`).
     pub redis_tls_cert_file: Option<PathBuf>,
     pub redis_tls_key_file: Option<PathBuf>,
+    /// Replicas that must have a message before it is acknowledged
+    /// (`WAIT`); unset: 1 with a Sentinel group (so that a failover loses no
+    /// acknowledged message), 0 with one server.
+    pub redis_min_replicas: Option<u32>,
     /// Redis connect and command timeout.
     pub redis_timeout_ms: u64,
     /// Origins allowed to call the API from a browser (CORS); `*` allows
@@ -101,6 +105,7 @@ impl Default for DispatcherConfig {
             redis_tls_ca_file: None,
             redis_tls_cert_file: None,
             redis_tls_key_file: None,
+            redis_min_replicas: None,
             redis_timeout_ms: 1000,
             cors_origins: vec!["*".into()],
             join_history: 50,
@@ -151,6 +156,9 @@ pub struct DispatcherArgs {
     /// rediss:// only: PEM key of the client certificate
     #[arg(long, env = "CHATUP_REDIS_TLS_KEY_FILE")]
     pub redis_tls_key_file: Option<PathBuf>,
+    /// Replicas that must have a message before it is acknowledged [default: 1 with Sentinel, else 0]
+    #[arg(long, env = "CHATUP_REDIS_MIN_REPLICAS")]
+    pub redis_min_replicas: Option<u32>,
     /// Address of the operator API (/workers), off the public network [default: 127.0.0.1:8091]
     #[arg(long, env = "CHATUP_OPERATOR_LISTEN")]
     pub operator_listen: Option<SocketAddr>,
@@ -258,6 +266,7 @@ impl DispatcherConfig {
             redis_tls_ca_file,
             redis_tls_cert_file,
             redis_tls_key_file,
+            redis_min_replicas,
             demo_dir,
             dev_token_key
         );
@@ -303,17 +312,24 @@ impl DispatcherConfig {
             )?;
         }
         // Reads the TLS files too: a missing one stops the start.
-        self.redis_client().map(drop)
+        self.redis_topology().map(drop)
     }
 
-    /// The Redis client, with the TLS files of a `rediss://` URL.
-    pub fn redis_client(&self) -> Result<redis::Client, ConfigError> {
+    /// Where Redis is (one server, or a Sentinel group), with the TLS
+    /// files of a `rediss://` URL.
+    pub fn redis_topology(&self) -> Result<crate::topology::Topology, ConfigError> {
         super::RedisTls {
             ca_file: self.redis_tls_ca_file.as_deref(),
             cert_file: self.redis_tls_cert_file.as_deref(),
             key_file: self.redis_tls_key_file.as_deref(),
         }
-        .client(&self.redis_url)
+        .topology(&self.redis_url)
+    }
+
+    /// Replicas that must have a message before it is acknowledged.
+    pub fn min_replicas(&self, topology: &crate::topology::Topology) -> u32 {
+        self.redis_min_replicas
+            .unwrap_or(u32::from(topology.follows_failovers()))
     }
 
     pub fn redis_timeout(&self) -> Duration {

@@ -8,8 +8,10 @@
 //! line, which every local user can read in `ps`.
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use super::ConfigError;
+use crate::topology::{SentinelUrl, Topology, SENTINEL_SCHEME};
 
 /// The TLS files of a `rediss://` connection.
 #[derive(Debug, Clone, Copy, Default)]
@@ -22,9 +24,36 @@ pub struct RedisTls<'a> {
 }
 
 impl RedisTls<'_> {
-    /// The client for `url`, with this TLS material; every file is read
-    /// now, so a missing or unreadable one stops the process at start.
-    pub fn client(&self, url: &str) -> Result<redis::Client, ConfigError> {
+    /// Where `url` says Redis is, with this TLS material; every file is
+    /// read now, so a missing or unreadable one stops the process at start.
+    pub fn topology(&self, url: &str) -> Result<Topology, ConfigError> {
+        let invalid = |e: String| ConfigError::Invalid(format!("redis_url: {e}"));
+        let uses_tls_files = self.ca_file.is_some() || self.cert_file.is_some();
+        if url.starts_with("rediss+sentinel://") {
+            return Err(invalid(
+                "TLS to a Sentinel group is not supported yet: use redis+sentinel:// on a \
+                 private network, or one server with rediss://"
+                    .into(),
+            ));
+        }
+        if url.starts_with(SENTINEL_SCHEME) {
+            if uses_tls_files {
+                return Err(invalid("redis_tls_* files need a rediss:// URL".into()));
+            }
+            let sentinel = SentinelUrl::parse(url)
+                .map_err(|e| invalid(e.to_string()))?
+                .client()
+                .map_err(|e| invalid(e.to_string()))?;
+            return Ok(Topology::Sentinel(Arc::new(tokio::sync::Mutex::new(
+                sentinel,
+            ))));
+        }
+        self.client(url)
+            .map(|client| Topology::Server(Box::new(client)))
+    }
+
+    /// The client for one server at `url`.
+    fn client(&self, url: &str) -> Result<redis::Client, ConfigError> {
         let invalid = |e: String| ConfigError::Invalid(format!("redis_url: {e}"));
         let uses_tls_files = self.ca_file.is_some() || self.cert_file.is_some();
         if uses_tls_files && !url.starts_with("rediss://") {
@@ -99,5 +128,15 @@ mod tests {
         assert!(RedisTls::default()
             .client("rediss://127.0.0.1:6379")
             .is_ok());
+        let sentinel = RedisTls::default().topology("redis+sentinel://127.0.0.1:26379/chat");
+        assert!(sentinel.unwrap().follows_failovers());
+        let err = RedisTls::default()
+            .topology("rediss+sentinel://127.0.0.1:26379/chat")
+            .unwrap_err();
+        assert!(err.to_string().contains("not supported yet"), "{err}");
+        let err = with_ca
+            .topology("redis+sentinel://127.0.0.1:26379/chat")
+            .unwrap_err();
+        assert!(err.to_string().contains("rediss://"), "{err}");
     }
 }

@@ -41,6 +41,10 @@ pub struct WorkerConfig {
     /// checks clients (`tls-auth-clients yes`).
     pub redis_tls_cert_file: Option<PathBuf>,
     pub redis_tls_key_file: Option<PathBuf>,
+    /// Replicas that must have a message before it is acknowledged
+    /// (`WAIT`); unset: 1 with a Sentinel group (so that a failover loses no
+    /// acknowledged message), 0 with one server.
+    pub redis_min_replicas: Option<u32>,
     /// Unix socket the worker listens on for nginx (messages and hooks).
     pub listen: PathBuf,
     /// Permissions of that socket: nginx's worker user must be able to
@@ -86,6 +90,7 @@ impl Default for WorkerConfig {
             redis_tls_ca_file: None,
             redis_tls_cert_file: None,
             redis_tls_key_file: None,
+            redis_min_replicas: None,
             listen: "/run/chatup/sidecar.sock".into(),
             socket_mode: 0o660,
             nchan_socket: "/run/chatup/nginx-internal.sock".into(),
@@ -141,6 +146,9 @@ pub struct WorkerArgs {
     /// rediss:// only: PEM key of the client certificate
     #[arg(long, env = "CHATUP_REDIS_TLS_KEY_FILE")]
     pub redis_tls_key_file: Option<PathBuf>,
+    /// Replicas that must have a message before it is acknowledged [default: 1 with Sentinel, else 0]
+    #[arg(long, env = "CHATUP_REDIS_MIN_REPLICAS")]
+    pub redis_min_replicas: Option<u32>,
     /// Unix socket to listen on for nginx [default: /run/chatup/sidecar.sock]
     #[arg(long, env = "CHATUP_LISTEN")]
     pub listen: Option<PathBuf>,
@@ -221,7 +229,8 @@ impl WorkerConfig {
             public_url,
             redis_tls_ca_file,
             redis_tls_cert_file,
-            redis_tls_key_file
+            redis_tls_key_file,
+            redis_min_replicas
         );
     }
 
@@ -280,17 +289,24 @@ impl WorkerConfig {
         self.rate_limit.validate().map_err(ConfigError::Invalid)?;
         self.filters.validate().map_err(ConfigError::Invalid)?;
         // Reads the TLS files too: a missing one stops the start.
-        self.redis_client().map(drop)
+        self.redis_topology().map(drop)
     }
 
-    /// The Redis client, with the TLS files of a `rediss://` URL.
-    pub fn redis_client(&self) -> Result<redis::Client, ConfigError> {
+    /// Where Redis is (one server, or a Sentinel group), with the TLS
+    /// files of a `rediss://` URL.
+    pub fn redis_topology(&self) -> Result<crate::topology::Topology, ConfigError> {
         super::RedisTls {
             ca_file: self.redis_tls_ca_file.as_deref(),
             cert_file: self.redis_tls_cert_file.as_deref(),
             key_file: self.redis_tls_key_file.as_deref(),
         }
-        .client(&self.redis_url)
+        .topology(&self.redis_url)
+    }
+
+    /// Replicas that must have a message before it is acknowledged.
+    pub fn min_replicas(&self, topology: &crate::topology::Topology) -> u32 {
+        self.redis_min_replicas
+            .unwrap_or(u32::from(topology.follows_failovers()))
     }
 
     pub fn batch_window(&self) -> Duration {

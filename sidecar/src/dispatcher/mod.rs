@@ -62,8 +62,8 @@ pub async fn run(
         operator,
     } = listeners;
     crate::config::install_tls_provider();
-    let client = config.redis_client()?;
-    let db = Db::connect_lazy(client, config.redis_timeout())?;
+    let topology = config.redis_topology()?;
+    let db = Db::connect_lazy(topology.clone(), config.redis_timeout())?;
     let verifier = config.server_verifier()?;
     if verifier.is_none() {
         tracing::warn!("no server key configured: the server API (bans, server posts) is off");
@@ -73,7 +73,12 @@ pub async fn run(
         max_ttl_secs: config.server_token_max_ttl_secs,
         bans: BanStore::new(db.clone()),
         used_tokens: replay::UsedTokens::new(db.clone()),
-        store: Store::new(db.clone(), config.history_length, config.history_ttl_secs),
+        store: crate::store::durable(
+            Store::new(db.clone(), config.history_length, config.history_ttl_secs),
+            &topology,
+            config.min_replicas(&topology),
+            config.redis_timeout(),
+        )?,
         ids: Arc::new(Mutex::new(MessageIdGenerator::new())),
     };
     let user_verifier = config.user_verifier()?;

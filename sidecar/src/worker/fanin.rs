@@ -19,6 +19,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::keys;
 use crate::moderation::bancache::BanCache;
+use crate::topology::Topology;
 use crate::worker::rooms::Rooms;
 
 pub enum FaninCommand {
@@ -33,7 +34,7 @@ pub const PING_INTERVAL: Duration = Duration::from_secs(2);
 const MAX_BACKOFF: Duration = Duration::from_secs(5);
 
 struct Fanin {
-    client: redis::Client,
+    topology: Topology,
     timeout: Duration,
     rooms: Arc<Rooms>,
     bans: Arc<BanCache>,
@@ -42,7 +43,7 @@ struct Fanin {
 }
 
 pub async fn run(
-    client: redis::Client,
+    topology: Topology,
     timeout: Duration,
     rooms: Arc<Rooms>,
     bans: Arc<BanCache>,
@@ -50,7 +51,7 @@ pub async fn run(
     shutdown: CancellationToken,
 ) {
     let mut fanin = Fanin {
-        client,
+        topology,
         timeout,
         rooms,
         bans,
@@ -124,8 +125,10 @@ impl Fanin {
         shutdown: &CancellationToken,
         reconnecting: bool,
     ) -> Session {
-        let pubsub = match tokio::time::timeout(self.timeout, self.client.get_async_pubsub()).await
-        {
+        // A Sentinel group's master of the moment: after a failover the
+        // next session subscribes on the new one.
+        let connect = async { self.topology.master().await?.get_async_pubsub().await };
+        let pubsub = match tokio::time::timeout(self.timeout, connect).await {
             Ok(Ok(pubsub)) => pubsub,
             Ok(Err(e)) => {
                 tracing::warn!(error = %e, "redis subscription: cannot connect");

@@ -182,7 +182,15 @@ async fn post_message(
     // must not count against the rate limit nor look like a repeat.
     if let Some(key) = &idempotency {
         match state.store.first_answer(key).await {
-            Ok(Some(first)) => return Ok(replayed(first)),
+            Ok(Some(first)) => {
+                return match state.store.first_answer_replicated(key).await {
+                    Ok(()) => Ok(replayed(first)),
+                    Err(e) => {
+                        tracing::warn!(room = %envelope.room, error = %e, "a retried post is not on the replicas yet, refusing it");
+                        Err(ApiError::unavailable("message store unavailable"))
+                    }
+                };
+            }
             Ok(None) => {}
             Err(e) => {
                 tracing::warn!(room = %envelope.room, error = %e, "cannot look up an idempotency key, refusing the post");

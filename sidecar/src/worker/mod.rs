@@ -65,9 +65,14 @@ pub async fn run_with_filters(
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
     crate::config::install_tls_provider();
-    let client = config.redis_client()?;
-    let db = Db::connect_lazy(client.clone(), config.redis_timeout())?;
-    let store = Store::new(db.clone(), config.history_length, config.history_ttl_secs);
+    let topology = config.redis_topology()?;
+    let db = Db::connect_lazy(topology.clone(), config.redis_timeout())?;
+    let store = crate::store::durable(
+        Store::new(db.clone(), config.history_length, config.history_ttl_secs),
+        &topology,
+        config.min_replicas(&topology),
+        config.redis_timeout(),
+    )?;
     let presence = Presence::new(db.clone());
     let nchan = Nchan::new(config.nchan_socket.clone());
     let settings = RoomSettings {
@@ -90,7 +95,7 @@ pub async fn run_with_filters(
     };
     let fanin_stop = CancellationToken::new();
     let fanin = tokio::spawn(fanin::run(
-        client,
+        topology,
         config.redis_timeout(),
         rooms.clone(),
         bans.clone(),

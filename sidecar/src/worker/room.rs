@@ -476,7 +476,11 @@ mod tests {
         let redis = Redis::start().unwrap();
         let client = redis::Client::open(redis.url()).unwrap();
         let store = Store::new(
-            Db::connect_lazy(client, Duration::from_secs(2)).unwrap(),
+            Db::connect_lazy(
+                crate::topology::Topology::Server(Box::new(client)),
+                Duration::from_secs(2),
+            )
+            .unwrap(),
             100,
             3600,
         );

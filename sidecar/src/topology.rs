@@ -1,0 +1,187 @@
+//! Where Redis is: one server (`redis://`, `rediss://`), or the master of
+//! a Sentinel group (`redis+sentinel://`), which moves when the group
+//! fails over.
+//!
+//! A Sentinel URL names the sentinels and the group:
+//! `redis+sentinel://[user:password@]host:port[,host:port...]/<master name>[/<db>]`.
+//! The user and password are the master's (an ACL user); the sentinels are
+//! asked without credentials.
+
+use std::sync::Arc;
+
+use redis::sentinel::{SentinelClient, SentinelClientBuilder, SentinelServerType};
+use redis::{ConnectionAddr, RedisResult};
+use tokio::sync::Mutex;
+
+/// The scheme of a Sentinel group's URL.
+pub const SENTINEL_SCHEME: &str = "redis+sentinel://";
+
+#[derive(Clone)]
+pub enum Topology {
+    /// One server, always at the same address.
+    Server(Box<redis::Client>),
+    /// The master of a Sentinel group: asked of the sentinels at each
+    /// (re)connection.
+    Sentinel(Arc<Mutex<SentinelClient>>),
+}
+
+impl std::fmt::Debug for Topology {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Topology::Server(client) => {
+                write!(f, "Server({:?})", client.get_connection_info().addr())
+            }
+            Topology::Sentinel(_) => write!(f, "Sentinel"),
+        }
+    }
+}
+
+/// Why a Sentinel URL is not one.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SentinelUrlError {
+    #[error(
+        "expected {SENTINEL_SCHEME}[user:password@]host:port[,host:port...]/<master name>[/<db>]"
+    )]
+    Shape,
+    #[error("sentinel address \"{0}\" is not host:port")]
+    Address(String),
+    #[error("database \"{0}\" is not a number")]
+    Database(String),
+}
+
+/// The parts of a Sentinel URL.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SentinelUrl {
+    pub sentinels: Vec<(String, u16)>,
+    pub master: String,
+    pub db: i64,
+    pub username: Option<String>,
+    pub password: Option<String>,
+}
+
+impl SentinelUrl {
+    pub fn parse(url: &str) -> Result<Self, SentinelUrlError> {
+        let rest = url
+            .strip_prefix(SENTINEL_SCHEME)
+            .ok_or(SentinelUrlError::Shape)?;
+        let (userinfo, rest) = match rest.rsplit_once('@') {
+            Some((userinfo, rest)) => (Some(userinfo), rest),
+            None => (None, rest),
+        };
+        let (hosts, path) = rest.split_once('/').ok_or(SentinelUrlError::Shape)?;
+        let mut path = path.split('/');
+        let master = path
+            .next()
+            .filter(|m| !m.is_empty())
+            .ok_or(SentinelUrlError::Shape)?;
+        let db = match path.next().filter(|d| !d.is_empty()) {
+            None => 0,
+            Some(db) => db
+                .parse()
+                .map_err(|_| SentinelUrlError::Database(db.into()))?,
+        };
+        if path.next().is_some() {
+            return Err(SentinelUrlError::Shape);
+        }
+        let sentinels = hosts
+            .split(',')
+            .map(|address| {
+                let bad = || SentinelUrlError::Address(address.into());
+                let (host, port) = address.rsplit_once(':').ok_or_else(bad)?;
+                let port = port.parse().map_err(|_| bad())?;
+                if host.is_empty() {
+                    return Err(bad());
+                }
+                Ok((host.to_string(), port))
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        let (username, password) = match userinfo {
+            None => (None, None),
+            Some(info) => match info.split_once(':') {
+                Some((user, password)) => (
+                    Some(user.to_string()).filter(|u| !u.is_empty()),
+                    Some(password.to_string()),
+                ),
+                None => (Some(info.to_string()), None),
+            },
+        };
+        Ok(Self {
+            sentinels,
+            master: master.to_string(),
+            db,
+            username,
+            password,
+        })
+    }
+
+    /// The client that asks these sentinels for the master.
+    pub fn client(&self) -> RedisResult<SentinelClient> {
+        let addresses = self
+            .sentinels
+            .iter()
+            .map(|(host, port)| ConnectionAddr::Tcp(host.clone(), *port));
+        let mut builder =
+            SentinelClientBuilder::new(addresses, &self.master, SentinelServerType::Master)?
+                .set_client_to_redis_db(self.db);
+        if let Some(user) = &self.username {
+            builder = builder.set_client_to_redis_username(user);
+        }
+        if let Some(password) = &self.password {
+            builder = builder.set_client_to_redis_password(password);
+        }
+        builder.build()
+    }
+}
+
+impl Topology {
+    /// A client for the master now: the server, or the one the sentinels
+    /// name at this moment.
+    pub async fn master(&self) -> RedisResult<redis::Client> {
+        match self {
+            Topology::Server(client) => Ok((**client).clone()),
+            Topology::Sentinel(sentinel) => sentinel.lock().await.async_get_client().await,
+        }
+    }
+
+    /// Whether the master can move (and is worth asking for again after
+    /// trouble).
+    pub fn follows_failovers(&self) -> bool {
+        matches!(self, Topology::Sentinel(_))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sentinel_urls_name_the_sentinels_the_master_and_the_database() {
+        let url = SentinelUrl::parse(
+            "redis+sentinel://chatup:s3cret@10.0.0.1:26379,sentinel-b:26380/chat/2",
+        )
+        .unwrap();
+        assert_eq!(
+            url,
+            SentinelUrl {
+                sentinels: vec![("10.0.0.1".into(), 26379), ("sentinel-b".into(), 26380)],
+                master: "chat".into(),
+                db: 2,
+                username: Some("chatup".into()),
+                password: Some("s3cret".into()),
+            }
+        );
+        let plain = SentinelUrl::parse("redis+sentinel://127.0.0.1:26379/mymaster").unwrap();
+        assert_eq!(plain.db, 0);
+        assert_eq!(plain.username, None);
+        for bad in [
+            "redis://127.0.0.1:26379/mymaster",
+            "redis+sentinel://127.0.0.1:26379",
+            "redis+sentinel://127.0.0.1:26379/",
+            "redis+sentinel://127.0.0.1/mymaster",
+            "redis+sentinel://127.0.0.1:26379/mymaster/x",
+            "redis+sentinel://:26379/mymaster",
+        ] {
+            assert!(SentinelUrl::parse(bad).is_err(), "{bad}");
+        }
+    }
+}
