@@ -83,7 +83,9 @@ impl BanStore {
         }
         for ban in bans {
             let change = BanChange::Ban { ban: ban.clone() };
-            pipe.publish(keys::BANS_CHANNEL, announce(&change)?)
+            pipe.cmd(self.db.publish_command())
+                .arg(keys::BANS_CHANNEL)
+                .arg(announce(&change)?)
                 .ignore();
         }
         let mut conn = self.db.conn();
@@ -102,7 +104,12 @@ impl BanStore {
             room: room.to_owned(),
         };
         self.db
-            .bounded(conn.publish::<_, _, ()>(keys::BANS_CHANNEL, announce(&change)?))
+            .bounded(
+                redis::cmd(self.db.publish_command())
+                    .arg(keys::BANS_CHANNEL)
+                    .arg(announce(&change)?)
+                    .query_async::<()>(&mut conn),
+            )
             .await?;
         Ok(removed > 0)
     }

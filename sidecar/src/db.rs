@@ -15,10 +15,11 @@ use std::sync::{Arc, Mutex, Weak};
 use std::time::{Duration, Instant};
 
 use redis::aio::{ConnectionLike, ConnectionManager, ConnectionManagerConfig};
+use redis::cluster_async::ClusterConnection;
 use redis::{Cmd, ConnectionAddr, ErrorKind, Pipeline, RedisFuture, Value};
 use tokio::sync::Notify;
 
-use crate::topology::Topology;
+use crate::topology::{ClusterUrl, Topology};
 
 #[derive(Debug, thiserror::Error)]
 pub enum DbError {
@@ -36,8 +37,11 @@ pub enum DbError {
 #[derive(Clone)]
 pub enum DbConn {
     Ready(ConnectionManager),
-    /// A Sentinel group whose master is not known yet: commands fail at
-    /// once (503) until the sentinels name one.
+    /// A Redis Cluster: routes each command to the shard of its key, and
+    /// follows slot moves and failovers (MOVED) by itself.
+    Cluster(ClusterConnection),
+    /// A Sentinel group whose master is not known yet, or a cluster not
+    /// reached yet: commands fail at once (503) until then.
     NoMaster,
 }
 
@@ -45,7 +49,7 @@ impl DbConn {
     fn no_master() -> redis::RedisError {
         (
             ErrorKind::Io,
-            "no redis master known yet (asking the sentinels)",
+            "not connected to redis yet (no master known, or the cluster not reached)",
         )
             .into()
     }
@@ -55,6 +59,7 @@ impl ConnectionLike for DbConn {
     fn req_packed_command<'a>(&'a mut self, cmd: &'a Cmd) -> RedisFuture<'a, Value> {
         match self {
             DbConn::Ready(conn) => conn.req_packed_command(cmd),
+            DbConn::Cluster(conn) => conn.req_packed_command(cmd),
             DbConn::NoMaster => Box::pin(async { Err(Self::no_master()) }),
         }
     }
@@ -67,6 +72,7 @@ impl ConnectionLike for DbConn {
     ) -> RedisFuture<'a, Vec<Value>> {
         match self {
             DbConn::Ready(conn) => conn.req_packed_commands(pipeline, offset, count),
+            DbConn::Cluster(conn) => conn.req_packed_commands(pipeline, offset, count),
             DbConn::NoMaster => Box::pin(async { Err(Self::no_master()) }),
         }
     }
@@ -74,7 +80,7 @@ impl ConnectionLike for DbConn {
     fn get_db(&self) -> i64 {
         match self {
             DbConn::Ready(conn) => conn.get_db(),
-            DbConn::NoMaster => 0,
+            DbConn::Cluster(_) | DbConn::NoMaster => 0,
         }
     }
 }
@@ -111,7 +117,7 @@ impl Db {
                 DbConn::Ready(Self::manager(client, timeout)?),
                 Some(client.get_connection_info().addr().clone()),
             ),
-            Topology::Sentinel(_) => (DbConn::NoMaster, None),
+            Topology::Sentinel(_) | Topology::Cluster(_) => (DbConn::NoMaster, None),
         };
         let db = Self {
             topology,
@@ -123,6 +129,13 @@ impl Db {
             timeout,
             trouble: Arc::new(Notify::new()),
         };
+        if let Topology::Cluster(url) = &db.topology {
+            tokio::spawn(connect_cluster(
+                url.clone(),
+                Arc::downgrade(&db.current),
+                timeout,
+            ));
+        }
         if db.topology.follows_failovers() {
             tokio::spawn(follow_master(
                 db.topology.clone(),
@@ -158,6 +171,12 @@ impl Db {
     /// Where Redis is.
     pub fn topology(&self) -> &Topology {
         &self.topology
+    }
+
+    /// The command that publishes to a room's channel (`SPUBLISH` on a
+    /// cluster: sharded Pub/Sub).
+    pub fn publish_command(&self) -> &'static str {
+        self.topology.publish_command()
     }
 
     /// The bound on any command.
@@ -209,6 +228,38 @@ impl Db {
             }
             Err(e) => tracing::warn!(error = %e, "cannot make a new redis connection"),
         }
+    }
+
+    /// Runs `pipelines` (each about one room: one hash tag) and returns
+    /// their replies in order, flattened. One server takes them as one
+    /// pipeline; a cluster takes each on its room's shard, concurrently (a
+    /// pipeline over several slots would be refused there).
+    pub async fn query_pipelines(
+        &self,
+        pipelines: Vec<redis::Pipeline>,
+    ) -> Result<Vec<Value>, DbError> {
+        if pipelines.is_empty() {
+            return Ok(Vec::new());
+        }
+        if !self.topology.sharded() {
+            let mut all = redis::pipe();
+            for pipeline in &pipelines {
+                for cmd in pipeline.cmd_iter() {
+                    all.add_command(cmd.clone());
+                }
+            }
+            let mut conn = self.conn();
+            return self.bounded(all.query_async(&mut conn)).await;
+        }
+        let each = pipelines.into_iter().map(|pipeline| {
+            let mut conn = self.conn();
+            async move {
+                self.bounded(pipeline.query_async::<Vec<Value>>(&mut conn))
+                    .await
+            }
+        });
+        let replies = futures_util::future::try_join_all(each).await?;
+        Ok(replies.into_iter().flatten().collect())
     }
 
     pub async fn ping(&self) -> Result<(), DbError> {
@@ -279,6 +330,43 @@ async fn follow_master(
                 tokio::time::sleep(Duration::from_millis(100)).await;
             }
             _ = tokio::time::sleep(SENTINEL_CHECK_INTERVAL) => {}
+        }
+    }
+}
+
+/// Connects to a Redis Cluster (once it answers: until then commands fail
+/// at once); the connection then follows the cluster by itself. Ends with
+/// the `Db`.
+async fn connect_cluster(url: Arc<ClusterUrl>, current: Weak<Mutex<Current>>, timeout: Duration) {
+    let mut failing = false;
+    loop {
+        if current.strong_count() == 0 {
+            return;
+        }
+        let connected = match url.client(timeout, None) {
+            Ok(client) => tokio::time::timeout(timeout * 5, client.get_async_connection())
+                .await
+                .unwrap_or_else(|_| Err((ErrorKind::Io, "timed out").into())),
+            Err(e) => Err(e),
+        };
+        match connected {
+            Ok(conn) => {
+                let Some(shared) = current.upgrade() else {
+                    return;
+                };
+                tracing::info!(nodes = ?url.nodes, "connected to the redis cluster");
+                let mut current = lock(&shared);
+                current.conn = DbConn::Cluster(conn);
+                current.since = Instant::now();
+                return;
+            }
+            Err(e) => {
+                if !failing {
+                    tracing::warn!(error = %e, "cannot reach the redis cluster yet");
+                    failing = true;
+                }
+                tokio::time::sleep(Duration::from_secs(1)).await;
+            }
         }
     }
 }

@@ -53,13 +53,16 @@ pub fn user_rooms(user: &str) -> String {
 /// String: a server token's `jti`, kept until the token expires (replays
 /// are refused).
 pub fn used_server_token(jti: &str) -> String {
-    format!("chatup:{{chatup-jti}}:{jti}")
+    // `:jti:`: no room key ends that way (a room may be named chatup-jti).
+    format!("chatup:{{chatup-jti}}:jti:{jti}")
 }
 
 /// Hash: `<room>\n<user>` → a ban (JSON); room `*` for every room.
 pub const BANS: &str = "chatup:{chatup-bans}:all";
-/// Pub/Sub channel announcing ban changes to the workers.
-pub const BANS_CHANNEL: &str = "chatup:bans";
+/// Pub/Sub channel announcing ban changes to the workers (the bans' hash
+/// tag: on a cluster it is a shard channel of the bans' shard).
+/// Not `:live`: the room named `chatup-bans` has that channel.
+pub const BANS_CHANNEL: &str = "chatup:{chatup-bans}:announce";
 
 /// Hash: worker id → its record (JSON: id, url, load figures).
 pub const REGISTRY_RECORDS: &str = "chatup:{chatup-registry}:records";

@@ -135,23 +135,21 @@ impl Presence {
         if readers.is_empty() {
             return Ok(());
         }
-        let mut pipe = redis::pipe();
-        for (room, count) in readers {
-            let (conns, public) = (
-                keys::member_connections(room, worker),
-                keys::member_public(room, worker),
-            );
-            pipe.cmd("SET")
-                .arg(keys::subscriber_count(room, worker))
-                .arg(count)
-                .arg("PX")
-                .arg(ttl_ms)
-                .ignore();
-            pipe.pexpire(&conns, ttl_ms as i64).ignore();
-            pipe.pexpire(&public, ttl_ms as i64).ignore();
-        }
-        let mut conn = self.db.conn();
-        self.db.bounded(pipe.query_async::<()>(&mut conn)).await
+        let pipelines = readers
+            .iter()
+            .map(|(room, count)| {
+                let mut pipe = redis::pipe();
+                pipe.cmd("SET")
+                    .arg(keys::subscriber_count(room, worker))
+                    .arg(count)
+                    .arg("PX")
+                    .arg(ttl_ms);
+                pipe.pexpire(keys::member_connections(room, worker), ttl_ms as i64);
+                pipe.pexpire(keys::member_public(room, worker), ttl_ms as i64);
+                pipe
+            })
+            .collect();
+        self.db.query_pipelines(pipelines).await.map(drop)
     }
 
     /// Forgets `worker`'s readers and members of `room` (it stopped serving
@@ -178,15 +176,23 @@ impl Presence {
         if rooms.is_empty() || workers.is_empty() {
             return Ok(vec![RoomCounts::default(); rooms.len()]);
         }
-        let mut pipe = redis::pipe();
-        for room in rooms {
-            for worker in workers {
-                pipe.get(keys::subscriber_count(room, worker));
-                pipe.hlen(keys::member_connections(room, worker));
-            }
-        }
-        let mut conn = self.db.conn();
-        let values: Vec<Option<u64>> = self.db.bounded(pipe.query_async(&mut conn)).await?;
+        let pipelines = rooms
+            .iter()
+            .map(|room| {
+                let mut pipe = redis::pipe();
+                for worker in workers {
+                    pipe.get(keys::subscriber_count(room, worker));
+                    pipe.hlen(keys::member_connections(room, worker));
+                }
+                pipe
+            })
+            .collect();
+        let replies = self.db.query_pipelines(pipelines).await?;
+        let values: Vec<Option<u64>> = replies
+            .into_iter()
+            .map(redis::from_redis_value)
+            .collect::<Result<_, _>>()
+            .map_err(|e| DbError::Corrupt(e.to_string()))?;
         Ok(values
             .chunks(workers.len() * 2)
             .map(|room| RoomCounts {

@@ -30,15 +30,16 @@ pub struct Store {
 }
 
 // KEYS: history, idempotency key. ARGV: message, history length, history
-// ttl, channel, answer, key ttl. The same transaction as `append`, unless
-// the key was used: then nothing is stored and the first answer returned.
+// ttl, channel, answer, key ttl, publish command (PUBLISH, or SPUBLISH on a
+// cluster). The same transaction as `append`, unless the key was used: then
+// nothing is stored and the first answer returned.
 const APPEND_ONCE: &str = r#"
 local first = redis.call('GET', KEYS[2])
 if first then return first end
 redis.call('RPUSH', KEYS[1], ARGV[1])
 redis.call('LTRIM', KEYS[1], -tonumber(ARGV[2]), -1)
 redis.call('EXPIRE', KEYS[1], ARGV[3])
-redis.call('PUBLISH', ARGV[4], ARGV[1])
+redis.call(ARGV[7], ARGV[4], ARGV[1])
 redis.call('SET', KEYS[2], ARGV[5], 'EX', ARGV[6])
 return false
 "#;
@@ -126,7 +127,9 @@ impl Store {
             .ignore()
             .expire(&history, self.history_ttl_secs as i64)
             .ignore()
-            .publish(keys::room_channel(room), message)
+            .cmd(self.writer.publish_command())
+            .arg(keys::room_channel(room))
+            .arg(message)
             .ignore();
         let mut conn = self.writer.conn();
         self.writer
@@ -155,7 +158,8 @@ impl Store {
             .arg(self.history_ttl_secs)
             .arg(keys::room_channel(room))
             .arg(ack)
-            .arg(chatup_wire::idempotency::IDEMPOTENCY_TTL_SECS);
+            .arg(chatup_wire::idempotency::IDEMPOTENCY_TTL_SECS)
+            .arg(self.writer.publish_command());
         let mut conn = self.writer.conn();
         let first: Option<String> = self
             .writer
@@ -194,7 +198,12 @@ impl Store {
     pub async fn publish_event(&self, room: &str, event: &str) -> Result<(), DbError> {
         let mut conn = self.db.conn();
         self.db
-            .bounded(conn.publish::<_, _, ()>(keys::room_channel(room), event))
+            .bounded(
+                redis::cmd(self.db.publish_command())
+                    .arg(keys::room_channel(room))
+                    .arg(event)
+                    .query_async::<()>(&mut conn),
+            )
             .await
     }
 

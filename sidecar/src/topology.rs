@@ -1,6 +1,12 @@
-//! Where Redis is: one server (`redis://`, `rediss://`), or the master of
-//! a Sentinel group (`redis+sentinel://`), which moves when the group
-//! fails over.
+//! Where Redis is: one server (`redis://`, `rediss://`), the master of a
+//! Sentinel group (`redis+sentinel://`), which moves when the group fails
+//! over, or a Redis Cluster (`redis+cluster://`), where each room lives on
+//! the shard that owns its hash tag and travels by sharded Pub/Sub
+//! (`SPUBLISH`/`SSUBSCRIBE`), so that a room's messages reach only the
+//! shard that owns it instead of every node.
+//!
+//! A cluster URL names some of its nodes (the others are found from them):
+//! `redis+cluster://[user:password@]host:port[,host:port...]`.
 //!
 //! A Sentinel URL names the sentinels and the group:
 //! `redis+sentinel://[user:password@]host:port[,host:port...]/<master name>[/<db>]`.
@@ -9,12 +15,15 @@
 
 use std::sync::Arc;
 
+use redis::cluster::{ClusterClient, ClusterClientBuilder};
 use redis::sentinel::{SentinelClient, SentinelClientBuilder, SentinelServerType};
 use redis::{ConnectionAddr, RedisResult};
 use tokio::sync::Mutex;
 
 /// The scheme of a Sentinel group's URL.
 pub const SENTINEL_SCHEME: &str = "redis+sentinel://";
+/// The scheme of a Redis Cluster's URL.
+pub const CLUSTER_SCHEME: &str = "redis+cluster://";
 
 #[derive(Clone)]
 pub enum Topology {
@@ -23,6 +32,8 @@ pub enum Topology {
     /// The master of a Sentinel group: asked of the sentinels at each
     /// (re)connection.
     Sentinel(Arc<Mutex<SentinelClient>>),
+    /// A Redis Cluster, from these seed nodes.
+    Cluster(Arc<ClusterUrl>),
 }
 
 impl std::fmt::Debug for Topology {
@@ -32,6 +43,7 @@ impl std::fmt::Debug for Topology {
                 write!(f, "Server({:?})", client.get_connection_info().addr())
             }
             Topology::Sentinel(_) => write!(f, "Sentinel"),
+            Topology::Cluster(url) => write!(f, "Cluster({:?})", url.nodes),
         }
     }
 }
@@ -133,13 +145,89 @@ impl SentinelUrl {
     }
 }
 
+/// A Redis Cluster's seed nodes and credentials.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClusterUrl {
+    pub nodes: Vec<(String, u16)>,
+    pub username: Option<String>,
+    pub password: Option<String>,
+}
+
+impl ClusterUrl {
+    pub fn parse(url: &str) -> Result<Self, SentinelUrlError> {
+        let rest = url
+            .strip_prefix(CLUSTER_SCHEME)
+            .ok_or(SentinelUrlError::Shape)?;
+        // Reuse the Sentinel parser: the same shape with a dummy group name.
+        let as_sentinel = format!("{SENTINEL_SCHEME}{}/cluster", rest.trim_end_matches('/'));
+        let parsed = SentinelUrl::parse(&as_sentinel)?;
+        Ok(Self {
+            nodes: parsed.sentinels,
+            username: parsed.username,
+            password: parsed.password,
+        })
+    }
+
+    /// A client of the cluster; `push` receives the sharded Pub/Sub
+    /// messages (and disconnections) of its connections, over RESP3.
+    pub fn client(
+        &self,
+        timeout: std::time::Duration,
+        push: Option<tokio::sync::mpsc::UnboundedSender<redis::PushInfo>>,
+    ) -> RedisResult<ClusterClient> {
+        let nodes = self
+            .nodes
+            .iter()
+            .map(|(host, port)| ConnectionAddr::Tcp(host.clone(), *port));
+        let mut builder = ClusterClientBuilder::new(nodes)
+            .connection_timeout(timeout)
+            .response_timeout(timeout)
+            // A failover takes seconds: retry MOVED/TRYAGAIN/CLUSTERDOWN
+            // briefly and answer 503 past the timeout rather than hang.
+            .retries(3)
+            .min_retry_wait(50)
+            .max_retry_wait(500);
+        if let Some(user) = &self.username {
+            builder = builder.username(user);
+        }
+        if let Some(password) = &self.password {
+            builder = builder.password(password);
+        }
+        if let Some(push) = push {
+            builder = builder
+                .use_protocol(redis::ProtocolVersion::RESP3)
+                .push_sender(push);
+        }
+        builder.build()
+    }
+}
+
 impl Topology {
     /// A client for the master now: the server, or the one the sentinels
-    /// name at this moment.
+    /// name at this moment. A cluster has no one master.
     pub async fn master(&self) -> RedisResult<redis::Client> {
         match self {
             Topology::Server(client) => Ok((**client).clone()),
             Topology::Sentinel(sentinel) => sentinel.lock().await.async_get_client().await,
+            Topology::Cluster(_) => Err((
+                redis::ErrorKind::InvalidClientConfig,
+                "a Redis Cluster has no single master",
+            )
+                .into()),
+        }
+    }
+
+    /// Whether room traffic uses sharded Pub/Sub (`SPUBLISH`).
+    pub fn sharded(&self) -> bool {
+        matches!(self, Topology::Cluster(_))
+    }
+
+    /// The command that publishes to a room's channel.
+    pub fn publish_command(&self) -> &'static str {
+        if self.sharded() {
+            "SPUBLISH"
+        } else {
+            "PUBLISH"
         }
     }
 
@@ -170,6 +258,10 @@ mod tests {
                 password: Some("s3cret".into()),
             }
         );
+        let cluster = ClusterUrl::parse("redis+cluster://u:p@10.0.0.1:7000,10.0.0.2:7001").unwrap();
+        assert_eq!(cluster.nodes.len(), 2);
+        assert_eq!(cluster.password.as_deref(), Some("p"));
+        assert!(ClusterUrl::parse("redis+cluster://10.0.0.1").is_err());
         let plain = SentinelUrl::parse("redis+sentinel://127.0.0.1:26379/mymaster").unwrap();
         assert_eq!(plain.db, 0);
         assert_eq!(plain.username, None);

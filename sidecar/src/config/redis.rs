@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use super::ConfigError;
-use crate::topology::{SentinelUrl, Topology, SENTINEL_SCHEME};
+use crate::topology::{ClusterUrl, SentinelUrl, Topology, CLUSTER_SCHEME, SENTINEL_SCHEME};
 
 /// The TLS files of a `rediss://` connection.
 #[derive(Debug, Clone, Copy, Default)]
@@ -35,6 +35,19 @@ impl RedisTls<'_> {
                  private network, or one server with rediss://"
                     .into(),
             ));
+        }
+        if url.starts_with(CLUSTER_SCHEME) {
+            if uses_tls_files {
+                return Err(invalid("redis_tls_* files need a rediss:// URL".into()));
+            }
+            let cluster = ClusterUrl::parse(url).map_err(|e| {
+                invalid(
+                    e.to_string()
+                        .replace(SENTINEL_SCHEME, CLUSTER_SCHEME)
+                        .replace("/<master name>[/<db>]", ""),
+                )
+            })?;
+            return Ok(Topology::Cluster(Arc::new(cluster)));
         }
         if url.starts_with(SENTINEL_SCHEME) {
             if uses_tls_files {

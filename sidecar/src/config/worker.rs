@@ -289,7 +289,12 @@ impl WorkerConfig {
         self.rate_limit.validate().map_err(ConfigError::Invalid)?;
         self.filters.validate().map_err(ConfigError::Invalid)?;
         // Reads the TLS files too: a missing one stops the start.
-        self.redis_topology().map(drop)
+        let topology = self.redis_topology()?;
+        check(
+            !(topology.sharded() && self.redis_min_replicas.unwrap_or(0) > 0),
+            "redis_min_replicas is not supported on a Redis Cluster yet (WAIT must reach the \
+             shard of each message)",
+        )
     }
 
     /// Where Redis is (one server, or a Sentinel group), with the TLS

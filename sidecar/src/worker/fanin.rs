@@ -19,7 +19,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::keys;
 use crate::moderation::bancache::BanCache;
-use crate::topology::Topology;
+use crate::topology::{ClusterUrl, Topology};
 use crate::worker::rooms::Rooms;
 
 pub enum FaninCommand {
@@ -109,6 +109,150 @@ impl Fanin {
         }
     }
 
+    /// Deliver one Pub/Sub message to the bans or its room.
+    fn dispatch(&self, channel: &str, payload: Vec<u8>) {
+        let Ok(payload) = String::from_utf8(payload) else {
+            tracing::warn!(channel, "dropping a non-UTF-8 message from redis");
+            return;
+        };
+        if channel == keys::BANS_CHANNEL {
+            self.bans.announcement(&payload);
+        } else if let Some(room) = keys::room_of_channel(channel) {
+            self.rooms.deliver(room, payload);
+        }
+    }
+
+    /// A session on a Redis Cluster: each room's channel is a shard channel
+    /// (`SSUBSCRIBE`), held by the shard that owns the room. Any dropped node
+    /// connection, and any channel the cluster unsubscribes by itself (its
+    /// slot moved), ends the session: the next one subscribes everything
+    /// again where it now lives and catches up from history, as after any
+    /// lost subscription. (The redis crate would resubscribe by itself, but
+    /// without catching up what was published in between.)
+    async fn cluster_session(
+        &mut self,
+        url: &ClusterUrl,
+        commands: &mut mpsc::UnboundedReceiver<FaninCommand>,
+        shutdown: &CancellationToken,
+        reconnecting: bool,
+    ) -> Session {
+        let (push, mut pushes) = mpsc::unbounded_channel();
+        let connect = async {
+            url.client(self.timeout, Some(push))?
+                .get_async_connection()
+                .await
+        };
+        let mut conn = match tokio::time::timeout(self.timeout * 5, connect).await {
+            Ok(Ok(conn)) => conn,
+            Ok(Err(e)) => {
+                tracing::warn!(error = %e, "redis cluster subscription: cannot connect");
+                return Session::Lost { was_up: false };
+            }
+            Err(_) => {
+                tracing::warn!("redis cluster subscription: connect timed out");
+                return Session::Lost { was_up: false };
+            }
+        };
+        let mut channels: Vec<String> = self
+            .wanted
+            .iter()
+            .map(|room| keys::room_channel(room))
+            .collect();
+        channels.push(keys::BANS_CHANNEL.to_owned());
+        // One call per channel: each goes to its own shard.
+        for channel in &channels {
+            if let Err(e) = bounded(self.timeout, conn.ssubscribe(channel)).await {
+                tracing::warn!(error = %e, channel, "redis cluster subscription: cannot subscribe");
+                return Session::Lost { was_up: false };
+            }
+        }
+        self.confirm_all();
+        self.bans.reload_soon();
+        if reconnecting {
+            tracing::info!(
+                rooms = channels.len(),
+                "redis cluster subscription restored, resyncing rooms from history"
+            );
+            self.rooms.resync_all();
+        }
+        let mut ping = tokio::time::interval(PING_INTERVAL);
+        ping.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        ping.tick().await;
+        loop {
+            tokio::select! {
+                _ = shutdown.cancelled() => return Session::Shutdown,
+                _ = ping.tick() => {
+                    let answer = tokio::time::timeout(
+                        self.timeout,
+                        redis::cmd("PING").query_async::<redis::Value>(&mut conn),
+                    )
+                    .await;
+                    if !matches!(answer, Ok(Ok(_))) {
+                        tracing::warn!("redis cluster subscription did not answer a ping: reconnecting");
+                        return Session::Lost { was_up: true };
+                    }
+                }
+                command = commands.recv() => {
+                    let Some(command) = command else { return Session::Shutdown };
+                    let result = match &command {
+                        FaninCommand::Subscribe(room, _) => bounded(self.timeout, conn.ssubscribe(keys::room_channel(room))).await,
+                        FaninCommand::Unsubscribe(room) => bounded(self.timeout, conn.sunsubscribe(keys::room_channel(room))).await,
+                    };
+                    let unsubscribing = matches!(command, FaninCommand::Unsubscribe(_));
+                    self.record(command);
+                    if let Err(e) = result {
+                        // A failed unsubscribe leaves a channel we ignore.
+                        if !unsubscribing {
+                            tracing::warn!(error = %e, "redis cluster subscription lost");
+                            return Session::Lost { was_up: true };
+                        }
+                    }
+                    self.confirm_all();
+                }
+                push = pushes.recv() => {
+                    let Some(push) = push else {
+                        return Session::Lost { was_up: true };
+                    };
+                    match push.kind {
+                        redis::PushKind::SMessage | redis::PushKind::Message => {
+                            let mut data = push.data.into_iter();
+                            let (Some(channel), Some(payload)) = (data.next(), data.next()) else {
+                                continue;
+                            };
+                            let (Ok(channel), Ok(payload)) = (
+                                redis::from_redis_value::<String>(channel),
+                                redis::from_redis_value::<Vec<u8>>(payload),
+                            ) else {
+                                continue;
+                            };
+                            self.dispatch(&channel, payload);
+                        }
+                        redis::PushKind::Disconnection => {
+                            tracing::warn!("a redis cluster node connection dropped: subscribing again");
+                            return Session::Lost { was_up: true };
+                        }
+                        redis::PushKind::SUnsubscribe => {
+                            let channel = push
+                                .data
+                                .into_iter()
+                                .next()
+                                .and_then(|c| redis::from_redis_value::<String>(c).ok());
+                            let still_wanted = channel.as_deref().is_some_and(|c| {
+                                c == keys::BANS_CHANNEL
+                                    || keys::room_of_channel(c).is_some_and(|r| self.wanted.contains(r))
+                            });
+                            if still_wanted {
+                                tracing::warn!(channel, "the redis cluster moved a subscribed channel: subscribing again");
+                                return Session::Lost { was_up: true };
+                            }
+                        }
+                        _ => {}
+                    }
+                }
+            }
+        }
+    }
+
     fn confirm_all(&mut self) {
         for (_, acks) in self.waiting.drain() {
             for ack in acks {
@@ -125,6 +269,12 @@ impl Fanin {
         shutdown: &CancellationToken,
         reconnecting: bool,
     ) -> Session {
+        if let Topology::Cluster(url) = &self.topology {
+            let url = url.clone();
+            return self
+                .cluster_session(&url, commands, shutdown, reconnecting)
+                .await;
+        }
         // A Sentinel group's master of the moment: after a failover the
         // next session subscribes on the new one.
         let connect = async { self.topology.master().await?.get_async_pubsub().await };
@@ -192,16 +342,7 @@ impl Fanin {
                         tracing::warn!("redis subscription lost");
                         return Session::Lost { was_up: true };
                     };
-                    let channel = message.get_channel_name();
-                    let Ok(payload) = String::from_utf8(message.get_payload_bytes().to_vec()) else {
-                        tracing::warn!(channel, "dropping a non-UTF-8 message from redis");
-                        continue;
-                    };
-                    if channel == keys::BANS_CHANNEL {
-                        self.bans.announcement(&payload);
-                    } else if let Some(room) = keys::room_of_channel(channel) {
-                        self.rooms.deliver(room, payload);
-                    }
+                    self.dispatch(message.get_channel_name(), message.get_payload_bytes().to_vec());
                 }
             }
         }

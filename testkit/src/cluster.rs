@@ -1,0 +1,140 @@
+//! A Redis Cluster of its own for tests: three masters and three replicas
+//! (`redis-cli --cluster create`), on run-time ports in a temp directory.
+
+use std::process::{Child, Command};
+use std::time::Duration;
+
+use anyhow::Context;
+use nix::sys::signal::Signal;
+
+use crate::process::{free_port, log_file, print_logs_if_failing, stop, tcp_open, wait_until};
+
+struct Node {
+    child: Option<Child>,
+    port: u16,
+}
+
+pub struct RedisCluster {
+    nodes: Vec<Node>,
+    dir: tempfile::TempDir,
+}
+
+/// `redis-cli` against a port: its trimmed output.
+fn cli(port: u16, args: &[&str]) -> String {
+    let out = Command::new("redis-cli")
+        .args(["-p", &port.to_string(), "--raw"])
+        .args(args)
+        .output()
+        .expect("redis-cli");
+    String::from_utf8_lossy(&out.stdout).trim_end().to_string()
+}
+
+impl RedisCluster {
+    /// Starts six nodes, makes them a cluster of three shards, and waits
+    /// until every node says the cluster is ok.
+    pub fn start() -> anyhow::Result<Self> {
+        let dir = tempfile::Builder::new()
+            .prefix("chatup-cluster-")
+            .tempdir()?;
+        let mut cluster = Self {
+            nodes: Vec::new(),
+            dir,
+        };
+        for _ in 0..6 {
+            let port = free_port();
+            cluster.start_node(port)?;
+        }
+        let addresses: Vec<String> = cluster
+            .nodes
+            .iter()
+            .map(|n| format!("127.0.0.1:{}", n.port))
+            .collect();
+        let out = Command::new("redis-cli")
+            .args(["--cluster", "create"])
+            .args(&addresses)
+            .args(["--cluster-replicas", "1", "--cluster-yes"])
+            .output()
+            .context("redis-cli --cluster create")?;
+        anyhow::ensure!(
+            out.status.success(),
+            "redis-cli --cluster create: {}",
+            String::from_utf8_lossy(&out.stdout)
+        );
+        let ports: Vec<u16> = cluster.nodes.iter().map(|n| n.port).collect();
+        wait_until(
+            "the cluster ok on every node",
+            Duration::from_secs(30),
+            || {
+                ports
+                    .iter()
+                    .all(|&p| cli(p, &["CLUSTER", "INFO"]).contains("cluster_state:ok"))
+            },
+        )?;
+        Ok(cluster)
+    }
+
+    fn start_node(&mut self, port: u16) -> anyhow::Result<()> {
+        let own_dir = self.dir.path().join(format!("node-{port}"));
+        std::fs::create_dir_all(&own_dir)?;
+        let log = format!("node-{port}.log");
+        let child = Command::new("redis-server")
+            .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
+            .args(["--cluster-enabled", "yes", "--cluster-node-timeout", "2000"])
+            .args(["--save", "", "--appendonly", "yes"])
+            .args(["--repl-diskless-sync-delay", "0"])
+            .arg("--dir")
+            .arg(&own_dir)
+            .stdout(log_file(self.dir.path(), &log)?)
+            .stderr(log_file(self.dir.path(), &log)?)
+            .spawn()
+            .context("starting redis-server (ci/setup.sh installs it)")?;
+        self.nodes.push(Node {
+            child: Some(child),
+            port,
+        });
+        wait_until("a cluster node", Duration::from_secs(10), || tcp_open(port))
+    }
+
+    /// `redis_url` for chatup: three of the nodes as seeds.
+    pub fn url(&self) -> String {
+        let seeds: Vec<String> = self
+            .nodes
+            .iter()
+            .take(3)
+            .map(|n| format!("127.0.0.1:{}", n.port))
+            .collect();
+        format!("redis+cluster://{}", seeds.join(","))
+    }
+
+    /// The ports of the masters now.
+    pub fn master_ports(&self) -> Vec<u16> {
+        self.nodes
+            .iter()
+            .filter(|n| n.child.is_some())
+            .map(|n| n.port)
+            .filter(|&p| cli(p, &["ROLE"]).starts_with("master"))
+            .collect()
+    }
+
+    /// The `redis-cli` answer of the node at `port`.
+    pub fn cli(&self, port: u16, args: &[&str]) -> String {
+        cli(port, args)
+    }
+}
+
+impl Drop for RedisCluster {
+    fn drop(&mut self) {
+        let logs: Vec<String> = self
+            .nodes
+            .iter()
+            .map(|n| format!("node-{}.log", n.port))
+            .collect();
+        let names: Vec<&str> = logs.iter().map(String::as_str).collect();
+        print_logs_if_failing(self.dir.path(), &names);
+        for node in &mut self.nodes {
+            if let Some(mut child) = node.child.take() {
+                stop(&mut child, Signal::SIGKILL);
+            }
+        }
+    }
+}

@@ -1,0 +1,129 @@
+//! Redis Cluster: two chat workers and a dispatcher on a cluster of three
+//! shards (three masters, three replicas). Rooms land on every shard and
+//! travel by sharded Pub/Sub; posting, fan-out across workers, history,
+//! presence, bans and server posts work as on one server.
+
+use std::time::Duration;
+
+use chatup_testkit::clients::{eventually, get_json, items};
+use chatup_testkit::cluster::RedisCluster;
+use chatup_testkit::process::WorkerOptions;
+use chatup_testkit::token::{server_token, ticket_for};
+use chatup_testkit::{
+    post_message, token_for, ChatWorker, Dispatcher, Redis, SubscribeOptions, Subscriber, Transport,
+};
+use serde_json::{json, Value};
+
+const WAIT: Duration = Duration::from_secs(15);
+
+fn msg(text: &str) -> String {
+    json!({ "msg": text }).to_string()
+}
+
+async fn server_call(dispatcher: &Dispatcher, path: &str, token: &str) -> (u16, Value) {
+    let response = reqwest::Client::new()
+        .post(format!("{}{path}", dispatcher.base_url()))
+        .header("Content-Type", "application/jwt")
+        .body(token.to_string())
+        .send()
+        .await
+        .unwrap();
+    let status = response.status().as_u16();
+    (status, response.json().await.unwrap_or(Value::Null))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rooms_spread_over_the_shards_and_everything_works_as_on_one_server() {
+    let cluster = RedisCluster::start().unwrap();
+    let options = || WorkerOptions {
+        redis_url: Some(cluster.url()),
+        ..Default::default()
+    };
+    // The harness's Redis is a placeholder: every part uses the cluster.
+    let unused = Redis::start().unwrap();
+    let a = ChatWorker::start_with(&unused, options()).unwrap();
+    let b = ChatWorker::start_with(&unused, options()).unwrap();
+    let dispatcher = Dispatcher::start_on(&cluster.url()).unwrap();
+    eventually("both workers announced", WAIT, async || {
+        let (_, body) = get_json(&format!("{}/workers", dispatcher.operator_url())).await;
+        (body["workers"].as_array().map(Vec::len) == Some(2)).then_some(())
+    })
+    .await;
+
+    // Twelve rooms, read on b (alice signed in), written on a.
+    let rooms: Vec<String> = (0..12).map(|n| format!("shard-room-{n}")).collect();
+    let mut readers = Vec::new();
+    for room in &rooms {
+        let ticket = ticket_for("alice", "Alice", room);
+        let options = SubscribeOptions {
+            ticket: Some(&ticket),
+            ..Default::default()
+        };
+        readers.push(
+            Subscriber::open(Transport::WebSocket, &b, room, options)
+                .await
+                .unwrap(),
+        );
+    }
+    let token = token_for("bob", "Bob");
+    for room in &rooms {
+        let (status, ack) = post_message(&a, room, Some(&token), &msg(room)).await;
+        assert_eq!(status, 202, "{room}: {ack}");
+    }
+    for (room, reader) in rooms.iter().zip(readers.iter_mut()) {
+        let got = items(&reader.frames_until(1, WAIT).await);
+        assert_eq!(got[0]["msg"], room.as_str(), "{room}");
+    }
+    // Every shard holds some of the rooms.
+    for master in cluster.master_ports() {
+        let keys: u64 = cluster.cli(master, &["DBSIZE"]).parse().unwrap();
+        assert!(keys > 0, "the master on :{master} holds no key");
+    }
+
+    // History and presence through the dispatcher.
+    let (status, history) = get_json(&format!(
+        "{}/rooms/shard-room-3/messages",
+        dispatcher.base_url()
+    ))
+    .await;
+    assert_eq!(status, 200, "{history}");
+    assert_eq!(history["messages"][0]["msg"], "shard-room-3");
+    let stats = eventually("alice listed in a room", WAIT, async || {
+        let (_, body) = get_json(&format!(
+            "{}/rooms/shard-room-7/stats",
+            dispatcher.base_url()
+        ))
+        .await;
+        (body["members"] == 1).then_some(body)
+    })
+    .await;
+    assert_eq!(stats["users"][0]["id"], "alice", "{stats}");
+    // The heartbeats' reader counts, per room on its shard.
+    eventually("the reader counted", WAIT, async || {
+        let (status, join) =
+            chatup_testkit::clients::join_room(&dispatcher, "shard-room-7", None).await;
+        assert_eq!(status, 200, "{join}");
+        (join["room"]["subscribers"] == 1).then_some(())
+    })
+    .await;
+
+    // A server post reaches its room's readers; a ban holds on every worker.
+    let post = server_token(
+        "post",
+        json!({"items": [{"room": "shard-room-5", "msg": "from the site"}]}),
+    );
+    let (status, body) = server_call(&dispatcher, "/messages", &post).await;
+    assert_eq!(status, 200, "{body}");
+    let got = items(&readers[5].frames_until(1, WAIT).await);
+    assert_eq!(got[0]["msg"], "from the site");
+    let ban = server_token("ban", json!({"bans": [{"user": "bob", "room": "*"}]}));
+    let (status, body) = server_call(&dispatcher, "/bans", &ban).await;
+    assert_eq!(status, 200, "{body}");
+    for worker in [&a, &b] {
+        eventually("the ban on every worker", WAIT, async || {
+            let (status, _) = post_message(worker, "shard-room-1", Some(&token), &msg("hi")).await;
+            (status == 403).then_some(())
+        })
+        .await;
+    }
+}
