@@ -262,6 +262,30 @@ impl Db {
         Ok(replies.into_iter().flatten().collect())
     }
 
+    /// `WAIT replicas wait_ms` on the connection (on a cluster: the node
+    /// of `key`'s shard) that carried this `Db`'s writes: how many replicas
+    /// have them all.
+    pub async fn wait_replicas(
+        &self,
+        key: &str,
+        replicas: u32,
+        wait_ms: u64,
+    ) -> Result<u32, DbError> {
+        let mut wait = redis::cmd("WAIT");
+        wait.arg(replicas).arg(wait_ms);
+        match self.conn() {
+            DbConn::Cluster(mut conn) => {
+                use redis::cluster_routing::{Route, RoutingInfo, SingleNodeRoutingInfo, SlotAddr};
+                let shard = RoutingInfo::SingleNode(SingleNodeRoutingInfo::SpecificNode(
+                    Route::with_key(key, SlotAddr::Master),
+                ));
+                let answer = self.bounded(conn.route_command(wait, shard)).await?;
+                redis::from_redis_value(answer).map_err(|e| DbError::Corrupt(e.to_string()))
+            }
+            mut conn => self.bounded(wait.query_async(&mut conn)).await,
+        }
+    }
+
     pub async fn ping(&self) -> Result<(), DbError> {
         let mut conn = self.conn();
         self.bounded(redis::cmd("PING").query_async::<String>(&mut conn))

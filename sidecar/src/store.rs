@@ -71,21 +71,16 @@ impl Store {
     }
 
     /// Waits until the wanted replicas have every write made so far through
-    /// `writer` (half the Redis timeout at most).
-    async fn replicated(&self) -> Result<(), DbError> {
+    /// `writer` (on a cluster: to `key`'s shard), half the Redis timeout at
+    /// most.
+    async fn replicated(&self, key: &str) -> Result<(), DbError> {
         if self.min_replicas == 0 {
             return Ok(());
         }
         let wait_ms = (self.writer.timeout() / 2).as_millis() as u64;
-        let mut conn = self.writer.conn();
-        let got: u32 = self
+        let got = self
             .writer
-            .bounded(
-                redis::cmd("WAIT")
-                    .arg(self.min_replicas)
-                    .arg(wait_ms.max(1))
-                    .query_async(&mut conn),
-            )
+            .wait_replicas(key, self.min_replicas, wait_ms.max(1))
             .await?;
         if got < self.min_replicas {
             return Err(DbError::NotReplicated {
@@ -112,7 +107,7 @@ impl Store {
                 chatup_wire::idempotency::IDEMPOTENCY_TTL_SECS as i64,
             ))
             .await?;
-        self.replicated().await
+        self.replicated(idempotency_key).await
     }
 
     /// Stores `message` (a serialized envelope) in `room`'s history and
@@ -135,7 +130,7 @@ impl Store {
         self.writer
             .bounded(pipe.query_async::<()>(&mut conn))
             .await?;
-        self.replicated().await
+        self.replicated(&history).await
     }
 
     /// Like [`append`](Self::append) for a post with an idempotency key,
@@ -166,7 +161,7 @@ impl Store {
             .bounded(invocation.invoke_async(&mut conn))
             .await?;
         match first {
-            None => self.replicated().await.map(|()| None),
+            None => self.replicated(&keys::history(room)).await.map(|()| None),
             Some(first) => self
                 .first_answer_replicated(idempotency_key)
                 .await

@@ -116,6 +116,65 @@ impl RedisCluster {
             .collect()
     }
 
+    /// The port of the master that owns `key`'s slot, as a live node says.
+    pub fn master_of(&self, key: &str) -> Option<u16> {
+        let live = self.nodes.iter().find(|n| n.child.is_some())?.port;
+        let slot: u16 = cli(live, &["CLUSTER", "KEYSLOT", key]).parse().ok()?;
+        cli(live, &["CLUSTER", "NODES"]).lines().find_map(|line| {
+            let fields: Vec<&str> = line.split_whitespace().collect();
+            let flags = fields.get(2)?;
+            if !flags.contains("master") || flags.contains("fail") {
+                return None;
+            }
+            let owns = fields.iter().skip(8).any(|range| {
+                let (from, to) = range.split_once('-').unwrap_or((range, range));
+                matches!((from.parse::<u16>(), to.parse::<u16>()), (Ok(f), Ok(t)) if f <= slot && slot <= t)
+            });
+            let port = fields.get(1)?.split('@').next()?.rsplit(':').next()?.parse().ok()?;
+            owns.then_some(port)
+        })
+    }
+
+    /// Kills (SIGKILL) the node at `port`.
+    pub fn kill(&mut self, port: u16) {
+        if let Some(node) = self.nodes.iter_mut().find(|n| n.port == port) {
+            if let Some(mut child) = node.child.take() {
+                stop(&mut child, Signal::SIGKILL);
+            }
+        }
+    }
+
+    /// Starts the killed node at `port` again (its directory keeps its
+    /// cluster identity: it comes back as a replica of its old shard), and
+    /// waits until it is in sync.
+    pub fn restart(&mut self, port: u16) -> anyhow::Result<()> {
+        self.nodes.retain(|n| n.port != port);
+        self.start_node(port)?;
+        wait_until(
+            "the node back as a replica",
+            Duration::from_secs(30),
+            || cli(port, &["INFO", "replication"]).contains("master_link_status:up"),
+        )
+    }
+
+    /// Waits until a master other than `old` owns `key`'s slot, and every
+    /// live node says the cluster is ok.
+    pub fn wait_for_failover(&self, key: &str, old: u16, timeout: Duration) -> anyhow::Result<u16> {
+        let live: Vec<u16> = self
+            .nodes
+            .iter()
+            .filter(|n| n.child.is_some())
+            .map(|n| n.port)
+            .collect();
+        wait_until("a replica promoted", timeout, || {
+            self.master_of(key).is_some_and(|p| p != old)
+                && live
+                    .iter()
+                    .all(|&p| cli(p, &["CLUSTER", "INFO"]).contains("cluster_state:ok"))
+        })?;
+        self.master_of(key).context("no master after the failover")
+    }
+
     /// The `redis-cli` answer of the node at `port`.
     pub fn cli(&self, port: u16, args: &[&str]) -> String {
         cli(port, args)

@@ -5,8 +5,11 @@
 
 use std::time::Duration;
 
+use std::time::Instant;
+
 use chatup_testkit::clients::{eventually, get_json, items};
 use chatup_testkit::cluster::RedisCluster;
+use chatup_testkit::load::{check_acknowledged_delivered, Poster, ResumingReader};
 use chatup_testkit::process::WorkerOptions;
 use chatup_testkit::token::{server_token, ticket_for};
 use chatup_testkit::{
@@ -126,4 +129,77 @@ async fn rooms_spread_over_the_shards_and_everything_works_as_on_one_server() {
         })
         .await;
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_shard_master_killed_under_load_loses_no_acknowledged_message() {
+    const ROOM: &str = "cluster-failover";
+    let mut cluster = RedisCluster::start().unwrap();
+    let options = || WorkerOptions {
+        redis_url: Some(cluster.url()),
+        ..Default::default()
+    };
+    let unused = Redis::start().unwrap();
+    let a = ChatWorker::start_with(&unused, options()).unwrap();
+    let b = ChatWorker::start_with(&unused, options()).unwrap();
+    let dispatcher = Dispatcher::start_on(&cluster.url()).unwrap();
+    eventually("both workers announced", WAIT, async || {
+        let (_, body) = get_json(&format!("{}/workers", dispatcher.operator_url())).await;
+        (body["workers"].as_array().map(Vec::len) == Some(2)).then_some(())
+    })
+    .await;
+    let mut readers = Vec::new();
+    for worker in [&a, &b] {
+        for transport in [Transport::EventSource, Transport::WebSocket] {
+            readers.push(
+                ResumingReader::start(transport, &worker.base_url(), ROOM)
+                    .await
+                    .unwrap(),
+            );
+        }
+    }
+    let poster = Poster::start(
+        vec![a.base_url(), b.base_url()],
+        ROOM,
+        Duration::from_millis(50),
+    );
+    let acked_by = async |count: usize, what: &str| {
+        eventually(what, Duration::from_secs(40), async || {
+            (poster.acked_count() >= count).then_some(())
+        })
+        .await
+    };
+    acked_by(20, "posting under way").await;
+
+    let history_key = format!("chatup:{{{ROOM}}}:history");
+    let old = cluster.master_of(&history_key).unwrap();
+    cluster.kill(old);
+    let killed = Instant::now();
+    let new = tokio::task::block_in_place(|| {
+        cluster.wait_for_failover(&history_key, old, Duration::from_secs(30))
+    })
+    .unwrap();
+    let failover = killed.elapsed();
+    // Acknowledged means on a replica (redis_min_replicas, 1 on a cluster):
+    // the shard's new master has none until the old one is back.
+    tokio::task::block_in_place(|| cluster.restart(old)).unwrap();
+    let during = poster.acked_count();
+    acked_by(during + 20, "posting on the new master").await;
+    let posted = poster.stop().await;
+
+    let figures = check_acknowledged_delivered("cluster failover", &readers, &posted).await;
+    let history = cluster.cli(new, &["LRANGE", &history_key, "0", "-1"]);
+    let recent = &posted.acked[posted.acked.len().saturating_sub(100)..];
+    let missing: Vec<&String> = recent
+        .iter()
+        .filter(|id| !history.contains(id.as_str()))
+        .collect();
+    assert!(
+        missing.is_empty(),
+        "acknowledged but not in the new master's history: {missing:?}"
+    );
+    println!(
+        "CLUSTER failover of the room's shard from :{old} to :{new} in {:.1} s: {figures}",
+        failover.as_secs_f64()
+    );
 }

@@ -30,8 +30,8 @@ pub struct DispatcherConfig {
     pub redis_tls_cert_file: Option<PathBuf>,
     pub redis_tls_key_file: Option<PathBuf>,
     /// Replicas that must have a message before it is acknowledged
-    /// (`WAIT`); unset: 1 with a Sentinel group (so that a failover loses no
-    /// acknowledged message), 0 with one server.
+    /// (`WAIT`); unset: 1 with a Sentinel group or a cluster (so that a
+    /// failover loses no acknowledged message), 0 with one server.
     pub redis_min_replicas: Option<u32>,
     /// Redis connect and command timeout.
     pub redis_timeout_ms: u64,
@@ -156,7 +156,7 @@ pub struct DispatcherArgs {
     /// rediss:// only: PEM key of the client certificate
     #[arg(long, env = "CHATUP_REDIS_TLS_KEY_FILE")]
     pub redis_tls_key_file: Option<PathBuf>,
-    /// Replicas that must have a message before it is acknowledged [default: 1 with Sentinel, else 0]
+    /// Replicas that must have a message before it is acknowledged [default: 1 with Sentinel or Cluster, else 0]
     #[arg(long, env = "CHATUP_REDIS_MIN_REPLICAS")]
     pub redis_min_replicas: Option<u32>,
     /// Address of the operator API (/workers), off the public network [default: 127.0.0.1:8091]
@@ -312,12 +312,7 @@ impl DispatcherConfig {
             )?;
         }
         // Reads the TLS files too: a missing one stops the start.
-        let topology = self.redis_topology()?;
-        check(
-            !(topology.sharded() && self.redis_min_replicas.unwrap_or(0) > 0),
-            "redis_min_replicas is not supported on a Redis Cluster yet (WAIT must reach the \
-             shard of each message)",
-        )
+        self.redis_topology().map(drop)
     }
 
     /// Where Redis is (one server, or a Sentinel group), with the TLS
@@ -333,8 +328,9 @@ impl DispatcherConfig {
 
     /// Replicas that must have a message before it is acknowledged.
     pub fn min_replicas(&self, topology: &crate::topology::Topology) -> u32 {
-        self.redis_min_replicas
-            .unwrap_or(u32::from(topology.follows_failovers()))
+        self.redis_min_replicas.unwrap_or(u32::from(
+            topology.follows_failovers() || topology.sharded(),
+        ))
     }
 
     pub fn redis_timeout(&self) -> Duration {

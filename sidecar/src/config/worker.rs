@@ -42,8 +42,8 @@ pub struct WorkerConfig {
     pub redis_tls_cert_file: Option<PathBuf>,
     pub redis_tls_key_file: Option<PathBuf>,
     /// Replicas that must have a message before it is acknowledged
-    /// (`WAIT`); unset: 1 with a Sentinel group (so that a failover loses no
-    /// acknowledged message), 0 with one server.
+    /// (`WAIT`); unset: 1 with a Sentinel group or a cluster (so that a
+    /// failover loses no acknowledged message), 0 with one server.
     pub redis_min_replicas: Option<u32>,
     /// Unix socket the worker listens on for nginx (messages and hooks).
     pub listen: PathBuf,
@@ -146,7 +146,7 @@ pub struct WorkerArgs {
     /// rediss:// only: PEM key of the client certificate
     #[arg(long, env = "CHATUP_REDIS_TLS_KEY_FILE")]
     pub redis_tls_key_file: Option<PathBuf>,
-    /// Replicas that must have a message before it is acknowledged [default: 1 with Sentinel, else 0]
+    /// Replicas that must have a message before it is acknowledged [default: 1 with Sentinel or Cluster, else 0]
     #[arg(long, env = "CHATUP_REDIS_MIN_REPLICAS")]
     pub redis_min_replicas: Option<u32>,
     /// Unix socket to listen on for nginx [default: /run/chatup/sidecar.sock]
@@ -289,12 +289,7 @@ impl WorkerConfig {
         self.rate_limit.validate().map_err(ConfigError::Invalid)?;
         self.filters.validate().map_err(ConfigError::Invalid)?;
         // Reads the TLS files too: a missing one stops the start.
-        let topology = self.redis_topology()?;
-        check(
-            !(topology.sharded() && self.redis_min_replicas.unwrap_or(0) > 0),
-            "redis_min_replicas is not supported on a Redis Cluster yet (WAIT must reach the \
-             shard of each message)",
-        )
+        self.redis_topology().map(drop)
     }
 
     /// Where Redis is (one server, or a Sentinel group), with the TLS
@@ -310,8 +305,9 @@ impl WorkerConfig {
 
     /// Replicas that must have a message before it is acknowledged.
     pub fn min_replicas(&self, topology: &crate::topology::Topology) -> u32 {
-        self.redis_min_replicas
-            .unwrap_or(u32::from(topology.follows_failovers()))
+        self.redis_min_replicas.unwrap_or(u32::from(
+            topology.follows_failovers() || topology.sharded(),
+        ))
     }
 
     pub fn batch_window(&self) -> Duration {
