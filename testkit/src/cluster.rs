@@ -175,6 +175,14 @@ impl RedisCluster {
         self.master_of(key).context("no master after the failover")
     }
 
+    /// The pids of the running nodes.
+    pub fn pids(&self) -> Vec<u32> {
+        self.nodes
+            .iter()
+            .filter_map(|n| n.child.as_ref().map(Child::id))
+            .collect()
+    }
+
     /// The `redis-cli` answer of the node at `port`.
     pub fn cli(&self, port: u16, args: &[&str]) -> String {
         cli(port, args)

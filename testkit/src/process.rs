@@ -261,6 +261,11 @@ impl Redis {
         Ok(redis)
     }
 
+    /// The redis-server's pid, while it runs.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
+
     /// The certificates of a TLS Redis.
     pub fn tls(&self) -> Option<&RedisTls> {
         self.tls.as_ref()
@@ -650,6 +655,11 @@ impl ChatWorker {
     }
 
     /// The pids of nginx's worker processes.
+    /// The sidecar's pid, while it runs.
+    pub fn sidecar_pid(&self) -> Option<u32> {
+        self.sidecar.as_ref().map(Child::id)
+    }
+
     pub fn nginx_worker_pids(&self) -> Vec<u32> {
         self.nginx
             .as_ref()
