@@ -74,7 +74,9 @@ export class ChatUpProtocol extends Emitter<ProtocolEvents> {
    * never goes into a subscribe URL (URLs end up in logs). One room, read
    * only, a few minutes; renewed before each subscription that needs it.
    */
-  private ticket: { value: string; expiresAtMs: number } | undefined;
+  private ticket: { value: string; expiresAtMs: number; lifetimeMs: number } | undefined;
+  /** The dispatcher issues no tickets (501): readers are anonymous. */
+  private ticketsOff = false;
   private ticketTimer: ReturnType<typeof setTimeout> | null = null;
   private readonly backoff: Backoff;
   private readonly seen = new SeenIds();
@@ -300,21 +302,34 @@ export class ChatUpProtocol extends Emitter<ProtocolEvents> {
 
   // --- read tickets -----------------------------------------------------------
 
-  private takeTicket(answer: { ticket?: string; ticket_expires_at?: number }): void {
+  private takeTicket(answer: { ticket?: string; ticket_expires_at?: number; ticket_expires_in?: number }): void {
+    // The lifetime counts from now on this clock: the browser's may be off.
+    const lifetimeMs =
+      typeof answer.ticket_expires_in === "number"
+        ? answer.ticket_expires_in * 1000
+        : typeof answer.ticket_expires_at === "number"
+          ? answer.ticket_expires_at * 1000 - Date.now()
+          : undefined;
     this.ticket =
-      answer.ticket && typeof answer.ticket_expires_at === "number"
-        ? { value: answer.ticket, expiresAtMs: answer.ticket_expires_at * 1000 }
+      answer.ticket && lifetimeMs !== undefined
+        ? { value: answer.ticket, expiresAtMs: Date.now() + lifetimeMs, lifetimeMs }
         : undefined;
+  }
+
+  /** How close to its end a ticket is renewed: 30 s, or a quarter of a short lifetime. */
+  private ticketMargin(): number {
+    return Math.min(TICKET_MARGIN_MS, (this.ticket?.lifetimeMs ?? TICKET_MARGIN_MS * 4) / 4);
   }
 
   /** Whether a subscription now should first get a fresh ticket. */
   private needsTicket(): boolean {
-    if (!this.token || !this.tokenValid()) return false;
-    return !this.ticket || this.ticket.expiresAtMs - Date.now() < TICKET_MARGIN_MS;
+    if (this.ticketsOff || !this.token || !this.tokenValid()) return false;
+    return !this.ticket || this.ticket.expiresAtMs - Date.now() < this.ticketMargin();
   }
 
   /** Asks the dispatcher for a fresh ticket; without one the reader is anonymous. */
   private async refreshTicket(): Promise<void> {
+    const token = this.token;
     this.ticket = undefined;
     try {
       const response = await fetch(`${this.dispatcherUrl}/tickets/${encodeURIComponent(this.room)}`, {
@@ -322,8 +337,11 @@ export class ChatUpProtocol extends Emitter<ProtocolEvents> {
         headers: this.authorization(),
       });
       const body = await response.json().catch(() => null);
+      // The page changed the token meanwhile: this ticket names the old user.
+      if (this.token !== token) return;
       if (response.ok && body?.ticket) this.takeTicket(body as TicketAnswer);
       else if (response.status === 401) this.emit("tokenExpired", null);
+      else if (response.status === 501) this.ticketsOff = true;
     } catch {
       // The dispatcher is out of reach: read anonymously for now; the next
       // subscription asks again.
@@ -343,7 +361,7 @@ export class ChatUpProtocol extends Emitter<ProtocolEvents> {
   private renewTicketBeforeExpiry(generation: number): void {
     this.clearTicketTimer();
     if (!this.ticket || this.transports[this.transportIndex] !== "longpoll") return;
-    const delay = Math.max(this.ticket.expiresAtMs - Date.now() - TICKET_MARGIN_MS, 1000);
+    const delay = Math.max(this.ticket.expiresAtMs - Date.now() - this.ticketMargin(), 1000);
     this.ticketTimer = setTimeout(() => {
       this.ticketTimer = null;
       if (generation !== this.generation || this.closed) return;

@@ -213,13 +213,20 @@ impl Db {
     /// replace it once). A Sentinel group's connection is replaced by the
     /// task that follows its master.
     fn replace_connection(&self) {
-        let Topology::Server(client) = &self.topology else {
-            return;
-        };
         let mut current = self.lock();
         if current.since.elapsed() < self.timeout {
             return;
         }
+        let Topology::Server(client) = &self.topology else {
+            // A Sentinel group's master: forgetting where the connection
+            // goes makes the task that follows the master connect anew
+            // (a half-open connection is never noticed otherwise).
+            if self.topology.follows_failovers() {
+                current.addr = None;
+                current.since = Instant::now();
+            }
+            return;
+        };
         match Self::manager(client, self.timeout) {
             Ok(conn) => {
                 tracing::warn!("redis did not answer in time: replacing the connection");
@@ -262,30 +269,6 @@ impl Db {
         Ok(replies.into_iter().flatten().collect())
     }
 
-    /// `WAIT replicas wait_ms` on the connection (on a cluster: the node
-    /// of `key`'s shard) that carried this `Db`'s writes: how many replicas
-    /// have them all.
-    pub async fn wait_replicas(
-        &self,
-        key: &str,
-        replicas: u32,
-        wait_ms: u64,
-    ) -> Result<u32, DbError> {
-        let mut wait = redis::cmd("WAIT");
-        wait.arg(replicas).arg(wait_ms);
-        match self.conn() {
-            DbConn::Cluster(mut conn) => {
-                use redis::cluster_routing::{Route, RoutingInfo, SingleNodeRoutingInfo, SlotAddr};
-                let shard = RoutingInfo::SingleNode(SingleNodeRoutingInfo::SpecificNode(
-                    Route::with_key(key, SlotAddr::Master),
-                ));
-                let answer = self.bounded(conn.route_command(wait, shard)).await?;
-                redis::from_redis_value(answer).map_err(|e| DbError::Corrupt(e.to_string()))
-            }
-            mut conn => self.bounded(wait.query_async(&mut conn)).await,
-        }
-    }
-
     pub async fn ping(&self) -> Result<(), DbError> {
         let mut conn = self.conn();
         self.bounded(redis::cmd("PING").query_async::<String>(&mut conn))
@@ -312,7 +295,7 @@ async fn follow_master(
         let Some(shared) = current.upgrade() else {
             return;
         };
-        match tokio::time::timeout(timeout, topology.master()).await {
+        match tokio::time::timeout(topology.resolve_budget(timeout), topology.master()).await {
             Ok(Ok(client)) => {
                 let addr = client.get_connection_info().addr().clone();
                 let mut current = lock(&shared);

@@ -99,18 +99,28 @@ return live_ids()
 // KEYS: records, expiry, load. ARGV: excluded id ('' for none), random
 // seed, pending floor. Returns {id, record} of the least-loaded live
 // worker, another than the excluded one when there is another, and counts
-// the client in its load, up to its readers plus max(readers, floor);
-// nil when no worker is live.
+// the client in its load, up to its readers plus max(readers, floor): a
+// worker at that cap ("full" of clients that have not connected yet) is
+// chosen only when every worker is, so that a burst does not all go,
+// uncounted, to the one that reached its cap first. Nil when no worker is
+// live.
 const PICK: &str = r#"
-local best, best_load, excluded = {}, nil, false
+local function full(id, load)
+  local ok, fields = pcall(cjson.decode, redis.call('HGET', KEYS[1], id) or '')
+  local readers = ok and type(fields) == 'table' and tonumber(fields.subscribers) or 0
+  return load >= readers + math.max(readers, tonumber(ARGV[3]))
+end
+local best, best_load, best_full, excluded = {}, nil, nil, false
 for _, id in ipairs(live_ids()) do
   if id == ARGV[1] then
     excluded = true
   else
     local load = tonumber(redis.call('HGET', KEYS[3], id) or '0') or 0
-    if best_load == nil or load < best_load then
-      best, best_load = {id}, load
-    elseif load == best_load then
+    local is_full = full(id, load)
+    if best_load == nil or (best_full and not is_full)
+        or (is_full == best_full and load < best_load) then
+      best, best_load, best_full = {id}, load, is_full
+    elseif is_full == best_full and load == best_load then
       best[#best + 1] = id
     end
   end
@@ -121,14 +131,11 @@ if best_load == nil then
 end
 math.randomseed(tonumber(ARGV[2]))
 local chosen = best[math.random(#best)]
-local record = redis.call('HGET', KEYS[1], chosen)
-local ok, fields = pcall(cjson.decode, record)
-local readers = ok and type(fields) == 'table' and tonumber(fields.subscribers) or 0
 local load = tonumber(redis.call('HGET', KEYS[3], chosen) or '0') or 0
-if load < readers + math.max(readers, tonumber(ARGV[3])) then
+if not full(chosen, load) then
   redis.call('HINCRBY', KEYS[3], chosen, 1)
 end
-return {chosen, record}
+return {chosen, redis.call('HGET', KEYS[1], chosen)}
 "#;
 
 // KEYS: records, expiry, load. Returns a flat list: record, load,

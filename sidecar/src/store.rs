@@ -11,7 +11,7 @@
 //! connection of their own (`writer`), never the one everything else
 //! shares.
 
-use redis::{AsyncCommands, Script};
+use redis::{AsyncCommands, Script, Value};
 
 use crate::db::{Db, DbError};
 use crate::keys;
@@ -26,7 +26,6 @@ pub struct Store {
     min_replicas: u32,
     history_length: usize,
     history_ttl_secs: u64,
-    append_once: Script,
 }
 
 // KEYS: history, idempotency key. ARGV: message, history length, history
@@ -52,7 +51,6 @@ impl Store {
             db,
             history_length,
             history_ttl_secs,
-            append_once: Script::new(APPEND_ONCE),
         }
     }
 
@@ -70,52 +68,74 @@ impl Store {
         &self.db
     }
 
-    /// Waits until the wanted replicas have every write made so far through
-    /// `writer` (on a cluster: to `key`'s shard), half the Redis timeout at
-    /// most.
-    async fn replicated(&self, key: &str) -> Result<(), DbError> {
-        if self.min_replicas == 0 {
-            return Ok(());
+    /// Runs `write` and, with replicas wanted, `WAIT` right behind it in the
+    /// same pipeline: one connection and one batch, so that the `WAIT`
+    /// covers that write (a `WAIT` sent later could go out on a new
+    /// connection, after a reconnection or a move to a new master, and
+    /// answer at once for writes it never saw). Returns the write's replies.
+    async fn write_replicated(&self, mut write: redis::Pipeline) -> Result<Vec<Value>, DbError> {
+        if self.min_replicas > 0 {
+            let wait_ms = (self.writer.timeout() / 2).as_millis().max(1) as u64;
+            write.cmd("WAIT").arg(self.min_replicas).arg(wait_ms);
         }
-        let wait_ms = (self.writer.timeout() / 2).as_millis() as u64;
-        let got = self
-            .writer
-            .wait_replicas(key, self.min_replicas, wait_ms.max(1))
-            .await?;
-        if got < self.min_replicas {
-            return Err(DbError::NotReplicated {
-                wanted: self.min_replicas,
-                got,
-            });
+        let mut conn = self.writer.conn();
+        let mut replies: Vec<Value> = self.writer.bounded(write.query_async(&mut conn)).await?;
+        if self.min_replicas > 0 {
+            let got: u32 = replies
+                .pop()
+                .map(redis::from_redis_value)
+                .transpose()
+                .map_err(|e| DbError::Corrupt(e.to_string()))?
+                .unwrap_or(0);
+            if got < self.min_replicas {
+                return Err(DbError::NotReplicated {
+                    wanted: self.min_replicas,
+                    got,
+                });
+            }
         }
-        Ok(())
+        Ok(replies)
     }
 
     /// Before a retried post is answered as the first one was: makes sure
-    /// the replicas have that first one. A write of the key through
-    /// `writer` comes after the message in the replication stream, so
-    /// waiting for it waits for the message too (which another worker may
-    /// have written).
+    /// the replicas have that first one. A write of the key comes after the
+    /// message in the replication stream, so waiting for it waits for the
+    /// message too (which another worker may have written).
     pub async fn first_answer_replicated(&self, idempotency_key: &str) -> Result<(), DbError> {
         if self.min_replicas == 0 {
             return Ok(());
         }
-        let mut conn = self.writer.conn();
-        self.writer
-            .bounded(conn.expire::<_, ()>(
-                idempotency_key,
-                chatup_wire::idempotency::IDEMPOTENCY_TTL_SECS as i64,
-            ))
-            .await?;
-        self.replicated(idempotency_key).await
+        let mut write = redis::pipe();
+        write.expire(
+            idempotency_key,
+            chatup_wire::idempotency::IDEMPOTENCY_TTL_SECS as i64,
+        );
+        let replies = self.write_replicated(write).await?;
+        // 0: the key is gone, so the first answer cannot be confirmed.
+        let kept: i64 = replies
+            .into_iter()
+            .next()
+            .map(redis::from_redis_value)
+            .transpose()
+            .map_err(|e| DbError::Corrupt(e.to_string()))?
+            .unwrap_or(0);
+        if kept == 0 {
+            return Err(DbError::Corrupt(
+                "the idempotency key expired while confirming it".into(),
+            ));
+        }
+        Ok(())
     }
 
     /// Stores `message` (a serialized envelope) in `room`'s history and
-    /// publishes it to every worker subscribed to the room.
+    /// publishes it to every worker subscribed to the room, in one
+    /// transaction (MULTI/EXEC, spelled out so that `WAIT` can follow it in
+    /// the same pipeline).
     pub async fn append(&self, room: &str, message: &str) -> Result<(), DbError> {
         let history = keys::history(room);
         let mut pipe = redis::pipe();
-        pipe.atomic()
+        pipe.cmd("MULTI")
+            .ignore()
             .rpush(&history, message)
             .ignore()
             .ltrim(&history, -(self.history_length as isize), -1)
@@ -125,12 +145,10 @@ impl Store {
             .cmd(self.writer.publish_command())
             .arg(keys::room_channel(room))
             .arg(message)
+            .ignore()
+            .cmd("EXEC")
             .ignore();
-        let mut conn = self.writer.conn();
-        self.writer
-            .bounded(pipe.query_async::<()>(&mut conn))
-            .await?;
-        self.replicated(&history).await
+        self.write_replicated(pipe).await.map(drop)
     }
 
     /// Like [`append`](Self::append) for a post with an idempotency key,
@@ -144,10 +162,13 @@ impl Store {
         idempotency_key: &str,
         ack: &str,
     ) -> Result<Option<String>, DbError> {
-        let mut invocation = self.append_once.prepare_invoke();
-        invocation
-            .key(keys::history(room))
-            .key(idempotency_key)
+        // EVAL, not EVALSHA: in a pipeline there is no NOSCRIPT fallback.
+        let mut pipe = redis::pipe();
+        pipe.cmd("EVAL")
+            .arg(APPEND_ONCE)
+            .arg(2)
+            .arg(keys::history(room))
+            .arg(idempotency_key)
             .arg(message)
             .arg(self.history_length)
             .arg(self.history_ttl_secs)
@@ -155,13 +176,18 @@ impl Store {
             .arg(ack)
             .arg(chatup_wire::idempotency::IDEMPOTENCY_TTL_SECS)
             .arg(self.writer.publish_command());
-        let mut conn = self.writer.conn();
-        let first: Option<String> = self
-            .writer
-            .bounded(invocation.invoke_async(&mut conn))
-            .await?;
+        let replies = self.write_replicated(pipe).await?;
+        let first: Option<String> = replies
+            .into_iter()
+            .next()
+            .map(redis::from_redis_value)
+            .transpose()
+            .map_err(|e| DbError::Corrupt(e.to_string()))?
+            .flatten();
         match first {
-            None => self.replicated(&keys::history(room)).await.map(|()| None),
+            None => Ok(None),
+            // A retry of itself was stored first (maybe not by us): the
+            // WAIT above covered nothing of it.
             Some(first) => self
                 .first_answer_replicated(idempotency_key)
                 .await

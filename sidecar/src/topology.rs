@@ -31,7 +31,7 @@ pub enum Topology {
     Server(Box<redis::Client>),
     /// The master of a Sentinel group: asked of the sentinels at each
     /// (re)connection.
-    Sentinel(Arc<Mutex<SentinelClient>>),
+    Sentinel(Arc<SentinelGroup>),
     /// A Redis Cluster, from these seed nodes.
     Cluster(Arc<ClusterUrl>),
 }
@@ -46,6 +46,13 @@ impl std::fmt::Debug for Topology {
             Topology::Cluster(url) => write!(f, "Cluster({:?})", url.nodes),
         }
     }
+}
+
+/// A Sentinel group: the client that asks its sentinels, and how many
+/// there are.
+pub struct SentinelGroup {
+    pub client: Mutex<SentinelClient>,
+    pub count: usize,
 }
 
 /// Why a Sentinel URL is not one.
@@ -208,12 +215,22 @@ impl Topology {
     pub async fn master(&self) -> RedisResult<redis::Client> {
         match self {
             Topology::Server(client) => Ok((**client).clone()),
-            Topology::Sentinel(sentinel) => sentinel.lock().await.async_get_client().await,
+            Topology::Sentinel(group) => group.client.lock().await.async_get_client().await,
             Topology::Cluster(_) => Err((
                 redis::ErrorKind::InvalidClientConfig,
                 "a Redis Cluster has no single master",
             )
                 .into()),
+        }
+    }
+
+    /// How long finding the master may take: the sentinels are asked one
+    /// after the other, each within `timeout`, so a dead first one must
+    /// not use up the whole budget.
+    pub fn resolve_budget(&self, timeout: std::time::Duration) -> std::time::Duration {
+        match self {
+            Topology::Sentinel(group) => timeout * (group.count as u32 + 1),
+            _ => timeout,
         }
     }
 

@@ -571,6 +571,10 @@ async fn private_rooms_stay_private_on_the_dispatcher_too() {
     assert!(body.get("ticket").is_none(), "{body}");
     let (status, body) = ask(post.clone(), "/tickets/lobby".into(), None).await;
     assert_eq!(status, 401, "{body}");
+    // A valid token whose rooms claim leaves a public room out: 403, not a
+    // 401 that the client would take for an expired token.
+    let (status, body) = ask(post.clone(), "/tickets/elsewhere".into(), Some(fan.clone())).await;
+    assert_eq!(status, 403, "{body}");
     // The dispatcher checks `iss` and `aud` as the workers do.
     let for_another_service = chatup_testkit::rs256_token_exactly(&json!({
         "sub": "staff", "exp": now_secs() + 600, "rooms": ["private-*"],

@@ -48,12 +48,15 @@ export interface JoinAnswer {
   ticket?: string;
   /** When the ticket expires, in seconds since the epoch. */
   ticket_expires_at?: number;
+  /** Seconds the ticket is valid for (preferred: the browser's clock may be off). */
+  ticket_expires_in?: number;
 }
 
 /** The answer of `POST /tickets/{room}`. */
 export interface TicketAnswer {
   ticket: string;
   ticket_expires_at: number;
+  ticket_expires_in?: number;
 }
 
 /** One page of `GET /rooms/{room}/stats`. */

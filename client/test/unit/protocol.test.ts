@@ -83,7 +83,11 @@ function world(workers: string[], ticketLifetimeSecs = 300) {
     const authorization = init?.headers?.Authorization;
     if (!authorization) return {};
     tickets.push(authorization);
-    return { ticket: `tk${tickets.length}`, ticket_expires_at: Date.now() / 1000 + ticketLifetimeSecs };
+    return {
+      ticket: `tk${tickets.length}`,
+      ticket_expires_at: Date.now() / 1000 + ticketLifetimeSecs,
+      ticket_expires_in: ticketLifetimeSecs,
+    };
   };
   globalThis.fetch = (async (url: string, init?: { body?: string; headers?: Record<string, string> }) => {
     if (String(url).includes("/join/")) {
@@ -331,8 +335,7 @@ test("the widget takes only plain colours and allowed avatar origins from a user
 });
 
 test("a ticket about to expire is renewed before a reconnection uses it", async () => {
-  // Tickets that live 20 s are always within the renewal margin (30 s).
-  const w = world(["w1"], 20);
+  const w = world(["w1"], 300);
   const protocol = new ChatUpProtocol({
     dispatcherUrl: "http://d",
     room: "r",
@@ -342,20 +345,48 @@ test("a ticket about to expire is renewed before a reconnection uses it", async 
   });
   void protocol.connect();
   await tick();
-  // The join's ticket was already too close to its end: a fresh one first.
-  assert.equal(w.opened.length, 1);
-  assert.equal(w.opened[0].url, "http://w1/sub/r?ticket=tk2");
+  assert.equal(w.opened[0].url, "http://w1/sub/r?ticket=tk1");
   w.opened[0].handlers.onOpen();
   w.opened[0].handlers.onFrame("10:0", JSON.stringify([message("m1")]));
-  w.opened[0].handlers.onClose(true);
-  await tick(20);
-  assert.equal(w.opened.length, 2);
-  assert.equal(w.opened[1].url, "http://w1/sub/r?ticket=tk3&last_event_id=10%3A0");
+  // 280 s later (20 s left, within the 30 s margin) the connection drops.
+  const realNow = Date.now;
+  Date.now = () => realNow() + 280_000;
+  try {
+    w.opened[0].handlers.onClose(true);
+    await tick(20);
+    assert.equal(w.opened.length, 2);
+    assert.equal(w.opened[1].url, "http://w1/sub/r?ticket=tk2&last_event_id=10%3A0");
+  } finally {
+    Date.now = realNow;
+  }
   protocol.close();
 });
 
+test("the ticket's lifetime counts on the browser's clock, however far off it is", async () => {
+  const realNow = Date.now;
+  // An hour ahead: the ticket's absolute expiry is already past here.
+  Date.now = () => realNow() + 3_600_000;
+  try {
+    const w = world(["w1"], 300);
+    globalThis.fetch = ((inner) => (async (url: string, init?: object) => {
+      const response = await inner(url, init);
+      const body = await response.json();
+      if (body.ticket_expires_at) body.ticket_expires_at -= 3600;
+      return new Response(JSON.stringify(body), { status: response.status });
+    }) as typeof fetch)(globalThis.fetch as any);
+    const protocol = new ChatUpProtocol({ dispatcherUrl: "http://d", room: "r", token: "t", transportFactories: w.factories });
+    void protocol.connect();
+    await tick();
+    assert.equal(w.opened[0].url, "http://w1/sub/r?ticket=tk1");
+    protocol.close();
+  } finally {
+    Date.now = realNow;
+  }
+});
+
 test("a long-poll reader resubscribes with a fresh ticket before its ticket expires, from its last frame", async () => {
-  const w = world(["w1"], 31);
+  // 2 s tickets: renewed a quarter of their life (0.5 s) before the end.
+  const w = world(["w1"], 2);
   const protocol = new ChatUpProtocol({
     dispatcherUrl: "http://d",
     room: "r",
@@ -370,7 +401,7 @@ test("a long-poll reader resubscribes with a fresh ticket before its ticket expi
   assert.equal(w.opened[0].url, "http://w1/sub/r?ticket=tk1");
   w.opened[0].handlers.onOpen();
   w.opened[0].handlers.onFrame("10:0", JSON.stringify([message("m1")]));
-  await new Promise((r) => setTimeout(r, 1300));
+  await new Promise((r) => setTimeout(r, 1700));
   assert.equal(w.opened.length, 2, "resubscribed once");
   assert.equal(w.opened[1].name, "longpoll");
   assert.equal(w.opened[1].url, "http://w1/sub/r?ticket=tk2&last_event_id=10%3A0");

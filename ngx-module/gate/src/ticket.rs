@@ -110,6 +110,11 @@ impl TicketSigner {
         })
     }
 
+    /// How long its tickets are valid, in seconds.
+    pub fn lifetime_secs(&self) -> u64 {
+        self.lifetime_secs
+    }
+
     /// A ticket for `identity` to read `room`, issued at `now` (Unix
     /// seconds). The caller has checked that the identity may read it.
     pub fn issue(&self, identity: &Identity, room: &str, now: u64) -> Ticket {

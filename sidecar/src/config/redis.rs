@@ -11,7 +11,9 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use super::ConfigError;
-use crate::topology::{ClusterUrl, SentinelUrl, Topology, CLUSTER_SCHEME, SENTINEL_SCHEME};
+use crate::topology::{
+    ClusterUrl, SentinelGroup, SentinelUrl, Topology, CLUSTER_SCHEME, SENTINEL_SCHEME,
+};
 
 /// The TLS files of a `rediss://` connection.
 #[derive(Debug, Clone, Copy, Default)]
@@ -53,13 +55,12 @@ impl RedisTls<'_> {
             if uses_tls_files {
                 return Err(invalid("redis_tls_* files need a rediss:// URL".into()));
             }
-            let sentinel = SentinelUrl::parse(url)
-                .map_err(|e| invalid(e.to_string()))?
-                .client()
-                .map_err(|e| invalid(e.to_string()))?;
-            return Ok(Topology::Sentinel(Arc::new(tokio::sync::Mutex::new(
-                sentinel,
-            ))));
+            let parsed = SentinelUrl::parse(url).map_err(|e| invalid(e.to_string()))?;
+            let client = parsed.client().map_err(|e| invalid(e.to_string()))?;
+            return Ok(Topology::Sentinel(Arc::new(SentinelGroup {
+                client: tokio::sync::Mutex::new(client),
+                count: parsed.sentinels.len(),
+            })));
         }
         self.client(url)
             .map(|client| Topology::Server(Box::new(client)))

@@ -85,6 +85,20 @@ impl ReadRule {
         })
     }
 
+    /// Whether the request carries a valid user token (whatever its rooms).
+    fn has_valid_token(&self, headers: &HeaderMap) -> bool {
+        let authorization = headers
+            .get(axum::http::header::AUTHORIZATION)
+            .map(|v| v.as_bytes());
+        let token = chatup_gate::post::bearer_token(authorization).ok();
+        matches!((&self.verifier, token), (Some(v), Some(t)) if v.verify(t).is_ok())
+    }
+
+    /// Seconds a ticket is valid for.
+    fn ticket_lifetime(&self) -> u64 {
+        self.tickets.as_ref().map_or(0, |t| t.lifetime_secs())
+    }
+
     /// A read ticket for `identity` in `room`, if tickets are configured.
     fn ticket(&self, identity: &Identity, room: &str) -> Option<Ticket> {
         let now = std::time::SystemTime::now()
@@ -172,6 +186,8 @@ async fn join(
     if let Some(ticket) = reader.and_then(|identity| state.read.ticket(&identity, &room)) {
         answer["ticket"] = json!(ticket.token);
         answer["ticket_expires_at"] = json!(ticket.expires_at);
+        // Relative too: a browser's clock may be off.
+        answer["ticket_expires_in"] = json!(state.read.ticket_lifetime());
     }
     Ok(Json(answer))
 }
@@ -189,12 +205,21 @@ async fn ticket(
             "read tickets are off on this dispatcher (no ticket_secret_file)",
         ));
     }
-    let identity = state.read.reader(&room, &headers)?.ok_or_else(|| {
-        ApiError::new(
-            StatusCode::UNAUTHORIZED,
-            "a ticket needs a valid token for this room (Authorization: Bearer)",
-        )
-    })?;
+    let Some(identity) = state.read.reader(&room, &headers)? else {
+        // A public room: a valid token that leaves it out is a 403 (the
+        // client must not take it for an expired token).
+        return Err(if state.read.has_valid_token(&headers) {
+            ApiError::new(
+                StatusCode::FORBIDDEN,
+                chatup_gate::GateError::RoomNotAllowed.to_string(),
+            )
+        } else {
+            ApiError::new(
+                StatusCode::UNAUTHORIZED,
+                "a ticket needs a valid token for this room (Authorization: Bearer)",
+            )
+        });
+    };
     let ticket = state
         .read
         .ticket(&identity, &room)
@@ -202,6 +227,7 @@ async fn ticket(
     Ok(Json(json!({
         "ticket": ticket.token,
         "ticket_expires_at": ticket.expires_at,
+        "ticket_expires_in": state.read.ticket_lifetime(),
     })))
 }
 

@@ -277,9 +277,14 @@ impl Fanin {
         }
         // A Sentinel group's master of the moment: after a failover the
         // next session subscribes on the new one.
-        let connect = async { self.topology.master().await?.get_async_pubsub().await };
-        let pubsub = match tokio::time::timeout(self.timeout, connect).await {
-            Ok(Ok(pubsub)) => pubsub,
+        let connect = async {
+            let master = self.topology.master().await?;
+            let address = master.get_connection_info().addr().clone();
+            Ok::<_, redis::RedisError>((master.get_async_pubsub().await?, address))
+        };
+        let budget = self.topology.resolve_budget(self.timeout);
+        let (pubsub, master) = match tokio::time::timeout(budget, connect).await {
+            Ok(Ok(connected)) => connected,
             Ok(Err(e)) => {
                 tracing::warn!(error = %e, "redis subscription: cannot connect");
                 return Session::Lost { was_up: false };
@@ -322,6 +327,17 @@ impl Fanin {
                     if !matches!(answer, Ok(Ok(_))) {
                         tracing::warn!("redis subscription did not answer a ping: reconnecting");
                         return Session::Lost { was_up: true };
+                    }
+                    // A Sentinel group may have a new master that this
+                    // subscription does not hear from (the old one cut off
+                    // but still reachable from here): follow it.
+                    if self.topology.follows_failovers() {
+                        if let Ok(Ok(now)) = tokio::time::timeout(budget, self.topology.master()).await {
+                            if now.get_connection_info().addr() != &master {
+                                tracing::warn!(master = %now.get_connection_info().addr(), "the redis master moved: subscribing there");
+                                return Session::Lost { was_up: true };
+                            }
+                        }
                     }
                 }
                 command = commands.recv() => {
