@@ -175,6 +175,62 @@ impl RedisCluster {
         self.master_of(key).context("no master after the failover")
     }
 
+    /// Moves `key`'s slot, with its keys, from its master to the master at
+    /// `to`, as `redis-cli --cluster reshard` does for each slot:
+    /// IMPORTING/MIGRATING, MIGRATE of its keys, then the new owner told to
+    /// every master.
+    pub fn move_slot_of(&self, key: &str, to: u16) -> anyhow::Result<()> {
+        let from = self.master_of(key).context("no owner")?;
+        let slot = cli(from, &["CLUSTER", "KEYSLOT", key]);
+        let (from_id, to_id) = (
+            cli(from, &["CLUSTER", "MYID"]),
+            cli(to, &["CLUSTER", "MYID"]),
+        );
+        let ok = |answer: String, what: &str| {
+            anyhow::ensure!(answer == "OK", "{what}: {answer}");
+            Ok(())
+        };
+        ok(
+            cli(to, &["CLUSTER", "SETSLOT", &slot, "IMPORTING", &from_id]),
+            "importing",
+        )?;
+        ok(
+            cli(from, &["CLUSTER", "SETSLOT", &slot, "MIGRATING", &to_id]),
+            "migrating",
+        )?;
+        loop {
+            let keys = cli(from, &["CLUSTER", "GETKEYSINSLOT", &slot, "100"]);
+            if keys.is_empty() {
+                break;
+            }
+            let port = to.to_string();
+            for key in keys.lines() {
+                let mut migrate = vec!["MIGRATE", "127.0.0.1", &port, key, "0", "5000"];
+                // A worker's presence keys (`:w:<worker>:`) are rewritten at
+                // every heartbeat, and can be written on the target too
+                // while the slot moves: the newest copy wins, as with
+                // `redis-cli --cluster reshard --cluster-replace`. Messages'
+                // keys never exist on both sides.
+                if key.contains(":w:") {
+                    migrate.push("REPLACE");
+                }
+                let answer = cli(from, &migrate);
+                anyhow::ensure!(
+                    answer == "OK" || answer == "NOKEY",
+                    "migrate {key}: {answer} (type on the target: {})",
+                    cli(to, &["TYPE", key])
+                );
+            }
+        }
+        for master in self.master_ports() {
+            ok(
+                cli(master, &["CLUSTER", "SETSLOT", &slot, "NODE", &to_id]),
+                "node",
+            )?;
+        }
+        Ok(())
+    }
+
     /// The pids of the running nodes.
     pub fn pids(&self) -> Vec<u32> {
         self.nodes

@@ -203,3 +203,71 @@ async fn a_shard_master_killed_under_load_loses_no_acknowledged_message() {
         failover.as_secs_f64()
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_room_moved_to_another_shard_under_load_loses_no_acknowledged_message() {
+    const ROOM: &str = "cluster-reshard";
+    let cluster = RedisCluster::start().unwrap();
+    let options = || WorkerOptions {
+        redis_url: Some(cluster.url()),
+        ..Default::default()
+    };
+    let unused = Redis::start().unwrap();
+    let a = ChatWorker::start_with(&unused, options()).unwrap();
+    let b = ChatWorker::start_with(&unused, options()).unwrap();
+    let dispatcher = Dispatcher::start_on(&cluster.url()).unwrap();
+    eventually("both workers announced", WAIT, async || {
+        let (_, body) = get_json(&format!("{}/workers", dispatcher.operator_url())).await;
+        (body["workers"].as_array().map(Vec::len) == Some(2)).then_some(())
+    })
+    .await;
+    let mut readers = Vec::new();
+    for worker in [&a, &b] {
+        for transport in [Transport::EventSource, Transport::WebSocket] {
+            readers.push(
+                ResumingReader::start(transport, &worker.base_url(), ROOM)
+                    .await
+                    .unwrap(),
+            );
+        }
+    }
+    let poster = Poster::start(
+        vec![a.base_url(), b.base_url()],
+        ROOM,
+        Duration::from_millis(50),
+    );
+    let acked_by = async |count: usize, what: &str| {
+        eventually(what, Duration::from_secs(40), async || {
+            (poster.acked_count() >= count).then_some(())
+        })
+        .await
+    };
+    acked_by(20, "posting under way").await;
+
+    let history_key = format!("chatup:{{{ROOM}}}:history");
+    let old = cluster.master_of(&history_key).unwrap();
+    let new = *cluster.master_ports().iter().find(|&&p| p != old).unwrap();
+    let moving = Instant::now();
+    tokio::task::block_in_place(|| cluster.move_slot_of(&history_key, new)).unwrap();
+    let moved = moving.elapsed();
+    assert_eq!(cluster.master_of(&history_key), Some(new));
+    let after = poster.acked_count();
+    acked_by(after + 20, "posting on the room's new shard").await;
+    let posted = poster.stop().await;
+
+    let figures = check_acknowledged_delivered("cluster reshard", &readers, &posted).await;
+    let history = cluster.cli(new, &["LRANGE", &history_key, "0", "-1"]);
+    let recent = &posted.acked[posted.acked.len().saturating_sub(100)..];
+    let missing: Vec<&String> = recent
+        .iter()
+        .filter(|id| !history.contains(id.as_str()))
+        .collect();
+    assert!(
+        missing.is_empty(),
+        "acknowledged but not in the new shard's history: {missing:?}"
+    );
+    println!(
+        "CLUSTER room moved from :{old} to :{new} in {:.1} s: {figures}",
+        moved.as_secs_f64()
+    );
+}
