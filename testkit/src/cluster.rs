@@ -7,7 +7,9 @@ use std::time::Duration;
 use anyhow::Context;
 use nix::sys::signal::Signal;
 
-use crate::process::{free_port, log_file, print_logs_if_failing, stop, tcp_open, wait_until};
+use crate::process::{
+    free_port, log_file, print_logs_if_failing, redis_cli as cli, stop, tcp_open, wait_until,
+};
 
 struct Node {
     child: Option<Child>,
@@ -17,16 +19,6 @@ struct Node {
 pub struct RedisCluster {
     nodes: Vec<Node>,
     dir: tempfile::TempDir,
-}
-
-/// `redis-cli` against a port: its trimmed output.
-fn cli(port: u16, args: &[&str]) -> String {
-    let out = Command::new("redis-cli")
-        .args(["-p", &port.to_string(), "--raw"])
-        .args(args)
-        .output()
-        .expect("redis-cli");
-    String::from_utf8_lossy(&out.stdout).trim_end().to_string()
 }
 
 impl RedisCluster {

@@ -112,6 +112,22 @@ impl ResumingReader {
     }
 }
 
+/// A resuming reader of `room` over EventSource and one over WebSocket
+/// on each of `workers`.
+pub async fn readers_on(workers: &[&crate::ChatWorker], room: &str) -> Vec<ResumingReader> {
+    let mut readers = Vec::new();
+    for worker in workers {
+        for transport in [Transport::EventSource, Transport::WebSocket] {
+            readers.push(
+                ResumingReader::start(transport, &worker.base_url(), room)
+                    .await
+                    .expect("a resuming reader"),
+            );
+        }
+    }
+    readers
+}
+
 /// What the poster saw.
 #[derive(Debug, Default)]
 pub struct Posted {

@@ -67,6 +67,16 @@ pub fn wait_until(
     bail!("{what} not ready after {timeout:?}")
 }
 
+/// `redis-cli` against a local port: its trimmed output.
+pub(crate) fn redis_cli(port: u16, args: &[&str]) -> String {
+    let out = Command::new("redis-cli")
+        .args(["-p", &port.to_string(), "--raw"])
+        .args(args)
+        .output()
+        .expect("redis-cli");
+    String::from_utf8_lossy(&out.stdout).trim_end().to_string()
+}
+
 pub(crate) fn tcp_open(port: u16) -> bool {
     std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
 }
@@ -444,6 +454,13 @@ impl ChatWorker {
     }
 
     pub fn start_with(redis: &Redis, options: WorkerOptions) -> anyhow::Result<Self> {
+        let url = options.redis_url.clone().unwrap_or_else(|| redis.url());
+        Self::start_at(&url, options)
+    }
+
+    /// A chat worker whose sidecar uses the Redis at `redis_url` (one
+    /// server, a Sentinel group or a cluster), with these settings.
+    pub fn start_at(redis_url: &str, options: WorkerOptions) -> anyhow::Result<Self> {
         // 0700, as ci/run-local.sh and the deployment docs make a run
         // directory: it is what keeps local users off nginx's internal
         // socket (nginx makes unix sockets 0666). tempfile's own default
@@ -459,7 +476,7 @@ impl ChatWorker {
             sidecar: None,
             id: format!("w{port}"),
             port,
-            redis_url: options.redis_url.clone().unwrap_or_else(|| redis.url()),
+            redis_url: redis_url.to_owned(),
             options,
             nginx_started: std::time::SystemTime::now(),
             dir,
@@ -856,7 +873,19 @@ impl Dispatcher {
     }
 
     /// A dispatcher using the Redis at `redis_url`, with these flags too.
+    /// A port taken between choosing it and binding it (by another test)
+    /// makes the dispatcher exit at once: then it starts again on others.
     pub fn start_with(redis_url: &str, extra: &[&str]) -> anyhow::Result<Self> {
+        let mut attempt = 0;
+        loop {
+            match Self::start_once(redis_url, extra) {
+                Err(e) if e.to_string().contains("exited") && attempt < 2 => attempt += 1,
+                result => return result,
+            }
+        }
+    }
+
+    fn start_once(redis_url: &str, extra: &[&str]) -> anyhow::Result<Self> {
         let dir = tempfile::Builder::new()
             .prefix("chatup-dispatcher-")
             .tempdir()?;
@@ -882,15 +911,28 @@ impl Dispatcher {
             .stderr(log_file(dir.path(), "dispatcher.log")?)
             .spawn()
             .with_context(|| format!("starting {}", chatup_bin().display()))?;
-        let dispatcher = Self {
+        let mut dispatcher = Self {
             child: Some(child),
             port,
             operator_port,
             dir,
         };
-        wait_until("chatup dispatcher", Duration::from_secs(10), || {
-            tcp_open(port)
-        })?;
+        let mut exited = false;
+        let ready = wait_until("chatup dispatcher", Duration::from_secs(10), || {
+            exited = dispatcher
+                .child
+                .as_mut()
+                .is_some_and(|c| matches!(c.try_wait(), Ok(Some(_))));
+            exited || tcp_open(port)
+        });
+        if exited || ready.is_err() {
+            let what = if exited {
+                "exited at start"
+            } else {
+                "not ready after 10 s"
+            };
+            anyhow::bail!("chatup dispatcher {what}; its log:\n{}", dispatcher.log());
+        }
         Ok(dispatcher)
     }
 
@@ -901,6 +943,20 @@ impl Dispatcher {
     /// The operator API (`/workers`).
     pub fn operator_url(&self) -> String {
         format!("http://127.0.0.1:{}", self.operator_port)
+    }
+
+    /// Waits (15 s at most) until `count` workers are announced.
+    pub async fn wait_for_workers(&self, count: usize) {
+        let url = format!("{}/workers", self.operator_url());
+        crate::clients::eventually(
+            "the workers announced",
+            Duration::from_secs(15),
+            async || {
+                let (_, body) = crate::clients::get_json(&url).await;
+                (body["workers"].as_array().map(Vec::len) == Some(count)).then_some(())
+            },
+        )
+        .await;
     }
 
     /// The dispatcher's log so far.

@@ -8,7 +8,7 @@ use std::time::Duration;
 use anyhow::Context;
 use nix::sys::signal::Signal;
 
-use crate::process::{free_port, log_file, stop, tcp_open, wait_until};
+use crate::process::{free_port, log_file, redis_cli as cli, stop, tcp_open, wait_until};
 
 /// The group's name, as chatup's `redis+sentinel://.../<name>` names it.
 pub const MASTER_NAME: &str = "chat";
@@ -26,16 +26,6 @@ pub struct SentinelGroup {
     servers: Vec<Server>,
     sentinels: Vec<Server>,
     dir: tempfile::TempDir,
-}
-
-/// `redis-cli` against a port: its trimmed output.
-fn cli(port: u16, args: &[&str]) -> String {
-    let out = Command::new("redis-cli")
-        .args(["-p", &port.to_string(), "--raw"])
-        .args(args)
-        .output()
-        .expect("redis-cli");
-    String::from_utf8_lossy(&out.stdout).trim_end().to_string()
 }
 
 impl SentinelGroup {

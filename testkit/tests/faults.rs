@@ -15,10 +15,12 @@
 use std::time::{Duration, Instant};
 
 use chatup_testkit::clients::eventually;
-use chatup_testkit::load::{check_acknowledged_delivered, Posted, Poster, ResumingReader};
+use chatup_testkit::load::{
+    check_acknowledged_delivered, readers_on, Posted, Poster, ResumingReader,
+};
 use chatup_testkit::process::WorkerOptions;
 use chatup_testkit::proxy::Proxy;
-use chatup_testkit::{ChatWorker, Dispatcher, Redis, Transport};
+use chatup_testkit::{ChatWorker, Dispatcher, Redis};
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
 
@@ -38,16 +40,7 @@ impl Scene {
     async fn start(redis: Redis, options_a: WorkerOptions) -> Self {
         let a = ChatWorker::start_with(&redis, options_a).unwrap();
         let b = ChatWorker::start(&redis).unwrap();
-        let mut readers = Vec::new();
-        for worker in [&a, &b] {
-            for transport in [Transport::EventSource, Transport::WebSocket] {
-                readers.push(
-                    ResumingReader::start(transport, &worker.base_url(), ROOM)
-                        .await
-                        .unwrap(),
-                );
-            }
-        }
+        let readers = readers_on(&[&a, &b], ROOM).await;
         Self {
             redis,
             a,

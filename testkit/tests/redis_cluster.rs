@@ -1,19 +1,19 @@
 //! Redis Cluster: two chat workers and a dispatcher on a cluster of three
 //! shards (three masters, three replicas). Rooms land on every shard and
 //! travel by sharded Pub/Sub; posting, fan-out across workers, history,
-//! presence, bans and server posts work as on one server.
+//! presence, bans and server posts work as on one server; a shard's master
+//! killed, and a room moved to another shard, under posting, lose no
+//! acknowledged message.
 
-use std::time::Duration;
-
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use chatup_testkit::clients::{eventually, get_json, items};
 use chatup_testkit::cluster::RedisCluster;
-use chatup_testkit::load::{check_acknowledged_delivered, Poster, ResumingReader};
+use chatup_testkit::load::{check_acknowledged_delivered, readers_on, Poster};
 use chatup_testkit::process::WorkerOptions;
 use chatup_testkit::token::{server_token, ticket_for};
 use chatup_testkit::{
-    post_message, token_for, ChatWorker, Dispatcher, Redis, SubscribeOptions, Subscriber, Transport,
+    post_message, token_for, ChatWorker, Dispatcher, SubscribeOptions, Subscriber, Transport,
 };
 use serde_json::{json, Value};
 
@@ -35,23 +35,66 @@ async fn server_call(dispatcher: &Dispatcher, path: &str, token: &str) -> (u16, 
     (status, response.json().await.unwrap_or(Value::Null))
 }
 
+/// Two chat workers and a dispatcher on `cluster`, announced.
+async fn chat_on(cluster: &RedisCluster) -> (ChatWorker, ChatWorker, Dispatcher) {
+    let a = ChatWorker::start_at(&cluster.url(), WorkerOptions::default()).unwrap();
+    let b = ChatWorker::start_at(&cluster.url(), WorkerOptions::default()).unwrap();
+    let dispatcher = Dispatcher::start_on(&cluster.url()).unwrap();
+    dispatcher.wait_for_workers(2).await;
+    (a, b, dispatcher)
+}
+
+/// Posts into `room` every 50 ms through two workers, with four readers;
+/// once 20 posts are acknowledged runs `fault` (which returns what it did),
+/// waits for 20 more, then checks acknowledged against delivered and
+/// against the history on the room's shard. Returns the figures.
+async fn under_load(
+    cluster: &mut RedisCluster,
+    room: &str,
+    fault: impl FnOnce(&mut RedisCluster, &str) -> String,
+) -> String {
+    let (a, b, _dispatcher) = chat_on(cluster).await;
+    let readers = readers_on(&[&a, &b], room).await;
+    let poster = Poster::start(
+        vec![a.base_url(), b.base_url()],
+        room,
+        Duration::from_millis(50),
+    );
+    let acked_by = async |count: usize, what: &str| {
+        eventually(what, Duration::from_secs(40), async || {
+            (poster.acked_count() >= count).then_some(())
+        })
+        .await
+    };
+    acked_by(20, "posting under way").await;
+    let history_key = format!("chatup:{{{room}}}:history");
+    let started = Instant::now();
+    let what = tokio::task::block_in_place(|| fault(cluster, &history_key));
+    let took = started.elapsed();
+    let after = poster.acked_count();
+    acked_by(after + 20, "posting after the fault").await;
+    let posted = poster.stop().await;
+
+    let figures = check_acknowledged_delivered(room, &readers, &posted).await;
+    let shard = cluster.master_of(&history_key).unwrap();
+    let history = cluster.cli(shard, &["LRANGE", &history_key, "0", "-1"]);
+    // (the last 100: history_length)
+    let recent = &posted.acked[posted.acked.len().saturating_sub(100)..];
+    let missing: Vec<&String> = recent
+        .iter()
+        .filter(|id| !history.contains(id.as_str()))
+        .collect();
+    assert!(
+        missing.is_empty(),
+        "acknowledged but not in the history on :{shard}: {missing:?}"
+    );
+    format!("{what} in {:.1} s: {figures}", took.as_secs_f64())
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rooms_spread_over_the_shards_and_everything_works_as_on_one_server() {
     let cluster = RedisCluster::start().unwrap();
-    let options = || WorkerOptions {
-        redis_url: Some(cluster.url()),
-        ..Default::default()
-    };
-    // The harness's Redis is a placeholder: every part uses the cluster.
-    let unused = Redis::start().unwrap();
-    let a = ChatWorker::start_with(&unused, options()).unwrap();
-    let b = ChatWorker::start_with(&unused, options()).unwrap();
-    let dispatcher = Dispatcher::start_on(&cluster.url()).unwrap();
-    eventually("both workers announced", WAIT, async || {
-        let (_, body) = get_json(&format!("{}/workers", dispatcher.operator_url())).await;
-        (body["workers"].as_array().map(Vec::len) == Some(2)).then_some(())
-    })
-    .await;
+    let (a, b, dispatcher) = chat_on(&cluster).await;
 
     // Twelve rooms, read on b (alice signed in), written on a.
     let rooms: Vec<String> = (0..12).map(|n| format!("shard-room-{n}")).collect();
@@ -133,141 +176,33 @@ async fn rooms_spread_over_the_shards_and_everything_works_as_on_one_server() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_shard_master_killed_under_load_loses_no_acknowledged_message() {
-    const ROOM: &str = "cluster-failover";
     let mut cluster = RedisCluster::start().unwrap();
-    let options = || WorkerOptions {
-        redis_url: Some(cluster.url()),
-        ..Default::default()
-    };
-    let unused = Redis::start().unwrap();
-    let a = ChatWorker::start_with(&unused, options()).unwrap();
-    let b = ChatWorker::start_with(&unused, options()).unwrap();
-    let dispatcher = Dispatcher::start_on(&cluster.url()).unwrap();
-    eventually("both workers announced", WAIT, async || {
-        let (_, body) = get_json(&format!("{}/workers", dispatcher.operator_url())).await;
-        (body["workers"].as_array().map(Vec::len) == Some(2)).then_some(())
+    let figures = under_load(&mut cluster, "cluster-failover", |cluster, key| {
+        let old = cluster.master_of(key).unwrap();
+        cluster.kill(old);
+        let new = cluster
+            .wait_for_failover(key, old, Duration::from_secs(30))
+            .unwrap();
+        // Acknowledged means on a replica (redis_min_replicas, 1 on a
+        // cluster): the shard's new master has none until the old one is
+        // back, as a supervisor would start it.
+        cluster.restart(old).unwrap();
+        format!("the room's shard failed over from :{old} to :{new}")
     })
     .await;
-    let mut readers = Vec::new();
-    for worker in [&a, &b] {
-        for transport in [Transport::EventSource, Transport::WebSocket] {
-            readers.push(
-                ResumingReader::start(transport, &worker.base_url(), ROOM)
-                    .await
-                    .unwrap(),
-            );
-        }
-    }
-    let poster = Poster::start(
-        vec![a.base_url(), b.base_url()],
-        ROOM,
-        Duration::from_millis(50),
-    );
-    let acked_by = async |count: usize, what: &str| {
-        eventually(what, Duration::from_secs(40), async || {
-            (poster.acked_count() >= count).then_some(())
-        })
-        .await
-    };
-    acked_by(20, "posting under way").await;
-
-    let history_key = format!("chatup:{{{ROOM}}}:history");
-    let old = cluster.master_of(&history_key).unwrap();
-    cluster.kill(old);
-    let killed = Instant::now();
-    let new = tokio::task::block_in_place(|| {
-        cluster.wait_for_failover(&history_key, old, Duration::from_secs(30))
-    })
-    .unwrap();
-    let failover = killed.elapsed();
-    // Acknowledged means on a replica (redis_min_replicas, 1 on a cluster):
-    // the shard's new master has none until the old one is back.
-    tokio::task::block_in_place(|| cluster.restart(old)).unwrap();
-    let during = poster.acked_count();
-    acked_by(during + 20, "posting on the new master").await;
-    let posted = poster.stop().await;
-
-    let figures = check_acknowledged_delivered("cluster failover", &readers, &posted).await;
-    let history = cluster.cli(new, &["LRANGE", &history_key, "0", "-1"]);
-    let recent = &posted.acked[posted.acked.len().saturating_sub(100)..];
-    let missing: Vec<&String> = recent
-        .iter()
-        .filter(|id| !history.contains(id.as_str()))
-        .collect();
-    assert!(
-        missing.is_empty(),
-        "acknowledged but not in the new master's history: {missing:?}"
-    );
-    println!(
-        "CLUSTER failover of the room's shard from :{old} to :{new} in {:.1} s: {figures}",
-        failover.as_secs_f64()
-    );
+    println!("CLUSTER {figures}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_room_moved_to_another_shard_under_load_loses_no_acknowledged_message() {
-    const ROOM: &str = "cluster-reshard";
-    let cluster = RedisCluster::start().unwrap();
-    let options = || WorkerOptions {
-        redis_url: Some(cluster.url()),
-        ..Default::default()
-    };
-    let unused = Redis::start().unwrap();
-    let a = ChatWorker::start_with(&unused, options()).unwrap();
-    let b = ChatWorker::start_with(&unused, options()).unwrap();
-    let dispatcher = Dispatcher::start_on(&cluster.url()).unwrap();
-    eventually("both workers announced", WAIT, async || {
-        let (_, body) = get_json(&format!("{}/workers", dispatcher.operator_url())).await;
-        (body["workers"].as_array().map(Vec::len) == Some(2)).then_some(())
+    let mut cluster = RedisCluster::start().unwrap();
+    let figures = under_load(&mut cluster, "cluster-reshard", |cluster, key| {
+        let old = cluster.master_of(key).unwrap();
+        let new = *cluster.master_ports().iter().find(|&&p| p != old).unwrap();
+        cluster.move_slot_of(key, new).unwrap();
+        assert_eq!(cluster.master_of(key), Some(new));
+        format!("the room moved from :{old} to :{new}")
     })
     .await;
-    let mut readers = Vec::new();
-    for worker in [&a, &b] {
-        for transport in [Transport::EventSource, Transport::WebSocket] {
-            readers.push(
-                ResumingReader::start(transport, &worker.base_url(), ROOM)
-                    .await
-                    .unwrap(),
-            );
-        }
-    }
-    let poster = Poster::start(
-        vec![a.base_url(), b.base_url()],
-        ROOM,
-        Duration::from_millis(50),
-    );
-    let acked_by = async |count: usize, what: &str| {
-        eventually(what, Duration::from_secs(40), async || {
-            (poster.acked_count() >= count).then_some(())
-        })
-        .await
-    };
-    acked_by(20, "posting under way").await;
-
-    let history_key = format!("chatup:{{{ROOM}}}:history");
-    let old = cluster.master_of(&history_key).unwrap();
-    let new = *cluster.master_ports().iter().find(|&&p| p != old).unwrap();
-    let moving = Instant::now();
-    tokio::task::block_in_place(|| cluster.move_slot_of(&history_key, new)).unwrap();
-    let moved = moving.elapsed();
-    assert_eq!(cluster.master_of(&history_key), Some(new));
-    let after = poster.acked_count();
-    acked_by(after + 20, "posting on the room's new shard").await;
-    let posted = poster.stop().await;
-
-    let figures = check_acknowledged_delivered("cluster reshard", &readers, &posted).await;
-    let history = cluster.cli(new, &["LRANGE", &history_key, "0", "-1"]);
-    let recent = &posted.acked[posted.acked.len().saturating_sub(100)..];
-    let missing: Vec<&String> = recent
-        .iter()
-        .filter(|id| !history.contains(id.as_str()))
-        .collect();
-    assert!(
-        missing.is_empty(),
-        "acknowledged but not in the new shard's history: {missing:?}"
-    );
-    println!(
-        "CLUSTER room moved from :{old} to :{new} in {:.1} s: {figures}",
-        moved.as_secs_f64()
-    );
+    println!("CLUSTER {figures}");
 }

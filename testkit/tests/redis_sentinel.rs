@@ -9,10 +9,10 @@
 use std::time::{Duration, Instant};
 
 use chatup_testkit::clients::{eventually, get_json};
-use chatup_testkit::load::{check_acknowledged_delivered, Poster, ResumingReader};
+use chatup_testkit::load::{check_acknowledged_delivered, readers_on, Poster};
 use chatup_testkit::process::WorkerOptions;
 use chatup_testkit::sentinel::SentinelGroup;
-use chatup_testkit::{ChatWorker, Dispatcher, Redis, Transport};
+use chatup_testkit::{ChatWorker, Dispatcher};
 
 const ROOM: &str = "sentinel";
 
@@ -21,35 +21,11 @@ const ROOM: &str = "sentinel";
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_master_killed_under_load_loses_no_acknowledged_message() {
     let mut group = SentinelGroup::start().unwrap();
-    let options = || WorkerOptions {
-        redis_url: Some(group.url()),
-        ..Default::default()
-    };
-    // The harness's Redis is only a placeholder here: every part uses the
-    // group (`redis_url`).
-    let unused = Redis::start().unwrap();
-    let a = ChatWorker::start_with(&unused, options()).unwrap();
-    let b = ChatWorker::start_with(&unused, options()).unwrap();
+    let a = ChatWorker::start_at(&group.url(), WorkerOptions::default()).unwrap();
+    let b = ChatWorker::start_at(&group.url(), WorkerOptions::default()).unwrap();
     let dispatcher = Dispatcher::start_on(&group.url()).unwrap();
-    eventually(
-        "both workers announced",
-        Duration::from_secs(15),
-        async || {
-            let (_, body) = get_json(&format!("{}/workers", dispatcher.operator_url())).await;
-            (body["workers"].as_array().map(Vec::len) == Some(2)).then_some(())
-        },
-    )
-    .await;
-    let mut readers = Vec::new();
-    for worker in [&a, &b] {
-        for transport in [Transport::EventSource, Transport::WebSocket] {
-            readers.push(
-                ResumingReader::start(transport, &worker.base_url(), ROOM)
-                    .await
-                    .unwrap(),
-            );
-        }
-    }
+    dispatcher.wait_for_workers(2).await;
+    let readers = readers_on(&[&a, &b], ROOM).await;
     let poster = Poster::start(
         vec![a.base_url(), b.base_url()],
         ROOM,

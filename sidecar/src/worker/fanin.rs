@@ -166,15 +166,7 @@ impl Fanin {
                 return Session::Lost { was_up: false };
             }
         }
-        self.confirm_all();
-        self.bans.reload_soon();
-        if reconnecting {
-            tracing::info!(
-                rooms = channels.len(),
-                "redis cluster subscription restored, resyncing rooms from history"
-            );
-            self.rooms.resync_all();
-        }
+        self.subscribed(reconnecting, channels.len());
         let mut ping = tokio::time::interval(PING_INTERVAL);
         ping.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         ping.tick().await;
@@ -253,6 +245,21 @@ impl Fanin {
         }
     }
 
+    /// Every wanted channel is subscribed (again): what was published
+    /// meanwhile is lost, so bans reload and, after a drop, every room
+    /// catches up from history.
+    fn subscribed(&mut self, reconnecting: bool, channels: usize) {
+        self.confirm_all();
+        self.bans.reload_soon();
+        if reconnecting {
+            tracing::info!(
+                channels,
+                "redis subscription restored, resyncing rooms from history"
+            );
+            self.rooms.resync_all();
+        }
+    }
+
     fn confirm_all(&mut self) {
         for (_, acks) in self.waiting.drain() {
             for ack in acks {
@@ -305,16 +312,7 @@ impl Fanin {
             tracing::warn!(error = %e, "redis subscription: cannot subscribe");
             return Session::Lost { was_up: false };
         }
-        self.confirm_all();
-        // Announcements made while unsubscribed are lost: reload.
-        self.bans.reload_soon();
-        if reconnecting {
-            tracing::info!(
-                rooms = channels.len(),
-                "redis subscription restored, resyncing rooms from history"
-            );
-            self.rooms.resync_all();
-        }
+        self.subscribed(reconnecting, channels.len());
         let mut ping = tokio::time::interval(PING_INTERVAL);
         ping.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         ping.tick().await;
