@@ -122,6 +122,15 @@ function world(workers: string[], ticketLifetimeSecs = 300) {
 
 const tick = (ms = 5) => new Promise((r) => setTimeout(r, ms));
 
+/** Polls `done` until it holds, or fails after `timeoutMs`. */
+async function until(what: string, done: () => boolean, timeoutMs = 5000): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  while (!done()) {
+    if (Date.now() > deadline) throw new Error(`${what}: not within ${timeoutMs} ms`);
+    await tick(20);
+  }
+}
+
 test("history, then the stream, each item once; resumes from the last frame id", async () => {
   const w = world(["w1"]);
   const protocol = new ChatUpProtocol({
@@ -401,7 +410,7 @@ test("a long-poll reader resubscribes with a fresh ticket before its ticket expi
   assert.equal(w.opened[0].url, "http://w1/sub/r?ticket=tk1");
   w.opened[0].handlers.onOpen();
   w.opened[0].handlers.onFrame("10:0", JSON.stringify([message("m1")]));
-  await new Promise((r) => setTimeout(r, 1700));
+  await until("the long-poll reader resubscribed", () => w.opened.length >= 2);
   assert.equal(w.opened.length, 2, "resubscribed once");
   assert.equal(w.opened[1].name, "longpoll");
   assert.equal(w.opened[1].url, "http://w1/sub/r?ticket=tk2&last_event_id=10%3A0");
