@@ -367,6 +367,9 @@ export class ChatUpProtocol extends Emitter<ProtocolEvents> {
       if (generation !== this.generation || this.closed) return;
       this.transport?.close();
       this.transport = null;
+      // Renew now: at exactly the margin, needsTicket() could still
+      // judge the old ticket good enough.
+      this.ticket = undefined;
       this.subscribe();
     }, delay);
   }
