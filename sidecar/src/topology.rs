@@ -12,18 +12,28 @@
 //! `redis+sentinel://[user:password@]host:port[,host:port...]/<master name>[/<db>]`.
 //! The user and password are the master's (an ACL user); the sentinels are
 //! asked without credentials.
+//!
+//! `rediss+cluster://` and `rediss+sentinel://` are the same over TLS: to
+//! every node of the cluster, or to the sentinels and to the master they
+//! name, with the same CA and client certificate (`redis_tls_*`). A
+//! certificate must then name each node as the others announce it (the IP
+//! address that `CLUSTER SLOTS` or the sentinels give, unless the nodes
+//! announce hostnames).
 
 use std::sync::Arc;
 
 use redis::cluster::{ClusterClient, ClusterClientBuilder};
 use redis::sentinel::{SentinelClient, SentinelClientBuilder, SentinelServerType};
-use redis::{ConnectionAddr, RedisResult};
+use redis::{ConnectionAddr, RedisResult, TlsCertificates, TlsMode};
 use tokio::sync::Mutex;
 
 /// The scheme of a Sentinel group's URL.
 pub const SENTINEL_SCHEME: &str = "redis+sentinel://";
 /// The scheme of a Redis Cluster's URL.
 pub const CLUSTER_SCHEME: &str = "redis+cluster://";
+/// The same two over TLS.
+pub const SENTINEL_TLS_SCHEME: &str = "rediss+sentinel://";
+pub const CLUSTER_TLS_SCHEME: &str = "rediss+cluster://";
 
 #[derive(Clone)]
 pub enum Topology {
@@ -59,7 +69,8 @@ pub struct SentinelGroup {
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum SentinelUrlError {
     #[error(
-        "expected {SENTINEL_SCHEME}[user:password@]host:port[,host:port...]/<master name>[/<db>]"
+        "expected {SENTINEL_SCHEME}[user:password@]host:port[,host:port...]/<master name>[/<db>] \
+         (rediss+sentinel:// for TLS)"
     )]
     Shape,
     #[error("sentinel address \"{0}\" is not host:port")]
@@ -76,13 +87,20 @@ pub struct SentinelUrl {
     pub db: i64,
     pub username: Option<String>,
     pub password: Option<String>,
+    /// `rediss+sentinel://`: TLS to the sentinels and to the master.
+    pub tls: bool,
 }
 
 impl SentinelUrl {
     pub fn parse(url: &str) -> Result<Self, SentinelUrlError> {
-        let rest = url
-            .strip_prefix(SENTINEL_SCHEME)
-            .ok_or(SentinelUrlError::Shape)?;
+        let (tls, rest) = match url.strip_prefix(SENTINEL_TLS_SCHEME) {
+            Some(rest) => (true, rest),
+            None => (
+                false,
+                url.strip_prefix(SENTINEL_SCHEME)
+                    .ok_or(SentinelUrlError::Shape)?,
+            ),
+        };
         let (userinfo, rest) = match rest.rsplit_once('@') {
             Some((userinfo, rest)) => (Some(userinfo), rest),
             None => (None, rest),
@@ -130,15 +148,17 @@ impl SentinelUrl {
             db,
             username,
             password,
+            tls,
         })
     }
 
-    /// The client that asks these sentinels for the master.
-    pub fn client(&self) -> RedisResult<SentinelClient> {
+    /// The client that asks these sentinels for the master; over TLS, it
+    /// shows `certificates` to the sentinels and to the master alike.
+    pub fn client(&self, certificates: Option<TlsCertificates>) -> RedisResult<SentinelClient> {
         let addresses = self
             .sentinels
             .iter()
-            .map(|(host, port)| ConnectionAddr::Tcp(host.clone(), *port));
+            .map(|(host, port)| address(host, *port, self.tls));
         let mut builder =
             SentinelClientBuilder::new(addresses, &self.master, SentinelServerType::Master)?
                 .set_client_to_redis_db(self.db);
@@ -148,23 +168,42 @@ impl SentinelUrl {
         if let Some(password) = &self.password {
             builder = builder.set_client_to_redis_password(password);
         }
+        if self.tls {
+            builder = builder
+                .set_client_to_sentinel_tls_mode(TlsMode::Secure)
+                .set_client_to_redis_tls_mode(TlsMode::Secure);
+            if let Some(certificates) = certificates {
+                builder = builder
+                    .set_client_to_sentinel_certificates(certificates.clone())
+                    .set_client_to_redis_certificates(certificates);
+            }
+        }
         builder.build()
     }
 }
 
 /// A Redis Cluster's seed nodes and credentials.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone)]
 pub struct ClusterUrl {
     pub nodes: Vec<(String, u16)>,
     pub username: Option<String>,
     pub password: Option<String>,
+    /// `rediss+cluster://`: TLS to every node, with these files (none:
+    /// the system's CAs and no client certificate).
+    pub tls: bool,
+    pub certificates: Option<TlsCertificates>,
 }
 
 impl ClusterUrl {
     pub fn parse(url: &str) -> Result<Self, SentinelUrlError> {
-        let rest = url
-            .strip_prefix(CLUSTER_SCHEME)
-            .ok_or(SentinelUrlError::Shape)?;
+        let (tls, rest) = match url.strip_prefix(CLUSTER_TLS_SCHEME) {
+            Some(rest) => (true, rest),
+            None => (
+                false,
+                url.strip_prefix(CLUSTER_SCHEME)
+                    .ok_or(SentinelUrlError::Shape)?,
+            ),
+        };
         // Reuse the Sentinel parser: the same shape with a dummy group name.
         let as_sentinel = format!("{SENTINEL_SCHEME}{}/cluster", rest.trim_end_matches('/'));
         let parsed = SentinelUrl::parse(&as_sentinel)?;
@@ -172,6 +211,8 @@ impl ClusterUrl {
             nodes: parsed.sentinels,
             username: parsed.username,
             password: parsed.password,
+            tls,
+            certificates: None,
         })
     }
 
@@ -185,7 +226,7 @@ impl ClusterUrl {
         let nodes = self
             .nodes
             .iter()
-            .map(|(host, port)| ConnectionAddr::Tcp(host.clone(), *port));
+            .map(|(host, port)| address(host, *port, self.tls));
         let mut builder = ClusterClientBuilder::new(nodes)
             .connection_timeout(timeout)
             .response_timeout(timeout)
@@ -200,12 +241,33 @@ impl ClusterUrl {
         if let Some(password) = &self.password {
             builder = builder.password(password);
         }
+        if self.tls {
+            builder = builder.tls(TlsMode::Secure);
+            if let Some(certificates) = &self.certificates {
+                builder = builder.certs(certificates.clone());
+            }
+        }
         if let Some(push) = push {
             builder = builder
                 .use_protocol(redis::ProtocolVersion::RESP3)
                 .push_sender(push);
         }
         builder.build()
+    }
+}
+
+/// A node's address, over TLS or not; the client builders fill in the
+/// certificates of the TLS ones.
+fn address(host: &str, port: u16, tls: bool) -> ConnectionAddr {
+    if tls {
+        ConnectionAddr::TcpTls {
+            host: host.to_string(),
+            port,
+            insecure: false,
+            tls_params: None,
+        }
+    } else {
+        ConnectionAddr::Tcp(host.to_string(), port)
     }
 }
 
@@ -273,12 +335,24 @@ mod tests {
                 db: 2,
                 username: Some("chatup".into()),
                 password: Some("s3cret".into()),
+                tls: false,
             }
         );
         let cluster = ClusterUrl::parse("redis+cluster://u:p@10.0.0.1:7000,10.0.0.2:7001").unwrap();
         assert_eq!(cluster.nodes.len(), 2);
         assert_eq!(cluster.password.as_deref(), Some("p"));
+        assert!(!cluster.tls);
         assert!(ClusterUrl::parse("redis+cluster://10.0.0.1").is_err());
+        assert!(
+            ClusterUrl::parse("rediss+cluster://10.0.0.1:7000")
+                .unwrap()
+                .tls
+        );
+        assert!(
+            SentinelUrl::parse("rediss+sentinel://10.0.0.1:26379/chat")
+                .unwrap()
+                .tls
+        );
         let plain = SentinelUrl::parse("redis+sentinel://127.0.0.1:26379/mymaster").unwrap();
         assert_eq!(plain.db, 0);
         assert_eq!(plain.username, None);

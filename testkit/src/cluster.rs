@@ -1,5 +1,6 @@
 //! A Redis Cluster of its own for tests: three masters and three replicas
-//! (`redis-cli --cluster create`), on run-time ports in a temp directory.
+//! (`redis-cli --cluster create`), on run-time ports in a temp directory;
+//! over TLS, or without replicas, for some tests and benchmarks.
 
 use std::process::{Child, Command};
 use std::time::Duration;
@@ -8,7 +9,8 @@ use anyhow::Context;
 use nix::sys::signal::Signal;
 
 use crate::process::{
-    free_port, log_file, print_logs_if_failing, redis_cli as cli, stop, tcp_open, wait_until,
+    free_port, log_file, print_logs_if_failing, redis_cli_with, stop, tcp_open, wait_until,
+    RedisTls,
 };
 
 struct Node {
@@ -18,6 +20,9 @@ struct Node {
 
 pub struct RedisCluster {
     nodes: Vec<Node>,
+    /// Every node serves TLS only (clients, replication and the cluster
+    /// bus), and wants the client certificate.
+    tls: Option<RedisTls>,
     dir: tempfile::TempDir,
 }
 
@@ -25,14 +30,34 @@ impl RedisCluster {
     /// Starts six nodes, makes them a cluster of three shards, and waits
     /// until every node says the cluster is ok.
     pub fn start() -> anyhow::Result<Self> {
+        Self::start_with(false, 1)
+    }
+
+    /// The same cluster over TLS only (`rediss+cluster://`).
+    pub fn start_tls() -> anyhow::Result<Self> {
+        Self::start_with(true, 1)
+    }
+
+    /// Three masters and no replica (for benchmarks: the same durability
+    /// as one server without a replica).
+    pub fn start_without_replicas() -> anyhow::Result<Self> {
+        Self::start_with(false, 0)
+    }
+
+    fn start_with(tls: bool, replicas_per_master: usize) -> anyhow::Result<Self> {
         let dir = tempfile::Builder::new()
             .prefix("chatup-cluster-")
             .tempdir()?;
+        let tls = match tls {
+            true => Some(RedisTls::make(dir.path(), true, false)?),
+            false => None,
+        };
         let mut cluster = Self {
             nodes: Vec::new(),
+            tls,
             dir,
         };
-        for _ in 0..6 {
+        for _ in 0..3 * (1 + replicas_per_master) {
             let port = free_port();
             cluster.start_node(port)?;
         }
@@ -42,9 +67,17 @@ impl RedisCluster {
             .map(|n| format!("127.0.0.1:{}", n.port))
             .collect();
         let out = Command::new("redis-cli")
+            .args(
+                cluster
+                    .tls
+                    .as_ref()
+                    .map(RedisTls::cli_args)
+                    .unwrap_or_default(),
+            )
             .args(["--cluster", "create"])
             .args(&addresses)
-            .args(["--cluster-replicas", "1", "--cluster-yes"])
+            .args(["--cluster-replicas", &replicas_per_master.to_string()])
+            .arg("--cluster-yes")
             .output()
             .context("redis-cli --cluster create")?;
         anyhow::ensure!(
@@ -57,9 +90,11 @@ impl RedisCluster {
             "the cluster ok on every node",
             Duration::from_secs(30),
             || {
-                ports
-                    .iter()
-                    .all(|&p| cli(p, &["CLUSTER", "INFO"]).contains("cluster_state:ok"))
+                ports.iter().all(|&p| {
+                    cluster
+                        .cli(p, &["CLUSTER", "INFO"])
+                        .contains("cluster_state:ok")
+                })
             },
         )?;
         Ok(cluster)
@@ -69,8 +104,17 @@ impl RedisCluster {
         let own_dir = self.dir.path().join(format!("node-{port}"));
         std::fs::create_dir_all(&own_dir)?;
         let log = format!("node-{port}.log");
+        let listen = match &self.tls {
+            Some(tls) => [
+                tls.server_args(port),
+                vec!["--tls-cluster".into(), "yes".into()],
+            ]
+            .concat(),
+            None => vec!["--port".into(), port.to_string()],
+        };
         let child = Command::new("redis-server")
-            .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
+            .args(listen)
+            .args(["--bind", "127.0.0.1"])
             .args(["--cluster-enabled", "yes", "--cluster-node-timeout", "2000"])
             .args(["--save", "", "--appendonly", "yes"])
             .args(["--repl-diskless-sync-delay", "0"])
@@ -95,7 +139,16 @@ impl RedisCluster {
             .take(3)
             .map(|n| format!("127.0.0.1:{}", n.port))
             .collect();
-        format!("redis+cluster://{}", seeds.join(","))
+        let scheme = match self.tls {
+            Some(_) => "rediss+cluster",
+            None => "redis+cluster",
+        };
+        format!("{scheme}://{}", seeds.join(","))
+    }
+
+    /// The certificates of a TLS cluster.
+    pub fn tls(&self) -> Option<&RedisTls> {
+        self.tls.as_ref()
     }
 
     /// The ports of the masters now.
@@ -104,15 +157,15 @@ impl RedisCluster {
             .iter()
             .filter(|n| n.child.is_some())
             .map(|n| n.port)
-            .filter(|&p| cli(p, &["ROLE"]).starts_with("master"))
+            .filter(|&p| self.cli(p, &["ROLE"]).starts_with("master"))
             .collect()
     }
 
     /// The port of the master that owns `key`'s slot, as a live node says.
     pub fn master_of(&self, key: &str) -> Option<u16> {
         let live = self.nodes.iter().find(|n| n.child.is_some())?.port;
-        let slot: u16 = cli(live, &["CLUSTER", "KEYSLOT", key]).parse().ok()?;
-        cli(live, &["CLUSTER", "NODES"]).lines().find_map(|line| {
+        let slot: u16 = self.cli(live, &["CLUSTER", "KEYSLOT", key]).parse().ok()?;
+        self.cli(live, &["CLUSTER", "NODES"]).lines().find_map(|line| {
             let fields: Vec<&str> = line.split_whitespace().collect();
             let flags = fields.get(2)?;
             if !flags.contains("master") || flags.contains("fail") {
@@ -145,7 +198,10 @@ impl RedisCluster {
         wait_until(
             "the node back as a replica",
             Duration::from_secs(30),
-            || cli(port, &["INFO", "replication"]).contains("master_link_status:up"),
+            || {
+                self.cli(port, &["INFO", "replication"])
+                    .contains("master_link_status:up")
+            },
         )
     }
 
@@ -160,9 +216,10 @@ impl RedisCluster {
             .collect();
         wait_until("a replica promoted", timeout, || {
             self.master_of(key).is_some_and(|p| p != old)
-                && live
-                    .iter()
-                    .all(|&p| cli(p, &["CLUSTER", "INFO"]).contains("cluster_state:ok"))
+                && live.iter().all(|&p| {
+                    self.cli(p, &["CLUSTER", "INFO"])
+                        .contains("cluster_state:ok")
+                })
         })?;
         self.master_of(key).context("no master after the failover")
     }
@@ -173,25 +230,25 @@ impl RedisCluster {
     /// every master.
     pub fn move_slot_of(&self, key: &str, to: u16) -> anyhow::Result<()> {
         let from = self.master_of(key).context("no owner")?;
-        let slot = cli(from, &["CLUSTER", "KEYSLOT", key]);
+        let slot = self.cli(from, &["CLUSTER", "KEYSLOT", key]);
         let (from_id, to_id) = (
-            cli(from, &["CLUSTER", "MYID"]),
-            cli(to, &["CLUSTER", "MYID"]),
+            self.cli(from, &["CLUSTER", "MYID"]),
+            self.cli(to, &["CLUSTER", "MYID"]),
         );
         let ok = |answer: String, what: &str| {
             anyhow::ensure!(answer == "OK", "{what}: {answer}");
             Ok(())
         };
         ok(
-            cli(to, &["CLUSTER", "SETSLOT", &slot, "IMPORTING", &from_id]),
+            self.cli(to, &["CLUSTER", "SETSLOT", &slot, "IMPORTING", &from_id]),
             "importing",
         )?;
         ok(
-            cli(from, &["CLUSTER", "SETSLOT", &slot, "MIGRATING", &to_id]),
+            self.cli(from, &["CLUSTER", "SETSLOT", &slot, "MIGRATING", &to_id]),
             "migrating",
         )?;
         loop {
-            let keys = cli(from, &["CLUSTER", "GETKEYSINSLOT", &slot, "100"]);
+            let keys = self.cli(from, &["CLUSTER", "GETKEYSINSLOT", &slot, "100"]);
             if keys.is_empty() {
                 break;
             }
@@ -206,17 +263,17 @@ impl RedisCluster {
                 if key.contains(":w:") {
                     migrate.push("REPLACE");
                 }
-                let answer = cli(from, &migrate);
+                let answer = self.cli(from, &migrate);
                 anyhow::ensure!(
                     answer == "OK" || answer == "NOKEY",
                     "migrate {key}: {answer} (type on the target: {})",
-                    cli(to, &["TYPE", key])
+                    self.cli(to, &["TYPE", key])
                 );
             }
         }
         for master in self.master_ports() {
             ok(
-                cli(master, &["CLUSTER", "SETSLOT", &slot, "NODE", &to_id]),
+                self.cli(master, &["CLUSTER", "SETSLOT", &slot, "NODE", &to_id]),
                 "node",
             )?;
         }
@@ -233,7 +290,7 @@ impl RedisCluster {
 
     /// The `redis-cli` answer of the node at `port`.
     pub fn cli(&self, port: u16, args: &[&str]) -> String {
-        cli(port, args)
+        redis_cli_with(self.tls.as_ref(), port, args)
     }
 }
 

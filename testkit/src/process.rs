@@ -68,9 +68,11 @@ pub fn wait_until(
 }
 
 /// `redis-cli` against a local port: its trimmed output.
-pub(crate) fn redis_cli(port: u16, args: &[&str]) -> String {
+/// `redis-cli` of a server that may want TLS (with the client certificate).
+pub(crate) fn redis_cli_with(tls: Option<&RedisTls>, port: u16, args: &[&str]) -> String {
     let out = Command::new("redis-cli")
         .args(["-p", &port.to_string(), "--raw"])
+        .args(tls.map(RedisTls::cli_args).unwrap_or_default())
         .args(args)
         .output()
         .expect("redis-cli");
@@ -154,7 +156,11 @@ pub struct RedisTls {
 }
 
 impl RedisTls {
-    fn make(dir: &Path, clients_need_certificates: bool, acl_user: bool) -> anyhow::Result<Self> {
+    pub(crate) fn make(
+        dir: &Path,
+        clients_need_certificates: bool,
+        acl_user: bool,
+    ) -> anyhow::Result<Self> {
         let openssl = |args: &[&str]| -> anyhow::Result<()> {
             let out = Command::new("openssl")
                 .args(args)
@@ -229,6 +235,72 @@ impl RedisTls {
     }
 }
 
+impl RedisTls {
+    /// redis-server's arguments to serve TLS only, on `port`, with these
+    /// certificates; its own connections to other servers (replication,
+    /// the cluster bus, a sentinel's) use TLS too, and show its
+    /// certificate.
+    pub(crate) fn server_args(&self, port: u16) -> Vec<String> {
+        let path = |p: &PathBuf| p.display().to_string();
+        let auth = if self.clients_need_certificates {
+            "yes"
+        } else {
+            "no"
+        };
+        [
+            ("port", "0".to_string()),
+            ("tls-port", port.to_string()),
+            ("tls-cert-file", path(&self.server_cert_file)),
+            ("tls-key-file", path(&self.server_key_file)),
+            ("tls-ca-cert-file", path(&self.ca_file)),
+            ("tls-auth-clients", auth.to_string()),
+            ("tls-replication", "yes".to_string()),
+        ]
+        .into_iter()
+        .flat_map(|(key, value)| [format!("--{key}"), value])
+        .collect()
+    }
+
+    /// A chat worker's configuration lines (TOML, top-level keys) to reach
+    /// such a server with the CA and the client certificate.
+    pub fn worker_settings(&self) -> String {
+        [
+            ("redis_tls_ca_file", &self.ca_file),
+            ("redis_tls_cert_file", &self.client_cert_file),
+            ("redis_tls_key_file", &self.client_key_file),
+        ]
+        .iter()
+        .map(|(key, path)| format!("{key} = \"{}\"\n", path.display()))
+        .collect()
+    }
+
+    /// The dispatcher's flags for the same.
+    pub fn dispatcher_flags(&self) -> Vec<String> {
+        [
+            ("--redis-tls-ca-file", &self.ca_file),
+            ("--redis-tls-cert-file", &self.client_cert_file),
+            ("--redis-tls-key-file", &self.client_key_file),
+        ]
+        .iter()
+        .flat_map(|(flag, path)| [flag.to_string(), path.display().to_string()])
+        .collect()
+    }
+
+    /// `redis-cli`'s arguments to talk to such a server.
+    pub(crate) fn cli_args(&self) -> Vec<String> {
+        let path = |p: &PathBuf| p.display().to_string();
+        vec![
+            "--tls".into(),
+            "--cacert".into(),
+            path(&self.ca_file),
+            "--cert".into(),
+            path(&self.client_cert_file),
+            "--key".into(),
+            path(&self.client_key_file),
+        ]
+    }
+}
+
 impl Redis {
     /// A Redis that keeps nothing across restarts.
     pub fn start() -> anyhow::Result<Self> {
@@ -287,29 +359,9 @@ impl Redis {
         } else {
             &["--appendonly", "no"]
         };
-        let port = self.port.to_string();
         let listen: Vec<String> = match &self.tls {
-            None => vec!["--port".into(), port],
-            Some(tls) => [
-                "--port",
-                "0",
-                "--tls-port",
-                &port,
-                "--tls-cert-file",
-                &tls.server_cert_file.display().to_string(),
-                "--tls-key-file",
-                &tls.server_key_file.display().to_string(),
-                "--tls-ca-cert-file",
-                &tls.ca_file.display().to_string(),
-                "--tls-auth-clients",
-                if tls.clients_need_certificates {
-                    "yes"
-                } else {
-                    "no"
-                },
-            ]
-            .map(String::from)
-            .to_vec(),
+            None => vec!["--port".into(), self.port.to_string()],
+            Some(tls) => tls.server_args(self.port),
         };
         let acl: &[&str] = match &self.tls {
             Some(tls) if tls.acl_user => &[
@@ -411,6 +463,18 @@ pub struct WorkerOptions {
     pub module: Option<PathBuf>,
     /// nginx's `worker_connections` instead of the shipped value.
     pub worker_connections: Option<u64>,
+}
+
+impl WorkerOptions {
+    /// These settings, reaching Redis over TLS with `tls`'s CA and client
+    /// certificate.
+    pub fn with_redis_tls(self, tls: &RedisTls) -> Self {
+        Self {
+            // Top-level keys go before the tables of the configuration.
+            config_toml: format!("{}{}", tls.worker_settings(), self.config_toml),
+            ..self
+        }
+    }
 }
 
 impl Default for WorkerOptions {

@@ -8,7 +8,7 @@ use std::time::Duration;
 use anyhow::Context;
 use nix::sys::signal::Signal;
 
-use crate::process::{free_port, log_file, redis_cli as cli, stop, tcp_open, wait_until};
+use crate::process::{free_port, log_file, redis_cli_with, stop, tcp_open, wait_until, RedisTls};
 
 /// The group's name, as chatup's `redis+sentinel://.../<name>` names it.
 pub const MASTER_NAME: &str = "chat";
@@ -25,6 +25,9 @@ struct Server {
 pub struct SentinelGroup {
     servers: Vec<Server>,
     sentinels: Vec<Server>,
+    /// Every server and sentinel serves TLS only, and wants the client
+    /// certificate.
+    tls: Option<RedisTls>,
     dir: tempfile::TempDir,
 }
 
@@ -32,12 +35,28 @@ impl SentinelGroup {
     /// Starts the group and waits until it can fail over: the replica in
     /// sync, and every sentinel knowing the replica and the other two.
     pub fn start() -> anyhow::Result<Self> {
+        Self::start_with(false)
+    }
+
+    /// The same group over TLS only (`rediss+sentinel://`): servers and
+    /// sentinels want the test CA's client certificate, and talk to each
+    /// other over TLS too.
+    pub fn start_tls() -> anyhow::Result<Self> {
+        Self::start_with(true)
+    }
+
+    fn start_with(tls: bool) -> anyhow::Result<Self> {
         let dir = tempfile::Builder::new()
             .prefix("chatup-sentinel-")
             .tempdir()?;
+        let tls = match tls {
+            true => Some(RedisTls::make(dir.path(), true, false)?),
+            false => None,
+        };
         let mut group = Self {
             servers: Vec::new(),
             sentinels: Vec::new(),
+            tls,
             dir,
         };
         let master = free_port();
@@ -45,7 +64,9 @@ impl SentinelGroup {
         let replica = free_port();
         group.start_server(replica, Some(master))?;
         wait_until("the replica in sync", Duration::from_secs(20), || {
-            cli(replica, &["INFO", "replication"]).contains("master_link_status:up")
+            group
+                .cli(replica, &["INFO", "replication"])
+                .contains("master_link_status:up")
         })?;
         for n in 0..3 {
             let port = free_port();
@@ -57,8 +78,9 @@ impl SentinelGroup {
                      sentinel monitor {MASTER_NAME} 127.0.0.1 {master} 2\n\
                      sentinel down-after-milliseconds {MASTER_NAME} {DOWN_AFTER_MS}\n\
                      sentinel failover-timeout {MASTER_NAME} 4000\n\
-                     sentinel parallel-syncs {MASTER_NAME} 1\n",
-                    dir = group.dir.path().display()
+                     sentinel parallel-syncs {MASTER_NAME} 1\n{tls}",
+                    dir = group.dir.path().display(),
+                    tls = group.tls_conf_lines(port),
                 ),
             )?;
             let log = format!("sentinel-{n}.log");
@@ -81,7 +103,7 @@ impl SentinelGroup {
             Duration::from_secs(30),
             || {
                 ports.iter().all(|&port| {
-                    let master = cli(port, &["SENTINEL", "MASTER", MASTER_NAME]);
+                    let master = group.cli(port, &["SENTINEL", "MASTER", MASTER_NAME]);
                     let fields: Vec<&str> = master.lines().collect();
                     let field = |name: &str| {
                         fields
@@ -124,6 +146,9 @@ impl SentinelGroup {
         if let Some(master) = replica_of {
             command.args(["--replicaof", "127.0.0.1", &master.to_string()]);
         }
+        if let Some(tls) = &self.tls {
+            command.args(tls.server_args(port));
+        }
         let child = command
             .stdout(log_file(self.dir.path(), &log)?)
             .stderr(log_file(self.dir.path(), &log)?)
@@ -143,13 +168,46 @@ impl SentinelGroup {
             .iter()
             .map(|s| format!("127.0.0.1:{}", s.port))
             .collect();
-        format!("redis+sentinel://{}/{MASTER_NAME}", sentinels.join(","))
+        let scheme = match self.tls {
+            Some(_) => "rediss+sentinel",
+            None => "redis+sentinel",
+        };
+        format!("{scheme}://{}/{MASTER_NAME}", sentinels.join(","))
+    }
+
+    /// The pids of the running servers (not the sentinels).
+    pub fn server_pids(&self) -> Vec<u32> {
+        self.servers
+            .iter()
+            .filter_map(|s| s.child.as_ref().map(Child::id))
+            .collect()
+    }
+
+    /// The certificates of a TLS group.
+    pub fn tls(&self) -> Option<&RedisTls> {
+        self.tls.as_ref()
+    }
+
+    /// A sentinel's configuration lines for TLS on `port` (none without).
+    fn tls_conf_lines(&self, port: u16) -> String {
+        let Some(tls) = &self.tls else {
+            return String::new();
+        };
+        tls.server_args(port)
+            .chunks(2)
+            .map(|pair| format!("{} {}\n", pair[0].trim_start_matches('-'), pair[1]))
+            .collect()
+    }
+
+    /// The `redis-cli` answer of the server or sentinel at `port`.
+    fn cli(&self, port: u16, args: &[&str]) -> String {
+        redis_cli_with(self.tls.as_ref(), port, args)
     }
 
     /// The master's port, as the first sentinel that answers says.
     pub fn master_port(&self) -> Option<u16> {
         self.sentinels.iter().find_map(|s| {
-            let answer = cli(
+            let answer = self.cli(
                 s.port,
                 &["SENTINEL", "GET-MASTER-ADDR-BY-NAME", MASTER_NAME],
             );
@@ -180,14 +238,17 @@ impl SentinelGroup {
         wait_until(
             "the old master back as a replica",
             Duration::from_secs(30),
-            || cli(port, &["INFO", "replication"]).contains("master_link_status:up"),
+            || {
+                self.cli(port, &["INFO", "replication"])
+                    .contains("master_link_status:up")
+            },
         )
     }
 
     /// Waits until every sentinel names the same master, other than `old`.
     pub fn wait_for_failover(&self, old: u16, timeout: Duration) -> anyhow::Result<u16> {
         let named = |port: u16| -> Option<u16> {
-            cli(port, &["SENTINEL", "GET-MASTER-ADDR-BY-NAME", MASTER_NAME])
+            self.cli(port, &["SENTINEL", "GET-MASTER-ADDR-BY-NAME", MASTER_NAME])
                 .lines()
                 .nth(1)?
                 .parse()
@@ -205,7 +266,7 @@ impl SentinelGroup {
     /// The `redis-cli` answer of the master of the moment.
     pub fn master_cli(&self, args: &[&str]) -> String {
         self.master_port()
-            .map(|port| cli(port, args))
+            .map(|port| self.cli(port, args))
             .unwrap_or_default()
     }
 }

@@ -35,11 +35,20 @@ async fn server_call(dispatcher: &Dispatcher, path: &str, token: &str) -> (u16, 
     (status, response.json().await.unwrap_or(Value::Null))
 }
 
-/// Two chat workers and a dispatcher on `cluster`, announced.
+/// Two chat workers and a dispatcher on `cluster` (over TLS if it is),
+/// announced.
 async fn chat_on(cluster: &RedisCluster) -> (ChatWorker, ChatWorker, Dispatcher) {
-    let a = ChatWorker::start_at(&cluster.url(), WorkerOptions::default()).unwrap();
-    let b = ChatWorker::start_at(&cluster.url(), WorkerOptions::default()).unwrap();
-    let dispatcher = Dispatcher::start_on(&cluster.url()).unwrap();
+    let (options, flags) = match cluster.tls() {
+        Some(tls) => (
+            WorkerOptions::default().with_redis_tls(tls),
+            tls.dispatcher_flags(),
+        ),
+        None => (WorkerOptions::default(), Vec::new()),
+    };
+    let a = ChatWorker::start_at(&cluster.url(), options.clone()).unwrap();
+    let b = ChatWorker::start_at(&cluster.url(), options).unwrap();
+    let flags: Vec<&str> = flags.iter().map(String::as_str).collect();
+    let dispatcher = Dispatcher::start_with(&cluster.url(), &flags).unwrap();
     dispatcher.wait_for_workers(2).await;
     (a, b, dispatcher)
 }
@@ -174,23 +183,37 @@ async fn rooms_spread_over_the_shards_and_everything_works_as_on_one_server() {
     }
 }
 
+/// Kills the master of `key`'s shard, waits for its replica to take over,
+/// and starts the old one again.
+fn fail_over(cluster: &mut RedisCluster, key: &str) -> String {
+    let old = cluster.master_of(key).unwrap();
+    cluster.kill(old);
+    let new = cluster
+        .wait_for_failover(key, old, Duration::from_secs(30))
+        .unwrap();
+    // Acknowledged means on a replica (redis_min_replicas, 1 on a
+    // cluster): the shard's new master has none until the old one is
+    // back, as a supervisor would start it.
+    cluster.restart(old).unwrap();
+    format!("the room's shard failed over from :{old} to :{new}")
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_shard_master_killed_under_load_loses_no_acknowledged_message() {
     let mut cluster = RedisCluster::start().unwrap();
-    let figures = under_load(&mut cluster, "cluster-failover", |cluster, key| {
-        let old = cluster.master_of(key).unwrap();
-        cluster.kill(old);
-        let new = cluster
-            .wait_for_failover(key, old, Duration::from_secs(30))
-            .unwrap();
-        // Acknowledged means on a replica (redis_min_replicas, 1 on a
-        // cluster): the shard's new master has none until the old one is
-        // back, as a supervisor would start it.
-        cluster.restart(old).unwrap();
-        format!("the room's shard failed over from :{old} to :{new}")
-    })
-    .await;
+    let figures = under_load(&mut cluster, "cluster-failover", fail_over).await;
     println!("CLUSTER {figures}");
+}
+
+/// `rediss+cluster://`: every node serves TLS only and wants the client
+/// certificate; the workers and the dispatcher find the other nodes from
+/// the seeds, and the promoted replica, over TLS.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn over_tls_a_shard_master_killed_under_load_loses_no_acknowledged_message() {
+    let mut cluster = RedisCluster::start_tls().unwrap();
+    assert!(cluster.url().starts_with("rediss+cluster://"));
+    let figures = under_load(&mut cluster, "cluster-tls", fail_over).await;
+    println!("CLUSTER over TLS {figures}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

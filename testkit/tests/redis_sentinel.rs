@@ -20,10 +20,37 @@ const ROOM: &str = "sentinel";
 // while the poster and the readers go on.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_master_killed_under_load_loses_no_acknowledged_message() {
-    let mut group = SentinelGroup::start().unwrap();
-    let a = ChatWorker::start_at(&group.url(), WorkerOptions::default()).unwrap();
-    let b = ChatWorker::start_at(&group.url(), WorkerOptions::default()).unwrap();
-    let dispatcher = Dispatcher::start_on(&group.url()).unwrap();
+    let figures = failover_under_load(SentinelGroup::start().unwrap()).await;
+    println!("SENTINEL {figures}");
+}
+
+/// `rediss+sentinel://`: the sentinels and the servers serve TLS only and
+/// want the client certificate; the workers and the dispatcher ask the
+/// sentinels, and reach the master they name, over TLS, before and after
+/// the failover.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn over_tls_a_master_killed_under_load_loses_no_acknowledged_message() {
+    let group = SentinelGroup::start_tls().unwrap();
+    assert!(group.url().starts_with("rediss+sentinel://"));
+    let figures = failover_under_load(group).await;
+    println!("SENTINEL over TLS {figures}");
+}
+
+/// Two workers and a dispatcher on `group`, a poster and four readers;
+/// the master killed once posting is under way, and started again (as a
+/// replica) after the failover. Returns the figures.
+async fn failover_under_load(mut group: SentinelGroup) -> String {
+    let (options, flags) = match group.tls() {
+        Some(tls) => (
+            WorkerOptions::default().with_redis_tls(tls),
+            tls.dispatcher_flags(),
+        ),
+        None => (WorkerOptions::default(), Vec::new()),
+    };
+    let a = ChatWorker::start_at(&group.url(), options.clone()).unwrap();
+    let b = ChatWorker::start_at(&group.url(), options).unwrap();
+    let flags: Vec<&str> = flags.iter().map(String::as_str).collect();
+    let dispatcher = Dispatcher::start_with(&group.url(), &flags).unwrap();
     dispatcher.wait_for_workers(2).await;
     let readers = readers_on(&[&a, &b], ROOM).await;
     let poster = Poster::start(
@@ -75,8 +102,8 @@ async fn a_master_killed_under_load_loses_no_acknowledged_message() {
         body["messages"][0]["id"],
         posted.acked.last().unwrap().as_str()
     );
-    println!(
-        "SENTINEL failover from :{old} to :{new} in {:.1} s: {figures}",
+    format!(
+        "failover from :{old} to :{new} in {:.1} s: {figures}",
         failover.as_secs_f64()
-    );
+    )
 }

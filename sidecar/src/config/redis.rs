@@ -12,7 +12,8 @@ use std::sync::Arc;
 
 use super::ConfigError;
 use crate::topology::{
-    ClusterUrl, SentinelGroup, SentinelUrl, Topology, CLUSTER_SCHEME, SENTINEL_SCHEME,
+    ClusterUrl, SentinelGroup, SentinelUrl, Topology, CLUSTER_SCHEME, CLUSTER_TLS_SCHEME,
+    SENTINEL_SCHEME, SENTINEL_TLS_SCHEME,
 };
 
 /// The TLS files of a `rediss://` connection.
@@ -30,33 +31,33 @@ impl RedisTls<'_> {
     /// read now, so a missing or unreadable one stops the process at start.
     pub fn topology(&self, url: &str) -> Result<Topology, ConfigError> {
         let invalid = |e: String| ConfigError::Invalid(format!("redis_url: {e}"));
-        let uses_tls_files = self.ca_file.is_some() || self.cert_file.is_some();
-        if url.starts_with("rediss+sentinel://") {
+        let tls_url = [CLUSTER_TLS_SCHEME, SENTINEL_TLS_SCHEME, "rediss://"]
+            .iter()
+            .any(|scheme| url.starts_with(scheme));
+        if self.uses_files() && !tls_url {
             return Err(invalid(
-                "TLS to a Sentinel group is not supported yet: use redis+sentinel:// on a \
-                 private network, or one server with rediss://"
+                "redis_tls_* files are set, but redis_url is not rediss://, rediss+sentinel:// \
+                 or rediss+cluster://"
                     .into(),
             ));
         }
-        if url.starts_with(CLUSTER_SCHEME) {
-            if uses_tls_files {
-                return Err(invalid("redis_tls_* files need a rediss:// URL".into()));
-            }
-            let cluster = ClusterUrl::parse(url).map_err(|e| {
+        if url.starts_with(CLUSTER_SCHEME) || url.starts_with(CLUSTER_TLS_SCHEME) {
+            let mut cluster = ClusterUrl::parse(url).map_err(|e| {
                 invalid(
                     e.to_string()
                         .replace(SENTINEL_SCHEME, CLUSTER_SCHEME)
-                        .replace("/<master name>[/<db>]", ""),
+                        .replace("/<master name>[/<db>]", "")
+                        .replace("rediss+sentinel://", "rediss+cluster://"),
                 )
             })?;
+            cluster.certificates = self.certificates()?;
             return Ok(Topology::Cluster(Arc::new(cluster)));
         }
-        if url.starts_with(SENTINEL_SCHEME) {
-            if uses_tls_files {
-                return Err(invalid("redis_tls_* files need a rediss:// URL".into()));
-            }
+        if url.starts_with(SENTINEL_SCHEME) || url.starts_with(SENTINEL_TLS_SCHEME) {
             let parsed = SentinelUrl::parse(url).map_err(|e| invalid(e.to_string()))?;
-            let client = parsed.client().map_err(|e| invalid(e.to_string()))?;
+            let client = parsed
+                .client(self.certificates()?)
+                .map_err(|e| invalid(e.to_string()))?;
             return Ok(Topology::Sentinel(Arc::new(SentinelGroup {
                 client: tokio::sync::Mutex::new(client),
                 count: parsed.sentinels.len(),
@@ -66,15 +67,13 @@ impl RedisTls<'_> {
             .map(|client| Topology::Server(Box::new(client)))
     }
 
-    /// The client for one server at `url`.
-    fn client(&self, url: &str) -> Result<redis::Client, ConfigError> {
-        let invalid = |e: String| ConfigError::Invalid(format!("redis_url: {e}"));
-        let uses_tls_files = self.ca_file.is_some() || self.cert_file.is_some();
-        if uses_tls_files && !url.starts_with("rediss://") {
-            return Err(ConfigError::Invalid(
-                "redis_tls_* files are set, but redis_url is not rediss://".into(),
-            ));
-        }
+    fn uses_files(&self) -> bool {
+        self.ca_file.is_some() || self.cert_file.is_some() || self.key_file.is_some()
+    }
+
+    /// The files, read; `None` when none is set (the system's CAs, no
+    /// client certificate).
+    fn certificates(&self) -> Result<Option<redis::TlsCertificates>, ConfigError> {
         let client_tls = match (self.cert_file, self.key_file) {
             (Some(cert), Some(key)) => Some(redis::ClientTlsConfig {
                 client_cert: read(cert)?,
@@ -87,14 +86,29 @@ impl RedisTls<'_> {
                 ))
             }
         };
-        if !uses_tls_files {
-            return redis::Client::open(url).map_err(|e| invalid(e.to_string()));
+        if !self.uses_files() {
+            return Ok(None);
         }
-        let certificates = redis::TlsCertificates {
+        Ok(Some(redis::TlsCertificates {
             client_tls,
             root_cert: self.ca_file.map(read).transpose()?,
-        };
-        redis::Client::build_with_tls(url, certificates).map_err(|e| invalid(e.to_string()))
+        }))
+    }
+
+    /// The client for one server at `url`.
+    fn client(&self, url: &str) -> Result<redis::Client, ConfigError> {
+        let invalid = |e: String| ConfigError::Invalid(format!("redis_url: {e}"));
+        if self.uses_files() && !url.starts_with("rediss://") {
+            return Err(ConfigError::Invalid(
+                "redis_tls_* files are set, but redis_url is not rediss://".into(),
+            ));
+        }
+        match self.certificates()? {
+            None => redis::Client::open(url).map_err(|e| invalid(e.to_string())),
+            Some(certificates) => {
+                redis::Client::build_with_tls(url, certificates).map_err(|e| invalid(e.to_string()))
+            }
+        }
     }
 }
 
@@ -144,13 +158,25 @@ mod tests {
             .is_ok());
         let sentinel = RedisTls::default().topology("redis+sentinel://127.0.0.1:26379/chat");
         assert!(sentinel.unwrap().follows_failovers());
-        let err = RedisTls::default()
-            .topology("rediss+sentinel://127.0.0.1:26379/chat")
-            .unwrap_err();
-        assert!(err.to_string().contains("not supported yet"), "{err}");
+        let over_tls = RedisTls::default().topology("rediss+sentinel://127.0.0.1:26379/chat");
+        assert!(over_tls.unwrap().follows_failovers());
         let err = with_ca
             .topology("redis+sentinel://127.0.0.1:26379/chat")
             .unwrap_err();
-        assert!(err.to_string().contains("rediss://"), "{err}");
+        assert!(err.to_string().contains("rediss+sentinel://"), "{err}");
+        let err = with_ca
+            .topology("redis+cluster://127.0.0.1:7000")
+            .unwrap_err();
+        assert!(err.to_string().contains("rediss+cluster://"), "{err}");
+        let Topology::Cluster(cluster) =
+            with_ca.topology("rediss+cluster://127.0.0.1:7000").unwrap()
+        else {
+            panic!("not a cluster")
+        };
+        assert!(cluster.tls && cluster.certificates.is_some());
+        let err = half
+            .topology("rediss+cluster://127.0.0.1:7000")
+            .unwrap_err();
+        assert!(err.to_string().contains("both"), "{err}");
     }
 }

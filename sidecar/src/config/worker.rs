@@ -31,13 +31,13 @@ pub struct WorkerConfig {
     /// How often rooms' counts are recomputed and, when they changed, sent
     /// to readers as a count event.
     pub count_interval_ms: u64,
-    /// Redis URL (`redis://host:port/db`, `rediss://` for TLS; an ACL
+    /// Redis URL (`redis://host:port/db`, `rediss://` for TLS, `redis+sentinel://`, `redis+cluster://`; an ACL
     /// user and password as `rediss://user:password@host`).
     pub redis_url: String,
-    /// `rediss://` only: PEM CA certificate(s) to trust for Redis's
+    /// TLS URLs only (`rediss://`, `rediss+sentinel://`, `rediss+cluster://`): PEM CA certificate(s) to trust for Redis's
     /// certificate (default: the system's).
     pub redis_tls_ca_file: Option<PathBuf>,
-    /// `rediss://` only: client certificate and key (PEM), when Redis
+    /// TLS URLs only (`rediss://`, `rediss+sentinel://`, `rediss+cluster://`): client certificate and key (PEM), when Redis
     /// checks clients (`tls-auth-clients yes`).
     pub redis_tls_cert_file: Option<PathBuf>,
     pub redis_tls_key_file: Option<PathBuf>,
@@ -137,13 +137,13 @@ pub struct WorkerArgs {
     /// Redis URL [default: redis://127.0.0.1:6379]
     #[arg(long, env = "CHATUP_REDIS_URL")]
     pub redis_url: Option<String>,
-    /// rediss:// only: PEM CA file to trust for Redis [default: the system's]
+    /// TLS URLs only (rediss://, rediss+sentinel://, rediss+cluster://): PEM CA file to trust for Redis [default: the system's]
     #[arg(long, env = "CHATUP_REDIS_TLS_CA_FILE")]
     pub redis_tls_ca_file: Option<PathBuf>,
-    /// rediss:// only: PEM client certificate for Redis
+    /// TLS URLs only (rediss://, rediss+sentinel://, rediss+cluster://): PEM client certificate for Redis
     #[arg(long, env = "CHATUP_REDIS_TLS_CERT_FILE")]
     pub redis_tls_cert_file: Option<PathBuf>,
-    /// rediss:// only: PEM key of the client certificate
+    /// TLS URLs only (rediss://, rediss+sentinel://, rediss+cluster://): PEM key of the client certificate
     #[arg(long, env = "CHATUP_REDIS_TLS_KEY_FILE")]
     pub redis_tls_key_file: Option<PathBuf>,
     /// Replicas that must have a message before it is acknowledged [default: 1 with Sentinel or Cluster, else 0]
@@ -292,8 +292,8 @@ impl WorkerConfig {
         self.redis_topology().map(drop)
     }
 
-    /// Where Redis is (one server, or a Sentinel group), with the TLS
-    /// files of a `rediss://` URL.
+    /// Where Redis is (one server, a Sentinel group or a cluster), with the TLS
+    /// files of a TLS URL.
     pub fn redis_topology(&self) -> Result<crate::topology::Topology, ConfigError> {
         super::RedisTls {
             ca_file: self.redis_tls_ca_file.as_deref(),

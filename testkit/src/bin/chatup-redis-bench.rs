@@ -1,6 +1,8 @@
 //! `chatup-redis-bench`: many small rooms on one Redis server and on a
 //! 3-shard Redis Cluster (sharded Pub/Sub), in one run, so that only the
-//! ratios mean something on a shared machine. Two chat workers, one
+//! ratios mean something on a shared machine: both without replicas, then
+//! both with one replica per master and every message waiting for it
+//! (WAIT 1; the server's replica under Sentinel). Two chat workers, one
 //! WebSocket reader per room, posters spreading messages over the rooms.
 //! Prints messages/s accepted and the CPU time of Redis and of the chatup
 //! sidecars per message; asserts nothing but that no message was lost.
@@ -13,6 +15,7 @@ use anyhow::Context;
 use chatup_testkit::clients::items;
 use chatup_testkit::cluster::RedisCluster;
 use chatup_testkit::process::WorkerOptions;
+use chatup_testkit::sentinel::SentinelGroup;
 use chatup_testkit::{token_for, ChatWorker, Redis, Subscriber, Transport};
 use clap::Parser;
 
@@ -28,9 +31,6 @@ struct Args {
     /// Concurrent posters.
     #[arg(long, default_value_t = 8)]
     posters: usize,
-    /// Replicas a cluster's message waits for before its 202 (WAIT).
-    #[arg(long, default_value_t = 1)]
-    cluster_min_replicas: u32,
 }
 
 /// User + system CPU time of `pid` so far, in milliseconds.
@@ -162,9 +162,11 @@ async fn main() -> anyhow::Result<()> {
         "{} rooms (one reader each, over 2 chat workers), {} messages by {} posters",
         args.rooms, args.messages, args.posters
     );
+    // Each pair compares the same durability: no replica, then a message
+    // acknowledged once one replica has it (WAIT 1).
     let single = Redis::start().context("starting redis-server")?;
     let one = run(
-        "one Redis server",
+        "one server, no replica",
         &args,
         &single.url(),
         0,
@@ -172,20 +174,45 @@ async fn main() -> anyhow::Result<()> {
     )
     .await?;
     drop(single);
-    let cluster = RedisCluster::start().context("starting the cluster")?;
+    let cluster = RedisCluster::start_without_replicas().context("starting the cluster")?;
     let sharded = run(
-        &format!("3-shard cluster (WAIT {})", args.cluster_min_replicas),
+        "3 shards, no replica",
         &args,
         &cluster.url(),
-        args.cluster_min_replicas,
+        0,
         &cluster.pids(),
     )
     .await?;
-    println!(
-        "cluster / one server: throughput {:.2}x, Redis CPU per message {:.2}x (6 nodes: 3 masters, 3 replicas), sidecars CPU per message {:.2}x",
-        sharded.per_second / one.per_second,
-        sharded.redis_cpu_per_1000 / one.redis_cpu_per_1000.max(0.001),
-        sharded.sidecar_cpu_per_1000 / one.sidecar_cpu_per_1000.max(0.001),
-    );
+    drop(cluster);
+    let group = SentinelGroup::start().context("starting a master and its replica")?;
+    let replicated = run(
+        "one server + replica, WAIT 1",
+        &args,
+        &group.url(),
+        1,
+        &group.server_pids(),
+    )
+    .await?;
+    drop(group);
+    let cluster = RedisCluster::start().context("starting the cluster")?;
+    let sharded_replicated = run(
+        "3 shards + 3 replicas, WAIT 1",
+        &args,
+        &cluster.url(),
+        1,
+        &cluster.pids(),
+    )
+    .await?;
+    for (what, cluster, server) in [
+        ("no replica", &sharded, &one),
+        ("WAIT 1", &sharded_replicated, &replicated),
+    ] {
+        println!(
+            "cluster / one server, {what}: throughput {:.2}x, Redis CPU per message {:.2}x, sidecars CPU per message {:.2}x",
+            cluster.per_second / server.per_second,
+            cluster.redis_cpu_per_1000 / server.redis_cpu_per_1000.max(0.001),
+            cluster.sidecar_cpu_per_1000 / server.sidecar_cpu_per_1000.max(0.001),
+        );
+    }
     Ok(())
 }
