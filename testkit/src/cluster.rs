@@ -280,6 +280,15 @@ impl RedisCluster {
         Ok(())
     }
 
+    /// `CONFIG SET <parameter> <value>` on every running node.
+    pub fn config_set(&self, parameter: &str, value: &str) -> anyhow::Result<()> {
+        for node in self.nodes.iter().filter(|n| n.child.is_some()) {
+            let answer = self.cli(node.port, &["CONFIG", "SET", parameter, value]);
+            anyhow::ensure!(answer == "OK", "CONFIG SET {parameter}: {answer}");
+        }
+        Ok(())
+    }
+
     /// The pids of the running nodes.
     pub fn pids(&self) -> Vec<u32> {
         self.nodes

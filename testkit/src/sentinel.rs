@@ -175,6 +175,16 @@ impl SentinelGroup {
         format!("{scheme}://{}/{MASTER_NAME}", sentinels.join(","))
     }
 
+    /// `CONFIG SET <parameter> <value>` on every running server (not the
+    /// sentinels).
+    pub fn config_set(&self, parameter: &str, value: &str) -> anyhow::Result<()> {
+        for server in self.servers.iter().filter(|s| s.child.is_some()) {
+            let answer = self.cli(server.port, &["CONFIG", "SET", parameter, value]);
+            anyhow::ensure!(answer == "OK", "CONFIG SET {parameter}: {answer}");
+        }
+        Ok(())
+    }
+
     /// The pids of the running servers (not the sentinels).
     pub fn server_pids(&self) -> Vec<u32> {
         self.servers

@@ -174,7 +174,11 @@ async fn main() -> anyhow::Result<()> {
     )
     .await?;
     drop(single);
+    // No persistence anywhere, as the single server: the test groups
+    // keep an append-only file (fsync'd at every write in the Sentinel
+    // group), which would be measured instead of replication.
     let cluster = RedisCluster::start_without_replicas().context("starting the cluster")?;
+    cluster.config_set("appendonly", "no")?;
     let sharded = run(
         "3 shards, no replica",
         &args,
@@ -185,6 +189,7 @@ async fn main() -> anyhow::Result<()> {
     .await?;
     drop(cluster);
     let group = SentinelGroup::start().context("starting a master and its replica")?;
+    group.config_set("appendonly", "no")?;
     let replicated = run(
         "one server + replica, WAIT 1",
         &args,
@@ -195,6 +200,7 @@ async fn main() -> anyhow::Result<()> {
     .await?;
     drop(group);
     let cluster = RedisCluster::start().context("starting the cluster")?;
+    cluster.config_set("appendonly", "no")?;
     let sharded_replicated = run(
         "3 shards + 3 replicas, WAIT 1",
         &args,
