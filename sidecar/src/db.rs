@@ -9,15 +9,28 @@
 //! reports an error. So a command that times out replaces the connection:
 //! the next command uses a new one (at most one replacement per timeout
 //! period, however many commands time out together).
+//!
+//! The master of a Sentinel group is only ever reached at an address the
+//! sentinels name at that moment: its connection does not reconnect by
+//! itself. A master that dies and is started again while the group fails
+//! over comes back as a master with what it had, until the sentinels make
+//! it a replica (seconds later); a connection that went back to it by
+//! itself would read and write stale data there. So any connection error
+//! forgets the master, and the sentinels are asked again.
 
 use std::future::Future;
 use std::sync::{Arc, Mutex, Weak};
 use std::time::{Duration, Instant};
 
-use redis::aio::{ConnectionLike, ConnectionManager, ConnectionManagerConfig};
+use redis::aio::{
+    ConnectionLike, ConnectionManager, ConnectionManagerConfig, MultiplexedConnection,
+};
 use redis::cluster_async::ClusterConnection;
-use redis::{Cmd, ConnectionAddr, ErrorKind, Pipeline, RedisFuture, Value};
-use tokio::sync::Notify;
+use redis::{
+    AsyncConnectionConfig, Cmd, ConnectionAddr, ErrorKind, Pipeline, RedisFuture, ServerErrorKind,
+    Value,
+};
+use tokio::sync::{watch, Notify};
 
 use crate::topology::{ClusterUrl, Topology};
 
@@ -37,6 +50,9 @@ pub enum DbError {
 #[derive(Clone)]
 pub enum DbConn {
     Ready(ConnectionManager),
+    /// A Sentinel group's master, as the sentinels named it: never
+    /// reconnected by itself (see the module's comment).
+    Master(MultiplexedConnection),
     /// A Redis Cluster: routes each command to the shard of its key, and
     /// follows slot moves and failovers (MOVED) by itself.
     Cluster(ClusterConnection),
@@ -59,6 +75,7 @@ impl ConnectionLike for DbConn {
     fn req_packed_command<'a>(&'a mut self, cmd: &'a Cmd) -> RedisFuture<'a, Value> {
         match self {
             DbConn::Ready(conn) => conn.req_packed_command(cmd),
+            DbConn::Master(conn) => conn.req_packed_command(cmd),
             DbConn::Cluster(conn) => conn.req_packed_command(cmd),
             DbConn::NoMaster => Box::pin(async { Err(Self::no_master()) }),
         }
@@ -72,6 +89,7 @@ impl ConnectionLike for DbConn {
     ) -> RedisFuture<'a, Vec<Value>> {
         match self {
             DbConn::Ready(conn) => conn.req_packed_commands(pipeline, offset, count),
+            DbConn::Master(conn) => conn.req_packed_commands(pipeline, offset, count),
             DbConn::Cluster(conn) => conn.req_packed_commands(pipeline, offset, count),
             DbConn::NoMaster => Box::pin(async { Err(Self::no_master()) }),
         }
@@ -80,6 +98,7 @@ impl ConnectionLike for DbConn {
     fn get_db(&self) -> i64 {
         match self {
             DbConn::Ready(conn) => conn.get_db(),
+            DbConn::Master(conn) => conn.get_db(),
             DbConn::Cluster(_) | DbConn::NoMaster => 0,
         }
     }
@@ -99,6 +118,10 @@ pub struct Db {
     timeout: Duration,
     /// Wakes the task that asks the sentinels where the master is.
     trouble: Arc<Notify>,
+    /// Counts the moves to a new master (a Sentinel group's): what was read
+    /// before one may have come from a server that was no longer the
+    /// master.
+    moves: watch::Receiver<u64>,
 }
 
 /// How often a Sentinel group is asked where its master is, trouble or not
@@ -119,6 +142,7 @@ impl Db {
             ),
             Topology::Sentinel(_) | Topology::Cluster(_) => (DbConn::NoMaster, None),
         };
+        let (moved, moves) = watch::channel(0);
         let db = Self {
             topology,
             current: Arc::new(Mutex::new(Current {
@@ -128,6 +152,7 @@ impl Db {
             })),
             timeout,
             trouble: Arc::new(Notify::new()),
+            moves,
         };
         if let Topology::Cluster(url) = &db.topology {
             tokio::spawn(connect_cluster(
@@ -141,6 +166,7 @@ impl Db {
                 db.topology.clone(),
                 Arc::downgrade(&db.current),
                 db.trouble.clone(),
+                moved,
                 timeout,
             ));
         }
@@ -184,6 +210,12 @@ impl Db {
         self.timeout
     }
 
+    /// Changes each time the connection moves to a new master (a Sentinel
+    /// group's; never for one server or a cluster).
+    pub fn master_moves(&self) -> watch::Receiver<u64> {
+        self.moves.clone()
+    }
+
     /// Runs `op`, failing with [`DbError::Timeout`] past the timeout (and
     /// then replacing the connection, which may be half-open). Any failure
     /// makes a Sentinel group's master be asked for again.
@@ -196,6 +228,8 @@ impl Db {
             Ok(Err(e)) => {
                 if e.is_timeout() {
                     self.replace_connection();
+                } else if self.topology.follows_failovers() && connection_lost(&e) {
+                    self.forget_master();
                 }
                 self.trouble.notify_one();
                 Err(e.into())
@@ -205,6 +239,18 @@ impl Db {
                 self.trouble.notify_one();
                 Err(DbError::Timeout(self.timeout))
             }
+        }
+    }
+
+    /// Drops the connection to a Sentinel group's master: commands fail at
+    /// once (503) until the sentinels name a master again.
+    fn forget_master(&self) {
+        let mut current = self.lock();
+        if current.addr.is_some() {
+            tracing::warn!("lost the redis master: asking the sentinels again");
+            current.conn = DbConn::NoMaster;
+            current.addr = None;
+            current.since = Instant::now();
         }
     }
 
@@ -222,8 +268,8 @@ impl Db {
             // goes makes the task that follows the master connect anew
             // (a half-open connection is never noticed otherwise).
             if self.topology.follows_failovers() {
-                current.addr = None;
-                current.since = Instant::now();
+                drop(current);
+                self.forget_master();
             }
             return;
         };
@@ -277,6 +323,15 @@ impl Db {
     }
 }
 
+/// Whether `e` means the connection (or the master role of the server at
+/// its end) is gone: broken, refused, or a write refused by a replica.
+fn connection_lost(e: &redis::RedisError) -> bool {
+    e.is_io_error()
+        || e.is_connection_dropped()
+        || e.is_unrecoverable_error()
+        || e.kind() == ErrorKind::Server(ServerErrorKind::ReadOnly)
+}
+
 fn lock(current: &Mutex<Current>) -> std::sync::MutexGuard<'_, Current> {
     current.lock().unwrap_or_else(|p| p.into_inner())
 }
@@ -288,29 +343,45 @@ async fn follow_master(
     topology: Topology,
     current: Weak<Mutex<Current>>,
     trouble: Arc<Notify>,
+    moved: watch::Sender<u64>,
     timeout: Duration,
 ) {
     let mut failing = false;
+    let budget = topology.resolve_budget(timeout);
     loop {
-        let Some(shared) = current.upgrade() else {
+        if current.strong_count() == 0 {
             return;
+        }
+        // The master named now, connected to now: the connection is made
+        // before anything is sent on it, so it reaches the server that was
+        // just named (and that answered ROLE as a master).
+        let named = async {
+            let client = topology.master().await?;
+            let addr = client.get_connection_info().addr().clone();
+            let known = current
+                .upgrade()
+                .is_some_and(|shared| lock(&shared).addr.as_ref() == Some(&addr));
+            if known {
+                return Ok(None);
+            }
+            let config = AsyncConnectionConfig::new()
+                .set_connection_timeout(Some(timeout))
+                .set_response_timeout(Some(timeout));
+            let conn = client
+                .get_multiplexed_async_connection_with_config(&config)
+                .await?;
+            Ok::<_, redis::RedisError>(Some((addr, conn)))
         };
-        match tokio::time::timeout(topology.resolve_budget(timeout), topology.master()).await {
-            Ok(Ok(client)) => {
-                let addr = client.get_connection_info().addr().clone();
-                let mut current = lock(&shared);
-                if current.addr.as_ref() != Some(&addr) {
-                    match Db::manager(&client, timeout) {
-                        Ok(conn) => {
-                            tracing::warn!(master = %addr, "redis master (from the sentinels): connecting");
-                            *current = Current {
-                                conn: DbConn::Ready(conn),
-                                addr: Some(addr),
-                                since: Instant::now(),
-                            };
-                        }
-                        Err(e) => tracing::warn!(error = %e, "cannot connect to the redis master"),
-                    }
+        match tokio::time::timeout(budget, named).await {
+            Ok(Ok(found)) => {
+                if let (Some((addr, conn)), Some(shared)) = (found, current.upgrade()) {
+                    tracing::warn!(master = %addr, "redis master (from the sentinels): connected");
+                    *lock(&shared) = Current {
+                        conn: DbConn::Master(conn),
+                        addr: Some(addr),
+                        since: Instant::now(),
+                    };
+                    moved.send_modify(|count| *count += 1);
                 }
                 if failing {
                     tracing::info!("the sentinels answer again");
@@ -330,7 +401,6 @@ async fn follow_master(
                 }
             }
         }
-        drop(shared);
         tokio::select! {
             _ = trouble.notified() => {
                 // Failures come in bursts: one question for each burst.

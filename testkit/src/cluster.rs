@@ -282,11 +282,8 @@ impl RedisCluster {
 
     /// `CONFIG SET <parameter> <value>` on every running node.
     pub fn config_set(&self, parameter: &str, value: &str) -> anyhow::Result<()> {
-        for node in self.nodes.iter().filter(|n| n.child.is_some()) {
-            let answer = self.cli(node.port, &["CONFIG", "SET", parameter, value]);
-            anyhow::ensure!(answer == "OK", "CONFIG SET {parameter}: {answer}");
-        }
-        Ok(())
+        let running = self.nodes.iter().filter(|n| n.child.is_some());
+        crate::process::config_set_on(self.tls.as_ref(), running.map(|n| n.port), parameter, value)
     }
 
     /// The pids of the running nodes.

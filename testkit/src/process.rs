@@ -68,6 +68,23 @@ pub fn wait_until(
 }
 
 /// `redis-cli` against a local port: its trimmed output.
+/// `CONFIG SET <parameter> <value>` on each server at `ports`.
+pub(crate) fn config_set_on(
+    tls: Option<&RedisTls>,
+    ports: impl IntoIterator<Item = u16>,
+    parameter: &str,
+    value: &str,
+) -> anyhow::Result<()> {
+    for port in ports {
+        let answer = redis_cli_with(tls, port, &["CONFIG", "SET", parameter, value]);
+        anyhow::ensure!(
+            answer == "OK",
+            "CONFIG SET {parameter} on :{port}: {answer}"
+        );
+    }
+    Ok(())
+}
+
 /// `redis-cli` of a server that may want TLS (with the client certificate).
 pub(crate) fn redis_cli_with(tls: Option<&RedisTls>, port: u16, args: &[&str]) -> String {
     let out = Command::new("redis-cli")
@@ -112,9 +129,20 @@ pub(crate) fn log_file(dir: &Path, name: &str) -> anyhow::Result<std::fs::File> 
         .context("log file")
 }
 
+/// When a test fails: prints the last lines of each log, and with
+/// `CHATUP_KEEP_FAILED_LOGS=<dir>` keeps whole copies there (the temp
+/// directories go with the test).
 pub(crate) fn print_logs_if_failing(dir: &Path, names: &[&str]) {
     if !std::thread::panicking() {
         return;
+    }
+    if let Some(keep) = std::env::var_os("CHATUP_KEEP_FAILED_LOGS") {
+        let keep = PathBuf::from(keep);
+        let prefix = dir.file_name().unwrap_or_default().to_string_lossy();
+        let _ = std::fs::create_dir_all(&keep);
+        for name in names {
+            let _ = std::fs::copy(dir.join(name), keep.join(format!("{prefix}-{name}")));
+        }
     }
     for name in names {
         if let Ok(text) = std::fs::read_to_string(dir.join(name)) {
@@ -1007,6 +1035,29 @@ impl Dispatcher {
     /// The operator API (`/workers`).
     pub fn operator_url(&self) -> String {
         format!("http://127.0.0.1:{}", self.operator_port)
+    }
+
+    /// Two chat workers and a dispatcher on the Redis at `redis_url` (one
+    /// server, a Sentinel group or a cluster), over TLS with `tls`'s CA
+    /// and client certificate if given; returns once both workers are
+    /// announced.
+    pub async fn with_two_workers(
+        redis_url: &str,
+        tls: Option<&RedisTls>,
+    ) -> anyhow::Result<(ChatWorker, ChatWorker, Dispatcher)> {
+        let (options, flags) = match tls {
+            Some(tls) => (
+                WorkerOptions::default().with_redis_tls(tls),
+                tls.dispatcher_flags(),
+            ),
+            None => (WorkerOptions::default(), Vec::new()),
+        };
+        let a = ChatWorker::start_at(redis_url, options.clone())?;
+        let b = ChatWorker::start_at(redis_url, options)?;
+        let flags: Vec<&str> = flags.iter().map(String::as_str).collect();
+        let dispatcher = Dispatcher::start_with(redis_url, &flags)?;
+        dispatcher.wait_for_workers(2).await;
+        Ok((a, b, dispatcher))
     }
 
     /// Waits (15 s at most) until `count` workers are announced.

@@ -178,11 +178,8 @@ impl SentinelGroup {
     /// `CONFIG SET <parameter> <value>` on every running server (not the
     /// sentinels).
     pub fn config_set(&self, parameter: &str, value: &str) -> anyhow::Result<()> {
-        for server in self.servers.iter().filter(|s| s.child.is_some()) {
-            let answer = self.cli(server.port, &["CONFIG", "SET", parameter, value]);
-            anyhow::ensure!(answer == "OK", "CONFIG SET {parameter}: {answer}");
-        }
-        Ok(())
+        let running = self.servers.iter().filter(|s| s.child.is_some());
+        crate::process::config_set_on(self.tls.as_ref(), running.map(|s| s.port), parameter, value)
     }
 
     /// The pids of the running servers (not the sentinels).

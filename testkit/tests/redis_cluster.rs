@@ -10,7 +10,6 @@ use std::time::{Duration, Instant};
 use chatup_testkit::clients::{eventually, get_json, items};
 use chatup_testkit::cluster::RedisCluster;
 use chatup_testkit::load::{check_acknowledged_delivered, readers_on, Poster};
-use chatup_testkit::process::WorkerOptions;
 use chatup_testkit::token::{server_token, ticket_for};
 use chatup_testkit::{
     post_message, token_for, ChatWorker, Dispatcher, SubscribeOptions, Subscriber, Transport,
@@ -38,19 +37,9 @@ async fn server_call(dispatcher: &Dispatcher, path: &str, token: &str) -> (u16, 
 /// Two chat workers and a dispatcher on `cluster` (over TLS if it is),
 /// announced.
 async fn chat_on(cluster: &RedisCluster) -> (ChatWorker, ChatWorker, Dispatcher) {
-    let (options, flags) = match cluster.tls() {
-        Some(tls) => (
-            WorkerOptions::default().with_redis_tls(tls),
-            tls.dispatcher_flags(),
-        ),
-        None => (WorkerOptions::default(), Vec::new()),
-    };
-    let a = ChatWorker::start_at(&cluster.url(), options.clone()).unwrap();
-    let b = ChatWorker::start_at(&cluster.url(), options).unwrap();
-    let flags: Vec<&str> = flags.iter().map(String::as_str).collect();
-    let dispatcher = Dispatcher::start_with(&cluster.url(), &flags).unwrap();
-    dispatcher.wait_for_workers(2).await;
-    (a, b, dispatcher)
+    Dispatcher::with_two_workers(&cluster.url(), cluster.tls())
+        .await
+        .unwrap()
 }
 
 /// Posts into `room` every 50 ms through two workers, with four readers;

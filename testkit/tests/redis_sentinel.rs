@@ -10,9 +10,8 @@ use std::time::{Duration, Instant};
 
 use chatup_testkit::clients::{eventually, get_json};
 use chatup_testkit::load::{check_acknowledged_delivered, readers_on, Poster};
-use chatup_testkit::process::WorkerOptions;
 use chatup_testkit::sentinel::SentinelGroup;
-use chatup_testkit::{ChatWorker, Dispatcher};
+use chatup_testkit::Dispatcher;
 
 const ROOM: &str = "sentinel";
 
@@ -40,18 +39,9 @@ async fn over_tls_a_master_killed_under_load_loses_no_acknowledged_message() {
 /// the master killed once posting is under way, and started again (as a
 /// replica) after the failover. Returns the figures.
 async fn failover_under_load(mut group: SentinelGroup) -> String {
-    let (options, flags) = match group.tls() {
-        Some(tls) => (
-            WorkerOptions::default().with_redis_tls(tls),
-            tls.dispatcher_flags(),
-        ),
-        None => (WorkerOptions::default(), Vec::new()),
-    };
-    let a = ChatWorker::start_at(&group.url(), options.clone()).unwrap();
-    let b = ChatWorker::start_at(&group.url(), options).unwrap();
-    let flags: Vec<&str> = flags.iter().map(String::as_str).collect();
-    let dispatcher = Dispatcher::start_with(&group.url(), &flags).unwrap();
-    dispatcher.wait_for_workers(2).await;
+    let (a, b, dispatcher) = Dispatcher::with_two_workers(&group.url(), group.tls())
+        .await
+        .unwrap();
     let readers = readers_on(&[&a, &b], ROOM).await;
     let poster = Poster::start(
         vec![a.base_url(), b.base_url()],

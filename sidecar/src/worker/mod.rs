@@ -93,6 +93,12 @@ pub async fn run_with_filters(
         let stop = shutdown.clone();
         tokio::spawn(async move { bans.run(period, stop).await })
     };
+    let master_moves = {
+        let rooms = rooms.clone();
+        let moves = db.master_moves();
+        let stop = shutdown.clone();
+        tokio::spawn(async move { rooms.resync_after_master_moves(moves, stop).await })
+    };
     let fanin_stop = CancellationToken::new();
     let fanin = tokio::spawn(fanin::run(
         topology,
@@ -173,6 +179,7 @@ pub async fn run_with_filters(
     let _ = sweeper.await;
     let _ = feed.await;
     let _ = ban_reloads.await;
+    let _ = master_moves.await;
     let _ = heartbeat.await;
     let _ = tokio::time::timeout(Duration::from_secs(5), rooms.close_all()).await;
     fanin_stop.cancel();

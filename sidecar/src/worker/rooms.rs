@@ -175,6 +175,32 @@ impl Rooms {
         }
     }
 
+    /// Each time the Redis connection moves to a new master (a Sentinel
+    /// group's failover), every room catches up from history again: what
+    /// it read before may have come from a server that was no longer the
+    /// master (the old one, back with stale data until the sentinels
+    /// demote it). Ends at `stop`.
+    pub async fn resync_after_master_moves(
+        &self,
+        mut moves: tokio::sync::watch::Receiver<u64>,
+        stop: tokio_util::sync::CancellationToken,
+    ) {
+        loop {
+            tokio::select! {
+                _ = stop.cancelled() => return,
+                changed = moves.changed() => {
+                    if changed.is_err() {
+                        return;
+                    }
+                    if !self.lock().is_empty() {
+                        tracing::info!("the redis master moved: rooms catch up from its history");
+                        self.resync_all();
+                    }
+                }
+            }
+        }
+    }
+
     /// An nginx worker process died: nchan lost the frames of the channels
     /// it owned; every room publishes its history again.
     pub fn refill_all(&self) {
