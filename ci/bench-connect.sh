@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
-# Times readers connecting to a ChatUp chat worker (shipped configuration)
-# and to raw nchan, side by side on this machine, and prints the ratio.
-# Arguments go to chatup-connect-bench (see --help), e.g.
+# Readers connecting all at once, on ChatUp and on raw nchan in the same
+# run (release builds): `chatup-bench --reference nchan storm`. Arguments go
+# to that scenario (see `chatup-bench storm --help`), e.g.
 #   bash ci/bench-connect.sh --readers 10000 --rooms 1000
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
@@ -9,4 +9,4 @@ cd "$root"
 bash ci/setup.sh
 cargo build -q --release -p chatup
 export CHATUP_BIN="$root/target/release/chatup"
-exec cargo run -q --release -p chatup-testkit --bin chatup-connect-bench -- "$@"
+exec cargo run -q --release -p chatup-testkit --bin chatup-bench -- --reference nchan storm "$@"

@@ -1,8 +1,11 @@
 #!/usr/bin/env bash
 # Benchmarks a real local cluster (Redis, chat workers with nginx + nchan +
 # the module, chatup worker) with release builds, and prints figures.
-# Arguments go to chatup-bench (see --help): e.g.
-#   bash ci/bench.sh --readers 2000 --posters 8 --messages 200
+# Arguments go to chatup-bench (see --help): a scenario (big-room,
+# many-rooms, storm) and its settings, with --reference nchan to run raw
+# nchan with the same load in the same run, e.g.
+#   bash ci/bench.sh --reference nchan many-rooms --rooms 500 --rate 500
+#   bash ci/bench.sh big-room --readers 2000 --posters 8 --messages 200
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 cd "$root"

@@ -8,6 +8,11 @@ use std::sync::Arc;
 use chatup_gate::subscribe::ReadAccess;
 use chatup_gate::token::KeyMaterial;
 use chatup_gate::{PostLimits, TokenVerifier, VerifierConfig};
+
+/// Verified user tokens each nginx worker remembers (see
+/// `chatup_gate::verified`): a chatter's posts after the first skip the
+/// signature check until the token expires. About 0.5 KB each.
+const VERIFIED_TOKENS_PER_WORKER: usize = 4096;
 use ngx::core::NGX_CONF_ERROR;
 use ngx::ffi::{ngx_command_t, ngx_conf_t, ngx_str_t, ngx_uint_t, NGX_LOG_EMERG};
 use ngx::http::{HttpModuleLocationConf, HttpModuleMainConf, NgxHttpCoreModule};
@@ -155,6 +160,7 @@ impl LocConf {
                 Some(secs) => Some(secs),
             },
         })
+        .map(|verifier| verifier.with_cache(VERIFIED_TOKENS_PER_WORKER))
         .map_err(|e| e.to_string())
     }
 }

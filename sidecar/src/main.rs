@@ -35,7 +35,16 @@ fn main() -> anyhow::Result<()> {
         Command::Worker(args) => {
             let config = WorkerConfig::load(&args).context("loading worker configuration")?;
             init_tracing(config.log_format);
-            run(move |shutdown| async move {
+            // One thread: the worker only moves bytes between nginx and
+            // Redis, next to an nginx that needs the cores more. Waking
+            // another runtime thread for each of those hops cost it a
+            // quarter of its CPU time per message (docs/operations.md,
+            // many-rooms benchmark).
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .context("starting the tokio runtime")?;
+            run(runtime, move |shutdown| async move {
                 let listener = chatup::worker::bind(&config)?;
                 chatup::worker::run(config, listener, shutdown).await
             })
@@ -44,7 +53,10 @@ fn main() -> anyhow::Result<()> {
             let config =
                 DispatcherConfig::load(&args).context("loading dispatcher configuration")?;
             init_tracing(config.log_format);
-            run(move |shutdown| async move {
+            // Joins come in bursts at stream starts, and dispatchers have
+            // their machines to themselves: every core.
+            let runtime = tokio::runtime::Runtime::new().context("starting the tokio runtime")?;
+            run(runtime, move |shutdown| async move {
                 let listener = chatup::dispatcher::bind(&config).await?;
                 chatup::dispatcher::run(config, listener, shutdown).await
             })
@@ -60,12 +72,11 @@ fn main() -> anyhow::Result<()> {
     }
 }
 
-fn run<F, Fut>(role: F) -> anyhow::Result<()>
+fn run<F, Fut>(runtime: tokio::runtime::Runtime, role: F) -> anyhow::Result<()>
 where
     F: FnOnce(CancellationToken) -> Fut,
     Fut: std::future::Future<Output = anyhow::Result<()>>,
 {
-    let runtime = tokio::runtime::Runtime::new().context("starting the tokio runtime")?;
     runtime.block_on(async {
         let shutdown = CancellationToken::new();
         tokio::spawn(cancel_on_signal(shutdown.clone()));

@@ -6,6 +6,7 @@
 //! `CHATUP_MODULE` (default `target/release/libngx_chatup.so`); `ci/test.sh`
 //! builds both before running the tests.
 
+pub mod bench;
 pub mod clients;
 pub mod cluster;
 pub mod load;

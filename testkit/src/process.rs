@@ -494,6 +494,18 @@ pub struct WorkerOptions {
 }
 
 impl WorkerOptions {
+    /// The shipped configuration's intervals (conf/chatup-worker.toml:
+    /// heartbeats every second, not the tests' 200 ms, whose cost per room
+    /// would be measured), with the rate limits off so that the load
+    /// generator's few users can post at any rate.
+    pub fn for_benchmarks() -> Self {
+        Self {
+            heartbeat_interval_ms: 1000,
+            heartbeat_ttl_ms: 3000,
+            ..Self::default()
+        }
+    }
+
     /// These settings, reaching Redis over TLS with `tls`'s CA and client
     /// certificate.
     pub fn with_redis_tls(self, tls: &RedisTls) -> Self {
@@ -763,12 +775,17 @@ impl ChatWorker {
         }
     }
 
-    /// The pids of nginx's worker processes.
     /// The sidecar's pid, while it runs.
     pub fn sidecar_pid(&self) -> Option<u32> {
         self.sidecar.as_ref().map(Child::id)
     }
 
+    /// nginx's master process, while it runs.
+    pub fn nginx_pid(&self) -> Option<u32> {
+        self.nginx.as_ref().map(Child::id)
+    }
+
+    /// The pids of nginx's worker processes.
     pub fn nginx_worker_pids(&self) -> Vec<u32> {
         self.nginx
             .as_ref()
@@ -834,7 +851,7 @@ impl Drop for ChatWorker {
 }
 
 /// The child processes of `pid` (nginx's worker processes, for its master).
-fn children_of(pid: u32) -> Vec<u32> {
+pub(crate) fn children_of(pid: u32) -> Vec<u32> {
     std::fs::read_to_string(format!("/proc/{pid}/task/{pid}/children"))
         .unwrap_or_default()
         .split_whitespace()
@@ -911,6 +928,15 @@ http {{
 
     pub fn ws_url(&self) -> String {
         format!("ws://127.0.0.1:{}", self.port)
+    }
+
+    pub fn base_url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+
+    /// nginx's master process, while it runs.
+    pub fn nginx_pid(&self) -> Option<u32> {
+        self.nginx.as_ref().map(Child::id)
     }
 }
 

@@ -13,6 +13,7 @@ pub mod subscribe;
 pub mod text;
 pub mod ticket;
 pub mod token;
+pub mod verified;
 
 pub use error::GateError;
 pub use post::{PostGate, PostLimits};

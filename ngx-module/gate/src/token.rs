@@ -11,6 +11,7 @@ use jsonwebtoken::{errors::ErrorKind, Algorithm, DecodingKey, Validation};
 use serde::Deserialize;
 use serde_json::{Map, Value};
 
+use crate::verified::VerifiedTokens;
 use crate::GateError;
 
 /// Longest accepted `sub`, in bytes.
@@ -132,6 +133,9 @@ pub struct TokenVerifier {
     validation: Validation,
     algorithms: Vec<Algorithm>,
     max_lifetime_secs: Option<u64>,
+    /// Tokens that passed [`verify`](Self::verify) lately (off unless
+    /// [`with_cache`](Self::with_cache)).
+    verified: Option<VerifiedTokens>,
 }
 
 impl std::fmt::Debug for TokenVerifier {
@@ -210,26 +214,44 @@ impl TokenVerifier {
             validation,
             algorithms,
             max_lifetime_secs: config.max_lifetime_secs,
+            verified: None,
         })
+    }
+
+    /// Remembers up to `entries` verified tokens (see [`VerifiedTokens`]),
+    /// so that a token used again is not checked again until it expires.
+    pub fn with_cache(self, entries: usize) -> Self {
+        Self {
+            verified: Some(VerifiedTokens::new(entries)),
+            ..self
+        }
     }
 
     /// Checks a compact JWT and returns who it vouches for.
     pub fn verify(&self, token: &str) -> Result<Identity, GateError> {
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_secs())
+            .unwrap_or(0);
+        if let Some(identity) = self.verified.as_ref().and_then(|v| v.get(token, now)) {
+            return Ok(identity);
+        }
         self.check_pinned_algorithm(token)?;
         let data = jsonwebtoken::decode::<Claims>(token, &self.key, &self.validation)
             .map_err(|e| GateError::BadToken(describe(e.kind())))?;
-        if let (Some(max), Some(exp)) = (self.max_lifetime_secs, data.claims.exp) {
-            let now = std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map(|d| d.as_secs())
-                .unwrap_or(0);
+        let exp = data.claims.exp;
+        if let (Some(max), Some(exp)) = (self.max_lifetime_secs, exp) {
             if exp.saturating_sub(now) > max + self.validation.leeway {
                 return Err(GateError::BadToken(format!(
                     "token expires more than {max} seconds from now"
                 )));
             }
         }
-        identity_from(data.claims)
+        let identity = identity_from(data.claims)?;
+        if let (Some(verified), Some(exp)) = (&self.verified, exp) {
+            verified.insert(token, identity.clone(), exp + self.validation.leeway, now);
+        }
+        Ok(identity)
     }
 
     /// Checks a compact JWT signed by a site's server (signature, pinned

@@ -373,3 +373,34 @@ fn a_token_that_practically_never_expires_is_refused() {
     .unwrap();
     assert!(unbounded.verify(&forever).is_ok());
 }
+
+#[test]
+fn a_remembered_token_is_still_refused_once_expired_and_in_other_rooms() {
+    let mut settings = config(KeyMaterial::HmacSecret(HS_SECRET.to_vec()), &[]);
+    settings.leeway_secs = 0;
+    let v = TokenVerifier::new(settings).unwrap().with_cache(16);
+    let exp = now() + 1;
+    let token = hs_token(json!({"sub": "u", "exp": exp, "rooms": ["lobby"]}));
+    for _ in 0..2 {
+        // The second time from the cache: the same identity, rooms and all.
+        let identity = v.verify(&token).unwrap();
+        assert_eq!(identity.sub, "u");
+        assert!(identity.may_use("lobby"));
+        assert!(!identity.may_use("backstage"));
+    }
+    // A token one byte away from a remembered one is checked in full.
+    let mut parts: Vec<&str> = token.split('.').collect();
+    let other = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .encode(json!({"sub": "admin", "exp": exp}).to_string());
+    parts[1] = &other;
+    assert_eq!(
+        bad_token_message(v.verify(&parts.join("."))),
+        "invalid token signature"
+    );
+    // Once the clock passes `exp`, the remembered token is refused.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    while now() <= exp && std::time::Instant::now() < deadline {
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    assert_eq!(bad_token_message(v.verify(&token)), "token expired");
+}

@@ -1,0 +1,174 @@
+//! Many small rooms: `--rooms` rooms with `--readers-per-room` WebSocket
+//! readers each, and posts at a steady `--rate` (messages/s over all
+//! rooms, round-robin) for `--seconds`, as many streams with a few dozen
+//! viewers each make. Batching cannot help here: a room gets a message
+//! every second or so. Prints the server's CPU per posted message (every
+//! server process: nginx master and workers, sidecar, Redis) and fan-out
+//! latency.
+
+use std::time::{Duration, Instant};
+
+use chatup_testkit::bench::{cpu_ms, now_micros, summary, Target};
+use chatup_testkit::clients::{items, SubscribeOptions};
+use chatup_testkit::process::WorkerOptions;
+use chatup_testkit::{Subscriber, Transport};
+
+#[derive(clap::Args, Debug, Clone)]
+pub struct Args {
+    #[arg(long, default_value_t = 500)]
+    rooms: usize,
+    #[arg(long, default_value_t = 10)]
+    readers_per_room: usize,
+    /// Messages per second, over all rooms.
+    #[arg(long, default_value_t = 500)]
+    rate: usize,
+    /// How long posting lasts.
+    #[arg(long, default_value_t = 10)]
+    seconds: u64,
+    /// Posting connections (each a user of its own), sharing the rate.
+    #[arg(long, default_value_t = 32)]
+    posters: usize,
+    /// Idle time between the readers getting in and the posting.
+    #[arg(long, default_value_t = 7)]
+    warmup_seconds: u64,
+}
+
+struct Outcome {
+    cpu_micros_per_message: f64,
+    fanout_p99_micros: u64,
+}
+
+pub async fn run(args: Args, reference: bool) -> anyhow::Result<()> {
+    anyhow::ensure!(
+        args.rooms > 0 && args.readers_per_room > 0 && args.rate > 0 && args.posters > 0,
+        "counts must be at least 1"
+    );
+    println!(
+        "many rooms: {} rooms x {} readers, {} messages/s for {} s by {} posters",
+        args.rooms, args.readers_per_room, args.rate, args.seconds, args.posters
+    );
+    let chatup = once(&Target::chatup(1, WorkerOptions::for_benchmarks())?, &args).await?;
+    if reference {
+        let raw = once(&Target::raw_nchan()?, &args).await?;
+        println!(
+            "chatup / raw nchan: server CPU per message {:.2}x, fan-out p99 {:.2}x",
+            chatup.cpu_micros_per_message / raw.cpu_micros_per_message.max(f64::EPSILON),
+            chatup.fanout_p99_micros as f64 / raw.fanout_p99_micros.max(1) as f64,
+        );
+    }
+    Ok(())
+}
+
+async fn once(target: &Target, args: &Args) -> anyhow::Result<Outcome> {
+    println!("{}:", target.name());
+    let base = target.bases().remove(0);
+    let rooms: Vec<String> = (0..args.rooms).map(|n| format!("room-{n}")).collect();
+    let mut readers = Vec::with_capacity(args.rooms * args.readers_per_room);
+    for room in &rooms {
+        for _ in 0..args.readers_per_room {
+            readers.push(
+                Subscriber::open_at(
+                    Transport::WebSocket,
+                    &base,
+                    room,
+                    SubscribeOptions::default(),
+                )
+                .await?,
+            );
+        }
+    }
+    // Before the clock starts: every room served (a chat worker serves a
+    // room from its first reader on; that cost is the storm scenario's),
+    // and the first count events of the new readers sent (one per room,
+    // within the shipped count_interval_ms of 5 s). Both are a stream
+    // start's costs, not a steady chat's.
+    tokio::time::sleep(Duration::from_secs(args.warmup_seconds)).await;
+
+    let total = args.rate * args.seconds as usize;
+    let per_poster = total / args.posters;
+    let total = per_poster * args.posters;
+    let interval = Duration::from_secs_f64(args.posters as f64 / args.rate as f64);
+    let pids = target.pids();
+    let cpu_before: Vec<u64> = pids.iter().map(|&p| cpu_ms(p)).collect();
+    let started = Instant::now();
+    let posters: Vec<_> = (0..args.posters)
+        .map(|p| {
+            let base = base.clone();
+            let rooms = rooms.clone();
+            let mut poster = target.poster(p);
+            let posters = args.posters;
+            tokio::spawn(async move {
+                let mut tick = tokio::time::interval(interval);
+                // Open loop: a late tick does not shift the ones after it.
+                tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
+                for m in 0..per_poster {
+                    tick.tick().await;
+                    let room = &rooms[(m * posters + p) % rooms.len()];
+                    poster.post(&base, room, &now_micros().to_string()).await?;
+                }
+                anyhow::Ok(())
+            })
+        })
+        .collect();
+    let collectors: Vec<_> = readers
+        .into_iter()
+        .enumerate()
+        .map(|(n, mut reader)| {
+            let room = n / args.readers_per_room;
+            // Message `m` of poster `p` is number m * posters + p overall,
+            // posted into room (that number) % rooms.
+            let want = (0..total).filter(|g| g % rooms.len() == room).count();
+            tokio::spawn(async move {
+                let deadline = Instant::now() + Duration::from_secs(60 + total as u64 / 100);
+                let mut latencies = Vec::with_capacity(want);
+                while latencies.len() < want && Instant::now() < deadline {
+                    let Some(frame) = reader.next_frame(Duration::from_secs(10)).await else {
+                        break;
+                    };
+                    let arrived = now_micros();
+                    latencies.extend(
+                        items(std::slice::from_ref(&frame))
+                            .iter()
+                            .filter_map(|m| m["msg"].as_str()?.parse::<u64>().ok())
+                            .map(|sent| arrived.saturating_sub(sent)),
+                    );
+                }
+                (want, latencies)
+            })
+        })
+        .collect();
+    for poster in posters {
+        poster.await??;
+    }
+    let posting = started.elapsed();
+    let mut delivery = Vec::new();
+    let mut short = 0;
+    for collector in collectors {
+        let (want, latencies) = collector.await?;
+        short += want.saturating_sub(latencies.len());
+        delivery.extend(latencies);
+    }
+    let cpu_per_process: Vec<u64> = pids
+        .iter()
+        .zip(&cpu_before)
+        .map(|(&p, before)| cpu_ms(p) - before)
+        .collect();
+    let cpu_micros = cpu_per_process.iter().sum::<u64>() * 1000;
+    println!(
+        "  posted {total} messages in {:.2} s ({:.0}/s), {} deliveries",
+        posting.as_secs_f64(),
+        total as f64 / posting.as_secs_f64(),
+        delivery.len()
+    );
+    let fanout_p99_micros = summary("POST -> reader (fan-out)", delivery);
+    let cpu_micros_per_message = cpu_micros as f64 / total as f64;
+    println!(
+        "  server CPU: {:.2} s, {cpu_micros_per_message:.0} µs per posted message (per process, ms: {cpu_per_process:?})",
+        cpu_micros as f64 / 1e6,
+    );
+    anyhow::ensure!(short == 0, "readers missed {short} deliveries");
+    Ok(Outcome {
+        cpu_micros_per_message,
+        fanout_p99_micros,
+    })
+}
