@@ -10,6 +10,9 @@ set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 cd "$root"
 bash ci/setup.sh
+# Tens of thousands of readers need as many sockets in the load generator
+# and in nginx (root may raise the hard limit; others get what they have).
+ulimit -n 100000 2>/dev/null || ulimit -n "$(ulimit -Hn)"
 cargo build -q --release -p chatup
 export CHATUP_BIN="$root/target/release/chatup"
 exec cargo run -q --release -p chatup-testkit --bin chatup-bench -- "$@"

@@ -33,6 +33,9 @@ pub enum NchanError {
 /// Longest any call to nginx may take.
 pub const CALL_TIMEOUT: Duration = Duration::from_secs(3);
 
+/// Idle connections to nginx kept for the next requests.
+const IDLE_CONNECTIONS: usize = 32;
+
 #[derive(Clone)]
 pub struct Nchan {
     client: Client<UnixConnector, Full<Bytes>>,
@@ -41,7 +44,13 @@ pub struct Nchan {
 
 impl Nchan {
     pub fn new(socket: PathBuf) -> Self {
-        let client = Client::builder(TokioExecutor::new()).build(UnixConnector);
+        // A stream start opens thousands of rooms at once, each publishing
+        // (and emptying its channel) at the same moment: keep a few warm
+        // connections afterwards, not every one that burst opened, each
+        // with its buffers (hyper keeps them all by default).
+        let client = Client::builder(TokioExecutor::new())
+            .pool_max_idle_per_host(IDLE_CONNECTIONS)
+            .build(UnixConnector);
         Self { client, socket }
     }
 

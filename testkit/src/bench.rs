@@ -110,25 +110,39 @@ impl Target {
         }
     }
 
-    /// Every server process: nginx masters and workers, sidecars, Redis.
-    pub fn pids(&self) -> Vec<u32> {
+    /// Every server process, named: nginx masters and workers, sidecars,
+    /// Redis.
+    pub fn processes(&self) -> Vec<(&'static str, u32)> {
+        let nginx = |master: Option<u32>| {
+            master
+                .into_iter()
+                .map(|pid| ("nginx master", pid))
+                .chain(
+                    master
+                        .map(children_of)
+                        .unwrap_or_default()
+                        .into_iter()
+                        .map(|pid| ("nginx worker", pid)),
+                )
+                .collect::<Vec<_>>()
+        };
         match self {
             Target::Chatup { redis, workers } => workers
                 .iter()
                 .flat_map(|w| {
-                    w.nginx_pid()
+                    nginx(w.nginx_pid())
                         .into_iter()
-                        .chain(w.nginx_worker_pids())
-                        .chain(w.sidecar_pid())
+                        .chain(w.sidecar_pid().map(|pid| ("sidecar", pid)))
                 })
-                .chain(redis.pid())
+                .chain(redis.pid().map(|pid| ("redis", pid)))
                 .collect(),
-            Target::RawNchan(raw) => raw
-                .nginx_pid()
-                .into_iter()
-                .chain(raw.nginx_pid().map(children_of).unwrap_or_default())
-                .collect(),
+            Target::RawNchan(raw) => nginx(raw.nginx_pid()),
         }
+    }
+
+    /// Every server process's pid.
+    pub fn pids(&self) -> Vec<u32> {
+        self.processes().into_iter().map(|(_, pid)| pid).collect()
     }
 
     /// The server's CPU time so far, in ms.

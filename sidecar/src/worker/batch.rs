@@ -25,8 +25,9 @@ pub struct Item {
 #[derive(Debug)]
 pub struct Frame {
     pub text: String,
-    /// The ids of its items (to remember once published).
-    pub ids: Vec<String>,
+    /// The ids of its messages (to remember once published: only
+    /// messages can come again, from history; events are not kept there).
+    pub message_ids: Vec<String>,
     /// The id of its last message, if it has one.
     pub last_message_id: Option<String>,
 }
@@ -109,13 +110,19 @@ impl Frame {
                 .rev()
                 .find(|i| i.is_message)
                 .map(|i| i.id.clone()),
-            ids: items.into_iter().map(|i| i.id).collect(),
+            message_ids: items
+                .into_iter()
+                .filter(|i| i.is_message)
+                .map(|i| i.id)
+                .collect(),
         }
     }
 }
 
 /// The ids delivered most recently, to drop the duplicates that a resync
-/// from history may bring.
+/// from history may bring. Grows as messages come, up to `capacity`: a
+/// room that is quiet, or new, costs next to nothing (every served room
+/// has one, and a worker may serve tens of thousands).
 #[derive(Debug)]
 pub struct RecentIds {
     order: VecDeque<String>,
@@ -126,9 +133,9 @@ pub struct RecentIds {
 impl RecentIds {
     pub fn new(capacity: usize) -> Self {
         Self {
-            order: VecDeque::with_capacity(capacity),
-            set: HashSet::with_capacity(capacity),
-            capacity,
+            order: VecDeque::new(),
+            set: HashSet::new(),
+            capacity: capacity.max(1),
         }
     }
 
@@ -180,7 +187,8 @@ mod tests {
         let frames = pending.take_frames(LIMITS);
         let texts: Vec<&str> = frames.iter().map(|f| f.text.as_str()).collect();
         assert_eq!(texts, ["[0,1,2]", "[3,4,5]", "[6]"]);
-        assert_eq!(frames.iter().map(|f| f.ids.len()).sum::<usize>(), 7);
+        // Item 5 is an event: only messages are remembered.
+        assert_eq!(frames.iter().map(|f| f.message_ids.len()).sum::<usize>(), 6);
         assert_eq!(
             frames[1].last_message_id.as_deref(),
             Some("id-4"),

@@ -33,8 +33,12 @@ use crate::store::Store;
 use crate::worker::batch::{Frame, FrameLimits, Item, Pending, RecentIds};
 use std::future::Future;
 
-/// Ids remembered per room for de-duplication.
-const RECENT_IDS: usize = 4096;
+/// Message ids remembered per room for de-duplication, per message of
+/// history: a resync brings back at most `history_length` messages (all of
+/// them when the last one published here is gone from history), and those
+/// must all be known; twice that leaves room for the live ones that arrive
+/// around a resync.
+const RECENT_IDS_PER_HISTORY_MESSAGE: usize = 2;
 /// Attempts to publish a frame before giving up on it (and resyncing).
 const PUBLISH_ATTEMPTS: u32 = 4;
 /// Wait before catching up again after nchan refused a frame.
@@ -151,12 +155,13 @@ pub async fn run<C: Channels>(start: RoomStart<C>) {
         subscribed,
         ready,
     } = start;
+    let recent = RecentIds::new(settings.history_length * RECENT_IDS_PER_HISTORY_MESSAGE);
     let mut task = RoomTask {
         room,
         nchan,
         store,
         settings,
-        recent: RecentIds::new(RECENT_IDS),
+        recent,
         pending: Pending::default(),
         last_published: None,
         behind_since: None,
@@ -222,7 +227,8 @@ impl<C: Channels> RoomTask<C> {
             RoomInput::Resync => self.resync().await,
             RoomInput::Refill => {
                 tracing::info!(room = %self.room, "nchan lost frames: publishing the history again");
-                self.recent = RecentIds::new(RECENT_IDS);
+                self.recent =
+                    RecentIds::new(self.settings.history_length * RECENT_IDS_PER_HISTORY_MESSAGE);
                 self.last_published = None;
                 self.resync().await;
             }
@@ -323,7 +329,7 @@ impl<C: Channels> RoomTask<C> {
             }
             match self.publish(&frame).await {
                 Ok(()) => {
-                    for id in &frame.ids {
+                    for id in &frame.message_ids {
                         self.recent.insert(id);
                     }
                     if let Some(id) = frame.last_message_id {

@@ -11,7 +11,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
-use chatup_testkit::bench::Target;
+use chatup_testkit::bench::{pss_kib, Target};
 use chatup_testkit::process::WorkerOptions;
 use tokio::net::TcpSocket;
 use tokio::sync::Semaphore;
@@ -102,14 +102,20 @@ pub async fn run(args: Args, reference: bool) -> anyhow::Result<()> {
         for (i, target) in targets.iter().enumerate() {
             // 127.0.0.2 and up: a fresh source address per run.
             let source = Ipv4Addr::new(127, 0, 0, (2 + round * targets.len() + i) as u8);
-            let before = target.pss_kib();
+            let processes = target.processes();
+            let before: Vec<u64> = processes.iter().map(|&(_, pid)| pss_kib(pid)).collect();
             let base = target.bases().remove(0);
             let (took, sockets, failed) =
                 connect_all(&base, &format!("r{round}"), &args, source).await;
             // Idle readers: give the server a moment to settle (rooms
             // served, counts sent) before its memory is taken.
             tokio::time::sleep(Duration::from_secs(2)).await;
-            let per_reader = (target.pss_kib().saturating_sub(before)) as f64 * 1024.0
+            let grown: Vec<(&str, i64)> = processes
+                .iter()
+                .zip(&before)
+                .map(|(&(name, pid), &was)| (name, pss_kib(pid) as i64 - was as i64))
+                .collect();
+            let per_reader = grown.iter().map(|(_, kib)| kib).sum::<i64>().max(0) as f64 * 1024.0
                 / sockets.len().max(1) as f64;
             let rate = sockets.len() as f64 / took.as_secs_f64();
             println!(
@@ -120,6 +126,7 @@ pub async fn run(args: Args, reference: bool) -> anyhow::Result<()> {
                 rate,
                 per_reader / 1000.0,
             );
+            println!("  memory grown (KiB, PSS): {grown:?}");
             anyhow::ensure!(
                 failed == 0,
                 "{failed} readers did not get in ({})",
