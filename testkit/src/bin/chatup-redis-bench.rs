@@ -12,6 +12,7 @@
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
+use chatup_testkit::bench::cpu_ms;
 use chatup_testkit::clients::items;
 use chatup_testkit::cluster::RedisCluster;
 use chatup_testkit::process::WorkerOptions;
@@ -31,21 +32,6 @@ struct Args {
     /// Concurrent posters.
     #[arg(long, default_value_t = 8)]
     posters: usize,
-}
-
-/// User + system CPU time of `pid` so far, in milliseconds.
-fn cpu_ms(pid: u32) -> u64 {
-    let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
-        return 0;
-    };
-    // Fields after the command name (which may hold spaces): utime and
-    // stime are the 14th and 15th fields overall.
-    let after = stat.rsplit_once(')').map(|(_, rest)| rest).unwrap_or("");
-    let fields: Vec<&str> = after.split_whitespace().collect();
-    let ticks: u64 = fields.get(11).and_then(|v| v.parse().ok()).unwrap_or(0)
-        + fields.get(12).and_then(|v| v.parse().ok()).unwrap_or(0);
-    // Linux's USER_HZ is 100 on every architecture it runs chat servers on.
-    ticks * 10
 }
 
 struct Outcome {
