@@ -7,6 +7,7 @@
 //! a heartbeat that waits forever.
 
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
 
 use chatup_wire::readers::{ReaderChanges, Released, LAST_ID_HEADER};
@@ -17,6 +18,7 @@ use hyper::{Method, Request, StatusCode};
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
 use hyperlocal::{UnixConnector, Uri};
+use tokio::sync::Semaphore;
 
 #[derive(Debug, thiserror::Error)]
 pub enum NchanError {
@@ -33,25 +35,32 @@ pub enum NchanError {
 /// Longest any call to nginx may take.
 pub const CALL_TIMEOUT: Duration = Duration::from_secs(3);
 
-/// Idle connections to nginx kept for the next requests.
-const IDLE_CONNECTIONS: usize = 32;
+/// Requests to nginx in flight at once, and so connections to it: hyper
+/// opens a new connection whenever none is free. A stream start serves
+/// thousands of rooms at the same moment, each emptying its channel and
+/// publishing; unbounded, that made 3,600 connections at once, each with
+/// its buffers on both sides (50 MB in the sidecar for 2,000 rooms, by a
+/// heap profile). Requests beyond this wait their turn (within the call's
+/// timeout); the connections are kept and reused.
+const MAX_REQUESTS_IN_FLIGHT: usize = 64;
 
 #[derive(Clone)]
 pub struct Nchan {
     client: Client<UnixConnector, Full<Bytes>>,
     socket: PathBuf,
+    in_flight: Arc<Semaphore>,
 }
 
 impl Nchan {
     pub fn new(socket: PathBuf) -> Self {
-        // A stream start opens thousands of rooms at once, each publishing
-        // (and emptying its channel) at the same moment: keep a few warm
-        // connections afterwards, not every one that burst opened, each
-        // with its buffers (hyper keeps them all by default).
         let client = Client::builder(TokioExecutor::new())
-            .pool_max_idle_per_host(IDLE_CONNECTIONS)
+            .pool_max_idle_per_host(MAX_REQUESTS_IN_FLIGHT)
             .build(UnixConnector);
-        Self { client, socket }
+        Self {
+            client,
+            socket,
+            in_flight: Arc::new(Semaphore::new(MAX_REQUESTS_IN_FLIGHT)),
+        }
     }
 
     fn uri(&self, room: &str) -> hyper::Uri {
@@ -173,6 +182,11 @@ impl Nchan {
 
     async fn send(&self, request: Request<Full<Bytes>>) -> Result<(StatusCode, Bytes), NchanError> {
         let exchange = async {
+            let _slot = self
+                .in_flight
+                .acquire()
+                .await
+                .map_err(|e| NchanError::Unreachable(e.to_string()))?;
             let response = self
                 .client
                 .request(request)
