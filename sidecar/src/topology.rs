@@ -93,14 +93,7 @@ pub struct SentinelUrl {
 
 impl SentinelUrl {
     pub fn parse(url: &str) -> Result<Self, SentinelUrlError> {
-        let (tls, rest) = match url.strip_prefix(SENTINEL_TLS_SCHEME) {
-            Some(rest) => (true, rest),
-            None => (
-                false,
-                url.strip_prefix(SENTINEL_SCHEME)
-                    .ok_or(SentinelUrlError::Shape)?,
-            ),
-        };
+        let (tls, rest) = after_scheme(url, SENTINEL_SCHEME, SENTINEL_TLS_SCHEME)?;
         let (userinfo, rest) = match rest.rsplit_once('@') {
             Some((userinfo, rest)) => (Some(userinfo), rest),
             None => (None, rest),
@@ -196,14 +189,7 @@ pub struct ClusterUrl {
 
 impl ClusterUrl {
     pub fn parse(url: &str) -> Result<Self, SentinelUrlError> {
-        let (tls, rest) = match url.strip_prefix(CLUSTER_TLS_SCHEME) {
-            Some(rest) => (true, rest),
-            None => (
-                false,
-                url.strip_prefix(CLUSTER_SCHEME)
-                    .ok_or(SentinelUrlError::Shape)?,
-            ),
-        };
+        let (tls, rest) = after_scheme(url, CLUSTER_SCHEME, CLUSTER_TLS_SCHEME)?;
         // Reuse the Sentinel parser: the same shape with a dummy group name.
         let as_sentinel = format!("{SENTINEL_SCHEME}{}/cluster", rest.trim_end_matches('/'));
         let parsed = SentinelUrl::parse(&as_sentinel)?;
@@ -253,6 +239,22 @@ impl ClusterUrl {
                 .push_sender(push);
         }
         builder.build()
+    }
+}
+
+/// Whether `url` is the TLS form of its scheme, and what follows the
+/// scheme.
+fn after_scheme<'a>(
+    url: &'a str,
+    plain: &str,
+    tls: &str,
+) -> Result<(bool, &'a str), SentinelUrlError> {
+    match url.strip_prefix(tls) {
+        Some(rest) => Ok((true, rest)),
+        None => url
+            .strip_prefix(plain)
+            .map(|rest| (false, rest))
+            .ok_or(SentinelUrlError::Shape),
     }
 }
 

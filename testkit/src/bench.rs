@@ -8,6 +8,7 @@
 
 use std::time::{SystemTime, UNIX_EPOCH};
 
+use crate::clients::Frame;
 use crate::process::{children_of, WorkerOptions};
 use crate::{token_for, ChatWorker, RawNchan, Redis};
 
@@ -62,6 +63,16 @@ pub fn summary(name: &str, mut micros: Vec<u64>) -> u64 {
         ms(*micros.last().unwrap_or(&0)),
     );
     percentile(&micros, 99.0)
+}
+
+/// How long each message of `frame` took to arrive at `arrived`: its
+/// `msg` carries the time (µs since the epoch) it was posted.
+pub fn latencies(frame: &Frame, arrived: u64) -> impl Iterator<Item = u64> + '_ {
+    frame
+        .items
+        .iter()
+        .filter_map(|m| m["msg"].as_str()?.parse::<u64>().ok())
+        .map(move |sent| arrived.saturating_sub(sent))
 }
 
 pub fn now_micros() -> u64 {
@@ -148,11 +159,6 @@ impl Target {
     /// The server's CPU time so far, in ms.
     pub fn cpu_ms(&self) -> u64 {
         self.pids().into_iter().map(cpu_ms).sum()
-    }
-
-    /// The server's memory now (PSS), in KiB.
-    pub fn pss_kib(&self) -> u64 {
-        self.pids().into_iter().map(pss_kib).sum()
     }
 
     /// A poster as user `n`: posts `text` into `room` through `base`.

@@ -6,8 +6,8 @@
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
-use chatup_testkit::bench::{now_micros, summary, Target};
-use chatup_testkit::clients::{items, SubscribeOptions};
+use chatup_testkit::bench::{self, now_micros, summary, Target};
+use chatup_testkit::clients::SubscribeOptions;
 use chatup_testkit::process::WorkerOptions;
 use chatup_testkit::{Subscriber, Transport};
 
@@ -123,12 +123,7 @@ async fn once(target: &Target, args: &Args) -> anyhow::Result<Outcome> {
                     };
                     let arrived = now_micros();
                     frames += 1;
-                    latencies.extend(
-                        items(std::slice::from_ref(&frame))
-                            .iter()
-                            .filter_map(|m| m["msg"].as_str()?.parse::<u64>().ok())
-                            .map(|sent| arrived.saturating_sub(sent)),
-                    );
+                    latencies.extend(bench::latencies(&frame, arrived));
                 }
                 (frames, latencies)
             })

@@ -8,8 +8,8 @@
 
 use std::time::{Duration, Instant};
 
-use chatup_testkit::bench::{cpu_ms, now_micros, summary, Target};
-use chatup_testkit::clients::{items, SubscribeOptions};
+use chatup_testkit::bench::{self, cpu_ms, now_micros, summary, Target};
+use chatup_testkit::clients::SubscribeOptions;
 use chatup_testkit::process::WorkerOptions;
 use chatup_testkit::{Subscriber, Transport};
 
@@ -126,12 +126,7 @@ async fn once(target: &Target, args: &Args) -> anyhow::Result<Outcome> {
                         break;
                     };
                     let arrived = now_micros();
-                    latencies.extend(
-                        items(std::slice::from_ref(&frame))
-                            .iter()
-                            .filter_map(|m| m["msg"].as_str()?.parse::<u64>().ok())
-                            .map(|sent| arrived.saturating_sub(sent)),
-                    );
+                    latencies.extend(bench::latencies(&frame, arrived));
                 }
                 (want, latencies)
             })
