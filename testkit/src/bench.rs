@@ -184,15 +184,56 @@ pub struct Poster {
     ids: chatup_wire::MessageIdGenerator,
 }
 
+/// A user who posts in one room, with a token of their own: a chat's
+/// usual shape, as against one account posting everywhere.
+pub struct Chatter {
+    user: String,
+    token: String,
+}
+
+impl Chatter {
+    pub fn new(user: &str) -> Self {
+        Self {
+            user: user.to_owned(),
+            token: token_for(user, "Poster"),
+        }
+    }
+}
+
 impl Poster {
-    /// Posts `text`; Ok once accepted (202 from ChatUp, 201/202 from nchan).
+    /// Posts `text` as the poster's own user; Ok once accepted (202 from
+    /// ChatUp, 201/202 from nchan).
     pub async fn post(&mut self, base: &str, room: &str, text: &str) -> anyhow::Result<()> {
+        let (user, token) = (self.user.clone(), self.token.clone());
+        self.post_as(base, room, text, &user, &token).await
+    }
+
+    /// Posts `text` as `chatter`.
+    pub async fn post_as_chatter(
+        &mut self,
+        base: &str,
+        room: &str,
+        text: &str,
+        chatter: &Chatter,
+    ) -> anyhow::Result<()> {
+        self.post_as(base, room, text, &chatter.user, &chatter.token)
+            .await
+    }
+
+    async fn post_as(
+        &mut self,
+        base: &str,
+        room: &str,
+        text: &str,
+        user: &str,
+        token: &str,
+    ) -> anyhow::Result<()> {
         let response = if self.raw {
             let envelope = chatup_wire::Envelope {
                 id: self.ids.next_id(SystemTime::now()),
                 room: room.to_string(),
                 user: chatup_wire::User {
-                    id: self.user.clone(),
+                    id: user.to_owned(),
                     public: serde_json::json!({ "name": "Poster" }).as_object().cloned(),
                     role: None,
                 },
@@ -208,7 +249,7 @@ impl Poster {
         } else {
             self.client
                 .post(format!("{base}/rooms/{room}/messages"))
-                .bearer_auth(&self.token)
+                .bearer_auth(token)
                 .header("Content-Type", "application/json")
                 .body(serde_json::json!({ "msg": text }).to_string())
                 .send()

@@ -2,12 +2,13 @@
 //!
 //! - `POST /v1/messages`: an envelope accepted by the nginx module. Checked
 //!   against bans (403), the rate limit (429) and the filters (422), then
-//!   stored and published in Redis and acknowledged `202 {"id","ts"}`; with
-//!   an `Idempotency-Key` already used by the user in the room, nothing is
-//!   stored and the first answer is given again (also in `X-Chatup-Ack`);
-//!   `503` while Redis is unreachable or the worker drains. A refusal's
-//!   JSON body also travels in `X-Chatup-Refusal` (and `Retry-After`),
-//!   which the module passes on to the client.
+//!   stored and published in Redis and acknowledged `202` (the module
+//!   answers the client `{"id","ts"}` itself); with an `Idempotency-Key`
+//!   already used by the user in the room, nothing is stored and the first
+//!   answer is given again in `X-Chatup-Ack`; `503` while Redis is
+//!   unreachable or the worker drains. A refusal's JSON body travels in
+//!   `X-Chatup-Refusal` (and `Retry-After`), which the module passes on to
+//!   the client. These answers have empty bodies: see [`header_only`].
 //! - `POST /v1/serve/{room}`: the module has a reader for a room it does
 //!   not know to be served: answered `204` once this worker's Redis
 //!   subscription for the room is in place and nchan backfilled, `503` if
@@ -38,6 +39,7 @@ use crate::moderation::bancache::BanCache;
 use crate::moderation::filters::{Candidate, FilterPipeline, Verdict};
 use crate::moderation::ratelimit::RateLimiter;
 use crate::store::Store;
+use crate::worker::posters::RecentPosters;
 use crate::worker::room::Origin;
 use crate::worker::rooms::Rooms;
 
@@ -51,6 +53,7 @@ pub struct IngestState {
     pub store: Store,
     pub rooms: Arc<Rooms>,
     pub checks: Arc<Checks>,
+    pub posters: Arc<RecentPosters>,
     pub draining: CancellationToken,
 }
 
@@ -130,8 +133,20 @@ impl IntoResponse for Refusal {
         if let Some(seconds) = self.retry_after {
             headers.insert(header::RETRY_AFTER, HeaderValue::from(seconds));
         }
-        (self.status, headers, Json(self.body)).into_response()
+        header_only(self.status, headers)
     }
+}
+
+/// An answer to the module with everything in its status and headers and
+/// an empty body (`Content-Length: 0`). The module's subrequest reads only
+/// the head (`header_only`, like `auth_request`), and nginx keeps an
+/// upstream connection alive after such a subrequest only when the answer
+/// has no body (`ngx_http_proxy_process_header`); with one, it opened and
+/// closed a unix connection to the sidecar for every message (seen with
+/// strace: `socket`, `connect`, `close` per post, and `accept` on this
+/// side).
+fn header_only(status: StatusCode, headers: HeaderMap) -> Response {
+    (status, headers).into_response()
 }
 
 /// `value` as JSON with every non-ASCII character written as `\uXXXX`.
@@ -228,17 +243,24 @@ async fn post_message(
         }
     }
     // For bans in every room; not worth delaying the answer for.
-    let (store, room, user) = (
-        state.store.clone(),
-        envelope.room.clone(),
-        envelope.user.id.clone(),
-    );
-    tokio::spawn(async move {
-        if let Err(e) = store.note_poster(&room, &user).await {
-            tracing::warn!(room, error = %e, "cannot record the poster's room");
-        }
-    });
-    Ok((StatusCode::ACCEPTED, Json(envelope.ack())).into_response())
+    if state
+        .posters
+        .needs_recording(&envelope.room, &envelope.user.id, Instant::now())
+    {
+        let (store, posters, room, user) = (
+            state.store.clone(),
+            state.posters.clone(),
+            envelope.room.clone(),
+            envelope.user.id.clone(),
+        );
+        tokio::spawn(async move {
+            if let Err(e) = store.note_poster(&room, &user).await {
+                posters.forget(&room, &user);
+                tracing::warn!(room, error = %e, "cannot record the poster's room");
+            }
+        });
+    }
+    Ok(header_only(StatusCode::ACCEPTED, HeaderMap::new()))
 }
 
 /// The first answer to a retried post, for the module to pass on (it
@@ -248,8 +270,7 @@ fn replayed(first: String) -> Response {
     if let Ok(value) = HeaderValue::from_str(&first) {
         headers.insert("x-chatup-ack", value);
     }
-    let body = serde_json::from_str::<serde_json::Value>(&first).unwrap_or_default();
-    (StatusCode::ACCEPTED, headers, Json(body)).into_response()
+    header_only(StatusCode::ACCEPTED, headers)
 }
 
 async fn serve_room(

@@ -16,6 +16,7 @@ mod fanin;
 mod heartbeat;
 mod ingest;
 mod membership;
+mod posters;
 mod readers;
 mod room;
 mod rooms;
@@ -168,6 +169,9 @@ pub async fn run_with_filters(
         store,
         rooms: rooms.clone(),
         checks,
+        posters: Arc::new(posters::RecentPosters::new(Duration::from_secs(
+            config.history_ttl_secs,
+        ))),
         draining: shutdown.clone(),
     };
     let server = axum::serve(listener, ingest::router(state))

@@ -2,13 +2,15 @@
 //! readers each, and posts at a steady `--rate` (messages/s over all
 //! rooms, round-robin) for `--seconds`, as many streams with a few dozen
 //! viewers each make. Batching cannot help here: a room gets a message
-//! every second or so. Prints the server's CPU per posted message (every
+//! every second or so; each room has its chatter (one user, one token).
+//! Prints the server's CPU per posted message (every
 //! server process: nginx master and workers, sidecar, Redis) and fan-out
 //! latency.
 
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use chatup_testkit::bench::{self, cpu_ms, now_micros, summary, Target};
+use chatup_testkit::bench::{self, cpu_ms, now_micros, summary, Chatter, Target};
 use chatup_testkit::clients::SubscribeOptions;
 use chatup_testkit::process::WorkerOptions;
 use chatup_testkit::{Subscriber, Transport};
@@ -84,10 +86,18 @@ async fn once(target: &Target, args: &Args) -> anyhow::Result<Outcome> {
     // start's costs, not a steady chat's.
     tokio::time::sleep(Duration::from_secs(args.warmup_seconds)).await;
 
+    // One chatter per room, posting there with their own token (signed
+    // before the clock starts; nginx verifies each once, in the run).
+    let chatters: Arc<Vec<Chatter>> = Arc::new(
+        (0..rooms.len())
+            .map(|n| Chatter::new(&format!("chatter{n}")))
+            .collect(),
+    );
     let total = args.rate * args.seconds as usize;
     let per_poster = total / args.posters;
     let total = per_poster * args.posters;
     let interval = Duration::from_secs_f64(args.posters as f64 / args.rate as f64);
+    let run_time = interval * per_poster as u32;
     let pids = target.pids();
     let cpu_before: Vec<u64> = pids.iter().map(|&p| cpu_ms(p)).collect();
     let started = Instant::now();
@@ -95,6 +105,7 @@ async fn once(target: &Target, args: &Args) -> anyhow::Result<Outcome> {
         .map(|p| {
             let base = base.clone();
             let rooms = rooms.clone();
+            let chatters = chatters.clone();
             let mut poster = target.poster(p);
             let posters = args.posters;
             tokio::spawn(async move {
@@ -103,8 +114,11 @@ async fn once(target: &Target, args: &Args) -> anyhow::Result<Outcome> {
                 tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
                 for m in 0..per_poster {
                     tick.tick().await;
-                    let room = &rooms[(m * posters + p) % rooms.len()];
-                    poster.post(&base, room, &now_micros().to_string()).await?;
+                    let n = (m * posters + p) % rooms.len();
+                    let text = now_micros().to_string();
+                    poster
+                        .post_as_chatter(&base, &rooms[n], &text, &chatters[n])
+                        .await?;
                 }
                 anyhow::Ok(())
             })
@@ -119,10 +133,14 @@ async fn once(target: &Target, args: &Args) -> anyhow::Result<Outcome> {
             // posted into room (that number) % rooms.
             let want = (0..total).filter(|g| g % rooms.len() == room).count();
             tokio::spawn(async move {
-                let deadline = Instant::now() + Duration::from_secs(60 + total as u64 / 100);
+                // A room may get its messages late in the run (at low rates,
+                // its only one near the end): wait for the whole run, not
+                // for a gap between frames.
+                let deadline = Instant::now() + run_time + Duration::from_secs(10);
                 let mut latencies = Vec::with_capacity(want);
                 while latencies.len() < want && Instant::now() < deadline {
-                    let Some(frame) = reader.next_frame(Duration::from_secs(10)).await else {
+                    let left = deadline.saturating_duration_since(Instant::now());
+                    let Some(frame) = reader.next_frame(left).await else {
                         break;
                     };
                     let arrived = now_micros();
