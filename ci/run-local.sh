@@ -31,9 +31,12 @@ log() { printf '[run-local] %s\n' "$*" >&2; }
 
 port_in_use() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
 operator_port=$((dispatcher_port + 1))
-for port in "$http_port" "$second_port" "$dispatcher_port" "$operator_port" "$redis_port"; do
+# Prometheus metrics: worker1, worker2, the dispatcher.
+metrics_port=${CHATUP_DEMO_METRICS_PORT:-9464}
+for port in "$http_port" "$second_port" "$dispatcher_port" "$operator_port" "$redis_port" \
+    "$metrics_port" "$((metrics_port + 1))" "$((metrics_port + 2))"; do
     if port_in_use "$port"; then
-        log "port $port is already in use; set CHATUP_DEMO_PORT / CHATUP_DEMO_DISPATCHER_PORT / CHATUP_DEMO_REDIS_PORT"
+        log "port $port is already in use; set CHATUP_DEMO_PORT / CHATUP_DEMO_DISPATCHER_PORT / CHATUP_DEMO_REDIS_PORT / CHATUP_DEMO_METRICS_PORT"
         exit 1
     fi
 done
@@ -92,7 +95,8 @@ start_chat_worker() {
         --worker-id "$1" --public-url "http://127.0.0.1:$port" \
         --redis-url "redis://127.0.0.1:$redis_port" \
         --listen "$dir/sidecar.sock" --socket-mode 660 \
-        --nchan-socket "$dir/nginx-internal.sock" 2>"$dir/sidecar.log" &
+        --nchan-socket "$dir/nginx-internal.sock" \
+        --metrics-listen "127.0.0.1:$3" 2>"$dir/sidecar.log" &
     pids+=($!)
     wait_for "chatup worker ($1)" test -S "$dir/sidecar.sock"
 
@@ -102,12 +106,13 @@ start_chat_worker() {
     log "$1: http://127.0.0.1:$port (logs in $dir)"
 }
 
-start_chat_worker worker1 "$http_port"
-start_chat_worker worker2 "$second_port"
+start_chat_worker worker1 "$http_port" "$metrics_port"
+start_chat_worker worker2 "$second_port" "$((metrics_port + 1))"
 
 "$chatup" dispatcher --config conf/chatup-dispatcher.toml \
     --listen "127.0.0.1:$dispatcher_port" \
     --operator-listen "127.0.0.1:$operator_port" \
+    --metrics-listen "127.0.0.1:$((metrics_port + 2))" \
     --server-secret-file conf/dev-keys/jwt-hs256.secret \
     --user-public-key conf/dev-keys/jwt-rs256.pub --user-issuer chatup-dev-site \
     --ticket-secret-file "$ticket_secret" \
@@ -148,6 +153,11 @@ Who is there, and the history:
 Ban bob from the room for a minute (the server API takes JWTs signed with the server key):
   curl -s -X POST $dispatcher/bans --data-binary "\$($chatup dev-server-token --act ban \\
     --claims '{"bans": [{"user": "bob", "room": "lobby", "duration": 60}]}')"
+
+Prometheus metrics (worker1, worker2, the dispatcher; docs/operations.md lists them):
+  curl -s http://127.0.0.1:$metrics_port/metrics
+  curl -s http://127.0.0.1:$((metrics_port + 1))/metrics
+  curl -s http://127.0.0.1:$((metrics_port + 2))/metrics
 
 Another token: $chatup dev-token --sub bob --name Bob
 Press Ctrl-C to stop.

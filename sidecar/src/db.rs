@@ -32,6 +32,7 @@ use redis::{
 };
 use tokio::sync::{watch, Notify};
 
+use crate::telemetry::names;
 use crate::topology::{ClusterUrl, Topology};
 
 #[derive(Debug, thiserror::Error)]
@@ -223,9 +224,14 @@ impl Db {
         &self,
         op: impl Future<Output = redis::RedisResult<T>>,
     ) -> Result<T, DbError> {
-        match tokio::time::timeout(self.timeout, op).await {
+        let started = Instant::now();
+        let outcome = tokio::time::timeout(self.timeout, op).await;
+        metrics::histogram!(names::REDIS_COMMAND_SECONDS).record(started.elapsed());
+        match outcome {
             Ok(Ok(value)) => Ok(value),
             Ok(Err(e)) => {
+                let kind = if e.is_timeout() { "timeout" } else { "error" };
+                metrics::counter!(names::REDIS_ERRORS, "kind" => kind).increment(1);
                 if e.is_timeout() {
                     self.replace_connection();
                 } else if self.topology.follows_failovers() && connection_lost(&e) {
@@ -235,6 +241,7 @@ impl Db {
                 Err(e.into())
             }
             Err(_) => {
+                metrics::counter!(names::REDIS_ERRORS, "kind" => "timeout").increment(1);
                 self.replace_connection();
                 self.trouble.notify_one();
                 Err(DbError::Timeout(self.timeout))

@@ -14,5 +14,6 @@ pub mod nchan;
 pub mod presence;
 pub mod registry;
 pub mod store;
+pub mod telemetry;
 pub mod topology;
 pub mod worker;

@@ -20,6 +20,8 @@ use hyper_util::rt::TokioExecutor;
 use hyperlocal::{UnixConnector, Uri};
 use tokio::sync::Semaphore;
 
+use crate::telemetry::names;
+
 #[derive(Debug, thiserror::Error)]
 pub enum NchanError {
     #[error("nchan unreachable: {0}")]
@@ -87,12 +89,17 @@ impl Nchan {
             .body(Full::new(Bytes::from(frame)))
             .map_err(|e| NchanError::Unreachable(e.to_string()))?;
         // The body is read in `send`, so the connection goes back to the pool.
-        let (status, _) = self.send(request).await?;
-        if status.is_success() {
-            Ok(())
-        } else {
-            Err(NchanError::Status(status))
+        let started = std::time::Instant::now();
+        let outcome = match self.send(request).await {
+            Ok((status, _)) if status.is_success() => Ok(()),
+            Ok((status, _)) => Err(NchanError::Status(status)),
+            Err(e) => Err(e),
+        };
+        metrics::histogram!(names::NCHAN_PUBLISH_SECONDS).record(started.elapsed());
+        if outcome.is_err() {
+            metrics::counter!(names::NCHAN_ERRORS).increment(1);
         }
+        outcome
     }
 
     /// The state of `room`'s channel on this nginx (all zero if the
@@ -181,6 +188,7 @@ impl Nchan {
     }
 
     async fn send(&self, request: Request<Full<Bytes>>) -> Result<(StatusCode, Bytes), NchanError> {
+        let _waiting = InFlight::enter();
         let exchange = async {
             let _slot = self
                 .in_flight
@@ -203,6 +211,23 @@ impl Nchan {
         tokio::time::timeout(CALL_TIMEOUT, exchange)
             .await
             .map_err(|_| NchanError::Timeout(CALL_TIMEOUT))?
+    }
+}
+
+/// Counts a request to nginx in [`names::NCHAN_REQUESTS_IN_FLIGHT`] from
+/// its start (waiting for a slot included) until it ends or is dropped.
+struct InFlight;
+
+impl InFlight {
+    fn enter() -> Self {
+        metrics::gauge!(names::NCHAN_REQUESTS_IN_FLIGHT).increment(1.0);
+        InFlight
+    }
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        metrics::gauge!(names::NCHAN_REQUESTS_IN_FLIGHT).decrement(1.0);
     }
 }
 

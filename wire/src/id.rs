@@ -27,6 +27,13 @@ impl MessageIdGenerator {
     }
 }
 
+/// The millisecond (since the Unix epoch) a message id was made in, which
+/// is when the module accepted the message; `None` if `id` is not a ULID
+/// (ids of server posts made elsewhere may not be).
+pub fn made_at_millis(id: &str) -> Option<u64> {
+    ulid::Ulid::from_string(id).ok().map(|id| id.timestamp_ms())
+}
+
 /// Milliseconds since the Unix epoch.
 pub fn unix_millis(now: SystemTime) -> u64 {
     now.duration_since(SystemTime::UNIX_EPOCH)
@@ -48,6 +55,14 @@ mod tests {
         let later = generator.next_id(t + Duration::from_millis(1));
         assert!(later > *ids.last().unwrap());
         assert_eq!(later.len(), 26);
+    }
+
+    #[test]
+    fn an_id_tells_the_millisecond_it_was_made_in() {
+        let t = SystemTime::UNIX_EPOCH + Duration::from_millis(1_700_000_000_123);
+        let id = MessageIdGenerator::new().next_id(t);
+        assert_eq!(made_at_millis(&id), Some(1_700_000_000_123));
+        assert_eq!(made_at_millis("not-an-id"), None);
     }
 
     #[test]

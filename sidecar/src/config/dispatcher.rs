@@ -19,6 +19,9 @@ pub struct DispatcherConfig {
     /// Address of the operator's API (`/workers`: the cluster's workers,
     /// their URLs and load). Keep it off the public network.
     pub operator_listen: Option<SocketAddr>,
+    /// Address of the Prometheus metrics (`GET /metrics`); unset: none.
+    /// Keep it off the public network.
+    pub metrics_listen: Option<SocketAddr>,
     /// Redis URL (`redis://host:port/db`, `rediss://` for TLS, `redis+sentinel://`, `redis+cluster://`; an ACL
     /// user and password as `rediss://user:password@host`).
     pub redis_url: String,
@@ -101,6 +104,7 @@ impl Default for DispatcherConfig {
         Self {
             listen: ([127, 0, 0, 1], 8090).into(),
             operator_listen: Some(([127, 0, 0, 1], 8091).into()),
+            metrics_listen: None,
             redis_url: "redis://127.0.0.1:6379".into(),
             redis_tls_ca_file: None,
             redis_tls_cert_file: None,
@@ -162,6 +166,9 @@ pub struct DispatcherArgs {
     /// Address of the operator API (/workers), off the public network [default: 127.0.0.1:8091]
     #[arg(long, env = "CHATUP_OPERATOR_LISTEN")]
     pub operator_listen: Option<SocketAddr>,
+    /// Address of the Prometheus metrics (/metrics), off the public network [default: none]
+    #[arg(long, env = "CHATUP_METRICS_LISTEN")]
+    pub metrics_listen: Option<SocketAddr>,
     /// Redis connect/command timeout in milliseconds [default: 1000]
     #[arg(long, env = "CHATUP_REDIS_TIMEOUT_MS")]
     pub redis_timeout_ms: Option<u64>,
@@ -256,6 +263,7 @@ impl DispatcherConfig {
             config,
             args,
             operator_listen,
+            metrics_listen,
             server_public_key,
             server_secret_file,
             user_public_key,

@@ -52,6 +52,9 @@ pub struct WorkerConfig {
     pub socket_mode: u32,
     /// nginx's internal unix socket, where nchan's publisher location is.
     pub nchan_socket: PathBuf,
+    /// Address of the Prometheus metrics (`GET /metrics`); unset: none.
+    /// Keep it off the public network.
+    pub metrics_listen: Option<std::net::SocketAddr>,
     /// Messages kept per room in Redis history.
     pub history_length: usize,
     /// History expires this many seconds after a room's last message.
@@ -94,6 +97,7 @@ impl Default for WorkerConfig {
             listen: "/run/chatup/sidecar.sock".into(),
             socket_mode: 0o660,
             nchan_socket: "/run/chatup/nginx-internal.sock".into(),
+            metrics_listen: None,
             history_length: 100,
             history_ttl_secs: 24 * 3600,
             batch_window_ms: 30,
@@ -158,6 +162,9 @@ pub struct WorkerArgs {
     /// nginx's internal unix socket (nchan publisher) [default: /run/chatup/nginx-internal.sock]
     #[arg(long, env = "CHATUP_NCHAN_SOCKET")]
     pub nchan_socket: Option<PathBuf>,
+    /// Address of the Prometheus metrics (/metrics), off the public network [default: none]
+    #[arg(long, env = "CHATUP_METRICS_LISTEN")]
+    pub metrics_listen: Option<std::net::SocketAddr>,
     /// Messages kept per room in history [default: 100]
     #[arg(long, env = "CHATUP_HISTORY_LENGTH")]
     pub history_length: Option<usize>,
@@ -227,6 +234,7 @@ impl WorkerConfig {
             self,
             args,
             public_url,
+            metrics_listen,
             redis_tls_ca_file,
             redis_tls_cert_file,
             redis_tls_key_file,

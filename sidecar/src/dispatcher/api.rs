@@ -33,6 +33,7 @@ use crate::dispatcher::server_api::{self, ServerApi};
 use crate::presence::{Presence, RoomCounts};
 use crate::registry::Registry;
 use crate::store;
+use crate::telemetry::names::JoinOutcome;
 
 #[derive(Clone)]
 pub struct AppState {
@@ -153,12 +154,35 @@ struct JoinRequest {
     exclude: Option<String>,
 }
 
+/// Why a join found no worker (a 503 the outcome count tells apart).
+const NO_WORKER: &str = "no worker available";
+
 async fn join(
+    state: State<AppState>,
+    room: RoomRequest,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Json<Value>, ApiError> {
+    let answer = assign_worker(state, room, headers, body).await;
+    match &answer {
+        Ok(_) => JoinOutcome::Assigned,
+        Err(e) => match e.status() {
+            StatusCode::BAD_REQUEST => JoinOutcome::Invalid,
+            StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN => JoinOutcome::Unauthorized,
+            _ if e.message() == NO_WORKER => JoinOutcome::NoWorker,
+            _ => JoinOutcome::Unavailable,
+        },
+    }
+    .count();
+    answer
+}
+
+async fn assign_worker(
     State(state): State<AppState>,
     RoomRequest { room, .. }: RoomRequest,
     headers: HeaderMap,
     body: Bytes,
-) -> Result<impl IntoResponse, ApiError> {
+) -> Result<Json<Value>, ApiError> {
     let reader = state.read.reader(&room, &headers)?;
     let request: JoinRequest = if body.iter().all(u8::is_ascii_whitespace) {
         JoinRequest::default()
@@ -174,7 +198,7 @@ async fn join(
         .pick(request.exclude.as_deref())
         .await
         .map_err(unavailable)?
-        .ok_or_else(|| ApiError::unavailable("no worker available"))?;
+        .ok_or_else(|| ApiError::unavailable(NO_WORKER))?;
     let live = live_ids(&state).await?;
     let counts = room_counts(&state, &room, &live).await?;
     let history = history(&state.db, &room, state.join_history).await?;

@@ -5,6 +5,7 @@
 
 mod api;
 mod dev;
+mod fleet_metrics;
 mod params;
 mod replay;
 mod server_api;
@@ -101,6 +102,10 @@ pub async fn run(
             tickets,
         }),
     };
+    if config.metrics_listen.is_some() {
+        crate::telemetry::start(config.metrics_listen, &shutdown).await?;
+        tokio::spawn(fleet_metrics::run(state.registry.clone(), shutdown.clone()));
+    }
     let operator_api = operator.map(|listener| {
         let app = api::operator_router(state.clone());
         let stop = shutdown.clone();

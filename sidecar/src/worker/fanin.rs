@@ -19,6 +19,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::keys;
 use crate::moderation::bancache::BanCache;
+use crate::telemetry::names;
 use crate::topology::{ClusterUrl, Topology};
 use crate::worker::rooms::Rooms;
 
@@ -252,6 +253,7 @@ impl Fanin {
         self.confirm_all();
         self.bans.reload_soon();
         if reconnecting {
+            metrics::counter!(names::SUBSCRIPTION_RECONNECTS).increment(1);
             tracing::info!(
                 channels,
                 "redis subscription restored, resyncing rooms from history"

@@ -21,6 +21,7 @@ use tokio_util::sync::CancellationToken;
 use crate::nchan::Nchan;
 use crate::presence::Presence;
 use crate::registry::{Registry, WorkerRecord};
+use crate::telemetry::names;
 use crate::worker::membership::Membership;
 use crate::worker::rooms::Rooms;
 
@@ -110,6 +111,8 @@ impl Heartbeat {
     /// One heartbeat; returns the live workers it learnt of.
     async fn beat(&self) -> Vec<String> {
         let readers = self.parts.rooms.census();
+        metrics::gauge!(names::ROOMS_SERVED).set(self.parts.rooms.served() as f64);
+        metrics::gauge!(names::READERS).set(readers.iter().map(|(_, n)| *n).sum::<u64>() as f64);
         let refreshed = self
             .parts
             .presence
@@ -143,12 +146,14 @@ impl Heartbeat {
             .await
         {
             Ok(live) => {
+                metrics::counter!(names::HEARTBEATS, "result" => "ok").increment(1);
                 self.registry_trouble
                     .report::<&str>("announcing this worker", Ok(()));
                 self.parts.membership.set_live_workers(live.clone());
                 live
             }
             Err(e) => {
+                metrics::counter!(names::HEARTBEATS, "result" => "failed").increment(1);
                 self.registry_trouble
                     .report("announcing this worker", Err(e));
                 Vec::new()

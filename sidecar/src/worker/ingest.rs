@@ -39,6 +39,7 @@ use crate::moderation::bancache::BanCache;
 use crate::moderation::filters::{Candidate, FilterPipeline, Verdict};
 use crate::moderation::ratelimit::RateLimiter;
 use crate::store::Store;
+use crate::telemetry::names::{self, Refused};
 use crate::worker::posters::RecentPosters;
 use crate::worker::room::Origin;
 use crate::worker::rooms::Rooms;
@@ -176,6 +177,38 @@ pub fn router(state: IngestState) -> Router {
 
 async fn post_message(
     State(state): State<IngestState>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let started = Instant::now();
+    let response = check_and_store(state, headers, body).await.into_response();
+    count_outcome(&response, started.elapsed());
+    response
+}
+
+/// Counts a post's outcome by its answer: a first acceptance (a retry's
+/// replayed answer carries `X-Chatup-Ack` and counts as nothing new), or
+/// a refusal by reason.
+fn count_outcome(response: &Response, took: Duration) {
+    let refused = match response.status() {
+        StatusCode::ACCEPTED => {
+            if !response.headers().contains_key("x-chatup-ack") {
+                metrics::counter!(names::MESSAGES_ACCEPTED).increment(1);
+                metrics::histogram!(names::MESSAGE_STORE_SECONDS).record(took);
+            }
+            return;
+        }
+        StatusCode::FORBIDDEN => Refused::Banned,
+        StatusCode::TOO_MANY_REQUESTS => Refused::RateLimited,
+        StatusCode::UNPROCESSABLE_ENTITY => Refused::Filtered,
+        StatusCode::BAD_REQUEST => Refused::Invalid,
+        _ => Refused::Unavailable,
+    };
+    refused.count();
+}
+
+async fn check_and_store(
+    state: IngestState,
     headers: HeaderMap,
     body: Bytes,
 ) -> Result<Response, ApiError> {

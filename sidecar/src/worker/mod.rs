@@ -66,6 +66,7 @@ pub async fn run_with_filters(
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
     crate::config::install_tls_provider();
+    crate::telemetry::start(config.metrics_listen, &shutdown).await?;
     let topology = config.redis_topology()?;
     let db = Db::connect_lazy(topology.clone(), config.redis_timeout())?;
     let store = crate::store::durable(

@@ -30,6 +30,7 @@ use tokio::time::{sleep_until, Instant};
 
 use crate::nchan::{Nchan, NchanError};
 use crate::store::Store;
+use crate::telemetry::names;
 use crate::worker::batch::{Frame, FrameLimits, Item, Pending, RecentIds};
 use std::future::Future;
 
@@ -329,6 +330,7 @@ impl<C: Channels> RoomTask<C> {
             }
             match self.publish(&frame).await {
                 Ok(()) => {
+                    record_published(&frame);
                     for id in &frame.message_ids {
                         self.recent.insert(id);
                     }
@@ -337,6 +339,7 @@ impl<C: Channels> RoomTask<C> {
                     }
                 }
                 Err(e) => {
+                    metrics::counter!(names::FRAMES_UNDELIVERED).increment(1);
                     tracing::error!(room = %self.room, error = %e,
                         "nchan refused a frame: catching up from history once it is back");
                     self.behind_since = Some(Instant::now());
@@ -365,6 +368,25 @@ impl<C: Channels> RoomTask<C> {
                 }
             }
         }
+    }
+}
+
+/// Counts a frame nchan took, its messages, and how long after their
+/// acceptance they reached nchan here.
+fn record_published(frame: &Frame) {
+    metrics::counter!(names::FRAMES_PUBLISHED).increment(1);
+    if frame.message_ids.is_empty() {
+        return;
+    }
+    metrics::histogram!(names::FRAME_MESSAGES).record(frame.message_ids.len() as f64);
+    let now = chatup_wire::id::unix_millis(std::time::SystemTime::now());
+    let delay = metrics::histogram!(names::MESSAGE_PUBLISH_DELAY_SECONDS);
+    for made_at in frame
+        .message_ids
+        .iter()
+        .filter_map(|id| chatup_wire::id::made_at_millis(id))
+    {
+        delay.record(now.saturating_sub(made_at) as f64 / 1000.0);
     }
 }
 

@@ -20,6 +20,7 @@ use tokio::task::JoinHandle;
 use crate::nchan::Nchan;
 use crate::presence::RoomCounts;
 use crate::store::Store;
+use crate::telemetry::names;
 use crate::worker::fanin::FaninCommand;
 use crate::worker::room::{self, Origin, RoomInput, RoomSettings};
 
@@ -168,6 +169,7 @@ impl Rooms {
 
     /// After a Redis reconnection: every room fetches what it missed.
     pub fn resync_all(&self) {
+        metrics::counter!(names::ROOM_RESYNCS).increment(1);
         for entry in self.lock().values() {
             if entry.inputs.try_send(RoomInput::Resync).is_err() {
                 entry.overflowed.store(true, Ordering::Relaxed);
@@ -233,6 +235,11 @@ impl Rooms {
     /// Readers arrived since the last call.
     pub fn take_opened(&self) -> u64 {
         self.opened.swap(0, Ordering::Relaxed)
+    }
+
+    /// How many rooms this worker serves.
+    pub fn served(&self) -> usize {
+        self.lock().len()
     }
 
     /// How many readers each room has here.
