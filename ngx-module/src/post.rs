@@ -24,7 +24,7 @@ use ngx::ngx_log_error;
 
 use crate::ffi::{bytes, contain_panic, find_header, header_value, DONE, INTERNAL_SERVER_ERROR};
 use crate::handoff::{self, PostCtx};
-use crate::{respond, Module};
+use crate::{respond, zone, Module};
 
 thread_local! {
     // One generator per nginx worker process (nginx runs handlers on one
@@ -79,6 +79,7 @@ unsafe fn start(r: *mut ngx_http_request_t) -> ngx_int_t {
         let _ = ctx;
         let rc = ngx_http_read_client_request_body(r, Some(body_read));
         if rc >= NGX_HTTP_SPECIAL_RESPONSE as ngx_int_t {
+            count_answer(u16::try_from(rc).unwrap_or(500));
             return rc;
         }
         DONE
@@ -91,10 +92,24 @@ unsafe fn refuse(r: *mut ngx_http_request_t, err: &GateError) -> ngx_int_t {
     // SAFETY: `r` is live.
     unsafe {
         if r == (*r).main && ngx_http_discard_request_body(r) != crate::ffi::OK {
+            count_answer(500);
             return INTERNAL_SERVER_ERROR;
         }
     }
+    answer_refusal(r, err)
+}
+
+/// Answers a refused post, and counts it.
+fn answer_refusal(r: *mut ngx_http_request_t, err: &GateError) -> ngx_int_t {
+    zone::with_counters(|counters| counters.refused(err));
+    count_answer(err.status());
     respond::error(r, err)
+}
+
+/// Counts the status a chat POST was answered with (the sidecar exports
+/// it as `chatup_nginx_posts_total`).
+pub fn count_answer(status: u16) {
+    zone::with_counters(|counters| counters.post_answered(status));
 }
 
 /// Called by nginx once the whole body is in memory.
@@ -125,13 +140,13 @@ unsafe fn on_body(r: *mut ngx_http_request_t) -> Option<ngx_int_t> {
         let head = ctx.head.take()?;
         let body = match read_body(r, gate.limits.max_body_bytes) {
             Ok(body) => body,
-            Err(err) => return Some(respond::error(r, &err)),
+            Err(err) => return Some(answer_refusal(r, &err)),
         };
         let now = SystemTime::now();
         let id = IDS.with(|ids| ids.borrow_mut().next_id(now));
         let envelope = match gate.accept_body(head, &body, id, unix_millis(now)) {
             Ok(envelope) => envelope,
-            Err(err) => return Some(respond::error(r, &err)),
+            Err(err) => return Some(answer_refusal(r, &err)),
         };
         if let Err(err) = handoff::start(r, ctx, &envelope, conf.handoff_uri()) {
             ngx_log_error!(
@@ -139,7 +154,7 @@ unsafe fn on_body(r: *mut ngx_http_request_t) -> Option<ngx_int_t> {
                 (*(*r).connection).log,
                 "chatup: cannot start handoff: {err}"
             );
-            return Some(respond::error(r, &GateError::Internal));
+            return Some(answer_refusal(r, &GateError::Internal));
         }
         None
     }

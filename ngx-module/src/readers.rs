@@ -210,6 +210,7 @@ unsafe fn refuse(r: *mut ngx_http_request_t, err: &GateError) -> ngx_int_t {
             // for the client's next request: it goes elsewhere.
             (*r).set_keepalive(0);
         }
+        zone::with_counters(|counters| counters.refused(err));
         let rc = respond::error_with(r, err, &headers);
         ngx_http_finalize_request(r, rc);
     }

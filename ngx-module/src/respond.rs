@@ -26,7 +26,7 @@ pub fn error_with(
     if let GateError::MethodNotAllowed { allow } = err {
         headers.push(("Allow", allow));
     }
-    if matches!(err, GateError::MissingToken | GateError::BadToken(_)) {
+    if matches!(err, GateError::MissingToken | GateError::BadToken(..)) {
         headers.push(("WWW-Authenticate", "Bearer"));
     }
     json(r, err.status(), err.json_body().as_bytes(), &headers)

@@ -5,7 +5,9 @@
 //!   (`chatup_wire::readers::ReaderChanges`);
 //! - `POST ...?release=a,b`: stop letting readers into these rooms without
 //!   asking the sidecar, for those that have no reader
-//!   (`chatup_wire::readers::Released`).
+//!   (`chatup_wire::readers::Released`);
+//! - `GET ...?counters=1`: the module's counters
+//!   (`chatup_wire::readers::ModuleCounters`).
 
 use chatup_gate::query::query_param;
 use chatup_gate::GateError;
@@ -36,7 +38,13 @@ unsafe fn answer(r: *mut ngx_http_request_t) -> ngx_int_t {
         };
         let mut query = b"?".to_vec();
         query.extend_from_slice(bytes(&(*r).args));
-        let body = if let Some(rooms) = query_param(&query, "release") {
+        let body = if query_param(&query, "counters").is_some() {
+            zone::with_region(zone.as_ptr(), |table| table.boot()).map(|boot| {
+                let mut snapshot = None;
+                zone::with_counters(|counters| snapshot = Some(counters.snapshot(boot)));
+                serde_json::to_vec(&snapshot.unwrap_or_default())
+            })
+        } else if let Some(rooms) = query_param(&query, "release") {
             let released = zone::with_region(zone.as_ptr(), |table| Released {
                 released: rooms
                     .split(',')

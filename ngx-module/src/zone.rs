@@ -11,6 +11,7 @@
 use std::ffi::c_void;
 use std::ptr::NonNull;
 
+use chatup_gate::counters::Counters;
 use chatup_gate::readers::{self, Header, MemberSlot, ReaderTable, RoomSlot};
 use ngx::ffi::{
     ngx_conf_t, ngx_int_t, ngx_shared_memory_add, ngx_shm_zone_t, ngx_shmtx_lock, ngx_shmtx_unlock,
@@ -20,11 +21,13 @@ use ngx::ffi::{
 use crate::ffi::{ERROR, OK};
 use crate::Module;
 
-/// Where the table's parts are, at the start of its allocation.
+/// Where the table's parts are, at the start of its allocation, and the
+/// module's counters (atomics: updated without the lock).
 #[repr(C)]
 struct Layout {
     rooms: u64,
     members: u64,
+    counters: Counters,
 }
 
 /// The module's `http`-level configuration: the readers zone, if any.
@@ -147,6 +150,27 @@ pub unsafe fn with_region<R>(
             std::slice::from_raw_parts_mut(members_at as *mut MemberSlot, layout.members as usize);
         let mut table = ReaderTable::new(header, rooms, members);
         Some(f(&mut table))
+    }
+}
+
+/// Runs `f` on the module's counters in the running cycle's readers zone;
+/// nothing is counted without one.
+pub fn with_counters(f: impl FnOnce(&Counters)) {
+    let Some(zone) = current() else {
+        return;
+    };
+    // SAFETY: the zone of the running cycle is mapped in this process; its
+    // region starts with the `Layout` that `init_zone` laid out in zeroed
+    // memory (zero is a valid count). The counters are atomics, only ever
+    // borrowed shared, so no lock is needed.
+    unsafe {
+        let zone = zone.as_ptr();
+        let pool = (*zone).shm.addr as *mut ngx_slab_pool_t;
+        let region = (*zone).data as *mut u8;
+        if pool.is_null() || region.is_null() || (*pool).data != region.cast() {
+            return;
+        }
+        f(&(*(region as *const Layout)).counters);
     }
 }
 

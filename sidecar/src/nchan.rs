@@ -10,7 +10,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use chatup_wire::readers::{ReaderChanges, Released, LAST_ID_HEADER};
+use chatup_wire::readers::{ModuleCounters, ReaderChanges, Released, LAST_ID_HEADER};
 
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
@@ -167,6 +167,12 @@ impl Nchan {
             released.extend(answer.released);
         }
         Ok(released)
+    }
+
+    /// What the module counted since nginx started (posts by status,
+    /// token refusals by reason).
+    pub async fn module_counters(&self) -> Result<ModuleCounters, NchanError> {
+        self.call_json(Method::GET, "/readers?counters=1").await
     }
 
     async fn call_json<T: serde::de::DeserializeOwned>(

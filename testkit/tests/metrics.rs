@@ -5,7 +5,10 @@
 use std::time::{Duration, Instant};
 
 use chatup_testkit::process::{free_port, Dispatcher, WorkerOptions};
-use chatup_testkit::{post_message, token_for, ChatWorker, Redis, Subscriber, Transport};
+use chatup_testkit::token::now_secs;
+use chatup_testkit::{
+    post_message, rs256_token, token_for, ChatWorker, Redis, Subscriber, Transport,
+};
 use serde_json::json;
 
 const WAIT: Duration = Duration::from_secs(20);
@@ -84,6 +87,11 @@ async fn worker_metrics_count_acceptances_refusals_frames_and_readers() {
     let body = json!({ "msg": "one too many" }).to_string();
     let (status, answer) = post_message(&worker, "lobby", Some(&token), &body).await;
     assert_eq!(status, 429, "{answer}");
+    let (status, answer) = post_message(&worker, "lobby", None, &body).await;
+    assert_eq!(status, 401, "{answer}");
+    let expired = rs256_token(&json!({"sub": "bob", "exp": now_secs() - 3600}));
+    let (status, answer) = post_message(&worker, "lobby", Some(&expired), &body).await;
+    assert_eq!(status, 401, "{answer}");
     let mut delivered = 0;
     while delivered < 5 {
         let frame = reader.next_frame(WAIT).await.expect("the posts arrive");
@@ -132,6 +140,34 @@ async fn worker_metrics_count_acceptances_refusals_frames_and_readers() {
         value(&metrics, "chatup_nchan_errors_total"),
         None,
         "{metrics}"
+    );
+
+    // The module's own counts, read from nginx's shared memory.
+    let metrics = scrape_until(metrics_port, "the module's counters", |m| {
+        value(m, "chatup_nginx_posts_total{status=\"401\"}") == Some(2.0)
+    })
+    .await;
+    assert_eq!(
+        value(&metrics, "chatup_nginx_posts_total{status=\"202\"}"),
+        Some(5.0)
+    );
+    assert_eq!(
+        value(&metrics, "chatup_nginx_posts_total{status=\"429\"}"),
+        Some(1.0)
+    );
+    assert_eq!(
+        value(
+            &metrics,
+            "chatup_nginx_token_failures_total{reason=\"missing\"}"
+        ),
+        Some(1.0)
+    );
+    assert_eq!(
+        value(
+            &metrics,
+            "chatup_nginx_token_failures_total{reason=\"expired\"}"
+        ),
+        Some(1.0)
     );
 }
 

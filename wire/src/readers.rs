@@ -66,6 +66,19 @@ pub struct Released {
     pub released: Vec<String>,
 }
 
+/// The answer to `GET /readers?counters`: what the module's nginx workers
+/// counted since nginx started (`boot`, as in [`ReaderChanges`]; a new boot
+/// starts from zero). Keys are statuses (`"202"`, `"401"`, ...) and token
+/// failure reasons (`"expired"`, `"missing"`, ...).
+#[derive(Debug, Default, Serialize, Deserialize, PartialEq, Eq)]
+pub struct ModuleCounters {
+    pub boot: String,
+    /// Chat POSTs the module answered, by status.
+    pub posts: std::collections::BTreeMap<String, u64>,
+    /// Posts and readers refused for their token, by reason.
+    pub token_failures: std::collections::BTreeMap<String, u64>,
+}
+
 /// The header on a frame published to nchan naming its last message, which
 /// the module records as the room's `last_id`.
 pub const LAST_ID_HEADER: &str = "X-Chatup-Last-Id";

@@ -17,8 +17,10 @@ pub enum GateError {
     MissingToken,
     #[error("this token does not give access to this room")]
     RoomNotAllowed,
-    #[error("{0}")]
-    BadToken(String),
+    /// A token that is there but cannot be trusted: why (for counting)
+    /// and what the client is told.
+    #[error("{1}")]
+    BadToken(TokenFailure, String),
     #[error("body is not valid UTF-8")]
     InvalidUtf8,
     #[error("body is not valid JSON: {0}")]
@@ -43,6 +45,49 @@ pub enum GateError {
     Internal,
 }
 
+/// Why a token was refused, as counted by the module.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TokenFailure {
+    Expired,
+    NotYetValid,
+    BadSignature,
+    /// No `alg`, or one that is not pinned.
+    Algorithm,
+    IssuerOrAudience,
+    /// `exp` further away than `chatup_jwt_max_lifetime`.
+    Lifetime,
+    /// A claim missing or malformed (`sub`, `public`, `rooms`, ...).
+    Claims,
+    /// Not a JWT at all.
+    Malformed,
+}
+
+impl TokenFailure {
+    pub const ALL: [TokenFailure; 8] = [
+        TokenFailure::Expired,
+        TokenFailure::NotYetValid,
+        TokenFailure::BadSignature,
+        TokenFailure::Algorithm,
+        TokenFailure::IssuerOrAudience,
+        TokenFailure::Lifetime,
+        TokenFailure::Claims,
+        TokenFailure::Malformed,
+    ];
+
+    pub fn label(self) -> &'static str {
+        match self {
+            TokenFailure::Expired => "expired",
+            TokenFailure::NotYetValid => "not_yet_valid",
+            TokenFailure::BadSignature => "bad_signature",
+            TokenFailure::Algorithm => "algorithm",
+            TokenFailure::IssuerOrAudience => "issuer_or_audience",
+            TokenFailure::Lifetime => "lifetime",
+            TokenFailure::Claims => "claims",
+            TokenFailure::Malformed => "malformed",
+        }
+    }
+}
+
 impl GateError {
     /// The HTTP status this refusal is answered with.
     pub fn status(&self) -> u16 {
@@ -51,7 +96,7 @@ impl GateError {
             GateError::MethodNotAllowed { .. } => 405,
             GateError::BadRoom(_) | GateError::BadIdempotencyKey(_) => 400,
             GateError::UnsupportedMediaType => 415,
-            GateError::MissingToken | GateError::BadToken(_) => 401,
+            GateError::MissingToken | GateError::BadToken(..) => 401,
             GateError::RoomNotAllowed => 403,
             GateError::InvalidUtf8
             | GateError::BadJson(_)
@@ -84,7 +129,7 @@ mod tests {
             r#"{"error":"message is longer than 5 characters"}"#
         );
         assert_eq!(
-            GateError::BadToken("say \"x\"".into()).json_body(),
+            GateError::BadToken(TokenFailure::Malformed, "say \"x\"".into()).json_body(),
             r#"{"error":"say \"x\""}"#
         );
     }

@@ -5,6 +5,7 @@
 //! it is unit-tested without nginx.
 
 pub mod body;
+pub mod counters;
 pub mod error;
 pub mod post;
 pub mod query;
@@ -15,6 +16,6 @@ pub mod ticket;
 pub mod token;
 pub mod verified;
 
-pub use error::GateError;
+pub use error::{GateError, TokenFailure};
 pub use post::{PostGate, PostLimits};
 pub use token::{Identity, KeyError, TokenVerifier, VerifierConfig};

@@ -3,7 +3,7 @@
 
 use chatup_wire::{validate_room, Envelope, User};
 
-use crate::{body::parse_message, GateError, Identity, TokenVerifier};
+use crate::{body::parse_message, GateError, Identity, TokenFailure, TokenVerifier};
 
 #[derive(Debug, Clone, Copy)]
 pub struct PostLimits {
@@ -128,8 +128,8 @@ pub fn check_content_type(content_type: Option<&[u8]>) -> Result<(), GateError> 
 /// The token of an `Authorization: Bearer <token>` header.
 pub fn bearer_token(authorization: Option<&[u8]>) -> Result<&str, GateError> {
     let value = authorization.ok_or(GateError::MissingToken)?;
-    let value =
-        std::str::from_utf8(value).map_err(|_| GateError::BadToken("malformed token".into()))?;
+    let value = std::str::from_utf8(value)
+        .map_err(|_| GateError::BadToken(TokenFailure::Malformed, "malformed token".into()))?;
     let (scheme, token) = value
         .trim()
         .split_once(' ')

@@ -12,7 +12,7 @@ use serde::Deserialize;
 use serde_json::{Map, Value};
 
 use crate::verified::VerifiedTokens;
-use crate::GateError;
+use crate::{GateError, TokenFailure};
 
 /// Longest accepted `sub`, in bytes.
 pub const MAX_SUB_LEN: usize = 256;
@@ -238,13 +238,14 @@ impl TokenVerifier {
         }
         self.check_pinned_algorithm(token)?;
         let data = jsonwebtoken::decode::<Claims>(token, &self.key, &self.validation)
-            .map_err(|e| GateError::BadToken(describe(e.kind())))?;
+            .map_err(|e| bad_token(e.kind()))?;
         let exp = data.claims.exp;
         if let (Some(max), Some(exp)) = (self.max_lifetime_secs, exp) {
             if exp.saturating_sub(now) > max + self.validation.leeway {
-                return Err(GateError::BadToken(format!(
-                    "token expires more than {max} seconds from now"
-                )));
+                return Err(GateError::BadToken(
+                    TokenFailure::Lifetime,
+                    format!("token expires more than {max} seconds from now"),
+                ));
             }
         }
         let identity = identity_from(data.claims)?;
@@ -269,30 +270,31 @@ impl TokenVerifier {
         validation.set_required_spec_claims(&required);
         jsonwebtoken::decode::<T>(token, &self.key, &validation)
             .map(|data| data.claims)
-            .map_err(|e| GateError::BadToken(describe(e.kind())))
+            .map_err(|e| bad_token(e.kind()))
     }
 
     /// Reads the header's `alg` before anything else, so that a token
     /// naming an algorithm we do not accept gets a precise error.
     fn check_pinned_algorithm(&self, token: &str) -> Result<(), GateError> {
-        let malformed = || GateError::BadToken("malformed token".into());
+        let malformed = || GateError::BadToken(TokenFailure::Malformed, "malformed token".into());
         let header_b64 = token.split('.').next().ok_or_else(malformed)?;
         let header_json = base64::engine::general_purpose::URL_SAFE_NO_PAD
             .decode(header_b64.trim_end_matches('='))
             .map_err(|_| malformed())?;
         let header: Header = serde_json::from_slice(&header_json).map_err(|_| malformed())?;
-        let alg = header
-            .alg
-            .ok_or_else(|| GateError::BadToken("token has no alg".into()))?;
+        let alg = header.alg.ok_or_else(|| {
+            GateError::BadToken(TokenFailure::Algorithm, "token has no alg".into())
+        })?;
         let pinned = alg
             .parse::<Algorithm>()
             .ok()
             .filter(|a| self.algorithms.contains(a));
         match pinned {
             Some(_) => Ok(()),
-            None => Err(GateError::BadToken(format!(
-                "token algorithm \"{alg}\" is not accepted"
-            ))),
+            None => Err(GateError::BadToken(
+                TokenFailure::Algorithm,
+                format!("token algorithm \"{alg}\" is not accepted"),
+            )),
         }
     }
 }
@@ -300,30 +302,39 @@ impl TokenVerifier {
 fn identity_from(claims: Claims) -> Result<Identity, GateError> {
     let sub = match claims.sub {
         Some(Value::String(s)) if s == chatup_wire::envelope::SYSTEM_USER => {
-            return Err(GateError::BadToken(format!(
-                "token sub \"{s}\" is reserved for the site's server posts"
-            )))
+            return Err(GateError::BadToken(
+                TokenFailure::Claims,
+                format!("token sub \"{s}\" is reserved for the site's server posts"),
+            ))
         }
         Some(Value::String(s)) if !s.is_empty() && s.len() <= MAX_SUB_LEN => s,
         Some(Value::String(s)) if !s.is_empty() => {
-            return Err(GateError::BadToken(format!(
-                "token sub is longer than {MAX_SUB_LEN} bytes"
-            )))
+            return Err(GateError::BadToken(
+                TokenFailure::Claims,
+                format!("token sub is longer than {MAX_SUB_LEN} bytes"),
+            ))
         }
-        _ => return Err(GateError::BadToken("token has no sub".into())),
+        _ => {
+            return Err(GateError::BadToken(
+                TokenFailure::Claims,
+                "token has no sub".into(),
+            ))
+        }
     };
     let public = match claims.public {
         None | Some(Value::Null) => None,
         Some(Value::Object(map)) => {
             if Value::Object(map.clone()).to_string().len() > MAX_PUBLIC_LEN {
-                return Err(GateError::BadToken(format!(
-                    "token public claim is larger than {MAX_PUBLIC_LEN} bytes"
-                )));
+                return Err(GateError::BadToken(
+                    TokenFailure::Claims,
+                    format!("token public claim is larger than {MAX_PUBLIC_LEN} bytes"),
+                ));
             }
             Some(map)
         }
         Some(_) => {
             return Err(GateError::BadToken(
+                TokenFailure::Claims,
                 "token public claim must be an object".into(),
             ))
         }
@@ -336,6 +347,7 @@ fn identity_from(claims: Claims) -> Result<Identity, GateError> {
                 .map(|item| match item {
                     Value::String(p) if chatup_wire::validate_room_pattern(&p).is_ok() => Ok(p),
                     _ => Err(GateError::BadToken(
+                        TokenFailure::Claims,
                         "token rooms claim must list room names or prefix* patterns".into(),
                     )),
                 })
@@ -343,6 +355,7 @@ fn identity_from(claims: Claims) -> Result<Identity, GateError> {
         ),
         Some(_) => {
             return Err(GateError::BadToken(
+                TokenFailure::Claims,
                 "token rooms claim must be an array".into(),
             ))
         }
@@ -360,20 +373,35 @@ fn identity_from(claims: Claims) -> Result<Identity, GateError> {
     })
 }
 
-fn describe(kind: &ErrorKind) -> String {
-    match kind {
-        ErrorKind::ExpiredSignature => "token expired".into(),
-        ErrorKind::ImmatureSignature => "token not yet valid".into(),
-        ErrorKind::InvalidSignature => "invalid token signature".into(),
-        ErrorKind::InvalidAlgorithm | ErrorKind::MissingAlgorithm => {
-            "token algorithm is not accepted".into()
+fn bad_token(kind: &ErrorKind) -> GateError {
+    let (failure, message) = match kind {
+        ErrorKind::ExpiredSignature => (TokenFailure::Expired, "token expired".into()),
+        ErrorKind::ImmatureSignature => (TokenFailure::NotYetValid, "token not yet valid".into()),
+        ErrorKind::InvalidSignature => {
+            (TokenFailure::BadSignature, "invalid token signature".into())
         }
-        ErrorKind::InvalidIssuer => "token issuer is not accepted".into(),
-        ErrorKind::InvalidAudience => "token audience is not accepted".into(),
-        ErrorKind::MissingRequiredClaim(claim) => format!("token has no {claim}"),
-        ErrorKind::InvalidClaimFormat(claim) => format!("token claim {claim} is malformed"),
-        _ => "malformed token".into(),
-    }
+        ErrorKind::InvalidAlgorithm | ErrorKind::MissingAlgorithm => (
+            TokenFailure::Algorithm,
+            "token algorithm is not accepted".into(),
+        ),
+        ErrorKind::InvalidIssuer => (
+            TokenFailure::IssuerOrAudience,
+            "token issuer is not accepted".into(),
+        ),
+        ErrorKind::InvalidAudience => (
+            TokenFailure::IssuerOrAudience,
+            "token audience is not accepted".into(),
+        ),
+        ErrorKind::MissingRequiredClaim(claim) => {
+            (TokenFailure::Claims, format!("token has no {claim}"))
+        }
+        ErrorKind::InvalidClaimFormat(claim) => (
+            TokenFailure::Claims,
+            format!("token claim {claim} is malformed"),
+        ),
+        _ => (TokenFailure::Malformed, "malformed token".into()),
+    };
+    GateError::BadToken(failure, message)
 }
 
 fn load_key(material: &KeyMaterial) -> Result<(DecodingKey, KeyKind), KeyError> {

@@ -51,7 +51,7 @@ fn hs_token(claims: Value) -> String {
 
 fn bad_token_message(result: Result<chatup_gate::Identity, GateError>) -> String {
     match result {
-        Err(GateError::BadToken(message)) => message,
+        Err(GateError::BadToken(_, message)) => message,
         other => panic!("expected a token error, got {other:?}"),
     }
 }
@@ -298,7 +298,7 @@ fn a_bad_or_expired_token_makes_a_public_room_reader_anonymous_and_a_private_one
             .is_none());
         assert!(matches!(
             reader(&verifier, Some(token), "stage", ReadAccess::TokenOnly),
-            Err(GateError::BadToken(_))
+            Err(GateError::BadToken(..))
         ));
     }
     assert!(reader(&verifier, None, "stage", ReadAccess::Anyone)

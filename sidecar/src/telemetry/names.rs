@@ -21,6 +21,8 @@ pub const READERS: &str = "chatup_readers";
 pub const SUBSCRIPTION_RECONNECTS: &str = "chatup_redis_subscription_reconnects_total";
 pub const ROOM_RESYNCS: &str = "chatup_room_resyncs_total";
 pub const HEARTBEATS: &str = "chatup_heartbeats_total";
+pub const NGINX_POSTS: &str = "chatup_nginx_posts_total";
+pub const NGINX_TOKEN_FAILURES: &str = "chatup_nginx_token_failures_total";
 
 // Both roles.
 pub const REDIS_COMMAND_SECONDS: &str = "chatup_redis_command_seconds";
@@ -32,6 +34,36 @@ pub const WORKERS_LIVE: &str = "chatup_workers_live";
 pub const WORKER_UP: &str = "chatup_worker_up";
 pub const WORKER_LOAD: &str = "chatup_worker_load";
 pub const WORKER_READERS: &str = "chatup_worker_readers";
+
+/// Every metric above, for the checks that the docs, the dashboard and
+/// the alert rules use only these.
+pub const ALL: &[&str] = &[
+    BUILD_INFO,
+    MESSAGES_ACCEPTED,
+    MESSAGES_REFUSED,
+    MESSAGE_STORE_SECONDS,
+    MESSAGE_PUBLISH_DELAY_SECONDS,
+    NCHAN_PUBLISH_SECONDS,
+    NCHAN_ERRORS,
+    NCHAN_REQUESTS_IN_FLIGHT,
+    FRAMES_PUBLISHED,
+    FRAME_MESSAGES,
+    FRAMES_UNDELIVERED,
+    ROOMS_SERVED,
+    READERS,
+    SUBSCRIPTION_RECONNECTS,
+    ROOM_RESYNCS,
+    HEARTBEATS,
+    NGINX_POSTS,
+    NGINX_TOKEN_FAILURES,
+    REDIS_COMMAND_SECONDS,
+    REDIS_ERRORS,
+    JOINS,
+    WORKERS_LIVE,
+    WORKER_UP,
+    WORKER_LOAD,
+    WORKER_READERS,
+];
 
 /// Why the worker refused a message (`reason` of [`MESSAGES_REFUSED`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -145,6 +177,14 @@ pub fn describe() {
         HEARTBEATS,
         "Heartbeats, by result (ok, failed): failures take the worker out of the registry"
     );
+    describe_counter!(
+        NGINX_POSTS,
+        "Chat POSTs the nginx module answered, by status (read from its shared memory)"
+    );
+    describe_counter!(
+        NGINX_TOKEN_FAILURES,
+        "Posts and readers the nginx module refused for their token, by reason"
+    );
     describe_histogram!(
         REDIS_COMMAND_SECONDS,
         Unit::Seconds,
@@ -171,4 +211,58 @@ pub fn describe() {
         WORKER_READERS,
         "Readers on a chat worker, at its last heartbeat"
     );
+}
+
+#[cfg(test)]
+mod tests {
+    use super::ALL;
+
+    const ALERTS: &str = include_str!("../../../conf/monitoring/chatup-alerts.yml");
+    const DASHBOARD: &str = include_str!("../../../conf/monitoring/chatup-dashboard.json");
+    const OPERATIONS: &str = include_str!("../../../docs/operations.md");
+
+    /// The metric names `text` mentions (histogram series as their metric).
+    fn mentioned(text: &str) -> Vec<String> {
+        let mut names = Vec::new();
+        let mut rest = text;
+        while let Some(at) = rest.find("chatup_") {
+            let tail = &rest[at..];
+            let end = tail
+                .find(|c: char| !(c.is_ascii_lowercase() || c == '_'))
+                .unwrap_or(tail.len());
+            let name = &tail[..end];
+            let name = ["_bucket", "_sum", "_count"]
+                .iter()
+                .find_map(|suffix| name.strip_suffix(suffix))
+                .unwrap_or(name);
+            names.push(name.to_owned());
+            rest = &tail[end..];
+        }
+        names
+    }
+
+    #[test]
+    fn the_alert_rules_and_the_dashboard_use_only_metrics_that_exist() {
+        for (file, text) in [("alerts", ALERTS), ("dashboard", DASHBOARD)] {
+            let names = mentioned(text);
+            assert!(!names.is_empty(), "{file} mentions no metric");
+            for name in names {
+                assert!(
+                    ALL.contains(&name.as_str()),
+                    "{file} uses {name}, which no process records"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn every_metric_is_documented_in_operations_md() {
+        let documented = mentioned(OPERATIONS);
+        for name in ALL {
+            assert!(
+                documented.iter().any(|d| d == name),
+                "{name} is not in docs/operations.md"
+            );
+        }
+    }
 }

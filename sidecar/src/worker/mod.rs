@@ -9,13 +9,16 @@
 //! - `readers`: the reader counts and members the nginx module keeps;
 //! - `membership`: members in Redis, join/leave events;
 //! - `sweep`: letting go of rooms nobody reads here;
-//! - `heartbeat`: presence refresh, registry announcement, count events.
+//! - `heartbeat`: presence refresh, registry announcement, count events;
+//! - `posters`: which users' rooms are recorded for bans everywhere;
+//! - `module_metrics`: the nginx module's counters as metrics.
 
 mod batch;
 mod fanin;
 mod heartbeat;
 mod ingest;
 mod membership;
+mod module_metrics;
 mod posters;
 mod readers;
 mod room;
@@ -87,6 +90,9 @@ pub async fn run_with_filters(
     };
     let (fanin_tx, fanin_rx) = mpsc::unbounded_channel();
     let rooms = Arc::new(Rooms::new(fanin_tx, nchan.clone(), store.clone(), settings));
+    if config.metrics_listen.is_some() {
+        tokio::spawn(module_metrics::run(nchan.clone(), shutdown.clone()));
+    }
 
     let bans = Arc::new(BanCache::new(BanStore::new(db.clone())));
     let ban_reloads = {
