@@ -34,6 +34,14 @@ export interface ProtocolOptions {
   backoff?: { baseMs?: number; capMs?: number };
   /** Attempts of one post when the worker does not answer or answers 503, with one idempotency key. Default 3. */
   postAttempts?: number;
+  /**
+   * Called with errors the protocol survives but that point at a bug: a
+   * listener of yours that threw, a frame from the server that is not JSON.
+   * Wire it to your error reporter (Sentry's `captureException`, ...).
+   * Default: `console.error`. Refusals and network failures are not errors
+   * here: they are statuses and rejected `say()` promises.
+   */
+  onError?: (error: unknown, context: string) => void;
   /** For tests: other transport implementations. */
   transportFactories?: Partial<Record<TransportName, TransportFactory>>;
 }
@@ -68,6 +76,7 @@ export class ChatUpProtocol extends Emitter<ProtocolEvents> {
   private readonly factories: Record<TransportName, TransportFactory>;
   private readonly failuresBeforeSwitch: number;
   private readonly postAttempts: number;
+  private readonly onError: ((error: unknown, context: string) => void) | undefined;
   private expiryTimer: ReturnType<typeof setTimeout> | null = null;
   /**
    * The read ticket that names this reader to workers: the site's token
@@ -103,6 +112,18 @@ export class ChatUpProtocol extends Emitter<ProtocolEvents> {
   private readonly onOffline = () => this.goOffline();
   private readonly onOnline = () => this.goOnline();
 
+  protected override reportError(error: unknown, context: string): void {
+    if (!this.onError) {
+      super.reportError(error, context);
+      return;
+    }
+    try {
+      this.onError(error, context);
+    } catch {
+      // The reporter's own failure has nowhere better to go.
+    }
+  }
+
   constructor(options: ProtocolOptions) {
     super();
     this.dispatcherUrl = options.dispatcherUrl.replace(/\/+$/, "");
@@ -114,6 +135,7 @@ export class ChatUpProtocol extends Emitter<ProtocolEvents> {
     this.factories = { ...FACTORIES, ...options.transportFactories };
     this.failuresBeforeSwitch = Math.max(1, options.failuresBeforeSwitch ?? 3);
     this.postAttempts = Math.max(1, options.postAttempts ?? 3);
+    this.onError = options.onError;
     this.watchExpiry();
     const baseMs = options.backoff?.baseMs ?? 500;
     this.backoff = new Backoff(baseMs, options.backoff?.capMs ?? 15000, Math.min(100, baseMs));
@@ -416,7 +438,8 @@ export class ChatUpProtocol extends Emitter<ProtocolEvents> {
       onFrame: (id, data) => {
         if (stale()) return;
         if (id) this.lastId = id;
-        for (const item of parseFrame(data)) this.deliver(item);
+        const malformed = (e: unknown) => this.reportError(e, "a frame from the server is not JSON");
+        for (const item of parseFrame(data, malformed)) this.deliver(item);
       },
       onClose: (opened) => {
         if (stale()) return;

@@ -13,6 +13,7 @@ pub mod moderation;
 pub mod nchan;
 pub mod presence;
 pub mod registry;
+pub mod reporting;
 pub mod store;
 pub mod telemetry;
 pub mod topology;

@@ -6,6 +6,8 @@
 use anyhow::Context;
 use clap::{Parser, Subcommand};
 use tokio_util::sync::CancellationToken;
+use tracing_subscriber::layer::SubscriberExt;
+use tracing_subscriber::util::SubscriberInitExt;
 
 use chatup::config::{DispatcherArgs, DispatcherConfig, LogFormat, WorkerArgs, WorkerConfig};
 use chatup::devtoken::{DevServerTokenArgs, DevTokenArgs};
@@ -34,6 +36,11 @@ fn main() -> anyhow::Result<()> {
     match cli.command {
         Command::Worker(args) => {
             let config = WorkerConfig::load(&args).context("loading worker configuration")?;
+            let _reporting = chatup::reporting::init(
+                config.sentry_dsn.as_deref(),
+                config.sentry_environment.as_deref(),
+                "worker",
+            );
             init_tracing(config.log_format);
             // One thread: the worker only moves bytes between nginx and
             // Redis, next to an nginx that needs the cores more. Waking
@@ -52,6 +59,11 @@ fn main() -> anyhow::Result<()> {
         Command::Dispatcher(args) => {
             let config =
                 DispatcherConfig::load(&args).context("loading dispatcher configuration")?;
+            let _reporting = chatup::reporting::init(
+                config.sentry_dsn.as_deref(),
+                config.sentry_environment.as_deref(),
+                "dispatcher",
+            );
             init_tracing(config.log_format);
             // Joins come in bursts at stream starts, and dispatchers have
             // their machines to themselves: every core.
@@ -77,11 +89,17 @@ where
     F: FnOnce(CancellationToken) -> Fut,
     Fut: std::future::Future<Output = anyhow::Result<()>>,
 {
-    runtime.block_on(async {
+    let outcome = runtime.block_on(async {
         let shutdown = CancellationToken::new();
         tokio::spawn(cancel_on_signal(shutdown.clone()));
         role(shutdown).await
-    })
+    });
+    if let Err(e) = &outcome {
+        // Logged (and so reported, with error reporting on) before main
+        // prints it and the process exits.
+        tracing::error!(error = format!("{e:#}"), "chatup stopped on an error");
+    }
+    outcome
 }
 
 async fn cancel_on_signal(shutdown: CancellationToken) {
@@ -109,12 +127,27 @@ fn init_tracing(format: LogFormat) {
     // A log that cannot be written (stderr's reader gone) is dropped: by
     // default tracing reports that with eprintln!, which panics on the
     // same broken stderr and would kill the task that logged.
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .log_internal_errors(false);
-    match format {
-        LogFormat::Json => builder.json().init(),
-        LogFormat::Text => builder.init(),
-    }
+    let json = matches!(format, LogFormat::Json).then(|| {
+        tracing_subscriber::fmt::layer()
+            .json()
+            .with_writer(std::io::stderr)
+            .log_internal_errors(false)
+    });
+    let text = matches!(format, LogFormat::Text).then(|| {
+        tracing_subscriber::fmt::layer()
+            .with_writer(std::io::stderr)
+            .log_internal_errors(false)
+    });
+    // Errors go to Sentry only when a DSN started its client; without one
+    // the layer has nowhere to send and costs nothing.
+    let reporting = sentry::Hub::current()
+        .client()
+        .is_some()
+        .then(chatup::reporting::layer);
+    tracing_subscriber::registry()
+        .with(filter)
+        .with(json)
+        .with(text)
+        .with(reporting)
+        .init();
 }

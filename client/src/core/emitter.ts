@@ -17,8 +17,13 @@ export class Emitter<Events extends Record<string, unknown>> {
         handler(value);
       } catch (e) {
         // A listener's bug must not stop the protocol.
-        console.error(`ChatUp: a "${String(event)}" listener threw`, e);
+        this.reportError(e, `a "${String(event)}" listener threw`);
       }
     }
+  }
+
+  /** An error survived, for the site's reporter (see `ProtocolOptions.onError`). */
+  protected reportError(error: unknown, context: string): void {
+    console.error(`ChatUp: ${context}`, error);
   }
 }

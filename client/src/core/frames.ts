@@ -7,13 +7,14 @@ export type Item = { kind: "message"; message: Message } | { kind: "event"; even
  * Splits a frame (a JSON array of envelopes and events, see
  * docs/wire-format.md) into items. Items without an id, or of a shape
  * this client does not know, are skipped; a frame that is not JSON gives
- * nothing.
+ * nothing (and is passed to `onMalformed`).
  */
-export function parseFrame(data: string): Item[] {
+export function parseFrame(data: string, onMalformed?: (error: unknown) => void): Item[] {
   let parsed: unknown;
   try {
     parsed = JSON.parse(data);
-  } catch {
+  } catch (error) {
+    onMalformed?.(error);
     return [];
   }
   const list = Array.isArray(parsed) ? parsed : [parsed];

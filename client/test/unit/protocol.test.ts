@@ -165,6 +165,32 @@ test("history, then the stream, each item once; resumes from the last frame id",
   protocol.close();
 });
 
+test("errors the protocol survives go to onError: a listener that throws, a frame that is not JSON", async () => {
+  const w = world(["w1"]);
+  const reported: string[] = [];
+  const protocol = new ChatUpProtocol({
+    dispatcherUrl: "http://d",
+    room: "r",
+    backoff: { baseMs: 1, capMs: 2 },
+    transportFactories: w.factories,
+    onError: (error, context) => reported.push(`${context}: ${error instanceof Error ? error.message : error}`),
+  });
+  const got: string[] = [];
+  protocol.on("message", () => {
+    throw new Error("listener bug");
+  });
+  protocol.on("message", (m) => got.push(m.id));
+  void protocol.connect();
+  await tick();
+  w.opened[0].handlers.onOpen();
+  w.opened[0].handlers.onFrame("10:0", "{not json");
+  w.opened[0].handlers.onFrame("10:1", JSON.stringify([message("m1")]));
+  assert.deepEqual(got, ["h1", "h2", "m1"], "the other listener and later frames still run");
+  assert.equal(reported.filter((r) => r === 'a "message" listener threw: listener bug').length, 3);
+  assert.equal(reported.filter((r) => r.startsWith("a frame from the server is not JSON")).length, 1);
+  protocol.close();
+});
+
 test("a transport that cannot open falls back to the next one", async () => {
   const w = world(["w1"]);
   const protocol = new ChatUpProtocol({

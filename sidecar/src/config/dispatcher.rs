@@ -22,6 +22,10 @@ pub struct DispatcherConfig {
     /// Address of the Prometheus metrics (`GET /metrics`); unset: none.
     /// Keep it off the public network.
     pub metrics_listen: Option<SocketAddr>,
+    /// Sentry DSN: errors and panics are reported there; unset: off.
+    pub sentry_dsn: Option<String>,
+    /// The environment errors are reported under (`production`, ...).
+    pub sentry_environment: Option<String>,
     /// Redis URL (`redis://host:port/db`, `rediss://` for TLS, `redis+sentinel://`, `redis+cluster://`; an ACL
     /// user and password as `rediss://user:password@host`).
     pub redis_url: String,
@@ -105,6 +109,8 @@ impl Default for DispatcherConfig {
             listen: ([127, 0, 0, 1], 8090).into(),
             operator_listen: Some(([127, 0, 0, 1], 8091).into()),
             metrics_listen: None,
+            sentry_dsn: None,
+            sentry_environment: None,
             redis_url: "redis://127.0.0.1:6379".into(),
             redis_tls_ca_file: None,
             redis_tls_cert_file: None,
@@ -169,6 +175,12 @@ pub struct DispatcherArgs {
     /// Address of the Prometheus metrics (/metrics), off the public network [default: none]
     #[arg(long, env = "CHATUP_METRICS_LISTEN")]
     pub metrics_listen: Option<SocketAddr>,
+    /// Sentry DSN for errors and panics [default: none, off]
+    #[arg(long, env = "CHATUP_SENTRY_DSN")]
+    pub sentry_dsn: Option<String>,
+    /// Environment reported to Sentry [default: none]
+    #[arg(long, env = "CHATUP_SENTRY_ENVIRONMENT")]
+    pub sentry_environment: Option<String>,
     /// Redis connect/command timeout in milliseconds [default: 1000]
     #[arg(long, env = "CHATUP_REDIS_TIMEOUT_MS")]
     pub redis_timeout_ms: Option<u64>,
@@ -264,6 +276,8 @@ impl DispatcherConfig {
             args,
             operator_listen,
             metrics_listen,
+            sentry_dsn,
+            sentry_environment,
             server_public_key,
             server_secret_file,
             user_public_key,

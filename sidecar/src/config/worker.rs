@@ -55,6 +55,10 @@ pub struct WorkerConfig {
     /// Address of the Prometheus metrics (`GET /metrics`); unset: none.
     /// Keep it off the public network.
     pub metrics_listen: Option<std::net::SocketAddr>,
+    /// Sentry DSN: errors and panics are reported there; unset: off.
+    pub sentry_dsn: Option<String>,
+    /// The environment errors are reported under (`production`, ...).
+    pub sentry_environment: Option<String>,
     /// Messages kept per room in Redis history.
     pub history_length: usize,
     /// History expires this many seconds after a room's last message.
@@ -98,6 +102,8 @@ impl Default for WorkerConfig {
             socket_mode: 0o660,
             nchan_socket: "/run/chatup/nginx-internal.sock".into(),
             metrics_listen: None,
+            sentry_dsn: None,
+            sentry_environment: None,
             history_length: 100,
             history_ttl_secs: 24 * 3600,
             batch_window_ms: 30,
@@ -165,6 +171,12 @@ pub struct WorkerArgs {
     /// Address of the Prometheus metrics (/metrics), off the public network [default: none]
     #[arg(long, env = "CHATUP_METRICS_LISTEN")]
     pub metrics_listen: Option<std::net::SocketAddr>,
+    /// Sentry DSN for errors and panics [default: none, off]
+    #[arg(long, env = "CHATUP_SENTRY_DSN")]
+    pub sentry_dsn: Option<String>,
+    /// Environment reported to Sentry [default: none]
+    #[arg(long, env = "CHATUP_SENTRY_ENVIRONMENT")]
+    pub sentry_environment: Option<String>,
     /// Messages kept per room in history [default: 100]
     #[arg(long, env = "CHATUP_HISTORY_LENGTH")]
     pub history_length: Option<usize>,
@@ -235,6 +247,8 @@ impl WorkerConfig {
             args,
             public_url,
             metrics_listen,
+            sentry_dsn,
+            sentry_environment,
             redis_tls_ca_file,
             redis_tls_cert_file,
             redis_tls_key_file,
