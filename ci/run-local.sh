@@ -10,19 +10,25 @@
 #                           uses the next one (default 8080, 8081)
 #   CHATUP_DEMO_DISPATCHER_PORT  the dispatcher's port (default 8090)
 #   CHATUP_DEMO_REDIS_PORT  port of the demo's redis-server (default 6390)
+#   CHATUP_DEMO_METRICS_PORT  Prometheus metrics of worker1; worker2 and the
+#                           dispatcher use the next two (default 9464-9466)
 #   CHATUP_DEMO_DIR         run directory: sockets, logs (default .run/)
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 cd "$root"
 
 bash ci/setup.sh
+# Release builds, as in production (setup.sh builds the module in release
+# already; the tests use the debug sidecar).
+echo "[run-local] building chatup (release)" >&2
+cargo build -q --release -p chatup
 
 http_port=${CHATUP_DEMO_PORT:-8080}
 second_port=$((http_port + 1))
 dispatcher_port=${CHATUP_DEMO_DISPATCHER_PORT:-8090}
 redis_port=${CHATUP_DEMO_REDIS_PORT:-6390}
 run=${CHATUP_DEMO_DIR:-$root/.run}
-chatup=$root/target/debug/chatup
+chatup=$root/target/release/chatup
 module=$root/target/release/libngx_chatup.so
 public_key=$root/conf/dev-keys/jwt-rs256.pub
 ticket_secret=$root/conf/dev-keys/ticket-hs256.secret

@@ -18,7 +18,7 @@ use ngx::ffi::{
     ngx_conf_t, ngx_http_add_variable, ngx_http_finalize_request, ngx_http_request_t,
     ngx_http_variable_value_t, ngx_int_t, NGX_HTTP_VAR_NOCACHEABLE, NGX_LOG_WARN,
 };
-use ngx::http::{HttpModule, Request};
+use ngx::http::{HttpModule, HttpModuleLocationConf, Request};
 use ngx::{ngx_log_error, ngx_string};
 
 use crate::ffi::{contain_panic, find_response_header, ERROR, INTERNAL_SERVER_ERROR, OK};
@@ -42,6 +42,9 @@ pub struct PostCtx {
     pub head: Option<AcceptedHead>,
     /// The serialized envelope, read by `$chatup_envelope`.
     envelope: Vec<u8>,
+    /// The message's id, read by `$chatup_message_id` (for access logs:
+    /// the sidecar logs it too, so one message can be followed).
+    message_id: Vec<u8>,
     /// The `{"id","ts"}` answer for the client.
     ack: Vec<u8>,
     /// The sidecar's status, once the subrequest has ended.
@@ -83,9 +86,15 @@ impl PostCtx {
     /// # Safety
     /// `r` is a live request.
     pub unsafe fn get<'a>(r: *mut ngx_http_request_t) -> Option<&'a mut PostCtx> {
-        // SAFETY: this module's ctx slot only ever holds a `PostCtx`.
+        // SAFETY: the module's ctx slot holds a `PostCtx` in `chatup_post`
+        // locations and a `ReaderCtx` in `chatup_readers` ones: the main
+        // request's location says which. (Our variables can be logged in
+        // any location; an internal redirect clears the slot.)
         unsafe {
             let main = Request::from_ngx_http_request((*r).main);
+            if !Module::location_conf(main).is_some_and(|conf| conf.post) {
+                return None;
+            }
             let ctx = *main.as_mut().ctx.add(Module::module().ctx_index) as *mut PostCtx;
             ctx.as_mut()
         }
@@ -103,6 +112,7 @@ pub unsafe fn start(
     uri: &str,
 ) -> Result<(), String> {
     ctx.envelope = serde_json_vec(envelope)?;
+    ctx.message_id = envelope.id.as_bytes().to_vec();
     ctx.ack = serde_json_vec(&envelope.ack())?;
     // SAFETY: `ctx` lives in the main request's pool, as long as it.
     unsafe {
@@ -195,12 +205,12 @@ unsafe extern "C" fn answer_client(r: *mut ngx_http_request_t) {
     }
 }
 
-/// Registers `$chatup_envelope`.
+/// Registers `$chatup_envelope` and `$chatup_message_id`.
 ///
 /// # Safety
 /// Called by nginx during preconfiguration.
 pub unsafe fn register_variables(cf: *mut ngx_conf_t) -> ngx_int_t {
-    // SAFETY: adds a variable to the configuration being parsed.
+    // SAFETY: adds variables to the configuration being parsed.
     unsafe {
         let mut name = ngx_string!("chatup_envelope");
         let var = ngx_http_add_variable(cf, &mut name, NGX_HTTP_VAR_NOCACHEABLE as _);
@@ -208,6 +218,37 @@ pub unsafe fn register_variables(cf: *mut ngx_conf_t) -> ngx_int_t {
             return ERROR;
         }
         (*var).get_handler = Some(envelope_variable);
+        let mut name = ngx_string!("chatup_message_id");
+        let var = ngx_http_add_variable(cf, &mut name, NGX_HTTP_VAR_NOCACHEABLE as _);
+        if var.is_null() {
+            return ERROR;
+        }
+        (*var).get_handler = Some(message_id_variable);
+    }
+    OK
+}
+
+/// `$chatup_message_id`: the id given to the main request's message, if it
+/// got that far (not found, `-` in logs, otherwise).
+unsafe extern "C" fn message_id_variable(
+    r: *mut ngx_http_request_t,
+    v: *mut ngx_http_variable_value_t,
+    _data: usize,
+) -> ngx_int_t {
+    // SAFETY: `v` is nginx's value slot for this variable; the id bytes
+    // live in the main request's context as long as the request.
+    unsafe {
+        let v = &mut *v;
+        match PostCtx::get(r).filter(|ctx| !ctx.message_id.is_empty()) {
+            Some(ctx) => {
+                v.data = ctx.message_id.as_mut_ptr();
+                v.set_len(ctx.message_id.len() as _);
+                v.set_valid(1);
+                v.set_no_cacheable(0);
+                v.set_not_found(0);
+            }
+            None => v.set_not_found(1),
+        }
     }
     OK
 }

@@ -24,7 +24,8 @@
 //! - `chatup_max_message_length <characters>;`
 //! - `chatup_handoff <uri>;` — internal location that proxies to the sidecar
 //!
-//! Variable: `$chatup_envelope`, the accepted message, for that location's
+//! Variables: `$chatup_message_id`, the accepted message's id (for access
+//! logs), and `$chatup_envelope`, the accepted message, for that location's
 //! `proxy_set_body`.
 
 mod config;

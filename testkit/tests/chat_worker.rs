@@ -838,3 +838,44 @@ async fn invisible_and_direction_changing_characters_never_reach_readers() {
     assert_eq!(got.len(), 1);
     assert_eq!(got[0]["msg"], "pay gnp.exe now");
 }
+
+#[tokio::test]
+async fn a_message_id_can_be_followed_from_nginx_access_log_to_the_sidecar_log() {
+    let redis = Redis::start().unwrap();
+    let worker = ChatWorker::start(&redis).unwrap();
+    let mut reader = Subscriber::connect(Transport::WebSocket, &worker, "lobby", None)
+        .await
+        .unwrap();
+    let token = token_for("alice", "Alice");
+    let (status, ack) = post_message(&worker, "lobby", Some(&token), &msg("trace me")).await;
+    assert_eq!(status, 202, "{ack}");
+    let id = ack["id"].as_str().unwrap().to_string();
+    reader.next_frame(WAIT).await.expect("the message arrives");
+    // nginx writes its access log line when the request ends: after the
+    // answer the client already has, so wait for it.
+    let access_log = worker.dir().join("nginx-access.log");
+    let deadline = std::time::Instant::now() + WAIT;
+    let line = loop {
+        let log = std::fs::read_to_string(&access_log).unwrap_or_default();
+        if let Some(line) = log.lines().find(|l| l.contains("/rooms/lobby/messages")) {
+            break line.to_owned();
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no access log line:\n{log}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert!(line.ends_with(&format!(" {id}")), "{line}");
+    let sidecar_log = worker.sidecar_log();
+    assert!(
+        sidecar_log
+            .lines()
+            .any(|l| l.contains("message stored") && l.contains(&id)),
+        "{sidecar_log}"
+    );
+    // Other requests log no id.
+    let log = std::fs::read_to_string(&access_log).unwrap();
+    let sub = log.lines().find(|l| l.contains("/sub/lobby"));
+    assert!(sub.is_none_or(|l| l.ends_with(" -")), "{log}");
+}

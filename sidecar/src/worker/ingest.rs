@@ -234,19 +234,20 @@ async fn check_and_store(
                 return match state.store.first_answer_replicated(key).await {
                     Ok(()) => Ok(replayed(first)),
                     Err(e) => {
-                        tracing::warn!(room = %envelope.room, error = %e, "a retried post is not on the replicas yet, refusing it");
+                        tracing::warn!(id = %envelope.id, room = %envelope.room, error = %e, "a retried post is not on the replicas yet, refusing it");
                         Err(ApiError::unavailable("message store unavailable"))
                     }
                 };
             }
             Ok(None) => {}
             Err(e) => {
-                tracing::warn!(room = %envelope.room, error = %e, "cannot look up an idempotency key, refusing the post");
+                tracing::warn!(id = %envelope.id, room = %envelope.room, error = %e, "cannot look up an idempotency key, refusing the post");
                 return Err(ApiError::unavailable("message store unavailable"));
             }
         }
     }
     if let Err(refusal) = state.checks.admit(&mut envelope) {
+        tracing::debug!(id = %envelope.id, room = %envelope.room, status = %refusal.status, "message refused");
         return Ok(refusal.into_response());
     }
     let message = serde_json::to_string(&envelope)
@@ -271,10 +272,11 @@ async fn check_and_store(
         // Raced with a retry of itself: the other one was stored first.
         Ok(Some(first)) => return Ok(replayed(first)),
         Err(e) => {
-            tracing::warn!(room = %envelope.room, error = %e, "cannot store message, refusing it");
+            tracing::warn!(id = %envelope.id, room = %envelope.room, error = %e, "cannot store message, refusing it");
             return Err(ApiError::unavailable("message store unavailable"));
         }
     }
+    tracing::debug!(id = %envelope.id, room = %envelope.room, "message stored");
     // For bans in every room; not worth delaying the answer for.
     if state
         .posters
