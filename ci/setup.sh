@@ -8,8 +8,9 @@ root=$(cd "$(dirname "$0")/.." && pwd)
 cd "$root"
 
 need=()
-# chromium: the client's browser tests (Debian's build, driven by playwright-core).
-for p in redis-server redis-tools curl openssl chromium fonts-dejavu-core fonts-noto-color-emoji; do
+# chromium: the client's browser tests (Debian's build, driven by playwright-core);
+# libnss3-tools: certutil, to make the HTTPS browser test's CA trusted by it.
+for p in redis-server redis-tools curl openssl chromium fonts-dejavu-core fonts-noto-color-emoji libnss3-tools; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || need+=("$p")
 done
 if [ ${#need[@]} -gt 0 ]; then

@@ -7,6 +7,7 @@
 //! builds both before running the tests.
 
 pub mod bench;
+pub mod certs;
 pub mod clients;
 pub mod cluster;
 pub mod load;

@@ -189,74 +189,13 @@ impl RedisTls {
         clients_need_certificates: bool,
         acl_user: bool,
     ) -> anyhow::Result<Self> {
-        let openssl = |args: &[&str]| -> anyhow::Result<()> {
-            let out = Command::new("openssl")
-                .args(args)
-                .current_dir(dir)
-                .output()
-                .context("running openssl (ci/setup.sh installs it)")?;
-            anyhow::ensure!(
-                out.status.success(),
-                "openssl {args:?}: {}",
-                String::from_utf8_lossy(&out.stderr)
-            );
-            Ok(())
-        };
-        openssl(&[
-            "req",
-            "-x509",
-            "-newkey",
-            "rsa:2048",
-            "-nodes",
-            "-days",
-            "1",
-            "-subj",
-            "/CN=chatup test CA",
-            "-keyout",
-            "ca.key",
-            "-out",
-            "ca.crt",
-        ])?;
-        std::fs::write(
-            dir.join("server.ext"),
-            "subjectAltName=IP:127.0.0.1,DNS:localhost\n",
-        )?;
-        // Extensions make X.509 v3 certificates: rustls refuses v1 ones.
-        std::fs::write(dir.join("client.ext"), "extendedKeyUsage=clientAuth\n")?;
-        for (name, ext) in [("server", "server.ext"), ("client", "client.ext")] {
-            openssl(&[
-                "req",
-                "-newkey",
-                "rsa:2048",
-                "-nodes",
-                "-subj",
-                &format!("/CN=chatup test {name}"),
-                "-keyout",
-                &format!("{name}.key"),
-                "-out",
-                &format!("{name}.csr"),
-            ])?;
-            let mut sign = vec![
-                "x509",
-                "-req",
-                "-days",
-                "1",
-                "-CA",
-                "ca.crt",
-                "-CAkey",
-                "ca.key",
-                "-CAcreateserial",
-            ];
-            let (csr, crt) = (format!("{name}.csr"), format!("{name}.crt"));
-            sign.extend(["-in", &csr, "-out", &crt, "-extfile", ext]);
-            openssl(&sign)?;
-        }
+        let certs = crate::certs::TestCertificates::make(dir)?;
         Ok(Self {
-            ca_file: dir.join("ca.crt"),
-            client_cert_file: dir.join("client.crt"),
-            client_key_file: dir.join("client.key"),
-            server_cert_file: dir.join("server.crt"),
-            server_key_file: dir.join("server.key"),
+            ca_file: certs.ca_file,
+            client_cert_file: certs.client_cert_file,
+            client_key_file: certs.client_key_file,
+            server_cert_file: certs.server_cert_file,
+            server_key_file: certs.server_key_file,
             clients_need_certificates,
             acl_user,
         })
@@ -491,6 +430,9 @@ pub struct WorkerOptions {
     pub module: Option<PathBuf>,
     /// nginx's `worker_connections` instead of the shipped value.
     pub worker_connections: Option<u64>,
+    /// Serve HTTPS and WSS with this certificate and key (as
+    /// docs/operations.md says to), and announce an `https://` URL.
+    pub https: Option<(PathBuf, PathBuf)>,
 }
 
 impl WorkerOptions {
@@ -533,6 +475,7 @@ impl Default for WorkerOptions {
             redis_url: None,
             module: None,
             worker_connections: None,
+            https: None,
         }
     }
 }
@@ -614,11 +557,21 @@ impl ChatWorker {
     }
 
     pub fn base_url(&self) -> String {
-        format!("http://127.0.0.1:{}", self.port)
+        let scheme = if self.options.https.is_some() {
+            "https"
+        } else {
+            "http"
+        };
+        format!("{scheme}://127.0.0.1:{}", self.port)
     }
 
     pub fn ws_url(&self) -> String {
-        format!("ws://127.0.0.1:{}", self.port)
+        let scheme = if self.options.https.is_some() {
+            "wss"
+        } else {
+            "ws"
+        };
+        format!("{scheme}://127.0.0.1:{}", self.port)
     }
 
     /// Renders the shipped nginx configuration for this worker.
@@ -674,6 +627,19 @@ impl ChatWorker {
             conf = conf.replace(
                 shipped,
                 &format!("chatup_max_readers {};", self.options.max_readers),
+            );
+        }
+        if let Some((cert, key)) = &self.options.https {
+            let shipped = format!("listen 127.0.0.1:{};", self.port);
+            anyhow::ensure!(conf.contains(&shipped), "the template has no `{shipped}`");
+            conf = conf.replace(
+                &shipped,
+                &format!(
+                    "listen 127.0.0.1:{} ssl;\n        ssl_certificate {};\n        ssl_certificate_key {};",
+                    self.port,
+                    cert.display(),
+                    key.display()
+                ),
             );
         }
         let conf_path = self.dir.path().join("nginx.conf");
@@ -1111,6 +1077,73 @@ impl Drop for Dispatcher {
         print_logs_if_failing(self.dir.path(), &["dispatcher.log"]);
         if let Some(mut child) = self.child.take() {
             stop(&mut child, Signal::SIGTERM);
+        }
+    }
+}
+
+/// nginx serving HTTPS in front of a dispatcher, from the shipped
+/// conf/chatup-dispatcher.nginx.conf.
+pub struct DispatcherTlsFront {
+    nginx: Option<Child>,
+    pub port: u16,
+    dir: tempfile::TempDir,
+}
+
+impl DispatcherTlsFront {
+    pub fn start(dispatcher_port: u16, cert: &Path, key: &Path) -> anyhow::Result<Self> {
+        let dir = tempfile::Builder::new()
+            .prefix("chatup-dispatcher-tls-")
+            .tempdir()?;
+        std::fs::create_dir_all(dir.path().join("tmp"))?;
+        let port = free_port();
+        let template =
+            std::fs::read_to_string(workspace_root().join("conf/chatup-dispatcher.nginx.conf"))?;
+        let conf = template
+            .replace("{{RUN_DIR}}", &dir.path().display().to_string())
+            .replace("{{LISTEN}}", &format!("127.0.0.1:{port}"))
+            .replace("{{CERT}}", &cert.display().to_string())
+            .replace("{{KEY}}", &key.display().to_string())
+            .replace("{{DISPATCHER}}", &format!("127.0.0.1:{dispatcher_port}"));
+        let conf_path = dir.path().join("nginx.conf");
+        std::fs::write(&conf_path, conf)?;
+        let child = Command::new("nginx")
+            .arg("-p")
+            .arg(dir.path())
+            .arg("-c")
+            .arg(&conf_path)
+            .args(["-g", "daemon off;"])
+            .stdout(Stdio::null())
+            .stderr(log_file(dir.path(), "nginx-stderr.log")?)
+            .spawn()
+            .context("starting nginx (ci/setup.sh installs it)")?;
+        let front = Self {
+            nginx: Some(child),
+            port,
+            dir,
+        };
+        wait_until("nginx (TLS front)", Duration::from_secs(10), || {
+            tcp_open(port)
+        })
+        .with_context(|| {
+            std::fs::read_to_string(front.dir.path().join("nginx-stderr.log")).unwrap_or_default()
+        })?;
+        Ok(front)
+    }
+
+    pub fn base_url(&self) -> String {
+        format!("https://127.0.0.1:{}", self.port)
+    }
+}
+
+impl Drop for DispatcherTlsFront {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.nginx.take() {
+            // nginx's master stops its workers on SIGTERM (fast shutdown).
+            let _ = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(child.id() as i32),
+                nix::sys::signal::Signal::SIGTERM,
+            );
+            let _ = child.wait();
         }
     }
 }

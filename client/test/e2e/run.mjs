@@ -4,7 +4,10 @@
 // client's dist/ under /demo/, Redis.
 //
 // Environment: CHATUP_DISPATCHER (URL), CHATUP_SERVER_SECRET (file of the
-// dispatcher's server key, to ban), CHATUP_ARTIFACTS (screenshots go there).
+// dispatcher's server key, to ban), CHATUP_ARTIFACTS (screenshots go there),
+// CHATUP_E2E_ONLY (scenario names separated by `;`: only those run),
+// CHATUP_BROWSER_HOME (Chromium's $HOME, whose NSS database may trust a
+// test CA, for HTTPS runs).
 // To kill a worker it prints `KILL <worker id>` and waits for a line on
 // stdin: the harness owns the processes.
 import { createHmac } from "node:crypto";
@@ -40,6 +43,8 @@ function serverToken(act, claims) {
 const browser = await chromium.launch({
   executablePath: process.env.CHROMIUM ?? "/usr/bin/chromium",
   headless: true,
+  // Chromium on Linux trusts the CAs of $HOME/.pki/nssdb.
+  env: process.env.CHATUP_BROWSER_HOME ? { ...process.env, HOME: process.env.CHATUP_BROWSER_HOME } : process.env,
   args: [
     "--no-sandbox",
     "--disable-gpu",
@@ -130,6 +135,14 @@ const scenarios = {
     if (!subscribes.some((url) => url.includes("ticket="))) throw new Error(`no ticket in ${subscribes}`);
     const leaked = requestedUrls.filter((url) => /[?&]token=|eyJ[\w-]+\.eyJ[\w-]+\.[\w-]+/.test(url.replace(/ticket=[^&]*/, "")));
     if (leaked.length) throw new Error(`a token in a URL: ${leaked}`);
+    if (dispatcher.startsWith("https://")) {
+      // Over HTTPS, everything is: the page, the API, WebSockets (wss).
+      const plain = requestedUrls.filter((url) => !/^(https|wss|data|blob):/.test(url));
+      if (plain.length) throw new Error(`not over TLS: ${plain}`);
+      if (!subscribes.some((url) => url.startsWith("wss://"))) throw new Error(`no wss subscription in ${subscribes}`);
+      const transport = await ann.evaluate(() => window.chat.protocol.transportName);
+      if (transport !== "websocket") throw new Error(`transport is ${transport}`);
+    }
     await shot(ann, "chat-ann");
     await shot(bob, "chat-bob");
   },
@@ -244,8 +257,14 @@ const scenarios = {
   },
 };
 
+const only = process.env.CHATUP_E2E_ONLY?.split(";").filter(Boolean);
+const chosen = Object.entries(scenarios).filter(([name]) => !only || only.includes(name));
+if (only && chosen.length !== only.length) {
+  console.error(`unknown scenarios in CHATUP_E2E_ONLY: ${only.filter((n) => !(n in scenarios))}`);
+  process.exit(2);
+}
 let failed = 0;
-for (const [name, run] of Object.entries(scenarios)) {
+for (const [name, run] of chosen) {
   const started = Date.now();
   try {
     await run();
@@ -256,5 +275,5 @@ for (const [name, run] of Object.entries(scenarios)) {
   }
 }
 await browser.close();
-console.log(`e2e: ${Object.keys(scenarios).length - failed} of ${Object.keys(scenarios).length} scenarios passed`);
+console.log(`e2e: ${chosen.length - failed} of ${chosen.length} scenarios passed`);
 process.exit(failed ? 1 : 0);
