@@ -87,7 +87,8 @@ wait_for redis redis-cli -p "$redis_port" ping
 start_chat_worker() {
     local dir=$run/$1 port=$2
     mkdir -p -m 0700 "$dir" "$dir/tmp"
-    sed -e "s|{{RUN_DIR}}|$dir|g" \
+    sed -e "s|{{ACCESS_LOG}}|$dir/nginx-access.log|g" \
+        -e "s|{{RUN_DIR}}|$dir|g" \
         -e "s|{{LISTEN}}|127.0.0.1:$port|g" \
         -e "s|{{NGINX_USER}}|$(id -un)|g" \
         -e "s|{{NCHAN_MODULE}}|/usr/lib/nginx/modules/ngx_nchan_module.so|g" \

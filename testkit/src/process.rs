@@ -583,6 +583,7 @@ impl ChatWorker {
             .filter(|u| !u.is_empty())
             .unwrap_or_else(|| "root".into());
         Ok(template
+            .replace("{{ACCESS_LOG}}", "{{RUN_DIR}}/nginx-access.log")
             .replace("{{RUN_DIR}}", &dir.display().to_string())
             .replace("{{LISTEN}}", &format!("127.0.0.1:{port}"))
             .replace("{{NGINX_USER}}", &user)
