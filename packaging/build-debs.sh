@@ -44,8 +44,8 @@ install -D -m 0755 "$target/release/chatup" "$p/usr/bin/chatup"
 strip --strip-unneeded "$p/usr/bin/chatup"
 install -D -m 0640 conf/chatup-worker.toml "$p/etc/chatup/worker.toml"
 install -D -m 0640 conf/chatup-dispatcher.toml "$p/etc/chatup/dispatcher.toml"
-install -D -m 0644 "$here/chatup/default-chatup-worker" "$p/etc/default/chatup-worker"
-install -D -m 0644 "$here/chatup/default-chatup-dispatcher" "$p/etc/default/chatup-dispatcher"
+install -D -m 0640 "$here/chatup/default-chatup-worker" "$p/etc/default/chatup-worker"
+install -D -m 0640 "$here/chatup/default-chatup-dispatcher" "$p/etc/default/chatup-dispatcher"
 install -D -m 0644 "$here/chatup/chatup-worker.service" "$p/lib/systemd/system/chatup-worker.service"
 install -D -m 0644 "$here/chatup/chatup-dispatcher.service" "$p/lib/systemd/system/chatup-dispatcher.service"
 install -D -m 0644 "$here/chatup/tmpfiles.conf" "$p/usr/lib/tmpfiles.d/chatup.conf"
@@ -64,7 +64,7 @@ Architecture: $arch
 Maintainer: ChatUp developers <chatup@localhost>
 Installed-Size: $(du -sk --exclude=DEBIAN "$p" | cut -f1)
 Depends: libc6 (>= $(glibc_of "$p/usr/bin/chatup")), adduser
-Recommends: libnginx-mod-http-chatup (= $version-$revision), redis-server
+Recommends: libnginx-mod-http-chatup (= $version-$revision), redis-server, ca-certificates
 Section: net
 Priority: optional
 Description: ChatUp chat worker sidecar and dispatcher

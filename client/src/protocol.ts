@@ -303,8 +303,11 @@ export class ChatUpProtocol extends Emitter<ProtocolEvents> {
       const body = await response.json().catch(() => null);
       if (generation !== this.generation) return;
       if (!response.ok || !body?.worker) {
-        if (response.status === 503 && body?.error === "no worker available") this.setStatus("no-worker");
-        return this.retry(() => this.join());
+        const noWorker = body?.error === "no worker available" || body?.error === "every worker is at capacity";
+        if (response.status === 503 && noWorker) this.setStatus("no-worker");
+        // A dispatcher that says when to come back is obeyed.
+        const retryAfter = Number(response.headers.get("Retry-After"));
+        return this.retry(() => this.join(), retryAfter > 0 ? retryAfter * 1000 : 0);
       }
       answer = body as JoinAnswer;
     } catch {
@@ -470,13 +473,22 @@ export class ChatUpProtocol extends Emitter<ProtocolEvents> {
     }
   }
 
-  private retry(step: () => void): void {
+  /**
+   * Runs `step` after the backoff's next delay, or, when the server said
+   * when to come back (`notBeforeMs`, from Retry-After), after that time
+   * spread over as much again: a crowd refused together does not return
+   * together.
+   */
+  private retry(step: () => void, notBeforeMs = 0): void {
     this.clearTimer();
     if (this.closed || this.currentStatus === "offline") return;
+    const backoff = this.backoff.next();
+    const delay =
+      notBeforeMs > 0 ? Math.min(Math.max(backoff, notBeforeMs * (1 + Math.random())), MAX_RETRY_AFTER_MS) : backoff;
     this.timer = setTimeout(() => {
       this.timer = null;
       step();
-    }, this.backoff.next());
+    }, delay);
   }
 
   private clearTimer(): void {
@@ -548,3 +560,5 @@ const pause = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
 
 /** A ticket this close to expiring is renewed before it is used. */
 const TICKET_MARGIN_MS = 30_000;
+/** The longest a Retry-After makes the client wait before joining again. */
+const MAX_RETRY_AFTER_MS = 120_000;

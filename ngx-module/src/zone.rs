@@ -25,10 +25,21 @@ use crate::Module;
 /// module's counters (atomics: updated without the lock).
 #[repr(C)]
 struct Layout {
+    /// [`LAYOUT_MAGIC`]: a zone kept across a reload was laid out by this
+    /// build's code.
+    magic: u64,
     rooms: u64,
     members: u64,
     counters: Counters,
 }
+
+/// Changes with the layout (its size, and a version for changes of the
+/// same size). A reload that keeps the zone but loads a module that lays
+/// it out otherwise is refused: nginx must be restarted for that.
+const LAYOUT_MAGIC: u64 = 0xC4A7_0000_0000_0000
+    | (2 << 32)
+    | std::mem::size_of::<Layout>() as u64
+    | (std::mem::size_of::<Header>() as u64) << 16;
 
 /// The module's `http`-level configuration: the readers zone, if any.
 #[derive(Default)]
@@ -70,12 +81,23 @@ unsafe extern "C" fn init_zone(zone: *mut ngx_shm_zone_t, data: *mut c_void) -> 
     // is the previous cycle's `zone->data` when the zone was kept.
     unsafe {
         let pool = (*zone).shm.addr as *mut ngx_slab_pool_t;
-        if !data.is_null() {
-            (*zone).data = data;
-            return OK;
-        }
-        if (*zone).shm.exists != 0 {
-            (*zone).data = (*pool).data;
+        let kept = if !data.is_null() {
+            Some(data)
+        } else if (*zone).shm.exists != 0 {
+            Some((*pool).data)
+        } else {
+            None
+        };
+        if let Some(region) = kept {
+            if region.is_null() || (*(region as *const Layout)).magic != LAYOUT_MAGIC {
+                ngx::ngx_log_error!(
+                    ngx::ffi::NGX_LOG_EMERG,
+                    (*zone).shm.log,
+                    "chatup: the readers zone was laid out by another build of the module: restart nginx (a reload keeps the zone)"
+                );
+                return ERROR;
+            }
+            (*zone).data = region;
             return OK;
         }
         // The slab allocator keeps a page descriptor per page and rounds
@@ -88,6 +110,7 @@ unsafe extern "C" fn init_zone(zone: *mut ngx_shm_zone_t, data: *mut c_void) -> 
             return ERROR;
         }
         let layout = region as *mut Layout;
+        (*layout).magic = LAYOUT_MAGIC;
         (*layout).rooms = rooms as u64;
         (*layout).members = members as u64;
         (*pool).data = region.cast();

@@ -9,6 +9,8 @@ use axum::Json;
 pub struct ApiError {
     status: StatusCode,
     message: String,
+    /// `Retry-After`, in seconds: when to ask again (a 503 that will pass).
+    retry_after: Option<u64>,
 }
 
 impl ApiError {
@@ -16,6 +18,15 @@ impl ApiError {
         Self {
             status,
             message: message.into(),
+            retry_after: None,
+        }
+    }
+
+    /// Tells the client to ask again in `seconds`.
+    pub fn retry_after(self, seconds: u64) -> Self {
+        Self {
+            retry_after: Some(seconds),
+            ..self
         }
     }
 
@@ -42,10 +53,15 @@ impl ApiError {
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        (
-            self.status,
-            Json(serde_json::json!({ "error": self.message })),
-        )
-            .into_response()
+        let body = Json(serde_json::json!({ "error": self.message }));
+        match self.retry_after {
+            Some(seconds) => (
+                self.status,
+                [(axum::http::header::RETRY_AFTER, seconds.to_string())],
+                body,
+            )
+                .into_response(),
+            None => (self.status, body).into_response(),
+        }
     }
 }

@@ -48,6 +48,16 @@ pub struct WorkerRecord {
     pub rooms: u64,
 }
 
+/// Where a join is sent.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Pick {
+    Worker(WorkerRecord),
+    /// No worker is live.
+    NoneLive,
+    /// Every worker that could take the client is at capacity.
+    AllAtCapacity,
+}
+
 /// A live worker as a reader of the registry sees it.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct LiveWorker {
@@ -111,11 +121,13 @@ local function full(id, load)
   return load >= readers + math.max(readers, tonumber(ARGV[3]))
 end
 local best, best_load, best_full, excluded = {}, nil, nil, false
+local lowest = nil
 for _, id in ipairs(live_ids()) do
   if id == ARGV[1] then
     excluded = true
   else
     local load = tonumber(redis.call('HGET', KEYS[3], id) or '0') or 0
+    if lowest == nil or load < lowest then lowest = load end
     local is_full = full(id, load)
     if best_load == nil or (best_full and not is_full)
         or (is_full == best_full and load < best_load) then
@@ -128,6 +140,12 @@ end
 if best_load == nil then
   if not excluded then return false end
   best = {ARGV[1]}
+  lowest = tonumber(redis.call('HGET', KEYS[3], ARGV[1]) or '0') or 0
+end
+-- Every candidate at capacity: nobody is sent anywhere (nor counted).
+local capacity = tonumber(ARGV[4]) or 0
+if capacity > 0 and lowest >= capacity then
+  return {'', ''}
 end
 math.randomseed(tonumber(ARGV[2]))
 local chosen = best[math.random(#best)]
@@ -225,17 +243,23 @@ impl Registry {
 
     /// Chooses the least-loaded live worker (ties at random), avoiding
     /// `exclude` unless it is the only one, and counts one more client on
-    /// it. `None` when no worker is live.
-    pub async fn pick(&self, exclude: Option<&str>) -> Result<Option<WorkerRecord>, DbError> {
+    /// it; none when no worker is live, or when every candidate's load is
+    /// at `capacity` or above (0: no capacity).
+    pub async fn pick(&self, exclude: Option<&str>, capacity: u64) -> Result<Pick, DbError> {
         let mut invocation = Self::keyed(&self.pick);
         invocation
             .arg(exclude.unwrap_or(""))
             .arg(rand::random::<u32>())
-            .arg(PENDING_FLOOR);
+            .arg(PENDING_FLOOR)
+            .arg(capacity);
         let mut conn = self.db.conn();
         let chosen: Option<(String, String)> =
             self.db.bounded(invocation.invoke_async(&mut conn)).await?;
-        chosen.map(|(_, json)| parse_record(&json)).transpose()
+        match chosen {
+            None => Ok(Pick::NoneLive),
+            Some((id, _)) if id.is_empty() => Ok(Pick::AllAtCapacity),
+            Some((_, json)) => parse_record(&json).map(Pick::Worker),
+        }
     }
 
     /// Every live worker, sorted by id.

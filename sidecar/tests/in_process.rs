@@ -74,6 +74,9 @@ async fn a_worker_stores_an_envelope_handed_to_it_on_a_socket_bound_by_the_test(
     // Nothing in the body: nginx keeps its connection to the sidecar after
     // a head-only subrequest only when the answer has none.
     assert_eq!(body, "", "the acknowledgement has an empty body");
+    let (status, body) = post_unix(&socket, "/v1/messages", "not json").await;
+    assert_eq!(status, 400);
+    assert_eq!(body, "", "so has an error (its text is in a header)");
     let history = redis
         .client()
         .unwrap()

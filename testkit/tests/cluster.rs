@@ -98,6 +98,63 @@ async fn join_sends_clients_to_the_least_loaded_worker_and_honours_exclude() {
 }
 
 #[tokio::test]
+async fn joins_are_refused_with_retry_after_while_every_worker_is_at_capacity() {
+    let redis = Redis::start().unwrap();
+    let full = ChatWorker::start(&redis).unwrap();
+    let dispatcher = Dispatcher::start_with(
+        &redis.url(),
+        &[
+            "--worker-capacity",
+            "2",
+            "--at-capacity-retry-after-secs",
+            "7",
+        ],
+    )
+    .unwrap();
+    let mut readers = Vec::new();
+    for _ in 0..2 {
+        readers.push(subscribe(&full, "stage", None).await);
+    }
+    eventually("the worker's readers in the registry", WAIT, async || {
+        let (_, body) = get_json(&format!("{}/workers", dispatcher.operator_url())).await;
+        let workers = body["workers"].as_array()?;
+        (workers.len() == 1 && workers[0]["subscribers"] == 2).then_some(())
+    })
+    .await;
+    let answer = reqwest::Client::new()
+        .post(format!("{}/join/stage", dispatcher.base_url()))
+        .header("Origin", "https://site.example")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(answer.status(), 503);
+    assert_eq!(answer.headers()["retry-after"], "7");
+    let exposed = answer.headers()["access-control-expose-headers"]
+        .to_str()
+        .unwrap()
+        .to_ascii_lowercase();
+    assert!(
+        exposed.contains("retry-after"),
+        "a page may read it: {exposed}"
+    );
+    let body: Value = answer.json().await.unwrap();
+    assert_eq!(
+        body,
+        serde_json::json!({"error": "every worker is at capacity"})
+    );
+
+    // Room again on another worker: clients go there.
+    let other = ChatWorker::start(&redis).unwrap();
+    let (status, body) = eventually("a worker under capacity", WAIT, async || {
+        let (status, body) = join_room(&dispatcher, "stage", None).await;
+        (status == 200).then_some((status, body))
+    })
+    .await;
+    assert_eq!(status, 200);
+    assert_eq!(body["worker"]["id"], other.id.as_str());
+}
+
+#[tokio::test]
 async fn concurrent_joins_spread_over_the_workers() {
     let redis = Redis::start().unwrap();
     let workers: Vec<ChatWorker> = (0..3).map(|_| ChatWorker::start(&redis).unwrap()).collect();

@@ -176,6 +176,12 @@ async fn the_packages_install_run_a_chat_and_purge_cleanly() {
         0o640,
         "settings may hold secrets"
     );
+    let env_file = std::fs::metadata("/etc/default/chatup-worker").unwrap();
+    assert_eq!(
+        env_file.permissions().mode() & 0o777,
+        0o640,
+        "so may the environment"
+    );
     for unit in ["chatup-worker.service", "chatup-dispatcher.service"] {
         run(
             "systemd-analyze",

@@ -191,6 +191,39 @@ test("errors the protocol survives go to onError: a listener that throws, a fram
   protocol.close();
 });
 
+test("a join refused with Retry-After is asked again no sooner, and no later than twice that", async () => {
+  const w = world(["w1"]);
+  const plainFetch = globalThis.fetch;
+  const joins: number[] = [];
+  globalThis.fetch = (async (url: string, init?: unknown) => {
+    if (String(url).includes("/join/")) {
+      joins.push(Date.now());
+      if (joins.length === 1) {
+        return new Response(JSON.stringify({ error: "every worker is at capacity" }), {
+          status: 503,
+          headers: { "Retry-After": "1" },
+        });
+      }
+    }
+    return plainFetch(url, init as RequestInit);
+  }) as typeof fetch;
+  const protocol = new ChatUpProtocol({
+    dispatcherUrl: "http://d",
+    room: "r",
+    backoff: { baseMs: 1, capMs: 2 },
+    transportFactories: w.factories,
+  });
+  const statuses: string[] = [];
+  protocol.on("status", (s) => statuses.push(s));
+  void protocol.connect();
+  await until("the second join", () => joins.length === 2, 5000);
+  const waited = joins[1] - joins[0];
+  assert.ok(waited >= 1000 && waited <= 2100, `waited ${waited} ms`);
+  assert.ok(statuses.includes("no-worker"), statuses.join());
+  await until("the subscription", () => w.opened.length === 1);
+  protocol.close();
+});
+
 test("a transport that cannot open falls back to the next one", async () => {
   const w = world(["w1"]);
   const protocol = new ChatUpProtocol({

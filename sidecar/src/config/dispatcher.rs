@@ -47,6 +47,13 @@ pub struct DispatcherConfig {
     pub cors_origins: Vec<String>,
     /// Messages of history returned with a join.
     pub join_history: usize,
+    /// Readers per worker (its load: readers at its last heartbeat plus
+    /// clients sent to it since) beyond which no client is sent there;
+    /// when every worker is there, joins are refused with 503 and
+    /// `Retry-After`. Unset: no limit.
+    pub worker_capacity: Option<u64>,
+    /// The `Retry-After` of those refusals, in seconds.
+    pub at_capacity_retry_after_secs: u64,
     /// Largest `limit` of the stats and history endpoints.
     pub max_page: usize,
     /// The site server's public key (PEM: RSA, EC or Ed25519) that signs
@@ -119,6 +126,8 @@ impl Default for DispatcherConfig {
             redis_timeout_ms: 1000,
             cors_origins: vec!["*".into()],
             join_history: 50,
+            worker_capacity: None,
+            at_capacity_retry_after_secs: 10,
             max_page: 500,
             server_public_key: None,
             server_secret_file: None,
@@ -190,6 +199,12 @@ pub struct DispatcherArgs {
     /// Messages of history returned with a join [default: 50]
     #[arg(long, env = "CHATUP_JOIN_HISTORY")]
     pub join_history: Option<usize>,
+    /// Readers per worker beyond which joins go elsewhere, or are refused (503 + Retry-After) when every worker is there [default: none]
+    #[arg(long, env = "CHATUP_WORKER_CAPACITY")]
+    pub worker_capacity: Option<u64>,
+    /// Retry-After (seconds) of joins refused because every worker is at capacity [default: 10]
+    #[arg(long, env = "CHATUP_AT_CAPACITY_RETRY_AFTER_SECS")]
+    pub at_capacity_retry_after_secs: Option<u64>,
     /// Largest page of the stats and history endpoints [default: 500]
     #[arg(long, env = "CHATUP_MAX_PAGE")]
     pub max_page: Option<usize>,
@@ -260,6 +275,7 @@ impl DispatcherConfig {
             redis_timeout_ms,
             cors_origins,
             join_history,
+            at_capacity_retry_after_secs,
             max_page,
             server_algorithms,
             server_token_max_ttl_secs,
@@ -275,6 +291,7 @@ impl DispatcherConfig {
             config,
             args,
             operator_listen,
+            worker_capacity,
             metrics_listen,
             sentry_dsn,
             sentry_environment,
@@ -297,11 +314,25 @@ impl DispatcherConfig {
     }
 
     fn validate(&self) -> Result<(), ConfigError> {
+        if let Some(dsn) = &self.sentry_dsn {
+            check(
+                dsn.parse::<sentry::types::Dsn>().is_ok(),
+                "sentry_dsn is not a DSN (https://<key>@<host>/<project>)",
+            )?;
+        }
         check(
             self.redis_timeout_ms > 0,
             "redis_timeout_ms must be at least 1",
         )?;
         check(self.max_page > 0, "max_page must be at least 1")?;
+        check(
+            self.worker_capacity != Some(0),
+            "worker_capacity must be at least 1 (leave it out for no limit)",
+        )?;
+        check(
+            self.at_capacity_retry_after_secs >= 1,
+            "at_capacity_retry_after_secs must be at least 1",
+        )?;
         check(
             self.join_history <= self.max_page,
             "join_history must be at most max_page",

@@ -257,6 +257,12 @@ impl WorkerConfig {
     }
 
     fn validate(&self) -> Result<(), ConfigError> {
+        if let Some(dsn) = &self.sentry_dsn {
+            check(
+                dsn.parse::<sentry::types::Dsn>().is_ok(),
+                "sentry_dsn is not a DSN (https://<key>@<host>/<project>)",
+            )?;
+        }
         check(
             !self.worker_id.is_empty()
                 && self

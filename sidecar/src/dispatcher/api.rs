@@ -31,7 +31,7 @@ use crate::db::{Db, DbError};
 use crate::dispatcher::params::RoomRequest;
 use crate::dispatcher::server_api::{self, ServerApi};
 use crate::presence::{Presence, RoomCounts};
-use crate::registry::Registry;
+use crate::registry::{Pick, Registry};
 use crate::store;
 use crate::telemetry::names::JoinOutcome;
 
@@ -39,10 +39,20 @@ use crate::telemetry::names::JoinOutcome;
 pub struct AppState {
     pub db: Db,
     pub registry: Registry,
+    pub capacity: Capacity,
     pub presence: Presence,
     pub join_history: usize,
     pub max_page: usize,
     pub read: std::sync::Arc<ReadRule>,
+}
+
+/// How many readers a worker takes before joins are refused, and when
+/// refused clients should ask again.
+#[derive(Clone, Copy)]
+pub struct Capacity {
+    /// 0: no limit.
+    pub readers: u64,
+    pub retry_after_secs: u64,
 }
 
 /// Who may read which room: the workers' rule, with the same patterns and
@@ -154,8 +164,9 @@ struct JoinRequest {
     exclude: Option<String>,
 }
 
-/// Why a join found no worker (a 503 the outcome count tells apart).
+/// Why a join found no worker (503s the outcome count tells apart).
 const NO_WORKER: &str = "no worker available";
+const AT_CAPACITY: &str = "every worker is at capacity";
 
 async fn join(
     state: State<AppState>,
@@ -170,6 +181,7 @@ async fn join(
             StatusCode::BAD_REQUEST => JoinOutcome::Invalid,
             StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN => JoinOutcome::Unauthorized,
             _ if e.message() == NO_WORKER => JoinOutcome::NoWorker,
+            _ if e.message() == AT_CAPACITY => JoinOutcome::AtCapacity,
             _ => JoinOutcome::Unavailable,
         },
     }
@@ -193,12 +205,20 @@ async fn assign_worker(
             ))
         })?
     };
-    let worker = state
+    let worker = match state
         .registry
-        .pick(request.exclude.as_deref())
+        .pick(request.exclude.as_deref(), state.capacity.readers)
         .await
         .map_err(unavailable)?
-        .ok_or_else(|| ApiError::unavailable(NO_WORKER))?;
+    {
+        Pick::Worker(worker) => worker,
+        Pick::NoneLive => return Err(ApiError::unavailable(NO_WORKER)),
+        Pick::AllAtCapacity => {
+            return Err(
+                ApiError::unavailable(AT_CAPACITY).retry_after(state.capacity.retry_after_secs)
+            )
+        }
+    };
     let live = live_ids(&state).await?;
     let counts = room_counts(&state, &room, &live).await?;
     let history = history(&state.db, &room, state.join_history).await?;

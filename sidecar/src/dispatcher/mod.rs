@@ -92,6 +92,10 @@ pub async fn run(
     }
     let state = api::AppState {
         registry: Registry::new(db.clone()),
+        capacity: api::Capacity {
+            readers: config.worker_capacity.unwrap_or(0),
+            retry_after_secs: config.at_capacity_retry_after_secs,
+        },
         presence: Presence::new(db.clone()),
         db,
         join_history: config.join_history,
@@ -162,5 +166,8 @@ fn cors(origins: &[String]) -> CorsLayer {
             axum::http::header::CONTENT_TYPE,
             axum::http::header::AUTHORIZATION,
         ])
+        // Browsers hide it from scripts otherwise: a refused join says
+        // when to ask again.
+        .expose_headers([axum::http::header::RETRY_AFTER])
         .max_age(Duration::from_secs(600))
 }

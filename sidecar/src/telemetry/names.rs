@@ -96,6 +96,7 @@ impl Refused {
 pub enum JoinOutcome {
     Assigned,
     NoWorker,
+    AtCapacity,
     Unauthorized,
     Invalid,
     Unavailable,
@@ -106,6 +107,7 @@ impl JoinOutcome {
         match self {
             JoinOutcome::Assigned => "assigned",
             JoinOutcome::NoWorker => "no_worker",
+            JoinOutcome::AtCapacity => "at_capacity",
             JoinOutcome::Unauthorized => "unauthorized",
             JoinOutcome::Invalid => "invalid",
             JoinOutcome::Unavailable => "unavailable",
@@ -196,7 +198,7 @@ pub fn describe() {
     );
     describe_counter!(
         JOINS,
-        "Joins, by outcome: assigned, no_worker, unauthorized, invalid, unavailable"
+        "Joins, by outcome: assigned, no_worker, at_capacity, unauthorized, invalid, unavailable"
     );
     describe_gauge!(WORKERS_LIVE, "Live chat workers in the registry");
     describe_gauge!(

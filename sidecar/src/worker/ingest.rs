@@ -8,7 +8,8 @@
 //!   answer is given again in `X-Chatup-Ack`; `503` while Redis is
 //!   unreachable or the worker drains. A refusal's JSON body travels in
 //!   `X-Chatup-Refusal` (and `Retry-After`), which the module passes on to
-//!   the client. These answers have empty bodies: see [`header_only`].
+//!   the client. These answers have empty bodies: see [`header_only`]
+//!   (other errors say what went wrong in `X-Chatup-Error`).
 //! - `POST /v1/serve/{room}`: the module has a reader for a room it does
 //!   not know to be served: answered `204` once this worker's Redis
 //!   subscription for the room is in place and nchan backfilled, `503` if
@@ -181,7 +182,20 @@ async fn post_message(
     body: Bytes,
 ) -> Response {
     let started = Instant::now();
-    let response = check_and_store(state, headers, body).await.into_response();
+    let response = match check_and_store(state, headers, body).await {
+        Ok(response) => response,
+        // Head only, like every answer to the module (see `header_only`):
+        // when Redis is down, each post would otherwise cost nginx a new
+        // connection to the sidecar. The module answers 503 itself.
+        Err(e) => {
+            let mut headers = HeaderMap::new();
+            if let Ok(value) = HeaderValue::from_str(&ascii_json(&json!({ "error": e.message() })))
+            {
+                headers.insert("x-chatup-error", value);
+            }
+            header_only(e.status(), headers)
+        }
+    };
     count_outcome(&response, started.elapsed());
     response
 }

@@ -2,8 +2,9 @@
 //! as this sidecar's metrics, `chatup_nginx_posts_total{status}` and
 //! `chatup_nginx_token_failures_total{reason}`. The module counts in its
 //! shared memory from nginx's start; this task reads the counts every few
-//! seconds and adds what grew, so that the exported counters stay
-//! monotonic when nginx restarts (a new boot counts from zero again).
+//! seconds and adds what grew since its first read, so that the exported
+//! counters stay monotonic when nginx restarts (a new boot counts from zero
+//! again) and count nothing twice when the sidecar restarts.
 //! Runs only while metrics are served.
 
 use std::collections::BTreeMap;
@@ -18,7 +19,10 @@ use crate::telemetry::names;
 const EVERY: Duration = Duration::from_secs(5);
 
 pub async fn run(nchan: Nchan, shutdown: CancellationToken) {
-    let mut last = ModuleCounters::default();
+    // The first read is the baseline: what nginx counted before this
+    // sidecar started was exported by the one before it (if any), and
+    // exporting it again would look like a burst to `rate()`.
+    let mut last: Option<ModuleCounters> = None;
     let mut tick = tokio::time::interval(EVERY);
     loop {
         tokio::select! {
@@ -29,14 +33,16 @@ pub async fn run(nchan: Nchan, shutdown: CancellationToken) {
         let Ok(now) = nchan.module_counters().await else {
             continue;
         };
-        let (posts, failures) = growth(&last, &now);
-        for (status, n) in posts {
-            metrics::counter!(names::NGINX_POSTS, "status" => status).increment(n);
+        if let Some(last) = &last {
+            let (posts, failures) = growth(last, &now);
+            for (status, n) in posts {
+                metrics::counter!(names::NGINX_POSTS, "status" => status).increment(n);
+            }
+            for (reason, n) in failures {
+                metrics::counter!(names::NGINX_TOKEN_FAILURES, "reason" => reason).increment(n);
+            }
         }
-        for (reason, n) in failures {
-            metrics::counter!(names::NGINX_TOKEN_FAILURES, "reason" => reason).increment(n);
-        }
-        last = now;
+        last = Some(now);
     }
 }
 
