@@ -155,6 +155,54 @@ async fn joins_are_refused_with_retry_after_while_every_worker_is_at_capacity() 
 }
 
 #[tokio::test]
+async fn a_stream_start_of_joins_reads_the_rooms_history_once_per_moment() {
+    let redis = Redis::start().unwrap();
+    let worker = ChatWorker::start(&redis).unwrap();
+    let dispatcher = Dispatcher::start(&redis).unwrap();
+    wait_for_live_workers(&dispatcher, 1).await;
+    let token = token_for("host", "Host");
+    for n in 0..3 {
+        let (status, _) =
+            post_message(&worker, "premiere", Some(&token), &msg(&format!("m{n}"))).await;
+        assert_eq!(status, 202);
+    }
+    let probe = redis.client().unwrap();
+    probe.cmd(&["CONFIG", "RESETSTAT"]);
+    let joins: Vec<_> = (0..60)
+        .map(|_| {
+            let url = format!("{}/join/premiere", dispatcher.base_url());
+            tokio::spawn(async move {
+                let answer = reqwest::Client::new().post(url).send().await.unwrap();
+                assert_eq!(answer.status(), 200);
+                answer.json::<Value>().await.unwrap()
+            })
+        })
+        .collect();
+    for join in joins {
+        let body = join.await.unwrap();
+        let texts: Vec<&str> = body["history"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|m| m["msg"].as_str().unwrap())
+            .collect();
+        assert_eq!(texts, ["m0", "m1", "m2"], "every join gets the history");
+    }
+    let stats = probe.cmd(&["INFO", "commandstats"]);
+    let history_reads: u64 = stats
+        .lines()
+        .find_map(|l| l.strip_prefix("cmdstat_lrange:calls="))
+        .and_then(|rest| rest.split(',').next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(0);
+    // One per second the joins took (they take well under a few).
+    assert!(
+        (1..=3).contains(&history_reads),
+        "{history_reads} history reads for 60 joins"
+    );
+}
+
+#[tokio::test]
 async fn concurrent_joins_spread_over_the_workers() {
     let redis = Redis::start().unwrap();
     let workers: Vec<ChatWorker> = (0..3).map(|_| ChatWorker::start(&redis).unwrap()).collect();

@@ -47,6 +47,10 @@ pub struct DispatcherConfig {
     pub cors_origins: Vec<String>,
     /// Messages of history returned with a join.
     pub join_history: usize,
+    /// Joins to a room within this many milliseconds share one read of its
+    /// counts and history (a stream start's joins make one set of Redis
+    /// reads per room and moment); 0: every join reads.
+    pub join_cache_ms: u64,
     /// Readers per worker (its load: readers at its last heartbeat plus
     /// clients sent to it since) beyond which no client is sent there;
     /// when every worker is there, joins are refused with 503 and
@@ -126,6 +130,7 @@ impl Default for DispatcherConfig {
             redis_timeout_ms: 1000,
             cors_origins: vec!["*".into()],
             join_history: 50,
+            join_cache_ms: 1000,
             worker_capacity: None,
             at_capacity_retry_after_secs: 10,
             max_page: 500,
@@ -199,6 +204,9 @@ pub struct DispatcherArgs {
     /// Messages of history returned with a join [default: 50]
     #[arg(long, env = "CHATUP_JOIN_HISTORY")]
     pub join_history: Option<usize>,
+    /// Milliseconds joins to one room share its counts and history [default: 1000; 0: off]
+    #[arg(long, env = "CHATUP_JOIN_CACHE_MS")]
+    pub join_cache_ms: Option<u64>,
     /// Readers per worker beyond which joins go elsewhere, or are refused (503 + Retry-After) when every worker is there [default: none]
     #[arg(long, env = "CHATUP_WORKER_CAPACITY")]
     pub worker_capacity: Option<u64>,
@@ -275,6 +283,7 @@ impl DispatcherConfig {
             redis_timeout_ms,
             cors_origins,
             join_history,
+            join_cache_ms,
             at_capacity_retry_after_secs,
             max_page,
             server_algorithms,

@@ -14,6 +14,8 @@
 //!   cluster), and `GET /healthz`;
 //! - the server API (`server_api`): bans and server posts.
 
+use std::sync::Arc;
+
 use axum::body::Bytes;
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
@@ -28,6 +30,7 @@ use serde_json::{json, Value};
 
 use crate::api_error::ApiError;
 use crate::db::{Db, DbError};
+use crate::dispatcher::join_cache::{JoinCache, RoomSnapshot};
 use crate::dispatcher::params::RoomRequest;
 use crate::dispatcher::server_api::{self, ServerApi};
 use crate::presence::{Presence, RoomCounts};
@@ -40,6 +43,7 @@ pub struct AppState {
     pub db: Db,
     pub registry: Registry,
     pub capacity: Capacity,
+    pub join_cache: Arc<JoinCache>,
     pub presence: Presence,
     pub join_history: usize,
     pub max_page: usize,
@@ -219,13 +223,20 @@ async fn assign_worker(
             )
         }
     };
-    let live = live_ids(&state).await?;
-    let counts = room_counts(&state, &room, &live).await?;
-    let history = history(&state.db, &room, state.join_history).await?;
+    let snapshot = state
+        .join_cache
+        .get(&room, || async {
+            let live = live_ids(&state).await?;
+            Ok::<_, ApiError>(RoomSnapshot {
+                counts: room_counts(&state, &room, &live).await?,
+                history: Arc::new(history(&state.db, &room, state.join_history).await?),
+            })
+        })
+        .await?;
     let mut answer = json!({
         "worker": { "id": worker.id, "url": worker.url },
-        "room": counts,
-        "history": history,
+        "room": snapshot.counts,
+        "history": *snapshot.history,
     });
     if let Some(ticket) = reader.and_then(|identity| state.read.ticket(&identity, &room)) {
         answer["ticket"] = json!(ticket.token);

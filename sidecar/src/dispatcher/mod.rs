@@ -6,6 +6,7 @@
 mod api;
 mod dev;
 mod fleet_metrics;
+mod join_cache;
 mod params;
 mod replay;
 mod server_api;
@@ -92,6 +93,9 @@ pub async fn run(
     }
     let state = api::AppState {
         registry: Registry::new(db.clone()),
+        join_cache: Arc::new(join_cache::JoinCache::new(Duration::from_millis(
+            config.join_cache_ms,
+        ))),
         capacity: api::Capacity {
             readers: config.worker_capacity.unwrap_or(0),
             retry_after_secs: config.at_capacity_retry_after_secs,
