@@ -22,7 +22,7 @@ use ngx::http::{HttpModule, HttpModuleLocationConf, Request};
 use ngx::{ngx_log_error, ngx_string};
 
 use crate::ffi::{contain_panic, find_response_header, ERROR, INTERNAL_SERVER_ERROR, OK};
-use crate::{post, respond, subrequest, Module};
+use crate::{respond, subrequest, Module};
 
 /// A refusal decided by the sidecar, passed on to the client as it is.
 pub struct Refusal {
@@ -170,7 +170,6 @@ unsafe extern "C" fn answer_client(r: *mut ngx_http_request_t) {
         Some(match (status, &ctx.refusal) {
             (200..=299, _) => {
                 let ack = ctx.replayed_ack.as_deref().unwrap_or(&ctx.ack);
-                post::count_answer(202);
                 respond::json(r, 202, ack, &[])
             }
             (_, Some(refusal)) => {
@@ -180,7 +179,6 @@ unsafe extern "C" fn answer_client(r: *mut ngx_http_request_t) {
                     .map(|v| ("Retry-After", v))
                     .into_iter()
                     .collect();
-                post::count_answer(status as u16);
                 respond::json(r, status as u16, &refusal.body, &headers)
             }
             _ => {
@@ -194,7 +192,6 @@ unsafe extern "C" fn answer_client(r: *mut ngx_http_request_t) {
                 } else {
                     GateError::Unavailable
                 };
-                post::count_answer(err.status());
                 respond::error(r, &err)
             }
         })

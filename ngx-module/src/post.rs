@@ -17,7 +17,7 @@ use chatup_wire::id::unix_millis;
 use chatup_wire::MessageIdGenerator;
 use ngx::ffi::{
     ngx_http_discard_request_body, ngx_http_finalize_request, ngx_http_read_client_request_body,
-    ngx_http_request_t, ngx_int_t, NGX_HTTP_SPECIAL_RESPONSE, NGX_LOG_ERR,
+    ngx_http_request_t, ngx_int_t, ngx_pool_cleanup_add, NGX_HTTP_SPECIAL_RESPONSE, NGX_LOG_ERR,
 };
 use ngx::http::{HttpModuleLocationConf, Request};
 use ngx::ngx_log_error;
@@ -49,6 +49,7 @@ unsafe fn start(r: *mut ngx_http_request_t) -> ngx_int_t {
         if r != (*r).main {
             return refuse(r, &GateError::NotFound);
         }
+        count_when_done(r);
         let Some(conf) = Module::location_conf(request) else {
             return INTERNAL_SERVER_ERROR;
         };
@@ -79,7 +80,6 @@ unsafe fn start(r: *mut ngx_http_request_t) -> ngx_int_t {
         let _ = ctx;
         let rc = ngx_http_read_client_request_body(r, Some(body_read));
         if rc >= NGX_HTTP_SPECIAL_RESPONSE as ngx_int_t {
-            count_answer(u16::try_from(rc).unwrap_or(500));
             return rc;
         }
         DONE
@@ -92,24 +92,48 @@ unsafe fn refuse(r: *mut ngx_http_request_t, err: &GateError) -> ngx_int_t {
     // SAFETY: `r` is live.
     unsafe {
         if r == (*r).main && ngx_http_discard_request_body(r) != crate::ffi::OK {
-            count_answer(500);
             return INTERNAL_SERVER_ERROR;
         }
     }
     answer_refusal(r, err)
 }
 
-/// Answers a refused post, and counts it.
+/// Answers a refused post, counting a token refusal by its reason.
 fn answer_refusal(r: *mut ngx_http_request_t, err: &GateError) -> ngx_int_t {
     zone::with_counters(|counters| counters.refused(err));
-    count_answer(err.status());
     respond::error(r, err)
 }
 
-/// Counts the status a chat POST was answered with (the sidecar exports
-/// it as `chatup_nginx_posts_total`).
-pub fn count_answer(status: u16) {
-    zone::with_counters(|counters| counters.post_answered(status));
+/// Counts the chat POST `r` by the status it is finally answered with
+/// (`chatup_nginx_posts_total`), whoever answers it: the module, the
+/// sidecar's refusal passed on, or nginx itself (a body that never came,
+/// 408; a client gone, 499; an error page). Counted when the request's pool
+/// is destroyed, after the log phase: once, whatever path it took.
+///
+/// # Safety
+/// `r` is a live main request.
+unsafe fn count_when_done(r: *mut ngx_http_request_t) {
+    // SAFETY: the cleanup lives in `r`'s pool and runs when that pool is
+    // destroyed, before its memory (which holds `r`) is freed.
+    unsafe {
+        let cleanup = ngx_pool_cleanup_add((*r).pool, 0);
+        if cleanup.is_null() {
+            return;
+        }
+        (*cleanup).handler = Some(count_final_status);
+        (*cleanup).data = r.cast();
+    }
+}
+
+unsafe extern "C" fn count_final_status(data: *mut std::ffi::c_void) {
+    let r = data as *mut ngx_http_request_t;
+    // SAFETY: `data` is the request whose pool is being destroyed: nginx
+    // runs a pool's cleanups before freeing it, so `r` is still readable.
+    let status = unsafe { (*r).headers_out.status };
+    // No unwinding into nginx: a panic here only loses one count.
+    let _ = std::panic::catch_unwind(|| {
+        zone::with_counters(|counters| counters.post_answered(u16::try_from(status).unwrap_or(0)))
+    });
 }
 
 /// Called by nginx once the whole body is in memory.

@@ -142,9 +142,32 @@ async fn worker_metrics_count_acceptances_refusals_frames_and_readers() {
         "{metrics}"
     );
 
-    // The module's own counts, read from nginx's shared memory.
+    // A post whose body never fully comes: the client sends half of it
+    // and goes away. nginx ends it, not the module; it is counted too.
+    {
+        use tokio::io::AsyncWriteExt;
+        let mut stream = tokio::net::TcpStream::connect(("127.0.0.1", worker.port))
+            .await
+            .unwrap();
+        let head = format!(
+            "POST /rooms/lobby/messages HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {token}\r\n\
+             Content-Type: application/json\r\nContent-Length: 40\r\n\r\n{{\"msg\":"
+        );
+        stream.write_all(head.as_bytes()).await.unwrap();
+        stream.shutdown().await.unwrap();
+        drop(stream);
+    }
+
+    // The module's own counts, read from nginx's shared memory: every
+    // chat POST once, by the status it ended with.
+    let posts_counted = |m: &str| {
+        m.lines()
+            .filter(|l| l.starts_with("chatup_nginx_posts_total{"))
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+            .sum::<f64>()
+    };
     let metrics = scrape_until(metrics_port, "the module's counters", |m| {
-        value(m, "chatup_nginx_posts_total{status=\"401\"}") == Some(2.0)
+        value(m, "chatup_nginx_posts_total{status=\"401\"}") == Some(2.0) && posts_counted(m) == 9.0
     })
     .await;
     assert_eq!(

@@ -11,9 +11,11 @@ use chatup_wire::readers::ModuleCounters;
 
 use crate::{GateError, TokenFailure};
 
-/// The statuses the module answers chat POSTs with; anything else is
-/// counted as `"other"`.
-pub const POST_STATUSES: [u16; 12] = [202, 400, 401, 403, 404, 405, 413, 415, 422, 429, 500, 503];
+/// The statuses chat POSTs end with (408: the body never came; 499: the
+/// client went away first); anything else is counted as `"other"`.
+pub const POST_STATUSES: [u16; 14] = [
+    202, 400, 401, 403, 404, 405, 408, 413, 415, 422, 429, 499, 500, 503,
+];
 
 /// Reasons besides [`TokenFailure`]: no token, and a valid token whose
 /// `rooms` claim does not include the room.
