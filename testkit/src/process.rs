@@ -665,7 +665,11 @@ impl ChatWorker {
             let stderr = std::fs::read_to_string(self.dir.path().join("nginx-stderr.log"))
                 .unwrap_or_default();
             format!("nginx stderr: {stderr}")
-        })
+        })?;
+        // Its sockets answer, so its zone was made (the module's start
+        // second): on a loaded machine that can be a second after the spawn.
+        self.nginx_started = std::time::SystemTime::now();
+        Ok(())
     }
 
     pub fn start_sidecar(&mut self) -> anyhow::Result<()> {
