@@ -232,22 +232,8 @@ unsafe extern "C" fn message_id_variable(
     v: *mut ngx_http_variable_value_t,
     _data: usize,
 ) -> ngx_int_t {
-    // SAFETY: `v` is nginx's value slot for this variable; the id bytes
-    // live in the main request's context as long as the request.
-    unsafe {
-        let v = &mut *v;
-        match PostCtx::get(r).filter(|ctx| !ctx.message_id.is_empty()) {
-            Some(ctx) => {
-                v.data = ctx.message_id.as_mut_ptr();
-                v.set_len(ctx.message_id.len() as _);
-                v.set_valid(1);
-                v.set_no_cacheable(0);
-                v.set_not_found(0);
-            }
-            None => v.set_not_found(1),
-        }
-    }
-    OK
+    // SAFETY: called by nginx with a live request and its value slot.
+    unsafe { set_variable(r, v, |ctx| &mut ctx.message_id) }
 }
 
 /// `$chatup_envelope`: the accepted message of the main request.
@@ -256,14 +242,28 @@ unsafe extern "C" fn envelope_variable(
     v: *mut ngx_http_variable_value_t,
     _data: usize,
 ) -> ngx_int_t {
-    // SAFETY: `v` is nginx's value slot for this variable; the envelope
-    // bytes live in the main request's context as long as the request.
+    // SAFETY: called by nginx with a live request and its value slot.
+    unsafe { set_variable(r, v, |ctx| &mut ctx.envelope) }
+}
+
+/// Points the variable value `v` at the bytes `field` picks from the main
+/// request's post context; not found when there are none.
+///
+/// # Safety
+/// `r` is a live request and `v` nginx's value slot for the variable.
+unsafe fn set_variable(
+    r: *mut ngx_http_request_t,
+    v: *mut ngx_http_variable_value_t,
+    field: impl FnOnce(&mut PostCtx) -> &mut Vec<u8>,
+) -> ngx_int_t {
+    // SAFETY: the bytes live in the main request's context, as long as the
+    // request, which outlives any use nginx makes of the value.
     unsafe {
         let v = &mut *v;
-        match PostCtx::get(r).filter(|ctx| !ctx.envelope.is_empty()) {
-            Some(ctx) => {
-                v.data = ctx.envelope.as_mut_ptr();
-                v.set_len(ctx.envelope.len() as _);
+        match PostCtx::get(r).map(field).filter(|bytes| !bytes.is_empty()) {
+            Some(bytes) => {
+                v.data = bytes.as_mut_ptr();
+                v.set_len(bytes.len() as _);
                 v.set_valid(1);
                 v.set_no_cacheable(0);
                 v.set_not_found(0);

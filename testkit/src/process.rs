@@ -830,6 +830,23 @@ pub(crate) fn children_of(pid: u32) -> Vec<u32> {
         .collect()
 }
 
+/// Writes `conf` as `dir`/nginx.conf and starts nginx with it in the
+/// foreground, its stderr in `dir`/nginx-stderr.log.
+fn spawn_nginx(dir: &Path, conf: &str) -> anyhow::Result<Child> {
+    let conf_path = dir.join("nginx.conf");
+    std::fs::write(&conf_path, conf)?;
+    Command::new("nginx")
+        .arg("-p")
+        .arg(dir)
+        .arg("-c")
+        .arg(&conf_path)
+        .args(["-g", "daemon off;"])
+        .stdout(Stdio::null())
+        .stderr(log_file(dir, "nginx-stderr.log")?)
+        .spawn()
+        .context("starting nginx (ci/setup.sh installs it)")
+}
+
 /// nginx with nchan alone (no ChatUp module, no sidecar): the reference
 /// benchmarks compare ChatUp with. Readers subscribe at `/sub/{room}` as on
 /// a chat worker; frames are published at `/pub/{room}` on the same port.
@@ -876,18 +893,7 @@ http {{
 }}
 "#
         );
-        let conf_path = dir.path().join("nginx.conf");
-        std::fs::write(&conf_path, conf)?;
-        let child = Command::new("nginx")
-            .arg("-p")
-            .arg(dir.path())
-            .arg("-c")
-            .arg(&conf_path)
-            .args(["-g", "daemon off;"])
-            .stdout(Stdio::null())
-            .stderr(log_file(dir.path(), "nginx-stderr.log")?)
-            .spawn()
-            .context("starting nginx")?;
+        let child = spawn_nginx(dir.path(), &conf)?;
         let raw = Self {
             nginx: Some(child),
             port,
@@ -1109,18 +1115,7 @@ impl DispatcherTlsFront {
             .replace("{{CERT}}", &cert.display().to_string())
             .replace("{{KEY}}", &key.display().to_string())
             .replace("{{DISPATCHER}}", &format!("127.0.0.1:{dispatcher_port}"));
-        let conf_path = dir.path().join("nginx.conf");
-        std::fs::write(&conf_path, conf)?;
-        let child = Command::new("nginx")
-            .arg("-p")
-            .arg(dir.path())
-            .arg("-c")
-            .arg(&conf_path)
-            .args(["-g", "daemon off;"])
-            .stdout(Stdio::null())
-            .stderr(log_file(dir.path(), "nginx-stderr.log")?)
-            .spawn()
-            .context("starting nginx (ci/setup.sh installs it)")?;
+        let child = spawn_nginx(dir.path(), &conf)?;
         let front = Self {
             nginx: Some(child),
             port,

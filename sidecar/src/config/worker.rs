@@ -370,9 +370,8 @@ mod tests {
 
     #[test]
     fn flags_override_the_file_which_overrides_defaults() {
-        let dir = std::env::temp_dir().join(format!("chatup-config-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
-        let file = dir.join("worker.toml");
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("worker.toml");
         std::fs::write(
             &file,
             "history_length = 7\nbatch_window_ms = 50\nlog_format = \"json\"\n",
@@ -392,9 +391,8 @@ mod tests {
 
     #[test]
     fn bad_settings_are_reported() {
-        let dir = std::env::temp_dir().join(format!("chatup-config-bad-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
-        let file = dir.join("worker.toml");
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("worker.toml");
         std::fs::write(&file, "histroy_length = 7\n").unwrap();
         let err = WorkerConfig::load(&WorkerArgs {
             config: Some(file),
@@ -408,5 +406,18 @@ mod tests {
         })
         .unwrap_err();
         assert!(err.to_string().contains("history_length"), "{err}");
+    }
+
+    #[test]
+    fn a_sentry_dsn_is_checked_at_start_not_when_the_first_error_comes() {
+        let load = |dsn: &str| {
+            WorkerConfig::load(&WorkerArgs {
+                sentry_dsn: Some(dsn.into()),
+                ..Default::default()
+            })
+        };
+        let err = load("not a dsn").unwrap_err();
+        assert!(err.to_string().contains("sentry_dsn"), "{err}");
+        assert!(load("https://public@o1.ingest.sentry.io/42").is_ok());
     }
 }
