@@ -92,7 +92,9 @@ function describeError(error: unknown): string {
 export class ChatUp {
   readonly protocol: ChatUpProtocol;
   private readonly root: HTMLElement;
-  private readonly list: HTMLOListElement;
+  private readonly list: HTMLDivElement;
+  /** Name colours as shown, by the colour asked for (see `readable`). */
+  private readonly readableTints = new Map<string, string>();
   private readonly count: HTMLElement;
   private readonly status: HTMLElement;
   private readonly error: HTMLElement;
@@ -124,12 +126,14 @@ export class ChatUp {
     header.append(this.count, this.status);
 
     const body = el("div", "chatup-body");
-    this.list = el("ol", "chatup-list");
+    // A log of items, not a list: an <ol> may not take role="log", and
+    // <li> outside a list role is no list item (axe-core's aria rules).
+    this.list = el("div", "chatup-list");
     this.list.setAttribute("role", "log");
     this.list.setAttribute("aria-live", "polite");
     this.list.setAttribute("aria-label", "Messages");
     this.list.tabIndex = 0;
-    this.empty = el("li", "chatup-empty", "No messages yet. Say hello!");
+    this.empty = el("div", "chatup-empty", "No messages yet. Say hello!");
     this.list.append(this.empty);
     this.more = el("button", "chatup-more", "New messages ↓");
     this.more.type = "button";
@@ -235,7 +239,7 @@ export class ChatUp {
 
   private addMessage(message: Message): void {
     this.empty.remove();
-    const item = el("li", "chatup-msg");
+    const item = el("div", "chatup-msg");
     item.dataset.userId = message.user.id;
     item.dataset.id = message.id;
     item.dataset.ts = String(message.ts);
@@ -267,7 +271,7 @@ export class ChatUp {
     }
     const nameNode = el("span", "chatup-name", name);
     const tint = safeColor(message.user.public?.color) ?? `hsl(${hueOf(message.user.id)}, 60%, 40%)`;
-    nameNode.style.setProperty("color", tint);
+    nameNode.style.setProperty("color", this.readable(tint));
     avatar.style.setProperty("background", tint);
     head.append(avatar, nameNode);
     if (message.user.role === "moderator") head.append(el("span", "chatup-badge", "mod"));
@@ -277,6 +281,34 @@ export class ChatUp {
     head.append(time);
     item.append(head, el("p", "chatup-text", message.msg));
     this.append(item);
+  }
+
+  /**
+   * `tint`, or a mix of it with the text colour, whichever first reads at
+   * 4.5:1 or more on the widget's background (WCAG AA): a user's colour
+   * (or a light hue) must not make a name unreadable, in light or dark
+   * themes. Measured on the page, once per colour.
+   */
+  private readable(tint: string): string {
+    const known = this.readableTints.get(tint);
+    if (known) return known;
+    const background = parseColor(getComputedStyle(this.root).backgroundColor);
+    // Not on the page yet: nothing to measure against (and nothing kept).
+    if (!background) return tint;
+    const probe = el("span", "chatup-probe");
+    probe.hidden = true;
+    this.root.append(probe);
+    let chosen = tint;
+    for (const share of [100, 80, 60, 40, 20, 0]) {
+      const candidate = share === 100 ? tint : `color-mix(in srgb, ${tint} ${share}%, var(--chatup-fg))`;
+      probe.style.setProperty("color", candidate);
+      const color = parseColor(getComputedStyle(probe).color);
+      chosen = candidate;
+      if (!color || contrast(color, background) >= 4.5) break;
+    }
+    probe.remove();
+    this.readableTints.set(tint, chosen);
+    return chosen;
   }
 
   private onEvent(event: RoomEvent): void {
@@ -289,7 +321,7 @@ export class ChatUp {
           removed++;
         }
       }
-      if (removed > 0) this.append(el("li", "chatup-notice", "A moderator removed some messages."));
+      if (removed > 0) this.append(el("div", "chatup-notice", "A moderator removed some messages."));
     }
   }
 
@@ -327,4 +359,23 @@ export class ChatUp {
   private hideError(): void {
     this.error.hidden = true;
   }
+}
+
+/** An sRGB colour as the browser computes it (`rgb(...)`, `rgba(...)` or `color(srgb ...)`), as 0-1 channels. */
+function parseColor(value: string): [number, number, number] | null {
+  const rgb = /^rgba?\(\s*([\d.]+)[,\s]+([\d.]+)[,\s]+([\d.]+)/.exec(value);
+  if (rgb) return [Number(rgb[1]) / 255, Number(rgb[2]) / 255, Number(rgb[3]) / 255];
+  const srgb = /^color\(srgb\s+([\d.]+)\s+([\d.]+)\s+([\d.]+)/.exec(value);
+  if (srgb) return [Number(srgb[1]), Number(srgb[2]), Number(srgb[3])];
+  return null;
+}
+
+/** WCAG 2 contrast ratio of two sRGB colours. */
+export function contrast(a: [number, number, number], b: [number, number, number]): number {
+  const luminance = ([r, g, b]: [number, number, number]) => {
+    const linear = (c: number) => (c <= 0.04045 ? c / 12.92 : ((c + 0.055) / 1.055) ** 2.4);
+    return 0.2126 * linear(r) + 0.7152 * linear(g) + 0.0722 * linear(b);
+  };
+  const [light, dark] = [luminance(a), luminance(b)].sort((x, y) => y - x);
+  return (light + 0.05) / (dark + 0.05);
 }

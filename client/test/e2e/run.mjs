@@ -13,7 +13,25 @@
 import { createHmac } from "node:crypto";
 import { mkdirSync, readFileSync } from "node:fs";
 import { createInterface } from "node:readline";
+import { createRequire } from "node:module";
 import { chromium } from "playwright-core";
+
+const axeSource = createRequire(import.meta.url).resolve("axe-core/axe.min.js");
+
+/**
+ * axe-core's WCAG 2 A/AA, 2.1 AA and best-practice rules over the page:
+ * fails with the violations, if any.
+ */
+async function checkAccessibility(page, what) {
+  await page.addScriptTag({ path: axeSource });
+  const violations = await page.evaluate(async () => {
+    const result = await window.axe.run(document, {
+      runOnly: { type: "tag", values: ["wcag2a", "wcag2aa", "wcag21a", "wcag21aa", "best-practice"] },
+    });
+    return result.violations.map((v) => `${v.id} (${v.impact}): ${v.nodes.map((n) => n.target.join(" ")).join(", ")}`);
+  });
+  if (violations.length) throw new Error(`${what}: accessibility violations:\n  ${violations.join("\n  ")}`);
+}
 
 const dispatcher = process.env.CHATUP_DISPATCHER;
 const artifacts = process.env.CHATUP_ARTIFACTS ?? "e2e-artifacts";
@@ -143,6 +161,7 @@ const scenarios = {
       const transport = await ann.evaluate(() => window.chat.protocol.transportName);
       if (transport !== "websocket") throw new Error(`transport is ${transport}`);
     }
+    await checkAccessibility(bob, "the example page with messages");
     await shot(ann, "chat-ann");
     await shot(bob, "chat-bob");
   },

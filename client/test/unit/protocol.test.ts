@@ -6,6 +6,7 @@ import { SeenIds } from "../../src/core/dedupe";
 import { ChatUpError, errorFromResponse } from "../../src/core/errors";
 import { parseFrame, parseNchanMeta } from "../../src/core/frames";
 import { ChatUpProtocol } from "../../src/protocol";
+import { contrast } from "../../src/widget/widget";
 import type { TransportFactory, TransportHandlers } from "../../src/transports/types";
 
 const message = (id: string, msg = id) => ({ id, room: "r", user: { id: "u" }, msg, ts: 1 });
@@ -19,6 +20,15 @@ test("frames split into messages and events, skipping what is unknown", () => {
     ["message", "event"],
   );
   assert.deepEqual(parseFrame("not json"), []);
+});
+
+test("contrast ratios follow WCAG 2", () => {
+  assert.equal(Math.round(contrast([1, 1, 1], [0, 0, 0]) * 10) / 10, 21);
+  assert.equal(contrast([0.5, 0.5, 0.5], [0.5, 0.5, 0.5]), 1);
+  // The widget's muted grey on white passes AA (4.5:1); a light yellow does not.
+  const hex = (h: string) => [1, 3, 5].map((i) => parseInt(h.slice(i, i + 2), 16) / 255) as [number, number, number];
+  assert.ok(contrast(hex("#6b7385"), hex("#ffffff")) >= 4.5);
+  assert.ok(contrast(hex("#a3a329"), hex("#ffffff")) < 4.5);
 });
 
 test("nchan's websocket meta header gives the frame id", () => {
