@@ -105,7 +105,7 @@ fn unix_open(path: &Path) -> bool {
 }
 
 /// Stops a child: SIGTERM, then SIGKILL if it lingers.
-pub(crate) fn stop(child: &mut Child, signal: Signal) {
+pub fn stop(child: &mut Child, signal: Signal) {
     if let Ok(Some(_)) = child.try_wait() {
         return;
     }
@@ -1139,11 +1139,7 @@ impl Drop for DispatcherTlsFront {
     fn drop(&mut self) {
         if let Some(mut child) = self.nginx.take() {
             // nginx's master stops its workers on SIGTERM (fast shutdown).
-            let _ = nix::sys::signal::kill(
-                nix::unistd::Pid::from_raw(child.id() as i32),
-                nix::sys::signal::Signal::SIGTERM,
-            );
-            let _ = child.wait();
+            stop(&mut child, Signal::SIGTERM);
         }
     }
 }

@@ -13,8 +13,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use chatup_testkit::clients::SubscribeOptions;
-use chatup_testkit::process::{free_port, workspace_root};
+use chatup_testkit::clients::{get_json, SubscribeOptions};
+use chatup_testkit::process::{free_port, stop, workspace_root};
 use chatup_testkit::{token_for, Redis, Subscriber, Transport};
 
 const PACKAGES: [&str; 2] = ["chatup", "libnginx-mod-http-chatup"];
@@ -56,11 +56,7 @@ struct Installation {
 impl Drop for Installation {
     fn drop(&mut self) {
         for child in &mut self.processes {
-            let _ = nix::sys::signal::kill(
-                nix::unistd::Pid::from_raw(child.id() as i32),
-                nix::sys::signal::Signal::SIGTERM,
-            );
-            let _ = child.wait();
+            stop(child, nix::sys::signal::Signal::SIGTERM);
         }
         for key in KEYS {
             let _ = std::fs::remove_file(key);
@@ -325,14 +321,7 @@ async fn the_packages_install_run_a_chat_and_purge_cleanly() {
             )
         });
     assert_eq!(frame.items[0]["msg"], "installed with dpkg");
-    let history: serde_json::Value = client
-        .get(format!("{dispatcher}/rooms/lobby/messages"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let (_, history) = get_json(&format!("{dispatcher}/rooms/lobby/messages")).await;
     assert!(
         history.to_string().contains("installed with dpkg"),
         "{history}"

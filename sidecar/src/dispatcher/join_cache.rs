@@ -58,10 +58,19 @@ impl JoinCache {
         F: FnOnce() -> Fut,
         Fut: Future<Output = Result<RoomSnapshot, E>>,
     {
+        self.get_at(room, Instant::now(), load).await
+    }
+
+    /// [`get`](Self::get) as of `now`.
+    async fn get_at<E, F, Fut>(&self, room: &str, now: Instant, load: F) -> Result<RoomSnapshot, E>
+    where
+        F: FnOnce() -> Fut,
+        Fut: Future<Output = Result<RoomSnapshot, E>>,
+    {
         if self.ttl.is_zero() {
             return load().await;
         }
-        let entry = self.entry(room, Instant::now());
+        let entry = self.entry(room, now);
         entry.snapshot.get_or_try_init(load).await.cloned()
     }
 
@@ -133,14 +142,17 @@ mod tests {
     #[tokio::test]
     async fn a_failed_load_is_tried_again_and_a_stale_one_is_remade() {
         let cache = JoinCache::new(Duration::from_millis(50));
-        let failed = cache.get("r", || async { Err::<RoomSnapshot, _>("redis down") });
+        let start = Instant::now();
+        let at = |ms| start + Duration::from_millis(ms);
+        let failed = cache.get_at("r", at(0), || async {
+            Err::<RoomSnapshot, _>("redis down")
+        });
         assert!(failed.await.is_err());
-        let loaded = cache.get("r", || async { Ok::<_, &str>(snapshot(2)) });
+        let loaded = cache.get_at("r", at(0), || async { Ok::<_, &str>(snapshot(2)) });
         assert_eq!(loaded.await.unwrap().counts.subscribers, 2);
-        let cached = cache.get("r", || async { Ok::<_, &str>(snapshot(3)) });
+        let cached = cache.get_at("r", at(49), || async { Ok::<_, &str>(snapshot(3)) });
         assert_eq!(cached.await.unwrap().counts.subscribers, 2);
-        tokio::time::sleep(Duration::from_millis(60)).await;
-        let remade = cache.get("r", || async { Ok::<_, &str>(snapshot(4)) });
+        let remade = cache.get_at("r", at(50), || async { Ok::<_, &str>(snapshot(4)) });
         assert_eq!(remade.await.unwrap().counts.subscribers, 4);
     }
 
