@@ -27,18 +27,55 @@ pub fn cpu_ms(pid: u32) -> u64 {
     ticks * 10
 }
 
-/// Proportional set size of `pid` in KiB: its private memory plus its share
-/// of what it shares (nchan's shared memory zone is counted once over the
-/// nginx workers, not once per worker).
-pub fn pss_kib(pid: u32) -> u64 {
-    std::fs::read_to_string(format!("/proc/{pid}/smaps_rollup"))
-        .ok()
-        .and_then(|text| {
+/// Proportional set size of a process in KiB, whole and by kind: its
+/// private memory plus its share of what it shares (nchan's shared memory
+/// zone is counted once over the nginx workers, not once per worker).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Pss {
+    pub total: i64,
+    /// Heap and stacks.
+    pub anon: i64,
+    /// Pages of files: the program's and libraries' code, first touched.
+    pub file: i64,
+    /// Shared memory: nginx's zones.
+    pub shmem: i64,
+}
+
+impl Pss {
+    pub fn of(pid: u32) -> Self {
+        let text = std::fs::read_to_string(format!("/proc/{pid}/smaps_rollup")).unwrap_or_default();
+        let field = |name: &str| -> i64 {
             text.lines()
-                .find_map(|line| line.strip_prefix("Pss:"))
+                .find_map(|line| line.strip_prefix(name))
                 .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        })
-        .unwrap_or(0)
+                .unwrap_or(0)
+        };
+        Self {
+            total: field("Pss:"),
+            anon: field("Pss_Anon:"),
+            file: field("Pss_File:"),
+            shmem: field("Pss_Shmem:"),
+        }
+    }
+
+    pub fn minus(self, earlier: Pss) -> Pss {
+        Pss {
+            total: self.total - earlier.total,
+            anon: self.anon - earlier.anon,
+            file: self.file - earlier.file,
+            shmem: self.shmem - earlier.shmem,
+        }
+    }
+}
+
+impl std::fmt::Display for Pss {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{} (anon {}, file {}, shmem {})",
+            self.total, self.anon, self.file, self.shmem
+        )
+    }
 }
 
 /// The `p`-th percentile of sorted `values`.

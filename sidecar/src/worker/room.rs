@@ -144,6 +144,11 @@ pub struct RoomStart<C> {
     pub ready: watch::Sender<bool>,
 }
 
+/// The room's task. Its calls to nchan and Redis are boxed where they are
+/// awaited: a future is as big as its biggest await, a room spends nearly
+/// all its life waiting for input, and thousands of idle rooms would each
+/// hold the room for an HTTP call's state (2.4 KB a room unboxed; the test
+/// `an_idle_room_task_is_small` keeps it small).
 pub async fn run<C: Channels>(start: RoomStart<C>) {
     let RoomStart {
         room,
@@ -225,13 +230,13 @@ impl<C: Channels> RoomTask<C> {
     async fn take(&mut self, input: RoomInput) {
         match input {
             RoomInput::Item(item) => self.queue(item),
-            RoomInput::Resync => self.resync().await,
+            RoomInput::Resync => Box::pin(self.resync()).await,
             RoomInput::Refill => {
                 tracing::info!(room = %self.room, "nchan lost frames: publishing the history again");
                 self.recent =
                     RecentIds::new(self.settings.history_length * RECENT_IDS_PER_HISTORY_MESSAGE);
                 self.last_published = None;
-                self.resync().await;
+                Box::pin(self.resync()).await;
             }
         }
     }
@@ -257,7 +262,7 @@ impl<C: Channels> RoomTask<C> {
                 // A channel left from before (frames published by a task
                 // that was let go a moment ago) would make the backfill
                 // appear twice: start from an empty one.
-                if let Err(e) = self.nchan.delete(&self.room).await {
+                if let Err(e) = Box::pin(self.nchan.delete(&self.room)).await {
                     tracing::warn!(room = %self.room, error = %e, "cannot empty the channel of a new room");
                 }
             }
@@ -266,15 +271,13 @@ impl<C: Channels> RoomTask<C> {
                 self.last_published = last_id;
             }
         }
-        self.resync().await;
+        Box::pin(self.resync()).await;
     }
 
     /// Queues what Redis history holds after the last message published
     /// (all of it if none was, or if that one is no longer in history).
     async fn resync(&mut self) {
-        let history = match self
-            .store
-            .recent(&self.room, self.settings.history_length)
+        let history = match Box::pin(self.store.recent(&self.room, self.settings.history_length))
             .await
         {
             Ok(history) => history,
@@ -328,7 +331,7 @@ impl<C: Channels> RoomTask<C> {
                 // would leave a gap. The catch-up brings them back in order.
                 continue;
             }
-            match self.publish(&frame).await {
+            match Box::pin(self.publish(&frame)).await {
                 Ok(()) => {
                     record_published(&frame);
                     for id in &frame.message_ids {
@@ -559,6 +562,45 @@ mod tests {
 
     fn ids_of(stored: &[(String, String)]) -> Vec<String> {
         stored.iter().map(|(id, _)| id.clone()).collect()
+    }
+
+    /// Thousands of rooms wait idle at once: each task's future must not
+    /// carry the state of an HTTP or Redis call (see `run`).
+    #[tokio::test]
+    async fn an_idle_room_task_is_small() {
+        let client = redis::Client::open("redis://127.0.0.1:1").unwrap();
+        let store = Store::new(
+            Db::connect_lazy(
+                crate::topology::Topology::Server(Box::new(client)),
+                Duration::from_secs(1),
+            )
+            .unwrap(),
+            100,
+            3600,
+        );
+        let (_inputs, rx) = mpsc::channel(1);
+        let (_subscribed_tx, subscribed) = oneshot::channel();
+        let (ready, _) = watch::channel(false);
+        let task = run(RoomStart {
+            room: "r".into(),
+            inputs: rx,
+            nchan: Nchan::new("/nonexistent.sock".into()),
+            store,
+            settings: RoomSettings {
+                window: Duration::from_millis(10),
+                limits: FrameLimits {
+                    max_items: 100,
+                    max_bytes: 1 << 20,
+                },
+                history_length: 100,
+            },
+            origin: Origin::Fresh,
+            overflowed: Arc::new(AtomicBool::new(false)),
+            subscribed,
+            ready,
+        });
+        let size = std::mem::size_of_val(&task);
+        assert!(size <= 1536, "a room task's future is {size} bytes");
     }
 
     #[tokio::test]

@@ -11,7 +11,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
-use chatup_testkit::bench::{pss_kib, Target};
+use chatup_testkit::bench::{Pss, Target};
 use chatup_testkit::process::WorkerOptions;
 use tokio::net::TcpSocket;
 use tokio::sync::Semaphore;
@@ -103,19 +103,20 @@ pub async fn run(args: Args, reference: bool) -> anyhow::Result<()> {
             // 127.0.0.2 and up: a fresh source address per run.
             let source = Ipv4Addr::new(127, 0, 0, (2 + round * targets.len() + i) as u8);
             let processes = target.processes();
-            let before: Vec<u64> = processes.iter().map(|&(_, pid)| pss_kib(pid)).collect();
+            let before: Vec<Pss> = processes.iter().map(|&(_, pid)| Pss::of(pid)).collect();
             let base = target.bases().remove(0);
             let (took, sockets, failed) =
                 connect_all(&base, &format!("r{round}"), &args, source).await;
             // Idle readers: give the server a moment to settle (rooms
             // served, counts sent) before its memory is taken.
             tokio::time::sleep(Duration::from_secs(2)).await;
-            let grown: Vec<(&str, i64)> = processes
+            let grown: Vec<(&str, Pss)> = processes
                 .iter()
                 .zip(&before)
-                .map(|(&(name, pid), &was)| (name, pss_kib(pid) as i64 - was as i64))
+                .map(|(&(name, pid), &was)| (name, Pss::of(pid).minus(was)))
                 .collect();
-            let per_reader = grown.iter().map(|(_, kib)| kib).sum::<i64>().max(0) as f64 * 1024.0
+            let per_reader = grown.iter().map(|(_, kib)| kib.total).sum::<i64>().max(0) as f64
+                * 1024.0
                 / sockets.len().max(1) as f64;
             let rate = sockets.len() as f64 / took.as_secs_f64();
             println!(
@@ -126,7 +127,10 @@ pub async fn run(args: Args, reference: bool) -> anyhow::Result<()> {
                 rate,
                 per_reader / 1000.0,
             );
-            println!("  memory grown (KiB, PSS): {grown:?}");
+            println!("  memory grown (KiB, PSS):");
+            for (name, pss) in &grown {
+                println!("    {name:<13} {pss}");
+            }
             anyhow::ensure!(
                 failed == 0,
                 "{failed} readers did not get in ({})",
