@@ -89,6 +89,15 @@ export class ChatUpProtocol extends Emitter<ProtocolEvents> {
   private ticketTimer: ReturnType<typeof setTimeout> | null = null;
   private readonly backoff: Backoff;
   private readonly seen = new SeenIds();
+  /** The newest message delivered, and whether the room was joined before: a new join asks for what followed. */
+  private newestMessageId: string | undefined;
+  private joinedBefore = false;
+  /**
+   * Stream messages older than this were not asked for: the worker's
+   * channel replays frames from before the join's history. Message ids
+   * (ULIDs) sort by time.
+   */
+  private floor: string | undefined;
 
   private worker: WorkerRef | null = null;
   private transport: Transport | null = null;
@@ -101,6 +110,8 @@ export class ChatUpProtocol extends Emitter<ProtocolEvents> {
   private failures = 0;
   private exclude: string | undefined;
   private timer: ReturnType<typeof setTimeout> | null = null;
+  /** A move away from a draining worker, waiting for its moment. */
+  private migrateTimer: ReturnType<typeof setTimeout> | null = null;
   /** Bumped whenever a subscription is replaced: stale callbacks are ignored. */
   private generation = 0;
   private currentStatus: Status = "closed";
@@ -275,6 +286,7 @@ export class ChatUpProtocol extends Emitter<ProtocolEvents> {
     this.closed = true;
     this.generation++;
     this.clearTimer();
+    this.clearMigrateTimer();
     if (this.expiryTimer !== null) clearTimeout(this.expiryTimer);
     this.expiryTimer = null;
     this.clearTicketTimer();
@@ -298,7 +310,7 @@ export class ChatUpProtocol extends Emitter<ProtocolEvents> {
       const response = await fetch(`${this.dispatcherUrl}/join/${encodeURIComponent(this.room)}`, {
         method: "POST",
         headers: { "Content-Type": "application/json", ...this.authorization() },
-        body: this.exclude ? JSON.stringify({ exclude: this.exclude }) : "",
+        body: this.joinBody(),
       });
       const body = await response.json().catch(() => null);
       if (generation !== this.generation) return;
@@ -314,15 +326,32 @@ export class ChatUpProtocol extends Emitter<ProtocolEvents> {
       if (generation !== this.generation) return;
       return this.retry(() => this.join());
     }
+    const after = this.after();
     this.worker = answer.worker;
     this.transportIndex = 0;
     this.openedOnWorker = false;
     this.lastId = undefined;
     this.failures = 0;
+    this.joinedBefore = true;
+    this.floor = after || answer.history?.[0]?.id;
+    if (answer.history_gap) {
+      this.reportError(new Error("more messages were posted while reconnecting than the history keeps: some were missed"), "history");
+    }
     this.setCounts(answer.room);
     this.takeTicket(answer);
     for (const message of answer.history ?? []) this.deliver({ kind: "message", message });
     this.subscribe();
+  }
+
+  /** Back in a room it read: everything after its newest message ("" for all that is stored). */
+  private after(): string | undefined {
+    return this.joinedBefore ? (this.newestMessageId ?? "") : undefined;
+  }
+
+  private joinBody(): string {
+    const after = this.after();
+    if (!this.exclude && after === undefined) return "";
+    return JSON.stringify({ ...(this.exclude ? { exclude: this.exclude } : {}), ...(after !== undefined ? { after } : {}) });
   }
 
   // --- read tickets -----------------------------------------------------------
@@ -442,7 +471,11 @@ export class ChatUpProtocol extends Emitter<ProtocolEvents> {
         if (stale()) return;
         if (id) this.lastId = id;
         const malformed = (e: unknown) => this.reportError(e, "a frame from the server is not JSON");
-        for (const item of parseFrame(data, malformed)) this.deliver(item);
+        for (const item of parseFrame(data, malformed)) {
+          // Older than the join's history: not asked for (see `floor`).
+          if (item.kind === "message" && this.floor && item.message.id < this.floor) continue;
+          this.deliver(item);
+        }
       },
       onClose: (opened) => {
         if (stale()) return;
@@ -522,6 +555,7 @@ export class ChatUpProtocol extends Emitter<ProtocolEvents> {
     const id = item.kind === "message" ? item.message.id : item.event.id;
     if (!this.seen.add(id)) return;
     if (item.kind === "message") {
+      if (!this.newestMessageId || id > this.newestMessageId) this.newestMessageId = id;
       this.emit("message", item.message);
       return;
     }
@@ -540,8 +574,43 @@ export class ChatUpProtocol extends Emitter<ProtocolEvents> {
         subscribers: Math.max(0, this.counts.subscribers - 1),
         members: Math.max(0, this.counts.members - 1),
       });
+    } else if (event.ev === "migrate") {
+      this.migrateLater(event);
     }
     this.emit("event", event);
+  }
+
+  /**
+   * The worker drains (a deploy): move to another one at a random moment
+   * within the window it gave (so that its readers leave at an even rate),
+   * through the dispatcher, at once: no back-off, no retries on the old
+   * worker. The new worker's history fills the gap, as on any switch.
+   */
+  private migrateLater(event: RoomEvent): void {
+    const worker = this.worker;
+    const within = Number(event.within_ms);
+    const until = Number(event.until);
+    if (!worker || event.worker !== worker.id || !(within >= 0)) return;
+    // An event buffered from an earlier drain of a worker with this id.
+    if (until > 0 && Date.now() > until) return;
+    if (this.migrateTimer !== null) return;
+    this.migrateTimer = setTimeout(() => {
+      this.migrateTimer = null;
+      if (this.closed || this.worker?.id !== worker.id || this.currentStatus === "offline") return;
+      this.generation++;
+      this.clearTimer();
+      this.clearTicketTimer();
+      this.transport?.close();
+      this.transport = null;
+      this.exclude = worker.id;
+      this.backoff.reset();
+      void this.join();
+    }, Math.random() * within);
+  }
+
+  private clearMigrateTimer(): void {
+    if (this.migrateTimer !== null) clearTimeout(this.migrateTimer);
+    this.migrateTimer = null;
   }
 
   private setCounts(counts: RoomCounts): void {

@@ -7,11 +7,14 @@
 //!   asking the sidecar, for those that have no reader
 //!   (`chatup_wire::readers::Released`);
 //! - `GET ...?counters=1`: the module's counters
-//!   (`chatup_wire::readers::ModuleCounters`).
+//!   (`chatup_wire::readers::ModuleCounters`);
+//! - `POST ...?drain=1` (or `0`): refuse new readers from now on, or no
+//!   longer (`chatup_wire::readers::Draining`): the sidecar drains this
+//!   nginx for a deploy; `GET ...?drain=status` only reads that state.
 
 use chatup_gate::query::query_param;
 use chatup_gate::GateError;
-use chatup_wire::readers::Released;
+use chatup_wire::readers::{Draining, Released};
 use ngx::ffi::{ngx_http_discard_request_body, ngx_http_request_t, ngx_int_t};
 
 use crate::ffi::{bytes, contain_panic, INTERNAL_SERVER_ERROR, OK};
@@ -43,6 +46,18 @@ unsafe fn answer(r: *mut ngx_http_request_t) -> ngx_int_t {
                 let mut snapshot = None;
                 zone::with_counters(|counters| snapshot = Some(counters.snapshot(boot)));
                 serde_json::to_vec(&snapshot.unwrap_or_default())
+            })
+        } else if let Some(drain) = query_param(&query, "drain") {
+            zone::with_region(zone.as_ptr(), |table| {
+                match drain.as_str() {
+                    "1" => table.set_draining(true),
+                    "0" => table.set_draining(false),
+                    _ => {} // `drain=status`: only read
+                }
+                serde_json::to_vec(&Draining {
+                    draining: table.draining(),
+                    readers: table.readers(),
+                })
             })
         } else if let Some(rooms) = query_param(&query, "release") {
             let released = zone::with_region(zone.as_ptr(), |table| Released {

@@ -25,6 +25,9 @@ enum Command {
     Worker(Box<WorkerArgs>),
     /// Send clients to the least-loaded worker; serve stats and history.
     Dispatcher(Box<DispatcherArgs>),
+    /// Move a running worker's readers to the other workers, gradually,
+    /// before it is restarted (a deploy); waits until none is left.
+    Drain(chatup::worker::drain_command::DrainArgs),
     /// Mint a development JWT (for local testing only).
     DevToken(DevTokenArgs),
     /// Mint a development server-API JWT (for local testing only).
@@ -72,6 +75,15 @@ fn main() -> anyhow::Result<()> {
                 let listener = chatup::dispatcher::bind(&config).await?;
                 chatup::dispatcher::run(config, listener, shutdown).await
             })
+        }
+        Command::Drain(args) => {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .context("starting the tokio runtime")?;
+            runtime
+                .block_on(chatup::worker::drain_command::run(&args))
+                .context("draining the worker")
         }
         Command::DevToken(args) => {
             println!("{}", chatup::devtoken::mint(&args)?);

@@ -145,6 +145,28 @@ impl Nchan {
         }
     }
 
+    /// Tells the module to refuse new readers (`true`: this worker drains),
+    /// or to take them again; returns the readers on this nginx now (the
+    /// module's own count, not the last one polled).
+    pub async fn set_draining(&self, draining: bool) -> Result<u64, NchanError> {
+        let path = format!("/readers?drain={}", u8::from(draining));
+        let answer: chatup_wire::readers::Draining = self.call_json(Method::POST, &path).await?;
+        if answer.draining == draining {
+            Ok(answer.readers)
+        } else {
+            Err(NchanError::BadInfo(format!(
+                "draining is {}",
+                answer.draining
+            )))
+        }
+    }
+
+    /// Whether the module refuses new readers, and the readers on this
+    /// nginx now.
+    pub async fn drain_state(&self) -> Result<chatup_wire::readers::Draining, NchanError> {
+        self.call_json(Method::GET, "/readers?drain=status").await
+    }
+
     /// The module's reader changes since `since` (see
     /// `chatup_wire::readers`).
     pub async fn reader_changes(

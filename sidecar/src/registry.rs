@@ -46,6 +46,10 @@ pub struct WorkerRecord {
     pub subscribers: u64,
     /// Rooms with readers on this worker.
     pub rooms: u64,
+    /// Moving its readers away before a deploy: sent no client while
+    /// another worker is live.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub draining: bool,
 }
 
 /// Where a join is sent.
@@ -107,40 +111,45 @@ return live_ids()
 "#;
 
 // KEYS: records, expiry, load. ARGV: excluded id ('' for none), random
-// seed, pending floor. Returns {id, record} of the least-loaded live
-// worker, another than the excluded one when there is another, and counts
-// the client in its load, up to its readers plus max(readers, floor): a
-// worker at that cap ("full" of clients that have not connected yet) is
-// chosen only when every worker is, so that a burst does not all go,
-// uncounted, to the one that reached its cap first. Nil when no worker is
-// live.
+// seed, pending floor, capacity. Returns {id, record} of the least-loaded
+// live worker, avoiding the excluded one and draining ones while another
+// is live, and counts the client in its load, up to its readers plus
+// max(readers, floor): a worker at that cap ("full" of clients that have
+// not connected yet) is chosen only when every worker is, so that a burst
+// does not all go, uncounted, to the one that reached its cap first. Nil
+// when no worker is live; {'', ''} when every candidate is at capacity.
 const PICK: &str = r#"
-local function full(id, load)
+local function record(id)
   local ok, fields = pcall(cjson.decode, redis.call('HGET', KEYS[1], id) or '')
-  local readers = ok and type(fields) == 'table' and tonumber(fields.subscribers) or 0
+  if ok and type(fields) == 'table' then return fields end
+  return {}
+end
+local function full(id, load)
+  local readers = tonumber(record(id).subscribers) or 0
   return load >= readers + math.max(readers, tonumber(ARGV[3]))
 end
-local best, best_load, best_full, excluded = {}, nil, nil, false
-local lowest = nil
+local preferred, avoided = {}, {}
 for _, id in ipairs(live_ids()) do
-  if id == ARGV[1] then
-    excluded = true
+  if id == ARGV[1] or record(id).draining == true then
+    avoided[#avoided + 1] = id
   else
-    local load = tonumber(redis.call('HGET', KEYS[3], id) or '0') or 0
-    if lowest == nil or load < lowest then lowest = load end
-    local is_full = full(id, load)
-    if best_load == nil or (best_full and not is_full)
-        or (is_full == best_full and load < best_load) then
-      best, best_load, best_full = {id}, load, is_full
-    elseif is_full == best_full and load == best_load then
-      best[#best + 1] = id
-    end
+    preferred[#preferred + 1] = id
   end
 end
-if best_load == nil then
-  if not excluded then return false end
-  best = {ARGV[1]}
-  lowest = tonumber(redis.call('HGET', KEYS[3], ARGV[1]) or '0') or 0
+local candidates = preferred
+if #candidates == 0 then candidates = avoided end
+if #candidates == 0 then return false end
+local best, best_load, best_full, lowest = {}, nil, nil, nil
+for _, id in ipairs(candidates) do
+  local load = tonumber(redis.call('HGET', KEYS[3], id) or '0') or 0
+  if lowest == nil or load < lowest then lowest = load end
+  local is_full = full(id, load)
+  if best_load == nil or (best_full and not is_full)
+      or (is_full == best_full and load < best_load) then
+    best, best_load, best_full = {id}, load, is_full
+  elseif is_full == best_full and load == best_load then
+    best[#best + 1] = id
+  end
 end
 -- Every candidate at capacity: nobody is sent anywhere (nor counted).
 local capacity = tonumber(ARGV[4]) or 0
@@ -149,8 +158,7 @@ if capacity > 0 and lowest >= capacity then
 end
 math.randomseed(tonumber(ARGV[2]))
 local chosen = best[math.random(#best)]
-local load = tonumber(redis.call('HGET', KEYS[3], chosen) or '0') or 0
-if not full(chosen, load) then
+if not best_full then
   redis.call('HINCRBY', KEYS[3], chosen, 1)
 end
 return {chosen, redis.call('HGET', KEYS[1], chosen)}

@@ -10,10 +10,12 @@ pub mod bench;
 pub mod certs;
 pub mod clients;
 pub mod cluster;
+pub mod follower;
 pub mod load;
 pub mod process;
 pub mod proxy;
 pub mod sentinel;
+pub mod storms;
 pub mod token;
 
 pub use clients::{post_message, Frame, SubscribeOptions, Subscriber, Transport};

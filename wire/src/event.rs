@@ -6,6 +6,10 @@
 //! - `count`: the room's readers and members, sent periodically when they
 //!   changed; in busy rooms it replaces join and leave events;
 //! - `rmUserMsg`: a user was banned from the room: remove their messages;
+//! - `migrate`: the chat worker `worker` is draining (a deploy): each of its
+//!   readers moves to another worker at a random moment within `within_ms`
+//!   (through the dispatcher, at once, no back-off), so that they leave at
+//!   an even rate; ignored after `until` (Unix ms);
 //! - any other name: a custom event a site's server posted, with `data`.
 //!
 //! Events carry an `id` (a ULID, like messages) so that clients can drop
@@ -42,10 +46,15 @@ pub enum EventKind {
     RmUserMsg {
         user: User,
     },
+    Migrate {
+        worker: String,
+        within_ms: u64,
+        until: u64,
+    },
 }
 
 /// Event names a site's server cannot use for its own events.
-pub const RESERVED_EVENTS: [&str; 4] = ["join", "leave", "count", "rmUserMsg"];
+pub const RESERVED_EVENTS: [&str; 5] = ["join", "leave", "count", "rmUserMsg", "migrate"];
 
 /// A custom event posted by a site's server (`POST /messages` on a
 /// dispatcher): its own name in `ev`, any JSON in `data`.

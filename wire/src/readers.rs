@@ -66,6 +66,15 @@ pub struct Released {
     pub released: Vec<String>,
 }
 
+/// The answer to `POST /readers?drain=1` (or `=0`): whether the module now
+/// refuses new readers (the sidecar drains this nginx for a deploy).
+#[derive(Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct Draining {
+    pub draining: bool,
+    /// Readers on this nginx now, all rooms together.
+    pub readers: u64,
+}
+
 /// The answer to `GET /readers?counters`: what the module's nginx workers
 /// counted since nginx started (`boot`, as in [`ReaderChanges`]; a new boot
 /// starts from zero). Keys are statuses (`"202"`, `"401"`, ...) and token

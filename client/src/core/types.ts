@@ -17,7 +17,10 @@ export interface Message {
   ts: number;
 }
 
-/** A room event: join, leave, count, rmUserMsg, or a site's custom event. */
+/**
+ * A room event: join, leave, count, rmUserMsg, migrate (the worker drains:
+ * the client moves by itself), or a site's custom event.
+ */
 export interface RoomEvent {
   id: string;
   room: string;
@@ -27,6 +30,10 @@ export interface RoomEvent {
   subscribers?: number;
   members?: number;
   data?: unknown;
+  /** migrate: the draining worker, the window to leave within, and when the event goes stale (Unix ms). */
+  worker?: string;
+  within_ms?: number;
+  until?: number;
 }
 
 export interface RoomCounts {
@@ -44,6 +51,8 @@ export interface JoinAnswer {
   worker: WorkerRef;
   room: RoomCounts;
   history: Message[];
+  /** Set when the join asked for messages `after` one the server no longer keeps: some were missed. */
+  history_gap?: boolean;
   /** A read ticket for this room, when the join carried a valid token. */
   ticket?: string;
   /** When the ticket expires, in seconds since the epoch. */

@@ -175,6 +175,20 @@ test("history, then the stream, each item once; resumes from the last frame id",
   protocol.close();
 });
 
+test("the stream's replay of messages older than the join's history is dropped, not shown after it", async () => {
+  const w = world(["w1"]);
+  const protocol = new ChatUpProtocol({ dispatcherUrl: "http://d", room: "r", transportFactories: w.factories });
+  const got: string[] = [];
+  protocol.on("message", (m) => got.push(m.id));
+  void protocol.connect();
+  await tick();
+  w.opened[0].handlers.onOpen();
+  // The worker's channel holds frames from before the last join_history messages.
+  w.opened[0].handlers.onFrame("1:0", JSON.stringify([message("a0"), message("h1"), message("h2"), message("m1")]));
+  assert.deepEqual(got, ["h1", "h2", "m1"]);
+  protocol.close();
+});
+
 test("errors the protocol survives go to onError: a listener that throws, a frame that is not JSON", async () => {
   const w = world(["w1"]);
   const reported: string[] = [];
@@ -273,7 +287,7 @@ test("after repeated failures it moves to another worker, excluding the failing 
   await tick(20);
   w.opened[1].handlers.onClose(false);
   await tick(20);
-  assert.deepEqual(w.joins[1], { exclude: "w1" });
+  assert.deepEqual(w.joins[1], { exclude: "w1", after: "m1" });
   assert.equal(protocol.currentWorker?.id, "w2");
   assert.ok(statuses.includes("switching"));
   const last = w.opened[w.opened.length - 1];
@@ -281,6 +295,43 @@ test("after repeated failures it moves to another worker, excluding the failing 
   last.handlers.onOpen();
   last.handlers.onFrame("5:0", JSON.stringify([message("m1"), message("m2")]));
   assert.deepEqual(got, ["h1", "h2", "m1", "m2"]);
+  protocol.close();
+});
+
+test("a migrate event moves the reader off its draining worker within the window, at once, resuming from history", async () => {
+  const w = world(["w1", "w2"]);
+  const protocol = new ChatUpProtocol({
+    dispatcherUrl: "http://d",
+    room: "r",
+    // A long back-off: the move must not wait for it.
+    backoff: { baseMs: 10_000, capMs: 10_000 },
+    transports: ["websocket"],
+    transportFactories: w.factories,
+  });
+  const got: string[] = [];
+  protocol.on("message", (m) => got.push(m.id));
+  void protocol.connect();
+  await tick();
+  assert.equal(protocol.currentWorker?.id, "w1");
+  w.opened[0].handlers.onOpen();
+  const event = (id: string, fields: Record<string, unknown>) =>
+    JSON.stringify([{ id, room: "r", ev: "migrate", ts: Date.now(), ...fields }]);
+  // Stale (an earlier drain's event) and another worker's: ignored.
+  w.opened[0].handlers.onFrame("1:0", event("e1", { worker: "w1", within_ms: 0, until: Date.now() - 1 }));
+  w.opened[0].handlers.onFrame("1:1", event("e2", { worker: "w9", within_ms: 0, until: Date.now() + 60_000 }));
+  await tick(30);
+  assert.equal(w.joins.length, 1);
+  const told = Date.now();
+  w.opened[0].handlers.onFrame("1:2", event("e3", { worker: "w1", within_ms: 200, until: Date.now() + 60_000 }));
+  await until("the move", () => w.joins.length === 2);
+  assert.ok(Date.now() - told <= 1000, "within the window, not after a back-off");
+  assert.deepEqual(w.joins[1], { exclude: "w1", after: "h2" });
+  assert.equal(protocol.currentWorker?.id, "w2");
+  const last = w.opened[w.opened.length - 1];
+  assert.equal(last.url, "http://w2/sub/r");
+  last.handlers.onOpen();
+  last.handlers.onFrame("9:0", JSON.stringify([message("m1")]));
+  assert.deepEqual(got, ["h1", "h2", "m1"], "history again, each message once");
   protocol.close();
 });
 

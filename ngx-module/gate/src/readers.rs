@@ -50,6 +50,9 @@ pub struct Header {
     /// Starts in a slot that had started before, and when the last was.
     respawns: u64,
     respawned_secs: u64,
+    /// Non-zero while the sidecar drains this nginx (a deploy): new
+    /// readers are refused, so that they go to another worker.
+    draining: u64,
     rooms_used: u64,
     members_used: u64,
     readers: [u32; MAX_PROCS],
@@ -108,6 +111,8 @@ pub enum Full {
     Rooms,
     #[error("nginx process slot {0} is beyond what the readers zone counts")]
     ProcessSlot(usize),
+    #[error("this chat worker is draining: try another one")]
+    Draining,
 }
 
 /// A signed-in reader.
@@ -348,6 +353,15 @@ impl<'a> ReaderTable<'a> {
         )
     }
 
+    /// Starts or stops refusing new readers (the sidecar drains this nginx).
+    pub fn set_draining(&mut self, draining: bool) {
+        self.header.draining = u64::from(draining);
+    }
+
+    pub fn draining(&self) -> bool {
+        self.header.draining != 0
+    }
+
     /// Readers on this nginx, all rooms together.
     pub fn readers(&self) -> u64 {
         self.header.readers.iter().map(|n| u64::from(*n)).sum()
@@ -364,6 +378,9 @@ impl<'a> ReaderTable<'a> {
     ) -> Result<Admitted, Full> {
         if slot >= MAX_PROCS {
             return Err(Full::ProcessSlot(slot));
+        }
+        if self.header.draining != 0 {
+            return Err(Full::Draining);
         }
         if limit > 0 && self.readers() >= limit {
             return Err(Full::Readers { limit });
@@ -765,6 +782,20 @@ mod tests {
         );
         table.leave("a", None, 0);
         assert!(table.admit("c", None, 0, 2).is_ok());
+    }
+
+    #[test]
+    fn a_draining_table_refuses_new_readers_and_lets_the_others_leave() {
+        let mut memory = Memory::new(16, 16);
+        let mut table = memory.table();
+        table.admit("a", Some(ANNA), 0, 0).unwrap();
+        table.set_draining(true);
+        assert!(table.draining());
+        assert_eq!(table.admit("a", None, 0, 0), Err(Full::Draining));
+        table.leave("a", Some(ANNA.id), 0);
+        assert_eq!(table.readers(), 0);
+        table.set_draining(false);
+        assert!(table.admit("a", None, 0, 0).is_ok());
     }
 
     #[test]

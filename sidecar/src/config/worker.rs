@@ -77,6 +77,9 @@ pub struct WorkerConfig {
     /// The ban list is reloaded whole this often (changes are applied as
     /// they are announced; this repairs a missed announcement).
     pub bans_refresh_secs: u64,
+    /// Readers per second a drain (`chatup drain`, for a deploy) moves to
+    /// other workers: they leave spread evenly over readers / rate seconds.
+    pub drain_rate: u64,
     pub log_format: LogFormat,
     /// `[rate_limit]`: per user and room (file only).
     pub rate_limit: RateLimitConfig,
@@ -93,6 +96,7 @@ impl Default for WorkerConfig {
             heartbeat_ttl_ms: 3000,
             presence_threshold: 200,
             count_interval_ms: 5000,
+            drain_rate: 500,
             redis_url: "redis://127.0.0.1:6379".into(),
             redis_tls_ca_file: None,
             redis_tls_cert_file: None,
@@ -201,6 +205,9 @@ pub struct WorkerArgs {
     /// Seconds between full reloads of the ban list [default: 10]
     #[arg(long, env = "CHATUP_BANS_REFRESH_SECS")]
     pub bans_refresh_secs: Option<u64>,
+    /// Readers per second a drain moves to other workers [default: 500]
+    #[arg(long, env = "CHATUP_DRAIN_RATE")]
+    pub drain_rate: Option<u64>,
     /// Log format [default: text]
     #[arg(long, env = "CHATUP_LOG_FORMAT")]
     pub log_format: Option<LogFormat>,
@@ -240,6 +247,7 @@ impl WorkerConfig {
             room_sweep_secs,
             redis_timeout_ms,
             bans_refresh_secs,
+            drain_rate,
             log_format
         );
         overlay_some!(
@@ -290,6 +298,7 @@ impl WorkerConfig {
             "count_interval_ms must be at least heartbeat_interval_ms",
         )?;
         check(self.history_length > 0, "history_length must be at least 1")?;
+        check(self.drain_rate > 0, "drain_rate must be at least 1")?;
         check(
             self.batch_window_ms <= 1000,
             "batch_window_ms must be at most 1000",

@@ -166,6 +166,25 @@ fn unavailable(e: DbError) -> ApiError {
 struct JoinRequest {
     /// A worker that failed this client: chosen only if no other is live.
     exclude: Option<String>,
+    /// The last message the client has (it is moving from another
+    /// worker): the history answered is everything stored after it; ""
+    /// when it has none but read the room before (everything stored).
+    after: Option<String>,
+}
+
+/// The history a join answers: the last `count` messages, or, with
+/// `after`, every stored message after that one (all of them after ""). `None` when `after` is
+/// not in `stored` (the client missed more than history keeps).
+fn join_history(stored: &[Value], count: usize, after: Option<&str>) -> Option<Vec<Value>> {
+    match after {
+        None => Some(stored[stored.len().saturating_sub(count)..].to_vec()),
+        // A client that read the room before any message it holds now.
+        Some("") => Some(stored.to_vec()),
+        Some(after) => stored
+            .iter()
+            .rposition(|m| m["id"] == after)
+            .map(|at| stored[at + 1..].to_vec()),
+    }
 }
 
 /// Why a join found no worker (503s the outcome count tells apart).
@@ -205,10 +224,15 @@ async fn assign_worker(
     } else {
         serde_json::from_slice(&body).map_err(|e| {
             ApiError::bad_request(format!(
-                "body must be empty or {{\"exclude\": \"<worker id>\"}}: {e}"
+                "body must be empty or {{\"exclude\": \"<worker id>\", \"after\": \"<message id>\"}}: {e}"
             ))
         })?
     };
+    if let Some(after) = &request.after {
+        if after.len() > 64 || !after.bytes().all(|b| b.is_ascii_alphanumeric()) {
+            return Err(ApiError::bad_request("after must be a message id"));
+        }
+    }
     let worker = match state
         .registry
         .pick(request.exclude.as_deref(), state.capacity.readers)
@@ -229,15 +253,30 @@ async fn assign_worker(
             let live = live_ids(&state).await?;
             Ok::<_, ApiError>(RoomSnapshot {
                 counts: room_counts(&state, &room, &live).await?,
-                history: Arc::new(history(&state.db, &room, state.join_history).await?),
+                history: Arc::new(stored_history(&state.db, &room).await?),
             })
         })
         .await?;
+    let after = request.after.as_deref();
+    let history = match join_history(&snapshot.history, state.join_history, after) {
+        Some(history) => Some(history),
+        // The shared snapshot may be a moment older than the message the
+        // client has: read history afresh before saying it is gone.
+        None => join_history(&stored_history(&state.db, &room).await?, 0, after),
+    };
     let mut answer = json!({
         "worker": { "id": worker.id, "url": worker.url },
         "room": snapshot.counts,
-        "history": *snapshot.history,
     });
+    match history {
+        Some(history) => answer["history"] = json!(history),
+        None => {
+            // More was posted since `after` than history keeps: say so,
+            // with all that is left, rather than leave a silent gap.
+            answer["history"] = json!(*snapshot.history);
+            answer["history_gap"] = json!(true);
+        }
+    }
     if let Some(ticket) = reader.and_then(|identity| state.read.ticket(&identity, &room)) {
         answer["ticket"] = json!(ticket.token);
         answer["ticket_expires_at"] = json!(ticket.expires_at);
@@ -312,11 +351,10 @@ async fn room_counts(
 }
 
 /// The last `count` messages of `room`, oldest first, as JSON.
-async fn history(db: &Db, room: &str, count: usize) -> Result<Vec<Value>, ApiError> {
-    if count == 0 {
-        return Ok(Vec::new());
-    }
-    let raw = store::recent(db, room, count).await.map_err(unavailable)?;
+/// Every message the room's history holds (`history_length` at most, as
+/// the workers trim it), oldest first.
+async fn stored_history(db: &Db, room: &str) -> Result<Vec<Value>, ApiError> {
+    let raw = store::all(db, room).await.map_err(unavailable)?;
     Ok(parse_messages(raw))
 }
 
@@ -395,4 +433,42 @@ async fn health(State(state): State<AppState>) -> Result<impl IntoResponse, ApiE
         .await
         .map_err(|e| ApiError::unavailable(format!("redis unreachable: {e}")))?;
     Ok(Json(json!({ "redis": "up" })))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::join_history;
+    use serde_json::{json, Value};
+
+    fn ids(history: Option<Vec<Value>>) -> Option<Vec<String>> {
+        history.map(|h| {
+            h.iter()
+                .map(|m| m["id"].as_str().unwrap().to_owned())
+                .collect()
+        })
+    }
+
+    #[test]
+    fn a_join_gets_the_last_messages_or_everything_after_the_clients_last() {
+        let stored: Vec<Value> = ["a", "b", "c", "d"]
+            .iter()
+            .map(|id| json!({ "id": id }))
+            .collect();
+        assert_eq!(
+            ids(join_history(&stored, 2, None)),
+            Some(vec!["c".into(), "d".into()])
+        );
+        assert_eq!(ids(join_history(&stored, 9, None)).unwrap().len(), 4);
+        assert_eq!(
+            ids(join_history(&stored, 2, Some("a"))),
+            Some(vec!["b".into(), "c".into(), "d".into()])
+        );
+        assert_eq!(ids(join_history(&stored, 2, Some("d"))), Some(vec![]));
+        assert_eq!(ids(join_history(&stored, 2, Some(""))).unwrap().len(), 4);
+        assert_eq!(
+            ids(join_history(&stored, 2, Some("gone"))),
+            None,
+            "a gap is not hidden"
+        );
+    }
 }

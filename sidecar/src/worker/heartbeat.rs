@@ -15,6 +15,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use chatup_wire::EventKind;
+use tokio::sync::Notify;
 use tokio::time::{Instant, MissedTickBehavior};
 use tokio_util::sync::CancellationToken;
 
@@ -22,6 +23,7 @@ use crate::nchan::Nchan;
 use crate::presence::Presence;
 use crate::registry::{Registry, WorkerRecord};
 use crate::telemetry::names;
+use crate::worker::drain::Drain;
 use crate::worker::membership::Membership;
 use crate::worker::rooms::Rooms;
 
@@ -68,6 +70,10 @@ pub struct HeartbeatParts {
     pub interval: Duration,
     pub ttl_ms: u64,
     pub count_interval: Duration,
+    /// Whether this worker drains (announced in its record).
+    pub drain: Arc<Drain>,
+    /// Beats at once when notified (a drain started or was cancelled).
+    pub beat_now: Arc<Notify>,
 }
 
 impl Heartbeat {
@@ -91,6 +97,7 @@ impl Heartbeat {
             tokio::select! {
                 _ = shutdown.cancelled() => break,
                 _ = tick.tick() => {}
+                _ = self.parts.beat_now.notified() => {}
             }
             let live = self.beat().await;
             if Instant::now() >= next_count {
@@ -137,6 +144,7 @@ impl Heartbeat {
             url: url.clone(),
             subscribers: readers.iter().map(|(_, n)| n).sum(),
             rooms: readers.len() as u64,
+            draining: self.parts.drain.is_draining(),
         };
         let opened = self.parts.rooms.take_opened();
         match self

@@ -23,7 +23,7 @@ use chatup_gate::token::MODERATOR;
 use serde_json::json;
 
 use axum::body::Bytes;
-use axum::extract::{Path, State};
+use axum::extract::{Path, RawQuery, State};
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
@@ -41,6 +41,7 @@ use crate::moderation::filters::{Candidate, FilterPipeline, Verdict};
 use crate::moderation::ratelimit::RateLimiter;
 use crate::store::Store;
 use crate::telemetry::names::{self, Refused};
+use crate::worker::drain::{Drain, DrainStatus};
 use crate::worker::posters::RecentPosters;
 use crate::worker::room::Origin;
 use crate::worker::rooms::Rooms;
@@ -57,6 +58,8 @@ pub struct IngestState {
     pub checks: Arc<Checks>,
     pub posters: Arc<RecentPosters>,
     pub draining: CancellationToken,
+    /// A deploy's gradual drain (`/v1/drain`).
+    pub drain: Arc<Drain>,
 }
 
 /// What a message must pass before it is stored, all in memory.
@@ -171,6 +174,10 @@ pub fn router(state: IngestState) -> Router {
     Router::new()
         .route("/v1/messages", post(post_message))
         .route("/v1/serve/{room}", post(serve_room))
+        .route(
+            "/v1/drain",
+            post(start_drain).get(drain_status).delete(cancel_drain),
+        )
         .route("/healthz", get(health))
         .with_state(state)
         .fallback(|| async { ApiError::not_found() })
@@ -339,6 +346,49 @@ async fn serve_room(
         );
         Err(ApiError::unavailable("room not ready"))
     }
+}
+
+/// `POST /v1/drain[?rate=N]` (`chatup drain`): starts moving this worker's
+/// readers to the others, at N readers a second (default `drain_rate`).
+async fn start_drain(
+    State(state): State<IngestState>,
+    RawQuery(query): RawQuery,
+) -> Result<(StatusCode, Json<DrainStatus>), ApiError> {
+    let rate = match query
+        .as_deref()
+        .unwrap_or("")
+        .split('&')
+        .find_map(|pair| pair.strip_prefix("rate="))
+    {
+        None => None,
+        Some(rate) => match rate.parse::<u64>() {
+            Ok(rate) if rate > 0 => Some(rate),
+            _ => {
+                return Err(ApiError::bad_request(
+                    "rate must be a whole number of readers a second, at least 1",
+                ))
+            }
+        },
+    };
+    state
+        .drain
+        .start(rate)
+        .await
+        .map(|status| (StatusCode::ACCEPTED, Json(status)))
+        .map_err(|e| ApiError::unavailable(format!("cannot make nginx refuse new readers: {e}")))
+}
+
+async fn drain_status(State(state): State<IngestState>) -> Json<DrainStatus> {
+    Json(state.drain.status().await)
+}
+
+async fn cancel_drain(State(state): State<IngestState>) -> Result<Json<DrainStatus>, ApiError> {
+    state
+        .drain
+        .cancel()
+        .await
+        .map(Json)
+        .map_err(|e| ApiError::unavailable(format!("cannot make nginx take readers again: {e}")))
 }
 
 async fn health(State(state): State<IngestState>) -> Result<Json<serde_json::Value>, ApiError> {

@@ -14,6 +14,8 @@
 //! - `module_metrics`: the nginx module's counters as metrics.
 
 mod batch;
+pub mod drain;
+pub mod drain_command;
 mod fanin;
 mod heartbeat;
 mod ingest;
@@ -130,6 +132,20 @@ pub async fn run_with_filters(
         config.heartbeat_ttl_ms,
         config.presence_threshold,
     ));
+    let beat_now = Arc::new(tokio::sync::Notify::new());
+    let drain = Arc::new(drain::Drain::new(
+        nchan.clone(),
+        rooms.clone(),
+        membership.clone(),
+        config.worker_id.clone(),
+        config.drain_rate,
+        beat_now.clone(),
+    ));
+    // A drain lasts until the sidecar stops: one left by a sidecar that
+    // stopped without cancelling it must not keep nginx refusing readers.
+    if let Err(e) = nchan.set_draining(false).await {
+        tracing::debug!(error = %e, "cannot tell nginx it is not draining (it may not run yet)");
+    }
     let heartbeat = tokio::spawn(
         Heartbeat::new(HeartbeatParts {
             registry: Registry::new(db.clone()),
@@ -142,6 +158,8 @@ pub async fn run_with_filters(
             interval: config.heartbeat_interval(),
             ttl_ms: config.heartbeat_ttl_ms,
             count_interval: config.count_interval(),
+            drain: drain.clone(),
+            beat_now,
         })
         .run(shutdown.clone()),
     );
@@ -180,6 +198,7 @@ pub async fn run_with_filters(
             config.history_ttl_secs,
         ))),
         draining: shutdown.clone(),
+        drain,
     };
     let server = axum::serve(listener, ingest::router(state))
         .with_graceful_shutdown(shutdown.clone().cancelled_owned());

@@ -1,0 +1,351 @@
+//! A reader that behaves as the JS client does around workers, for storm
+//! tests and benchmarks with hundreds of readers (a browser each would not
+//! fit the machine): it joins through the dispatcher (history first),
+//! reads a chat worker over WebSocket, resumes from its last frame after a
+//! drop, moves to another worker after three failed attempts (`exclude`),
+//! backs off with jitter, obeys `Retry-After`, and moves at once, at a
+//! random moment within the window, on a `migrate` event (a drain). Every
+//! message id is kept once, in the order it first arrived.
+
+use std::collections::HashSet;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+use tokio::task::JoinHandle;
+
+use crate::clients::{Frame, SubscribeOptions, Subscriber, Transport};
+
+/// As the JS client's defaults: three failures on one worker, then another.
+const FAILURES_BEFORE_SWITCH: u32 = 3;
+const BACKOFF_BASE: Duration = Duration::from_millis(500);
+const BACKOFF_CAP: Duration = Duration::from_secs(15);
+const BACKOFF_MIN: Duration = Duration::from_millis(100);
+
+#[derive(Debug, Default)]
+struct State {
+    ids: Vec<String>,
+    seen: HashSet<String>,
+    /// Stream messages older than this were not asked for: the join's
+    /// history starts after it (see `follow`).
+    floor: Option<String>,
+    /// Joins whose history said more was missed than history keeps.
+    gaps: usize,
+    /// The worker it reads, while it does.
+    reading_on: Option<String>,
+    /// When it last stopped reading (lost or left its worker).
+    stopped_at: Option<Instant>,
+    /// How long each outage lasted: from losing a worker to reading again.
+    outages: Vec<Duration>,
+    migrations: usize,
+    /// When it left a draining worker, each time.
+    departures: Vec<Instant>,
+    switches: usize,
+    refused_joins: usize,
+}
+
+pub struct Follower {
+    state: Arc<Mutex<State>>,
+    task: JoinHandle<()>,
+}
+
+impl Drop for Follower {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+impl Follower {
+    /// Starts following `room` through the dispatcher at `dispatcher`
+    /// (returns at once: see [`reading_on`](Self::reading_on)).
+    pub fn start(http: reqwest::Client, dispatcher: &str, room: &str) -> Self {
+        let state = Arc::new(Mutex::new(State::default()));
+        let task = tokio::spawn(follow(
+            http,
+            dispatcher.to_owned(),
+            room.to_owned(),
+            state.clone(),
+        ));
+        Self { state, task }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, State> {
+        self.state.lock().unwrap()
+    }
+
+    /// The worker it reads now, if it reads.
+    pub fn reading_on(&self) -> Option<String> {
+        self.lock().reading_on.clone()
+    }
+
+    pub fn ids(&self) -> Vec<String> {
+        self.lock().ids.clone()
+    }
+
+    pub fn has_all(&self, ids: &[String]) -> bool {
+        let state = self.lock();
+        ids.iter().all(|id| state.seen.contains(id))
+    }
+
+    /// From losing (or leaving) a worker to reading on the next, each time.
+    pub fn outages(&self) -> Vec<Duration> {
+        self.lock().outages.clone()
+    }
+
+    /// Moves on a `migrate` event.
+    pub fn migrations(&self) -> usize {
+        self.lock().migrations
+    }
+
+    /// When it left a draining worker, each time.
+    pub fn departures(&self) -> Vec<Instant> {
+        self.lock().departures.clone()
+    }
+
+    /// Moves after failing on a worker.
+    pub fn switches(&self) -> usize {
+        self.lock().switches
+    }
+
+    /// Joins whose answer said messages were missed (`history_gap`).
+    pub fn gaps(&self) -> usize {
+        self.lock().gaps
+    }
+
+    /// Joins the dispatcher refused (503: no worker, or all at capacity).
+    pub fn refused_joins(&self) -> usize {
+        self.lock().refused_joins
+    }
+}
+
+struct Joined {
+    worker: String,
+    url: String,
+    history: Vec<Value>,
+    gap: bool,
+}
+
+enum JoinOutcome {
+    Joined(Joined),
+    /// Refused, come back after this long at the earliest.
+    RetryAfter(Duration),
+    Failed,
+}
+
+async fn join(
+    http: &reqwest::Client,
+    dispatcher: &str,
+    room: &str,
+    exclude: Option<&str>,
+    after: Option<&str>,
+) -> JoinOutcome {
+    let mut request = http
+        .post(format!("{dispatcher}/join/{room}"))
+        .timeout(Duration::from_secs(10));
+    let mut body = serde_json::Map::new();
+    if let Some(worker) = exclude {
+        body.insert("exclude".into(), worker.into());
+    }
+    if let Some(id) = after {
+        body.insert("after".into(), id.into());
+    }
+    if !body.is_empty() {
+        request = request.json(&body);
+    }
+    let Ok(response) = request.send().await else {
+        return JoinOutcome::Failed;
+    };
+    let retry_after = response
+        .headers()
+        .get("Retry-After")
+        .and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
+    let status = response.status().as_u16();
+    let body: Value = response.json().await.unwrap_or(Value::Null);
+    match (
+        status,
+        body["worker"]["id"].as_str(),
+        body["worker"]["url"].as_str(),
+    ) {
+        (200, Some(id), Some(url)) => JoinOutcome::Joined(Joined {
+            worker: id.to_owned(),
+            url: url.to_owned(),
+            history: body["history"].as_array().cloned().unwrap_or_default(),
+            gap: body["history_gap"] == true,
+        }),
+        _ => match retry_after {
+            Some(secs) => JoinOutcome::RetryAfter(Duration::from_secs(secs)),
+            None => JoinOutcome::Failed,
+        },
+    }
+}
+
+/// Full jitter between the floor and the capped exponential.
+fn backoff(failures: u32) -> Duration {
+    let ceiling = BACKOFF_BASE
+        .saturating_mul(1 << failures.min(10))
+        .min(BACKOFF_CAP);
+    BACKOFF_MIN + (ceiling.saturating_sub(BACKOFF_MIN)).mul_f64(rand::random::<f64>())
+}
+
+impl State {
+    /// Keeps a message of the join's history.
+    fn keep(&mut self, item: &Value) {
+        if item.get("ev").is_some() {
+            return;
+        }
+        if let Some(id) = item["id"].as_str() {
+            if self.seen.insert(id.to_owned()) {
+                self.ids.push(id.to_owned());
+            }
+        }
+    }
+
+    /// Keeps a message of the stream, unless it is older than what the
+    /// join asked for: the worker's channel replays frames from before the
+    /// join's history (the JS client drops them the same way).
+    fn keep_streamed(&mut self, item: &Value) {
+        let older = match (item["id"].as_str(), &self.floor) {
+            (Some(id), Some(floor)) => id < floor.as_str(),
+            _ => false,
+        };
+        if !older {
+            self.keep(item);
+        }
+    }
+
+    /// Where the next join starts: after the newest message kept.
+    fn newest(&self) -> Option<String> {
+        self.ids.last().cloned()
+    }
+
+    fn reading(&mut self, worker: &str) {
+        self.reading_on = Some(worker.to_owned());
+        if let Some(stopped) = self.stopped_at.take() {
+            self.outages.push(stopped.elapsed());
+        }
+    }
+
+    fn stopped(&mut self) {
+        self.reading_on = None;
+        self.stopped_at = Some(Instant::now());
+    }
+}
+
+/// When a `migrate` event for `worker` in `frame` says to leave.
+fn migration(frame: &Frame, worker: &str) -> Option<Instant> {
+    let now_ms = chatup_wire::id::unix_millis(std::time::SystemTime::now());
+    frame.items.iter().find_map(|item| {
+        (item["ev"] == "migrate"
+            && item["worker"] == worker
+            && item["until"].as_u64().is_some_and(|until| until >= now_ms))
+        .then(|| {
+            let within = item["within_ms"].as_u64().unwrap_or(0);
+            Instant::now() + Duration::from_millis(within).mul_f64(rand::random::<f64>())
+        })
+    })
+}
+
+async fn follow(http: reqwest::Client, dispatcher: String, room: String, state: Arc<Mutex<State>>) {
+    let mut exclude: Option<String> = None;
+    let mut join_failures = 0;
+    loop {
+        // Back in a room it read: everything after its newest message
+        // (all that is stored if it has none).
+        let after = exclude
+            .as_ref()
+            .map(|_| state.lock().unwrap().newest().unwrap_or_default());
+        let joined = match join(
+            &http,
+            &dispatcher,
+            &room,
+            exclude.as_deref(),
+            after.as_deref(),
+        )
+        .await
+        {
+            JoinOutcome::Joined(joined) => joined,
+            JoinOutcome::RetryAfter(at_least) => {
+                state.lock().unwrap().refused_joins += 1;
+                tokio::time::sleep(at_least.mul_f64(1.0 + rand::random::<f64>())).await;
+                continue;
+            }
+            JoinOutcome::Failed => {
+                join_failures += 1;
+                tokio::time::sleep(backoff(join_failures)).await;
+                continue;
+            }
+        };
+        join_failures = 0;
+        {
+            let mut s = state.lock().unwrap();
+            s.gaps += usize::from(joined.gap);
+            s.floor = after.filter(|a| !a.is_empty()).or_else(|| {
+                joined
+                    .history
+                    .first()
+                    .and_then(|m| m["id"].as_str())
+                    .map(str::to_owned)
+            });
+            for message in &joined.history {
+                s.keep(message);
+            }
+        }
+        let mut failures = 0;
+        let mut last_id: Option<String> = None;
+        let moved = loop {
+            let options = SubscribeOptions {
+                last_id: last_id.as_deref(),
+                events: true,
+                ..Default::default()
+            };
+            let subscription =
+                Subscriber::open_at(Transport::WebSocket, &joined.url, &room, options).await;
+            let mut migrate_at: Option<Instant> = None;
+            if let Ok(mut sub) = subscription {
+                failures = 0;
+                state.lock().unwrap().reading(&joined.worker);
+                loop {
+                    let leave = async {
+                        match migrate_at {
+                            Some(at) => tokio::time::sleep_until(at.into()).await,
+                            None => std::future::pending().await,
+                        }
+                    };
+                    tokio::select! {
+                        frame = sub.next() => match frame {
+                            Some(frame) => {
+                                last_id = Some(frame.nchan_id.clone());
+                                if migrate_at.is_none() {
+                                    migrate_at = migration(&frame, &joined.worker);
+                                }
+                                let mut s = state.lock().unwrap();
+                                for item in &frame.items {
+                                    s.keep_streamed(item);
+                                }
+                            }
+                            None => break,
+                        },
+                        _ = leave => break,
+                    }
+                }
+                state.lock().unwrap().stopped();
+                if migrate_at.is_some() {
+                    break true;
+                }
+            }
+            failures += 1;
+            tokio::time::sleep(backoff(failures)).await;
+            if failures >= FAILURES_BEFORE_SWITCH {
+                break false;
+            }
+        };
+        let mut s = state.lock().unwrap();
+        if moved {
+            s.migrations += 1;
+            s.departures.push(Instant::now());
+        } else {
+            s.switches += 1;
+        }
+        exclude = Some(joined.worker);
+    }
+}
