@@ -14,6 +14,7 @@ import type {
   TicketAnswer,
   TransportName,
   WorkerRef,
+  User,
 } from "./core/types";
 import { eventSourceTransport } from "./transports/eventsource";
 import { longPollTransport } from "./transports/longpoll";
@@ -51,6 +52,8 @@ export interface ProtocolEvents extends Record<string, unknown> {
   event: RoomEvent;
   status: Status;
   users: RoomCounts;
+  /** The room's recently active posters (the last few distinct ones, newest first) changed. */
+  active: User[];
   /** The token expired (or the server refused it): reading goes on; give a new one with `setToken()` to post. */
   tokenExpired: null;
 }
@@ -92,6 +95,7 @@ export class ChatUpProtocol extends Emitter<ProtocolEvents> {
   /** The newest message delivered, and whether the room was joined before: a new join asks for what followed. */
   private newestMessageId: string | undefined;
   private joinedBefore = false;
+  private active: User[] = [];
   /**
    * Stream messages older than this were not asked for: the worker's
    * channel replays frames from before the join's history. Message ids
@@ -338,6 +342,7 @@ export class ChatUpProtocol extends Emitter<ProtocolEvents> {
       this.reportError(new Error("more messages were posted while reconnecting than the history keeps: some were missed"), "history");
     }
     this.setCounts(answer.room);
+    if (Array.isArray(answer.active)) this.setActive(answer.active);
     this.takeTicket(answer);
     for (const message of answer.history ?? []) this.deliver({ kind: "message", message });
     this.subscribe();
@@ -576,6 +581,8 @@ export class ChatUpProtocol extends Emitter<ProtocolEvents> {
       });
     } else if (event.ev === "migrate") {
       this.migrateLater(event);
+    } else if (event.ev === "active" && Array.isArray(event.users)) {
+      this.setActive(event.users);
     }
     this.emit("event", event);
   }
@@ -611,6 +618,16 @@ export class ChatUpProtocol extends Emitter<ProtocolEvents> {
   private clearMigrateTimer(): void {
     if (this.migrateTimer !== null) clearTimeout(this.migrateTimer);
     this.migrateTimer = null;
+  }
+
+  /** The room's recently active posters, newest first. */
+  get activeUsers(): User[] {
+    return [...this.active];
+  }
+
+  private setActive(users: User[]): void {
+    this.active = users.filter((u) => u && typeof u.id === "string");
+    this.emit("active", [...this.active]);
   }
 
   private setCounts(counts: RoomCounts): void {

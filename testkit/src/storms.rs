@@ -32,10 +32,11 @@ pub struct StormCluster {
 }
 
 impl StormCluster {
+    /// Workers with the shipped heartbeat (`WorkerOptions::for_benchmarks`).
     pub async fn start(workers: usize, capacity: Option<u64>) -> anyhow::Result<Self> {
         let redis = Redis::start()?;
         let workers = (0..workers)
-            .map(|_| ChatWorker::start_with(&redis, WorkerOptions::default()))
+            .map(|_| ChatWorker::start_with(&redis, WorkerOptions::for_benchmarks()))
             .collect::<anyhow::Result<Vec<_>>>()?;
         let capacity = capacity.map(|c| c.to_string());
         let mut flags = Vec::new();

@@ -1,14 +1,14 @@
 //! The JS client and its widget in headless Chromium against a real
 //! cluster: two chat workers (nginx + nchan + module, `chatup worker`), a
 //! dispatcher serving the example page, Redis. The scenarios are in
-//! client/test/e2e/run.mjs; this test owns the processes and kills a
-//! worker when the scenario asks.
+//! client/test/e2e/run.mjs; this test owns the processes and kills or
+//! drains a worker when the scenario asks.
 
 use std::io::{BufRead, BufReader, Write};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use chatup_testkit::process::workspace_root;
+use chatup_testkit::process::{chatup_bin, workspace_root};
 use chatup_testkit::token::server_secret_path;
 use chatup_testkit::{ChatWorker, Dispatcher, Redis};
 
@@ -22,7 +22,8 @@ fn live_workers(dispatcher: &Dispatcher) -> usize {
 }
 
 #[test]
-fn the_widget_chats_fails_over_falls_back_survives_token_expiry_and_shows_bans_in_chromium() {
+fn the_widget_chats_moves_off_a_draining_worker_fails_over_falls_back_survives_token_expiry_and_shows_bans_in_chromium(
+) {
     let chromium = std::env::var("CHROMIUM").unwrap_or_else(|_| "/usr/bin/chromium".into());
     assert!(
         std::path::Path::new(&chromium).exists(),
@@ -67,6 +68,30 @@ fn the_widget_chats_fails_over_falls_back_survives_token_expiry_and_shows_bans_i
                 .unwrap_or_else(|| panic!("no worker {id}"));
             worker.kill();
             writeln!(stdin, "OK").unwrap();
+        } else if let Some(id) = line.strip_prefix("DRAIN ") {
+            // A deploy's drain (`chatup drain`, which waits until the
+            // worker has no reader left), then cancelled: the worker takes
+            // readers again for the scenarios after.
+            let worker = workers
+                .iter()
+                .find(|w| w.id == id.trim())
+                .unwrap_or_else(|| panic!("no worker {id}"));
+            let socket = worker.dir().join("sidecar.sock");
+            for args in [
+                &["--rate", "5", "--timeout-secs", "60"][..],
+                &["--cancel"][..],
+            ] {
+                let output = Command::new(chatup_bin())
+                    .arg("drain")
+                    .arg("--listen")
+                    .arg(&socket)
+                    .args(args)
+                    .output()
+                    .expect("chatup drain");
+                println!("{}", String::from_utf8_lossy(&output.stdout));
+                assert!(output.status.success(), "chatup drain {args:?}: {output:?}");
+            }
+            writeln!(stdin, "OK").unwrap();
         } else if line.starts_with("e2e ok: ") {
             passed.push(line);
         } else if let Some(summary) = line.strip_prefix("e2e: ") {
@@ -80,8 +105,8 @@ fn the_widget_chats_fails_over_falls_back_survives_token_expiry_and_shows_bans_i
     println!("screenshots: {}", artifacts.display());
     assert!(status.success(), "browser scenarios failed (see above)");
     // Every scenario of the runner passed, and there is one per behaviour
-    // this test stands for (chat, failover, two fallbacks, token expiry,
-    // bans).
+    // this test stands for (chat, drain, failover, two fallbacks, token
+    // expiry, bans).
     assert_eq!(Some(passed.len()), total, "{passed:?}");
-    assert!(passed.len() >= 6, "{passed:?}");
+    assert!(passed.len() >= 7, "{passed:?}");
 }

@@ -744,3 +744,67 @@ async fn an_abandoned_room_is_let_go_and_served_again_from_history() {
     assert_eq!(got, sent, "the whole history, in order, once");
     assert!(back.drain_for(Duration::from_millis(300)).await.is_empty());
 }
+
+#[tokio::test]
+async fn the_recently_active_list_reaches_readers_joins_and_stats_newest_poster_first() {
+    let redis = Redis::start().unwrap();
+    let worker = ChatWorker::start_with(
+        &redis,
+        WorkerOptions {
+            count_interval_ms: 300,
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    let dispatcher = Dispatcher::start(&redis).unwrap();
+    dispatcher.wait_for_workers(1).await;
+    let watch = SubscribeOptions {
+        events: true,
+        ..Default::default()
+    };
+    let mut reader = Subscriber::open(Transport::WebSocket, &worker, "talk", watch)
+        .await
+        .unwrap();
+    for (sub, name) in [
+        ("ann", "Ann"),
+        ("bob", "Bob"),
+        ("ann", "Ann"),
+        ("cid", "Cid"),
+    ] {
+        let (status, body) =
+            post_message(&worker, "talk", Some(&token_for(sub, name)), &msg("hi")).await;
+        assert_eq!(status, 202, "{body}");
+    }
+    let ids = |users: &Value| -> Vec<String> {
+        users
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|u| u["id"].as_str().unwrap().to_owned())
+            .collect()
+    };
+    // Readers: `active` events, the last one listing every poster once,
+    // the newest first, with their public data; fewer events than posts.
+    let mut events = Vec::new();
+    let last = eventually("the full active list", WAIT, async || {
+        for item in reader.drain_for(Duration::from_millis(100)).await {
+            if item["ev"] == "active" {
+                events.push(item);
+            }
+        }
+        events
+            .last()
+            .filter(|e| ids(&e["users"]) == ["cid", "ann", "bob"])
+            .cloned()
+    })
+    .await;
+    assert_eq!(last["users"][0]["public"]["name"], "Cid");
+    assert!(events.len() < 4, "one event per post: {events:?}");
+    // Joins and stats: the same list, from history.
+    let (status, joined) = join_room(&dispatcher, "talk", None).await;
+    assert_eq!(status, 200, "{joined}");
+    assert_eq!(ids(&joined["active"]), ["cid", "ann", "bob"]);
+    let stats = stats(&dispatcher, "talk", "").await;
+    assert_eq!(ids(&stats["active"]), ["cid", "ann", "bob"]);
+    assert_eq!(stats["active"][1]["public"]["name"], "Ann");
+}

@@ -6,6 +6,9 @@
 //! - `count`: the room's readers and members, sent periodically when they
 //!   changed; in busy rooms it replaces join and leave events;
 //! - `rmUserMsg`: a user was banned from the room: remove their messages;
+//! - `active`: the room's recently active list changed: the last
+//!   [`ACTIVE_USERS`] distinct posters, newest first (at most every few
+//!   seconds);
 //! - `migrate`: the chat worker `worker` is draining (a deploy): each of its
 //!   readers moves to another worker at a random moment within `within_ms`
 //!   (through the dispatcher, at once, no back-off), so that they leave at
@@ -51,10 +54,16 @@ pub enum EventKind {
         within_ms: u64,
         until: u64,
     },
+    Active {
+        users: Vec<User>,
+    },
 }
 
+/// How many posters a room's recently active list holds.
+pub const ACTIVE_USERS: usize = 10;
+
 /// Event names a site's server cannot use for its own events.
-pub const RESERVED_EVENTS: [&str; 5] = ["join", "leave", "count", "rmUserMsg", "migrate"];
+pub const RESERVED_EVENTS: [&str; 6] = ["join", "leave", "count", "rmUserMsg", "migrate", "active"];
 
 /// A custom event posted by a site's server (`POST /messages` on a
 /// dispatcher): its own name in `ev`, any JSON in `data`.

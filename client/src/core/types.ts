@@ -30,6 +30,8 @@ export interface RoomEvent {
   subscribers?: number;
   members?: number;
   data?: unknown;
+  /** active: the room's recently active posters, newest first. */
+  users?: User[];
   /** migrate: the draining worker, the window to leave within, and when the event goes stale (Unix ms). */
   worker?: string;
   within_ms?: number;
@@ -51,6 +53,8 @@ export interface JoinAnswer {
   worker: WorkerRef;
   room: RoomCounts;
   history: Message[];
+  /** The room's recently active posters, newest first. */
+  active?: User[];
   /** Set when the join asked for messages `after` one the server no longer keeps: some were missed. */
   history_gap?: boolean;
   /** A read ticket for this room, when the join carried a valid token. */

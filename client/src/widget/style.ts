@@ -33,6 +33,11 @@ export const STYLE = `
 }
 .chatup-title { font-weight: 650; font-size: 1.05em; margin: 0; flex: 1; overflow: hidden; text-overflow: ellipsis; white-space: nowrap; }
 .chatup-count { color: var(--chatup-muted); font-size: .9em; white-space: nowrap; }
+.chatup-active {
+  margin: 0; padding: 6px 16px; border-bottom: 1px solid var(--chatup-border);
+  color: var(--chatup-muted); font-size: .85em;
+  overflow: hidden; text-overflow: ellipsis; white-space: nowrap;
+}
 .chatup-status { display: flex; align-items: center; gap: 6px; color: var(--chatup-muted); font-size: .85em; white-space: nowrap; }
 .chatup-status::before {
   content: ""; width: 8px; height: 8px; border-radius: 50%; background: #d0a21b;

@@ -1,6 +1,6 @@
 import { ChatUpError } from "../core/errors";
 import { claimsOf } from "../core/token";
-import type { Message, RoomCounts, RoomEvent, Status } from "../core/types";
+import type { Message, RoomCounts, RoomEvent, Status, User } from "../core/types";
 import { ChatUpProtocol, type ProtocolOptions } from "../protocol";
 import { STYLE } from "./style";
 import { safeAvatar, safeColor } from "./userstyle";
@@ -49,7 +49,7 @@ function subOf(token: string | undefined): string | undefined {
   return claimsOf(token)?.sub;
 }
 
-function displayName(message: Message): string {
+function displayName(message: Pick<Message, "user">): string {
   const name = message.user.public?.name;
   return typeof name === "string" && name.trim() ? name : message.user.id;
 }
@@ -96,6 +96,7 @@ export class ChatUp {
   /** Name colours as shown, by the colour asked for (see `readable`). */
   private readonly readableTints = new Map<string, string>();
   private readonly count: HTMLElement;
+  private readonly activeLine: HTMLElement;
   private readonly status: HTMLElement;
   private readonly error: HTMLElement;
   private readonly input: HTMLInputElement;
@@ -124,6 +125,11 @@ export class ChatUp {
     this.status = el("span", "chatup-status", STATUS_TEXT.connecting);
     this.status.setAttribute("role", "status");
     header.append(this.count, this.status);
+
+    // Who is talking, without listing everyone: the last few distinct
+    // posters (the room's recently active list), newest first.
+    this.activeLine = el("p", "chatup-active");
+    this.activeLine.hidden = true;
 
     const body = el("div", "chatup-body");
     // A log of items, not a list: an <ol> may not take role="log", and
@@ -169,13 +175,14 @@ export class ChatUp {
     });
     this.setSignedIn(Boolean(options.token));
 
-    this.root.append(header, body, this.error, form);
+    this.root.append(header, this.activeLine, body, this.error, form);
     container.replaceChildren(this.root);
 
     this.protocol.on("message", (message) => this.addMessage(message));
     this.protocol.on("event", (event) => this.onEvent(event));
     this.protocol.on("status", (status) => this.showStatus(status));
     this.protocol.on("users", (counts) => this.showCounts(counts));
+    this.protocol.on("active", (users) => this.showActive(users));
     this.protocol.on("tokenExpired", () => this.signInAgain());
     void this.protocol.connect();
   }
@@ -347,6 +354,12 @@ export class ChatUp {
   private showCounts(counts: RoomCounts): void {
     const people = counts.subscribers === 1 ? "1 reader" : `${counts.subscribers} readers`;
     this.count.textContent = `${people} · ${counts.members} signed in`;
+  }
+
+  private showActive(users: User[]): void {
+    const names = users.map((user) => displayName({ user }));
+    this.activeLine.hidden = names.length === 0;
+    this.activeLine.textContent = names.length ? `Active: ${names.join(", ")}` : "";
   }
 
   private showError(text: string): void {

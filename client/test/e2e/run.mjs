@@ -43,6 +43,13 @@ if (!dispatcher || !serverSecret) {
 mkdirSync(artifacts, { recursive: true });
 
 const stdinLines = createInterface({ input: process.stdin })[Symbol.asyncIterator]();
+/** Has the harness drain worker `id` (`chatup drain`, until it has no reader), then cancel the drain. */
+async function drainWorker(id) {
+  console.log(`DRAIN ${id}`);
+  const answer = await stdinLines.next();
+  if (answer.done || answer.value.trim() !== "OK") throw new Error(`harness did not drain ${id}`);
+}
+
 async function killWorker(id) {
   console.log(`KILL ${id}`);
   const answer = await stdinLines.next();
@@ -161,16 +168,64 @@ const scenarios = {
       const transport = await ann.evaluate(() => window.chat.protocol.transportName);
       if (transport !== "websocket") throw new Error(`transport is ${transport}`);
     }
+    // The recently active list names both posters, newest first.
+    await bob.waitForFunction(
+      () => /^Active: Bob, Ann$/.test(document.querySelector(".chatup-active")?.textContent ?? ""),
+      null,
+      { timeout: 15000 },
+    );
     await checkAccessibility(bob, "the example page with messages");
     await shot(ann, "chat-ann");
     await shot(bob, "chat-bob");
   },
 
-  async "a reader whose worker dies switches worker and misses nothing"() {
-    const reader = await openChat("Rita", "e2e-failover");
-    const writer = await openChat("Walt", "e2e-failover");
+  async "a reader on a draining worker moves at once and misses nothing"() {
+    const reader = await openChat("Dora", "e2e-drain");
+    const writer = await openChat("Will", "e2e-drain");
     const [readerWorker, writerWorker] = [await workerOf(reader), await workerOf(writer)];
     if (readerWorker === writerWorker) throw new Error(`both pages on ${readerWorker}: the dispatcher did not spread them`);
+    const statuses = [];
+    await reader.exposeFunction("noteStatus", (s) => statuses.push(s));
+    await reader.evaluate(() => window.chat.protocol.on("status", (s) => window.noteStatus(s)));
+    const sent = ["before the drain"];
+    await say(writer, sent[0]);
+    await waitForTexts(reader, sent);
+    // The writer keeps posting while the reader's worker drains.
+    let draining = true;
+    const posting = (async () => {
+      for (let n = 0; draining || n < 3; n++) {
+        sent.push(`during ${n}`);
+        await say(writer, `during ${n}`);
+        await writer.waitForTimeout(200);
+      }
+    })();
+    await drainWorker(readerWorker);
+    draining = false;
+    await posting;
+    const got = await waitForTexts(reader, sent, 30000);
+    const mine = got.filter((t) => sent.includes(t));
+    if (JSON.stringify(mine) !== JSON.stringify(sent)) {
+      throw new Error(`expected each message once, in order: ${JSON.stringify(mine)}`);
+    }
+    const now = await workerOf(reader);
+    if (now !== writerWorker) throw new Error(`reader is on ${now}, expected ${writerWorker}`);
+    // Moved on the hint: straight to another worker, no reconnection attempts on the old one.
+    if (statuses.includes("reconnecting")) throw new Error(`statuses ${JSON.stringify(statuses)}`);
+    if (!statuses.includes("switching")) throw new Error(`statuses ${JSON.stringify(statuses)}`);
+  },
+
+  async "a reader whose worker dies switches worker and misses nothing"() {
+    const reader = await openChat("Rita", "e2e-failover");
+    const readerWorker = await workerOf(reader);
+    // A writer on the other worker (the least loaded is picked: after the
+    // drain scenario, one worker holds the earlier pages).
+    let writer;
+    for (let n = 0; n < 4 && !writer; n++) {
+      const page = await openChat(`Walt${n}`, "e2e-failover");
+      if ((await workerOf(page)) !== readerWorker) writer = page;
+    }
+    if (!writer) throw new Error(`every page on ${readerWorker}: the dispatcher did not spread them`);
+    const writerWorker = await workerOf(writer);
     const sent = [];
     for (let n = 0; n < 3; n++) {
       sent.push(`before ${n}`);

@@ -189,6 +189,23 @@ test("the stream's replay of messages older than the join's history is dropped, 
   protocol.close();
 });
 
+test("the recently active list comes with the join and follows active events", async () => {
+  const w = world(["w1"]);
+  const protocol = new ChatUpProtocol({ dispatcherUrl: "http://d", room: "r", transportFactories: w.factories });
+  const lists: string[][] = [];
+  protocol.on("active", (users) => lists.push(users.map((u) => u.id)));
+  void protocol.connect();
+  await tick();
+  w.opened[0].handlers.onOpen();
+  w.opened[0].handlers.onFrame(
+    "1:0",
+    JSON.stringify([{ id: "e1", room: "r", ev: "active", ts: 1, users: [{ id: "bob" }, { id: "ann" }] }]),
+  );
+  assert.deepEqual(lists[lists.length - 1], ["bob", "ann"]);
+  assert.deepEqual(protocol.activeUsers.map((u) => u.id), ["bob", "ann"]);
+  protocol.close();
+});
+
 test("errors the protocol survives go to onError: a listener that throws, a frame that is not JSON", async () => {
   const w = world(["w1"]);
   const reported: string[] = [];

@@ -267,6 +267,7 @@ async fn assign_worker(
     let mut answer = json!({
         "worker": { "id": worker.id, "url": worker.url },
         "room": snapshot.counts,
+        "active": recently_active(&snapshot.history),
     });
     match history {
         Some(history) => answer["history"] = json!(history),
@@ -381,14 +382,35 @@ async fn stats(
         .map_err(unavailable)?;
     let total = members.len();
     let page: Vec<_> = members.into_iter().skip(skip).take(limit).collect();
+    let active = recently_active(&stored_history(&state.db, &room).await?);
     Ok(Json(json!({
         "room": room,
         "subscribers": counts.subscribers,
         "members": total,
         "users": page,
+        "active": active,
         "skip": skip,
         "limit": limit,
     })))
+}
+
+/// The room's recently active list from its history: the last
+/// `ACTIVE_USERS` distinct posters, newest first (as the workers' `active`
+/// events list them).
+fn recently_active(history: &[Value]) -> Vec<Value> {
+    let mut seen = std::collections::HashSet::new();
+    history
+        .iter()
+        .rev()
+        .filter_map(|m| m.get("user"))
+        .filter(|user| {
+            user["id"]
+                .as_str()
+                .is_some_and(|id| seen.insert(id.to_owned()))
+        })
+        .take(chatup_wire::event::ACTIVE_USERS)
+        .cloned()
+        .collect()
 }
 
 async fn messages(

@@ -13,6 +13,7 @@
 //! - `posters`: which users' rooms are recorded for bans everywhere;
 //! - `module_metrics`: the nginx module's counters as metrics.
 
+pub mod active;
 mod batch;
 pub mod drain;
 pub mod drain_command;
@@ -89,6 +90,7 @@ pub async fn run_with_filters(
             max_bytes: config.batch_max_bytes,
         },
         history_length: config.history_length,
+        active_every: config.count_interval(),
     };
     let (fanin_tx, fanin_rx) = mpsc::unbounded_channel();
     let rooms = Arc::new(Rooms::new(fanin_tx, nchan.clone(), store.clone(), settings));

@@ -31,7 +31,9 @@ use tokio::time::{sleep_until, Instant};
 use crate::nchan::{Nchan, NchanError};
 use crate::store::Store;
 use crate::telemetry::names;
+use crate::worker::active::RecentlyActive;
 use crate::worker::batch::{Frame, FrameLimits, Item, Pending, RecentIds};
+use chatup_wire::{EventKind, MessageIdGenerator, RoomEvent, User};
 use std::future::Future;
 
 /// Message ids remembered per room for de-duplication, per message of
@@ -66,6 +68,8 @@ pub struct RoomSettings {
     pub window: Duration,
     pub limits: FrameLimits,
     pub history_length: usize,
+    /// The recently active list is sent at most this often.
+    pub active_every: Duration,
 }
 
 /// The fields of an item a room task needs: its id, and `ev` for events
@@ -75,6 +79,9 @@ struct Stamp {
     id: String,
     #[serde(default)]
     ev: Option<serde::de::IgnoredAny>,
+    /// A message's poster, for the recently active list.
+    #[serde(default)]
+    user: Option<User>,
 }
 
 /// Where a room task puts its frames: the local nchan (a fake in tests).
@@ -126,6 +133,10 @@ struct RoomTask<C> {
     last_published: Option<String>,
     /// Set when items were not delivered: catch up from history then.
     behind_since: Option<Instant>,
+    active: RecentlyActive,
+    /// When the recently active list may be sent next.
+    next_active: Instant,
+    event_ids: MessageIdGenerator,
 }
 
 /// What a room task starts from.
@@ -171,6 +182,9 @@ pub async fn run<C: Channels>(start: RoomStart<C>) {
         pending: Pending::default(),
         last_published: None,
         behind_since: None,
+        active: RecentlyActive::default(),
+        next_active: Instant::now(),
+        event_ids: MessageIdGenerator::new(),
     };
     if tokio::time::timeout(SUBSCRIBE_WAIT, subscribed)
         .await
@@ -179,12 +193,14 @@ pub async fn run<C: Channels>(start: RoomStart<C>) {
         tracing::warn!(room = %task.room, "redis subscription not confirmed, backfilling anyway");
     }
     task.start(origin).await;
+    task.send_active_if_due();
     task.flush().await;
     let _ = ready.send(true);
     let mut next_send = Instant::now();
     let mut open = true;
     while open {
         let retry_at = task.behind_since.map(|since| since + RETRY_AFTER_FAILURE);
+        let active_at = task.active.has_changed().then_some(task.next_active);
         tokio::select! {
             input = inputs.recv() => match input {
                 Some(input) => task.take(input).await,
@@ -194,6 +210,7 @@ pub async fn run<C: Channels>(start: RoomStart<C>) {
                 task.behind_since = None;
                 task.resync().await;
             }
+            _ = sleep_until(active_at.unwrap_or_else(Instant::now)), if active_at.is_some() => {}
         }
         if overflowed.swap(false, Ordering::Relaxed) {
             tracing::warn!(room = %task.room, "room queue overflowed: catching up from history");
@@ -216,6 +233,7 @@ pub async fn run<C: Channels>(start: RoomStart<C>) {
                 Err(_) => break,
             }
         }
+        task.send_active_if_due();
         if !task.pending.is_empty() {
             task.flush().await;
             next_send = Instant::now() + task.settings.window;
@@ -249,11 +267,43 @@ impl<C: Channels> RoomTask<C> {
         if self.recent.contains(&stamp.id) {
             return;
         }
+        let is_message = stamp.ev.is_none();
+        if let (true, Some(user)) = (is_message, stamp.user) {
+            self.active.note(user);
+        }
         self.pending.push(Item {
             text,
             id: stamp.id,
-            is_message: stamp.ev.is_none(),
+            is_message,
         });
+    }
+
+    /// Queues an `active` event if the list changed and its interval has
+    /// passed since the last one (the loop wakes up for it otherwise).
+    fn send_active_if_due(&mut self) {
+        let now = Instant::now();
+        if now < self.next_active {
+            return;
+        }
+        let Some(users) = self.active.take_if_changed() else {
+            return;
+        };
+        let made = std::time::SystemTime::now();
+        let event = RoomEvent {
+            id: self.event_ids.next_id(made),
+            room: self.room.clone(),
+            kind: EventKind::Active { users },
+            ts: chatup_wire::id::unix_millis(made),
+        };
+        let Ok(text) = serde_json::to_string(&event) else {
+            return;
+        };
+        self.pending.push(Item {
+            text,
+            id: event.id,
+            is_message: false,
+        });
+        self.next_active = now + self.settings.active_every;
     }
 
     async fn start(&mut self, origin: Origin) {
@@ -411,6 +461,8 @@ mod tests {
     #[derive(Default)]
     struct Fake {
         frames: Mutex<Vec<(Vec<String>, Option<String>)>>,
+        /// The user ids of each `active` event.
+        active: Mutex<Vec<Vec<String>>>,
         refuse: Mutex<u32>,
         deletes: Mutex<u32>,
         changed: Notify,
@@ -434,15 +486,26 @@ mod tests {
                 }
             }
             let items: Vec<serde_json::Value> = serde_json::from_str(&frame).unwrap();
-            let ids = items
+            // Recently active lists apart: the tests of delivery follow
+            // messages and the events they send.
+            let (active, items): (Vec<_>, Vec<_>) =
+                items.into_iter().partition(|i| i["ev"] == "active");
+            for event in active {
+                let users = event["users"].as_array().unwrap();
+                let ids = users.iter().map(|u| u["id"].as_str().unwrap().to_owned());
+                self.0.active.lock().unwrap().push(ids.collect());
+            }
+            let ids: Vec<String> = items
                 .iter()
                 .map(|i| i["id"].as_str().unwrap().to_owned())
                 .collect();
-            self.0
-                .frames
-                .lock()
-                .unwrap()
-                .push((ids, last_id.map(str::to_owned)));
+            if !ids.is_empty() {
+                self.0
+                    .frames
+                    .lock()
+                    .unwrap()
+                    .push((ids, last_id.map(str::to_owned)));
+            }
             self.0.changed.notify_waiters();
             Ok(())
         }
@@ -540,6 +603,7 @@ mod tests {
                     max_bytes: 1 << 20,
                 },
                 history_length: 100,
+                active_every: Duration::from_millis(50),
             },
             origin,
             overflowed: overflowed.clone(),
@@ -593,6 +657,7 @@ mod tests {
                     max_bytes: 1 << 20,
                 },
                 history_length: 100,
+                active_every: Duration::from_millis(50),
             },
             origin: Origin::Fresh,
             overflowed: Arc::new(AtomicBool::new(false)),
@@ -601,6 +666,43 @@ mod tests {
         });
         let size = std::mem::size_of_val(&task);
         assert!(size <= 1536, "a room task's future is {size} bytes");
+    }
+
+    /// A message by `user`.
+    fn message_by(n: usize, user: &str) -> String {
+        let (id, _) = message(n);
+        serde_json::json!({"id": id, "room": "r", "user": {"id": user}, "msg": "hi", "ts": 1})
+            .to_string()
+    }
+
+    #[tokio::test]
+    async fn the_recently_active_list_follows_the_posters_at_most_every_interval() {
+        let (room, _) = start(Origin::Fresh, 2).await;
+        room.nchan.until(2).await;
+        // The backfill's poster ("u") is sent with it.
+        let first = room.nchan.0.active.lock().unwrap().clone();
+        assert_eq!(first, [vec!["u".to_owned()]]);
+        for (n, user) in ["ann", "bob", "ann"].into_iter().enumerate() {
+            room.inputs
+                .send(RoomInput::Item(message_by(10 + n, user)))
+                .await
+                .unwrap();
+        }
+        // Three messages, one list (the interval holds the rest back),
+        // newest poster first.
+        let deadline = tokio::time::Instant::now() + WAIT;
+        loop {
+            let active = room.nchan.0.active.lock().unwrap().clone();
+            if active.last().map(Vec::len) == Some(3) {
+                assert_eq!(active.last().unwrap(), &["ann", "bob", "u"]);
+                assert!(active.len() <= 3, "{active:?}");
+                break;
+            }
+            assert!(tokio::time::Instant::now() < deadline, "{active:?}");
+            let changed = room.nchan.0.changed.notified();
+            let _ = tokio::time::timeout(Duration::from_millis(100), changed).await;
+        }
+        assert_eq!(room.nchan.until(5).await.len(), 5);
     }
 
     #[tokio::test]

@@ -10,10 +10,12 @@
 //!     bash ci/bench.sh big-room --readers 2000 --posters 8 --messages 200
 //!     bash ci/bench.sh --reference nchan many-rooms --rooms 500 --rate 500
 //!     bash ci/bench.sh --reference nchan storm --readers 20000 --rooms 2000
+//!     bash ci/bench.sh storms --readers 3000 --rate 500
 
 mod big_room;
 mod many_rooms;
 mod storm;
+mod storms;
 
 use clap::{Parser, Subcommand, ValueEnum};
 
@@ -43,6 +45,8 @@ enum Scenario {
     ManyRooms(many_rooms::Args),
     /// Readers arriving all at once in new rooms: rate and memory.
     Storm(storm::Args),
+    /// Stream start, worker death and rolling drain on a cluster of workers.
+    Storms(storms::Args),
 }
 
 #[tokio::main]
@@ -53,5 +57,9 @@ async fn main() -> anyhow::Result<()> {
         Scenario::BigRoom(args) => big_room::run(args, reference).await,
         Scenario::ManyRooms(args) => many_rooms::run(args, reference).await,
         Scenario::Storm(args) => storm::run(args, reference).await,
+        Scenario::Storms(args) => {
+            anyhow::ensure!(!reference, "storms has no reference run");
+            storms::run(args).await
+        }
     }
 }
