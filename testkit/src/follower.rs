@@ -12,6 +12,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
+use tokio::sync::Semaphore;
 use tokio::task::JoinHandle;
 
 use crate::clients::{Frame, SubscribeOptions, Subscriber, Transport};
@@ -57,11 +58,20 @@ impl Drop for Follower {
 
 impl Follower {
     /// Starts following `room` through the dispatcher at `dispatcher`
-    /// (returns at once: see [`reading_on`](Self::reading_on)).
-    pub fn start(http: reqwest::Client, dispatcher: &str, room: &str) -> Self {
+    /// (returns at once: see [`reading_on`](Self::reading_on)). A join and
+    /// the subscription after it hold a permit of `gate`: thousands of
+    /// followers in one process must not open more sockets at once than
+    /// it may (browsers are on machines of their own).
+    pub fn start(
+        http: reqwest::Client,
+        gate: Arc<Semaphore>,
+        dispatcher: &str,
+        room: &str,
+    ) -> Self {
         let state = Arc::new(Mutex::new(State::default()));
         let task = tokio::spawn(follow(
             http,
+            gate,
             dispatcher.to_owned(),
             room.to_owned(),
             state.clone(),
@@ -245,7 +255,13 @@ fn migration(frame: &Frame, worker: &str) -> Option<Instant> {
     })
 }
 
-async fn follow(http: reqwest::Client, dispatcher: String, room: String, state: Arc<Mutex<State>>) {
+async fn follow(
+    http: reqwest::Client,
+    gate: Arc<Semaphore>,
+    dispatcher: String,
+    room: String,
+    state: Arc<Mutex<State>>,
+) {
     let mut exclude: Option<String> = None;
     let mut join_failures = 0;
     loop {
@@ -254,15 +270,18 @@ async fn follow(http: reqwest::Client, dispatcher: String, room: String, state: 
         let after = exclude
             .as_ref()
             .map(|_| state.lock().unwrap().newest().unwrap_or_default());
-        let joined = match join(
-            &http,
-            &dispatcher,
-            &room,
-            exclude.as_deref(),
-            after.as_deref(),
-        )
-        .await
-        {
+        let outcome = {
+            let _permit = gate.acquire().await;
+            join(
+                &http,
+                &dispatcher,
+                &room,
+                exclude.as_deref(),
+                after.as_deref(),
+            )
+            .await
+        };
+        let joined = match outcome {
             JoinOutcome::Joined(joined) => joined,
             JoinOutcome::RetryAfter(at_least) => {
                 state.lock().unwrap().refused_joins += 1;
@@ -298,8 +317,10 @@ async fn follow(http: reqwest::Client, dispatcher: String, room: String, state: 
                 events: true,
                 ..Default::default()
             };
-            let subscription =
-                Subscriber::open_at(Transport::WebSocket, &joined.url, &room, options).await;
+            let subscription = {
+                let _permit = gate.acquire().await;
+                Subscriber::open_at(Transport::WebSocket, &joined.url, &room, options).await
+            };
             let mut migrate_at: Option<Instant> = None;
             if let Ok(mut sub) = subscription {
                 failures = 0;

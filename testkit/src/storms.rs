@@ -13,7 +13,11 @@
 
 use std::collections::HashMap;
 use std::process::Command;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
+
+use tokio::sync::Semaphore;
 
 use crate::bench::cpu_ms;
 use crate::clients::get_json;
@@ -28,8 +32,15 @@ pub struct StormCluster {
     pub workers: Vec<ChatWorker>,
     pub dispatcher: Dispatcher,
     pub http: reqwest::Client,
+    /// Joins and subscriptions in flight at once, over all followers (the
+    /// load generator's sockets are bounded; `ulimit -n`).
+    pub gate: Arc<Semaphore>,
     pub redis: Redis,
 }
+
+/// Joins and handshakes the load generator has in flight at once (as the
+/// `storm` benchmark's `--in-flight`).
+const IN_FLIGHT: usize = 256;
 
 impl StormCluster {
     /// Workers with the shipped heartbeat (`WorkerOptions::for_benchmarks`).
@@ -48,8 +59,11 @@ impl StormCluster {
         Ok(Self {
             workers,
             dispatcher,
-            // Hundreds of followers share one client (and its pool).
-            http: reqwest::Client::new(),
+            // Thousands of followers share one client (and its pool).
+            http: reqwest::Client::builder()
+                .pool_max_idle_per_host(IN_FLIGHT)
+                .build()?,
+            gate: Arc::new(Semaphore::new(IN_FLIGHT)),
             redis,
         })
     }
@@ -60,6 +74,7 @@ impl StormCluster {
             .map(|n| {
                 Follower::start(
                     self.http.clone(),
+                    self.gate.clone(),
                     &self.dispatcher.base_url(),
                     &rooms[n % rooms.len()],
                 )
@@ -222,31 +237,27 @@ pub fn percentile(mut durations: Vec<Duration>, p: f64) -> Duration {
     durations[rank.min(durations.len() - 1)]
 }
 
-/// Samples the CPU use of `pids` every 250 ms until `stop`; returns the
-/// highest share of one core seen over any interval (1.0 = one core).
-pub fn sample_peak_cpu(
-    pids: Vec<u32>,
-) -> (
-    tokio::sync::oneshot::Sender<()>,
-    tokio::task::JoinHandle<f64>,
-) {
-    let (stop, mut stopped) = tokio::sync::oneshot::channel::<()>();
-    let task = tokio::spawn(async move {
-        let total = |pids: &[u32]| pids.iter().map(|&p| cpu_ms(p)).sum::<u64>();
-        let mut last = (Instant::now(), total(&pids));
+/// Samples the CPU use of `pids` every 500 ms until `stop` is set, on a
+/// thread of its own (the load generator's runtime may be too busy to be
+/// on time); returns the highest share of one core seen over any interval
+/// (1.0 = one core).
+pub fn sample_peak_cpu(pids: Vec<u32>) -> (Arc<AtomicBool>, std::thread::JoinHandle<f64>) {
+    let stop = Arc::new(AtomicBool::new(false));
+    let stopped = stop.clone();
+    let thread = std::thread::spawn(move || {
+        let sample = |pids: &[u32]| (pids.iter().map(|&p| cpu_ms(p)).sum::<u64>(), Instant::now());
+        let mut last = sample(&pids);
         let mut peak: f64 = 0.0;
-        loop {
-            tokio::select! {
-                _ = &mut stopped => return peak,
-                _ = tokio::time::sleep(Duration::from_millis(250)) => {}
-            }
-            let now = (Instant::now(), total(&pids));
-            let wall = now.0.duration_since(last.0).as_secs_f64() * 1000.0;
-            peak = peak.max(now.1.saturating_sub(last.1) as f64 / wall);
+        while !stopped.load(Ordering::Relaxed) {
+            std::thread::sleep(Duration::from_millis(500));
+            let now = sample(&pids);
+            let wall_ms = now.1.duration_since(last.1).as_secs_f64() * 1000.0;
+            peak = peak.max(now.0.saturating_sub(last.0) as f64 / wall_ms);
             last = now;
         }
+        peak
     });
-    (stop, task)
+    (stop, thread)
 }
 
 // --- stream start ---------------------------------------------------------
@@ -339,8 +350,10 @@ pub async fn worker_death(
         .iter()
         .filter_map(|&n| followers[n].outages().last().copied())
         .collect();
-    let _ = stop_sampling.send(());
-    let peak_cpu = peak.await.unwrap_or(0.0);
+    stop_sampling.store(true, Ordering::Relaxed);
+    let peak_cpu = tokio::task::spawn_blocking(move || peak.join().unwrap_or(0.0))
+        .await
+        .unwrap_or(0.0);
     let census = census(&followers);
     let spread = survivors
         .iter()
