@@ -3,6 +3,7 @@ import { SeenIds } from "./core/dedupe";
 import { Emitter } from "./core/emitter";
 import { ChatUpError, errorFromResponse } from "./core/errors";
 import { parseFrame, type Item } from "./core/frames";
+import { surelyOlder } from "./core/ulid";
 import { expiresAt, newIdempotencyKey } from "./core/token";
 import type {
   JoinAnswer,
@@ -97,9 +98,11 @@ export class ChatUpProtocol extends Emitter<ProtocolEvents> {
   private joinedBefore = false;
   private active: User[] = [];
   /**
-   * Stream messages older than this were not asked for: the worker's
-   * channel replays frames from before the join's history. Message ids
-   * (ULIDs) sort by time.
+   * Stream messages surely older than this were not asked for: the
+   * worker's channel replays frames from before the join's history. Ids
+   * are ULIDs: they carry the millisecond the server accepted them, but
+   * servers' clocks differ, so only a message older by more than that
+   * (`surelyOlder`) is dropped; one within it is delivered, if unseen.
    */
   private floor: string | undefined;
 
@@ -331,6 +334,8 @@ export class ChatUpProtocol extends Emitter<ProtocolEvents> {
       return this.retry(() => this.join());
     }
     const after = this.after();
+    // A move planned off the previous worker is moot now.
+    this.clearMigrateTimer();
     this.worker = answer.worker;
     this.transportIndex = 0;
     this.openedOnWorker = false;
@@ -478,7 +483,7 @@ export class ChatUpProtocol extends Emitter<ProtocolEvents> {
         const malformed = (e: unknown) => this.reportError(e, "a frame from the server is not JSON");
         for (const item of parseFrame(data, malformed)) {
           // Older than the join's history: not asked for (see `floor`).
-          if (item.kind === "message" && this.floor && item.message.id < this.floor) continue;
+          if (item.kind === "message" && this.floor && surelyOlder(item.message.id, this.floor)) continue;
           this.deliver(item);
         }
       },
@@ -597,7 +602,13 @@ export class ChatUpProtocol extends Emitter<ProtocolEvents> {
     const worker = this.worker;
     const within = Number(event.within_ms);
     const until = Number(event.until);
-    if (!worker || event.worker !== worker.id || !(within >= 0)) return;
+    if (!worker || event.worker !== worker.id) return;
+    if (event.cancel) {
+      // The drain was cancelled: stay.
+      this.clearMigrateTimer();
+      return;
+    }
+    if (!(within >= 0)) return;
     // An event buffered from an earlier drain of a worker with this id.
     if (until > 0 && Date.now() > until) return;
     if (this.migrateTimer !== null) return;

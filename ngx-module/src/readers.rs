@@ -149,8 +149,11 @@ unsafe fn admit(r: *mut ngx_http_request_t) -> ngx_int_t {
             public: &public,
         });
         let slot = zone::process_slot();
+        let resuming = has_resume_position(r);
         let admitted = zone::with_region(zone.as_ptr(), |table| {
-            table.admit(&room, member, slot, conf.max_readers())
+            table
+                .check_draining(&room, resuming)
+                .and_then(|()| table.admit(&room, member, slot, conf.max_readers()))
         });
         let admitted = match admitted {
             Some(Ok(admitted)) => admitted,
@@ -256,6 +259,20 @@ unsafe fn forget_stale_resume_id(r: *mut ngx_http_request_t, zone: NonNull<ngx_s
                 };
             }
         }
+    }
+}
+
+/// Whether the reader asks to resume from a position (`?last_event_id=`,
+/// `Last-Event-ID`, or a long-poll's `If-None-Match` / `If-Modified-Since`).
+unsafe fn has_resume_position(r: *mut ngx_http_request_t) -> bool {
+    // SAFETY: `r` is the live main request; its arguments and headers live
+    // in its pool.
+    unsafe {
+        chatup_gate::query::query_param(&[b"?", bytes(&(*r).args)].concat(), "last_event_id")
+            .is_some()
+            || ["Last-Event-ID", "If-None-Match", "If-Modified-Since"]
+                .iter()
+                .any(|name| find_header(r, name).is_some())
     }
 }
 

@@ -39,6 +39,7 @@ unsafe fn answer(r: *mut ngx_http_request_t) -> ngx_int_t {
         let Some(zone) = zone::current() else {
             return respond::error(r, &GateError::NotFound);
         };
+        let post = (*r).method == ngx::ffi::NGX_HTTP_POST as ngx::ffi::ngx_uint_t;
         let mut query = b"?".to_vec();
         query.extend_from_slice(bytes(&(*r).args));
         let body = if query_param(&query, "counters").is_some() {
@@ -49,10 +50,11 @@ unsafe fn answer(r: *mut ngx_http_request_t) -> ngx_int_t {
             })
         } else if let Some(drain) = query_param(&query, "drain") {
             zone::with_region(zone.as_ptr(), |table| {
-                match drain.as_str() {
-                    "1" => table.set_draining(true),
-                    "0" => table.set_draining(false),
-                    _ => {} // `drain=status`: only read
+                // Only a POST changes it; `GET ...?drain=status` reads.
+                match (post, drain.as_str()) {
+                    (true, "1") => table.set_draining(true),
+                    (true, "0") => table.set_draining(false),
+                    _ => {}
                 }
                 serde_json::to_vec(&Draining {
                     draining: table.draining(),

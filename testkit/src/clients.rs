@@ -46,19 +46,24 @@ pub struct SubscribeOptions<'a> {
     /// Subscribe as the member this read ticket names (`?ticket=`; see
     /// `token::ticket_for`).
     pub ticket: Option<&'a str>,
-    /// Keep room events (join, leave, count) in frames; by default frames
-    /// hold messages only, as a test of messages wants.
+    /// Keep room events (join, leave, count, ...) in frames; by default
+    /// frames hold messages only, as a test of messages wants.
     pub events: bool,
+    /// Keep `active` events (the recently active list) too: they follow
+    /// every posting, and would get in the way of tests of other events.
+    pub active: bool,
 }
 
 /// A frame from nchan's data, with or without its events; `None` when
 /// nothing is left.
-fn parse_frame(nchan_id: String, data: &str, events: bool) -> Option<Frame> {
+fn parse_frame(nchan_id: String, data: &str, (events, active): (bool, bool)) -> Option<Frame> {
     let mut items = chatup_wire::frame::decode_frame(data)
         .unwrap_or_else(|e| panic!("bad frame {data:?}: {e}"));
-    if !events {
-        items.retain(|item| item.get("ev").is_none());
-    }
+    items.retain(|item| match item.get("ev") {
+        None => true,
+        Some(ev) if ev == "active" => active,
+        Some(_) => events,
+    });
     (!items.is_empty()).then_some(Frame { nchan_id, items })
 }
 
@@ -104,7 +109,7 @@ impl Subscriber {
     ) -> anyhow::Result<Self> {
         let ws_url = base_url.replacen("http", "ws", 1);
         let (tx, frames) = mpsc::unbounded_channel();
-        let events = options.events;
+        let events = (options.events, options.active);
         let mut params = Vec::new();
         if let Some(id) = options.last_id {
             params.push(format!("last_event_id={id}"));

@@ -22,6 +22,8 @@ const FAILURES_BEFORE_SWITCH: u32 = 3;
 const BACKOFF_BASE: Duration = Duration::from_millis(500);
 const BACKOFF_CAP: Duration = Duration::from_secs(15);
 const BACKOFF_MIN: Duration = Duration::from_millis(100);
+/// How far apart servers' clocks may be (the JS client's `CLOCK_SKEW_MS`).
+const CLOCK_SKEW_MS: u64 = 5000;
 
 #[derive(Debug, Default)]
 struct State {
@@ -214,8 +216,13 @@ impl State {
     /// join asked for: the worker's channel replays frames from before the
     /// join's history (the JS client drops them the same way).
     fn keep_streamed(&mut self, item: &Value) {
-        let older = match (item["id"].as_str(), &self.floor) {
-            (Some(id), Some(floor)) => id < floor.as_str(),
+        // Older by more than servers' clocks may differ (as the client).
+        let made = |id: &str| chatup_wire::id::made_at_millis(id);
+        let older = match (
+            item["id"].as_str().and_then(made),
+            self.floor.as_deref().and_then(made),
+        ) {
+            (Some(at), Some(floor)) => at + CLOCK_SKEW_MS < floor,
             _ => false,
         };
         if !older {
@@ -241,18 +248,26 @@ impl State {
     }
 }
 
-/// When a `migrate` event for `worker` in `frame` says to leave.
-fn migration(frame: &Frame, worker: &str) -> Option<Instant> {
+/// What the `migrate` events for `worker` in `frame` say, the last one
+/// winning: leave at this moment (`Some(Some(at))`), stay after all (a
+/// cancelled drain: `Some(None)`), or nothing (`None`).
+fn migration(frame: &Frame, worker: &str) -> Option<Option<Instant>> {
     let now_ms = chatup_wire::id::unix_millis(std::time::SystemTime::now());
-    frame.items.iter().find_map(|item| {
-        (item["ev"] == "migrate"
-            && item["worker"] == worker
-            && item["until"].as_u64().is_some_and(|until| until >= now_ms))
-        .then(|| {
+    frame
+        .items
+        .iter()
+        .filter(|item| item["ev"] == "migrate" && item["worker"] == worker)
+        .filter_map(|item| {
+            if item["cancel"] == true {
+                return Some(None);
+            }
+            item["until"].as_u64().filter(|&until| until >= now_ms)?;
             let within = item["within_ms"].as_u64().unwrap_or(0);
-            Instant::now() + Duration::from_millis(within).mul_f64(rand::random::<f64>())
+            Some(Some(
+                Instant::now() + Duration::from_millis(within).mul_f64(rand::random::<f64>()),
+            ))
         })
-    })
+        .next_back()
 }
 
 async fn follow(
@@ -336,8 +351,10 @@ async fn follow(
                         frame = sub.next() => match frame {
                             Some(frame) => {
                                 last_id = Some(frame.nchan_id.clone());
-                                if migrate_at.is_none() {
-                                    migrate_at = migration(&frame, &joined.worker);
+                                match migration(&frame, &joined.worker) {
+                                    Some(Some(at)) if migrate_at.is_none() => migrate_at = Some(at),
+                                    Some(None) => migrate_at = None,
+                                    _ => {}
                                 }
                                 let mut s = state.lock().unwrap();
                                 for item in &frame.items {

@@ -475,7 +475,11 @@ async fn join_and_leave_events_reach_readers_and_a_busy_room_gets_count_events_i
             .find(|item| item["ev"] == "leave")
     })
     .await;
-    assert_eq!(left["user"]["id"], "alice");
+    assert_eq!(
+        left["user"],
+        json!({"id": "alice", "public": {"name": "Alice"}}),
+        "a leave says who left, as the join did"
+    );
 
     // A busy room: from 4 readers on, no join/leave, only counts.
     let mut crowd = Vec::new();
@@ -759,7 +763,7 @@ async fn the_recently_active_list_reaches_readers_joins_and_stats_newest_poster_
     let dispatcher = Dispatcher::start(&redis).unwrap();
     dispatcher.wait_for_workers(1).await;
     let watch = SubscribeOptions {
-        events: true,
+        active: true,
         ..Default::default()
     };
     let mut reader = Subscriber::open(Transport::WebSocket, &worker, "talk", watch)

@@ -53,6 +53,10 @@ pub enum EventKind {
         worker: String,
         within_ms: u64,
         until: u64,
+        /// The drain was cancelled: stay (and forget an earlier `migrate`
+        /// of this worker).
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        cancel: bool,
     },
     Active {
         users: Vec<User>,

@@ -36,6 +36,8 @@ export interface RoomEvent {
   worker?: string;
   within_ms?: number;
   until?: number;
+  /** migrate: the drain was cancelled, stay. */
+  cancel?: boolean;
 }
 
 export interface RoomCounts {

@@ -5,6 +5,7 @@ import { Backoff } from "../../src/core/backoff";
 import { SeenIds } from "../../src/core/dedupe";
 import { ChatUpError, errorFromResponse } from "../../src/core/errors";
 import { parseFrame, parseNchanMeta } from "../../src/core/frames";
+import { surelyOlder, ulidTime } from "../../src/core/ulid";
 import { ChatUpProtocol } from "../../src/protocol";
 import { contrast } from "../../src/widget/widget";
 import type { TransportFactory, TransportHandlers } from "../../src/transports/types";
@@ -175,8 +176,35 @@ test("history, then the stream, each item once; resumes from the last frame id",
   protocol.close();
 });
 
-test("the stream's replay of messages older than the join's history is dropped, not shown after it", async () => {
+/** A ULID made at `ms` (the random part fixed by `tail`). */
+function ulidAt(ms: number, tail = "0000000000000000"): string {
+  const alphabet = "0123456789ABCDEFGHJKMNPQRSTVWXYZ";
+  let time = "";
+  for (let n = 0, t = ms; n < 10; n++, t = Math.floor(t / 32)) time = alphabet[t % 32] + time;
+  return time + tail;
+}
+
+test("ulid times decode, and only a message older by more than clock skew counts as surely older", () => {
+  assert.equal(ulidTime(ulidAt(1795597923940)), 1795597923940);
+  assert.equal(ulidTime("h1"), undefined);
+  const t = 1795597923940;
+  assert.ok(surelyOlder(ulidAt(t - 60_000), ulidAt(t)));
+  assert.ok(!surelyOlder(ulidAt(t - 1000), ulidAt(t)), "within the servers' clock skew");
+  assert.ok(!surelyOlder("h1", ulidAt(t)), "not a ULID: kept");
+});
+
+test("the stream's replay of messages well older than the join's history is dropped, not shown after it", async () => {
   const w = world(["w1"]);
+  const t = Date.now();
+  const [old, history1, history2, nearby, live] = [t - 60_000, t, t + 1, t - 1000, t + 2].map((ms) => ulidAt(ms));
+  const plainFetch = globalThis.fetch;
+  globalThis.fetch = (async (url: string, init?: unknown) => {
+    if (!String(url).includes("/join/")) return plainFetch(url, init as RequestInit);
+    return new Response(
+      JSON.stringify({ worker: { id: "w1", url: "http://w1" }, room: { subscribers: 1, members: 0 }, history: [message(history1), message(history2)] }),
+      { status: 200 },
+    );
+  }) as typeof fetch;
   const protocol = new ChatUpProtocol({ dispatcherUrl: "http://d", room: "r", transportFactories: w.factories });
   const got: string[] = [];
   protocol.on("message", (m) => got.push(m.id));
@@ -184,8 +212,27 @@ test("the stream's replay of messages older than the join's history is dropped, 
   await tick();
   w.opened[0].handlers.onOpen();
   // The worker's channel holds frames from before the last join_history messages.
-  w.opened[0].handlers.onFrame("1:0", JSON.stringify([message("a0"), message("h1"), message("h2"), message("m1")]));
-  assert.deepEqual(got, ["h1", "h2", "m1"]);
+  w.opened[0].handlers.onFrame(
+    "1:0",
+    JSON.stringify([message(old), message(history1), message(nearby), message(history2), message(live)]),
+  );
+  assert.deepEqual(got, [history1, history2, nearby, live], "the old one dropped; one within clock skew kept");
+  protocol.close();
+});
+
+test("a cancelled drain's readers stay", async () => {
+  const w = world(["w1", "w2"]);
+  const protocol = new ChatUpProtocol({ dispatcherUrl: "http://d", room: "r", transports: ["websocket"], transportFactories: w.factories });
+  void protocol.connect();
+  await tick();
+  w.opened[0].handlers.onOpen();
+  const migrate = (id: string, fields: Record<string, unknown>) =>
+    JSON.stringify([{ id, room: "r", ev: "migrate", ts: Date.now(), worker: "w1", ...fields }]);
+  w.opened[0].handlers.onFrame("1:0", migrate("e1", { within_ms: 150, until: Date.now() + 60_000 }));
+  w.opened[0].handlers.onFrame("1:1", migrate("e2", { within_ms: 0, until: 0, cancel: true }));
+  await tick(300);
+  assert.equal(w.joins.length, 1, "no move after the cancel");
+  assert.equal(protocol.currentWorker?.id, "w1");
   protocol.close();
 });
 

@@ -362,6 +362,22 @@ impl<'a> ReaderTable<'a> {
         self.header.draining != 0
     }
 
+    /// While draining, only a reader resuming in a room served here gets
+    /// in (a long-poll reader's next poll, an EventSource reconnecting):
+    /// it moves on the room's `migrate` event like the others. A new
+    /// reader goes to another worker.
+    pub fn check_draining(&self, room: &str, resuming: bool) -> Result<(), Full> {
+        if self.header.draining == 0 {
+            return Ok(());
+        }
+        let served = matches!(self.room_probe(room), Probe::Found(i) if self.rooms[i].served != 0);
+        if resuming && served {
+            Ok(())
+        } else {
+            Err(Full::Draining)
+        }
+    }
+
     /// Readers on this nginx, all rooms together.
     pub fn readers(&self) -> u64 {
         self.header.readers.iter().map(|n| u64::from(*n)).sum()
@@ -378,9 +394,6 @@ impl<'a> ReaderTable<'a> {
     ) -> Result<Admitted, Full> {
         if slot >= MAX_PROCS {
             return Err(Full::ProcessSlot(slot));
-        }
-        if self.header.draining != 0 {
-            return Err(Full::Draining);
         }
         if limit > 0 && self.readers() >= limit {
             return Err(Full::Readers { limit });
@@ -785,17 +798,28 @@ mod tests {
     }
 
     #[test]
-    fn a_draining_table_refuses_new_readers_and_lets_the_others_leave() {
+    fn a_draining_table_refuses_new_readers_lets_resumes_in_and_the_others_leave() {
         let mut memory = Memory::new(16, 16);
         let mut table = memory.table();
         table.admit("a", Some(ANNA), 0, 0).unwrap();
+        table.mark_served("a");
         table.set_draining(true);
         assert!(table.draining());
-        assert_eq!(table.admit("a", None, 0, 0), Err(Full::Draining));
+        assert_eq!(table.check_draining("a", false), Err(Full::Draining));
+        assert_eq!(
+            table.check_draining("a", true),
+            Ok(()),
+            "a resume in a served room"
+        );
+        assert_eq!(
+            table.check_draining("b", true),
+            Err(Full::Draining),
+            "not served here"
+        );
         table.leave("a", Some(ANNA.id), 0);
         assert_eq!(table.readers(), 0);
         table.set_draining(false);
-        assert!(table.admit("a", None, 0, 0).is_ok());
+        assert_eq!(table.check_draining("b", false), Ok(()));
     }
 
     #[test]

@@ -258,25 +258,28 @@ async fn assign_worker(
         })
         .await?;
     let after = request.after.as_deref();
-    let history = match join_history(&snapshot.history, state.join_history, after) {
-        Some(history) => Some(history),
+    let (history, gap) = match join_history(&snapshot.history, state.join_history, after) {
+        Some(history) => (history, false),
         // The shared snapshot may be a moment older than the message the
-        // client has: read history afresh before saying it is gone.
-        None => join_history(&stored_history(&state.db, &room).await?, 0, after),
+        // client has: read history afresh before looking further.
+        None => {
+            let fresh = stored_history(&state.db, &room).await?;
+            match join_history(&fresh, 0, after) {
+                Some(history) => (history, false),
+                None => history_without(&fresh, after.unwrap_or_default()),
+            }
+        }
     };
     let mut answer = json!({
         "worker": { "id": worker.id, "url": worker.url },
         "room": snapshot.counts,
         "active": recently_active(&snapshot.history),
+        "history": history,
     });
-    match history {
-        Some(history) => answer["history"] = json!(history),
-        None => {
-            // More was posted since `after` than history keeps: say so,
-            // with all that is left, rather than leave a silent gap.
-            answer["history"] = json!(*snapshot.history);
-            answer["history_gap"] = json!(true);
-        }
+    if gap {
+        // More was posted since `after` than history keeps: say so rather
+        // than leave a silent gap.
+        answer["history_gap"] = json!(true);
     }
     if let Some(ticket) = reader.and_then(|identity| state.read.ticket(&identity, &room)) {
         answer["ticket"] = json!(ticket.token);
@@ -352,6 +355,32 @@ async fn room_counts(
 }
 
 /// The last `count` messages of `room`, oldest first, as JSON.
+/// How far apart servers' clocks may be: a message made this much before
+/// another may still have been stored after it.
+const CLOCK_SKEW_MS: u64 = 5000;
+
+/// The history for a client whose newest message, `after`, is no longer
+/// stored: removed by a ban (history still reaches back past it: no gap),
+/// or trimmed away (the oldest stored message is newer: a gap). Either
+/// way, every message that may have come after it (the client drops
+/// those it has).
+fn history_without(stored: &[Value], after: &str) -> (Vec<Value>, bool) {
+    let made = |id: &str| chatup_wire::id::made_at_millis(id);
+    let Some(after_ms) = made(after) else {
+        return (stored.to_vec(), !stored.is_empty());
+    };
+    let made_of = |m: &Value| m["id"].as_str().and_then(made);
+    let gap = stored
+        .first()
+        .is_some_and(|oldest| made_of(oldest).is_none_or(|at| at > after_ms));
+    let history = stored
+        .iter()
+        .filter(|m| made_of(m).is_none_or(|at| at + CLOCK_SKEW_MS >= after_ms))
+        .cloned()
+        .collect();
+    (history, gap)
+}
+
 /// Every message the room's history holds (`history_length` at most, as
 /// the workers trim it), oldest first.
 async fn stored_history(db: &Db, room: &str) -> Result<Vec<Value>, ApiError> {
@@ -492,5 +521,39 @@ mod tests {
             None,
             "a gap is not hidden"
         );
+    }
+
+    #[test]
+    fn a_clients_message_removed_by_a_ban_is_no_gap_one_trimmed_away_is() {
+        let id = |ms: u64| ulid::Ulid::from_parts(ms, 7).to_string();
+        let stored: Vec<Value> = [1_000, 2_000, 30_000, 40_000]
+            .iter()
+            .map(|&ms| json!({ "id": id(ms) }))
+            .collect();
+        // Banned away, between 2 s and 30 s: history reaches back past it.
+        let (history, gap) = super::history_without(&stored, &id(20_000));
+        assert!(!gap);
+        assert_eq!(
+            history.len(),
+            2,
+            "the messages after it (within clock skew)"
+        );
+        // Trimmed away: everything stored is newer.
+        let (history, gap) = super::history_without(&stored, &id(500));
+        assert!(gap);
+        assert_eq!(history.len(), 4);
+        assert_eq!(super::history_without(&[], &id(500)), (vec![], false));
+    }
+
+    #[test]
+    fn the_recently_active_are_the_last_distinct_posters_newest_first() {
+        let history: Vec<Value> = ["ann", "bob", "ann", "cid"]
+            .iter()
+            .map(|u| json!({"id": "x", "user": {"id": u, "public": {"name": u}}}))
+            .collect();
+        let active = super::recently_active(&history);
+        let ids: Vec<&str> = active.iter().map(|u| u["id"].as_str().unwrap()).collect();
+        assert_eq!(ids, ["cid", "ann", "bob"]);
+        assert_eq!(active[0]["public"]["name"], "cid");
     }
 }

@@ -112,6 +112,10 @@ pub async fn start(
         .await
         .map_err(|e| anyhow::anyhow!("listening on {address} (metrics_listen): {e}"))?;
     tracing::info!(%address, "serving Prometheus metrics at /metrics");
+    // Installed now, not in the serving task: whatever the caller records
+    // before that task first runs would be lost (a gauge raised before and
+    // lowered after would read -1).
+    recorder();
     let shutdown = shutdown.clone();
     tokio::spawn(async move {
         if let Err(e) = serve(listener, shutdown).await {

@@ -71,6 +71,9 @@ pub struct Drain {
     worker_id: String,
     default_rate: u64,
     state: Mutex<Option<Draining>>,
+    /// Starts and cancels one at a time: each tells nginx, then records
+    /// the state, and the two must not interleave.
+    changing: tokio::sync::Mutex<()>,
     /// Wakes the heartbeat, so that dispatchers learn of a drain at once.
     announce: Arc<Notify>,
 }
@@ -91,6 +94,7 @@ impl Drain {
             worker_id,
             default_rate,
             state: Mutex::new(None),
+            changing: tokio::sync::Mutex::new(()),
             announce,
         }
     }
@@ -139,8 +143,18 @@ impl Drain {
     }
 
     /// Starts draining at `rate` readers a second (the configured rate if
-    /// none); a drain already under way goes on as it was.
+    /// none); a drain already under way goes on as it was. Runs to its end
+    /// even if the caller stops waiting (a task of its own): nginx told to
+    /// refuse readers must not be left without the drain recorded.
     pub async fn start(self: &Arc<Self>, rate: Option<u64>) -> Result<DrainStatus, NchanError> {
+        let drain = self.clone();
+        tokio::spawn(async move { drain.start_now(rate).await })
+            .await
+            .unwrap_or_else(|e| Err(NchanError::Unreachable(format!("drain task: {e}"))))
+    }
+
+    async fn start_now(self: &Arc<Self>, rate: Option<u64>) -> Result<DrainStatus, NchanError> {
+        let _changing = self.changing.lock().await;
         if self.is_draining() {
             return Ok(self.status().await);
         }
@@ -150,23 +164,13 @@ impl Drain {
         let readers = self.nchan.set_draining(true).await?;
         let window = Duration::from_millis(readers.saturating_mul(1000) / rate).max(MIN_WINDOW);
         let stop = CancellationToken::new();
-        let raced = {
-            let mut state = self.lock();
-            let raced = state.is_some();
-            if !raced {
-                *state = Some(Draining {
-                    started: Instant::now(),
-                    rate,
-                    window,
-                    readers_at_start: readers,
-                    stop: stop.clone(),
-                });
-            }
-            raced
-        };
-        if raced {
-            return Ok(self.status().await);
-        }
+        *self.lock() = Some(Draining {
+            started: Instant::now(),
+            rate,
+            window,
+            readers_at_start: readers,
+            stop: stop.clone(),
+        });
         self.announce.notify_one();
         tracing::info!(
             readers,
@@ -184,6 +188,7 @@ impl Drain {
                     worker: self.worker_id.clone(),
                     within_ms: window.as_millis() as u64,
                     until,
+                    cancel: false,
                 },
             );
             self.rooms.deliver(room, event);
@@ -198,19 +203,66 @@ impl Drain {
         Ok(self.status_with(readers))
     }
 
-    /// Stops draining: new readers are let in again.
-    pub async fn cancel(&self) -> Result<DrainStatus, NchanError> {
+    /// Stops draining: new readers are let in again, and the readers that
+    /// have not moved yet stay (a `migrate` event with `cancel`: the one
+    /// the channel buffers would make later readers leave otherwise).
+    pub async fn cancel(self: &Arc<Self>) -> Result<DrainStatus, NchanError> {
+        let drain = self.clone();
+        tokio::spawn(async move { drain.cancel_now().await })
+            .await
+            .unwrap_or_else(|e| Err(NchanError::Unreachable(format!("drain task: {e}"))))
+    }
+
+    async fn cancel_now(&self) -> Result<DrainStatus, NchanError> {
+        let _changing = self.changing.lock().await;
         let readers = self.nchan.set_draining(false).await?;
-        if let Some(d) = self.lock().take() {
+        let cancelled = self.lock().take();
+        if let Some(d) = cancelled {
             d.stop.cancel();
+            for room in &self.rooms.names() {
+                let event = self.membership.event(
+                    room,
+                    EventKind::Migrate {
+                        worker: self.worker_id.clone(),
+                        within_ms: 0,
+                        until: 0,
+                        cancel: true,
+                    },
+                );
+                self.rooms.deliver(room, event);
+            }
             tracing::info!("drain cancelled: this worker takes readers again");
         }
         self.announce.notify_one();
         Ok(self.status_with(readers))
     }
 
-    /// Disconnects the readers that did not move, a room at a time, at
-    /// most `rate` readers a second.
+    /// Makes nginx's flag agree with this drain's state (once a heartbeat):
+    /// a reset lost at start, or nginx reloaded by hand, must not leave
+    /// nginx refusing every reader while the worker is announced as live.
+    pub async fn reconcile(&self) {
+        let Ok(_changing) = self.changing.try_lock() else {
+            return; // a start or cancel is under way: it sets the flag
+        };
+        let Ok(state) = self.nchan.drain_state().await else {
+            return; // nginx down: the heartbeat reports it
+        };
+        let wanted = self.is_draining();
+        if state.draining != wanted {
+            tracing::warn!(
+                nginx = state.draining,
+                sidecar = wanted,
+                "nginx's draining flag disagreed with this worker's: corrected"
+            );
+            if let Err(e) = self.nchan.set_draining(wanted).await {
+                tracing::warn!(error = %e, "cannot correct nginx's draining flag");
+            }
+        }
+    }
+
+    /// Disconnects the readers that did not move, a room at a time,
+    /// pausing a second whenever the next room would pass `rate` readers
+    /// in that second (a room bigger than the rate goes at once).
     async fn disconnect_stragglers(&self, rate: u64, stop: &CancellationToken) {
         let mut rooms: Vec<(String, u64)> = self
             .rooms

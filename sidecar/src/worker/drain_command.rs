@@ -48,6 +48,8 @@ pub enum DrainCommandError {
     Refused { status: u16, body: String },
     #[error("{readers} readers were still connected after {secs} s")]
     TimedOut { readers: u64, secs: u64 },
+    #[error("the worker stopped draining (cancelled, or its sidecar restarted) with {readers} readers: it takes readers again")]
+    NotDraining { readers: u64 },
 }
 
 /// How often progress is read and printed.
@@ -94,7 +96,13 @@ pub async fn run(args: &DrainArgs) -> Result<(), DrainCommandError> {
             });
         }
         tokio::time::sleep(POLL).await;
-        readers = worker.call(Method::GET, "/v1/drain").await?.readers;
+        let status = worker.call(Method::GET, "/v1/drain").await?;
+        if !status.draining {
+            return Err(DrainCommandError::NotDraining {
+                readers: status.readers,
+            });
+        }
+        readers = status.readers;
         println!(
             "{:>6.1} s: {readers} readers left",
             started.elapsed().as_secs_f64()

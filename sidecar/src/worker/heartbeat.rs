@@ -139,6 +139,7 @@ impl Heartbeat {
         if nginx_down {
             return Vec::new();
         }
+        self.parts.drain.reconcile().await;
         let record = WorkerRecord {
             id: self.parts.worker_id.clone(),
             url: url.clone(),

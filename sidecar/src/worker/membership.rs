@@ -113,8 +113,14 @@ impl Membership {
         .await
     }
 
-    /// `user_id` has no connection left to `room` here.
-    pub async fn member_left(&self, room: &str, user_id: &str) -> Result<(), DbError> {
+    /// `user_id` has no connection left to `room` here; `public`: its
+    /// display data, so that a page can say who left.
+    pub async fn member_left(
+        &self,
+        room: &str,
+        user_id: &str,
+        public: Option<serde_json::Map<String, serde_json::Value>>,
+    ) -> Result<(), DbError> {
         self.presence
             .remove_member(room, &self.worker_id, user_id)
             .await?;
@@ -124,7 +130,7 @@ impl Membership {
             EventKind::Leave {
                 user: User {
                     id: user_id.to_owned(),
-                    public: None,
+                    public,
                     role: None,
                 },
             },

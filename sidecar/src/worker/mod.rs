@@ -144,7 +144,8 @@ pub async fn run_with_filters(
         beat_now.clone(),
     ));
     // A drain lasts until the sidecar stops: one left by a sidecar that
-    // stopped without cancelling it must not keep nginx refusing readers.
+    // stopped without cancelling it must not keep nginx refusing readers
+    // (if nginx cannot be told now, the heartbeat corrects it).
     if let Err(e) = nchan.set_draining(false).await {
         tracing::debug!(error = %e, "cannot tell nginx it is not draining (it may not run yet)");
     }

@@ -39,10 +39,16 @@ pub const LEAVE_GRACE: Duration = Duration::from_secs(3);
 /// How long a recovered room may take to be served again.
 const RECOVER_WAIT: Duration = Duration::from_secs(10);
 
+/// A member of a room: (room, user id).
+type MemberKey = (String, String);
+
 struct MemberState {
     connections: u64,
     /// When its connections dropped to zero (a pending leave).
     gone_since: Option<Instant>,
+    /// Its public data, for its leave event (the module's entry may be
+    /// gone by then).
+    public: Option<Map<String, Value>>,
 }
 
 pub struct ReaderFeed {
@@ -147,6 +153,7 @@ impl ReaderFeed {
                 MemberState {
                     connections: m.connections,
                     gone_since: None,
+                    public: member_of(m).public,
                 },
             );
         }
@@ -199,23 +206,29 @@ impl ReaderFeed {
         self.serve_served_rooms(&changes);
         // Members: those back already stay (no leave, no join); the others
         // left; new ones joined.
-        let before: Vec<(String, String)> = self.members.drain().map(|(key, _)| key).collect();
+        let before: Vec<(MemberKey, Option<Map<String, Value>>)> = self
+            .members
+            .drain()
+            .map(|(key, state)| (key, state.public))
+            .collect();
         self.boot = Some(changes.boot.clone());
         self.since = 0;
         for m in changes.members.iter().filter(|m| m.connections > 0) {
-            let back = before.contains(&(m.room.clone(), m.id.clone()));
+            let key = (m.room.clone(), m.id.clone());
+            let back = before.iter().any(|(k, _)| *k == key);
             self.members.insert(
-                (m.room.clone(), m.id.clone()),
+                key,
                 MemberState {
                     connections: m.connections,
                     gone_since: None,
+                    public: member_of(m).public,
                 },
             );
             self.connected(m, !back).await;
         }
-        for (room, id) in before {
+        for ((room, id), public) in before {
             if !self.members.contains_key(&(room.clone(), id.clone())) {
-                if let Err(e) = self.membership.member_left(&room, &id).await {
+                if let Err(e) = self.membership.member_left(&room, &id, public).await {
                     tracing::warn!(room, error = %e, "cannot record a member's leave");
                 }
             }
@@ -240,6 +253,7 @@ impl ReaderFeed {
                         MemberState {
                             connections: n,
                             gone_since: None,
+                            public: member_of(m).public,
                         },
                     );
                     self.connected(m, true).await;
@@ -254,6 +268,10 @@ impl ReaderFeed {
                     if let Some(state) = self.members.get_mut(&key) {
                         state.connections = n;
                         state.gone_since = None;
+                        // A renamed user reconnected: its newest data.
+                        if let Some(public) = member_of(m).public {
+                            state.public = Some(public);
+                        }
                     }
                     if before != n {
                         self.connected(m, false).await;
@@ -283,8 +301,8 @@ impl ReaderFeed {
             .map(|(key, _)| key.clone())
             .collect();
         for key in gone {
-            self.members.remove(&key);
-            if let Err(e) = self.membership.member_left(&key.0, &key.1).await {
+            let public = self.members.remove(&key).and_then(|state| state.public);
+            if let Err(e) = self.membership.member_left(&key.0, &key.1, public).await {
                 tracing::warn!(room = key.0, error = %e, "cannot record a member's leave");
             }
         }
