@@ -55,6 +55,8 @@ export interface ProtocolEvents extends Record<string, unknown> {
   users: RoomCounts;
   /** The room's recently active posters (the last few distinct ones, newest first) changed. */
   active: User[];
+  /** The room's slow mode changed: at most one message per user this many seconds (0: off). */
+  slowMode: number;
   /** The token expired (or the server refused it): reading goes on; give a new one with `setToken()` to post. */
   tokenExpired: null;
 }
@@ -97,6 +99,7 @@ export class ChatUpProtocol extends Emitter<ProtocolEvents> {
   private newestMessageId: string | undefined;
   private joinedBefore = false;
   private active: User[] = [];
+  private slowSecs = 0;
   /**
    * Stream messages surely older than this were not asked for: the
    * worker's channel replays frames from before the join's history. Ids
@@ -348,6 +351,7 @@ export class ChatUpProtocol extends Emitter<ProtocolEvents> {
     }
     this.setCounts(answer.room);
     if (Array.isArray(answer.active)) this.setActive(answer.active);
+    this.setSlowMode(typeof answer.slow_mode === "number" ? answer.slow_mode : 0);
     this.takeTicket(answer);
     for (const message of answer.history ?? []) this.deliver({ kind: "message", message });
     this.subscribe();
@@ -588,6 +592,8 @@ export class ChatUpProtocol extends Emitter<ProtocolEvents> {
       this.migrateLater(event);
     } else if (event.ev === "active" && Array.isArray(event.users)) {
       this.setActive(event.users);
+    } else if (event.ev === "slow" && typeof event.secs === "number") {
+      this.setSlowMode(event.secs);
     }
     this.emit("event", event);
   }
@@ -634,6 +640,17 @@ export class ChatUpProtocol extends Emitter<ProtocolEvents> {
   /** The room's recently active posters, newest first. */
   get activeUsers(): User[] {
     return [...this.active];
+  }
+
+  /** The room's slow mode in seconds (0: off). */
+  get slowMode(): number {
+    return this.slowSecs;
+  }
+
+  private setSlowMode(secs: number): void {
+    if (secs === this.slowSecs) return;
+    this.slowSecs = secs;
+    this.emit("slowMode", secs);
   }
 
   private setActive(users: User[]): void {

@@ -17,7 +17,8 @@ use crate::db::{Db, DbError};
 use crate::keys;
 
 /// One ban: `user` may not post in `room` (`*`: any room) until `until_ms`
-/// (`None`: for good).
+/// (`None`: for good). A mute (a timeout) is a ban that removes nothing:
+/// the user keeps reading, and a post is refused with `muted`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Ban {
     pub user: String,
@@ -27,6 +28,8 @@ pub struct Ban {
     pub until_ms: Option<u64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reason: Option<String>,
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub mute: bool,
 }
 
 impl Ban {
@@ -41,20 +44,39 @@ impl Ban {
     }
 
     fn field(&self) -> String {
-        field(&self.room, &self.user)
+        field(&self.room, &self.user, self.mute)
     }
 }
 
-fn field(room: &str, user: &str) -> String {
-    format!("{room}\n{user}")
+/// A ban's field in the hash; a mute has its own, so that muting a banned
+/// user does not shorten the ban.
+fn field(room: &str, user: &str, mute: bool) -> String {
+    if mute {
+        format!("{room}\n{user}\nmute")
+    } else {
+        format!("{room}\n{user}")
+    }
 }
 
 /// What is announced to the workers.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "op", rename_all = "lowercase")]
 pub enum BanChange {
-    Ban { ban: Ban },
-    Lift { user: String, room: String },
+    Ban {
+        ban: Ban,
+    },
+    Lift {
+        user: String,
+        room: String,
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        mute: bool,
+    },
+    /// A room's slow mode: at most one message per user every `secs`
+    /// seconds (moderators exempt); 0: off.
+    Slow {
+        room: String,
+        secs: u64,
+    },
 }
 
 // KEYS: the ban hash. ARGV: field. Removes it; returns 1 if it was there.
@@ -92,16 +114,17 @@ impl BanStore {
         self.db.bounded(pipe.query_async::<()>(&mut conn)).await
     }
 
-    /// Lifts the ban of `user` in `room` (exactly that room, or `*`);
-    /// returns whether there was one. Announced either way.
-    pub async fn lift(&self, user: &str, room: &str) -> Result<bool, DbError> {
+    /// Lifts the ban (or the mute) of `user` in `room` (exactly that room,
+    /// or `*`); returns whether there was one. Announced either way.
+    pub async fn lift(&self, user: &str, room: &str, mute: bool) -> Result<bool, DbError> {
         let mut invocation = self.lift.prepare_invoke();
-        invocation.key(keys::BANS).arg(field(room, user));
+        invocation.key(keys::BANS).arg(field(room, user, mute));
         let mut conn = self.db.conn();
         let removed: i64 = self.db.bounded(invocation.invoke_async(&mut conn)).await?;
         let change = BanChange::Lift {
             user: user.to_owned(),
             room: room.to_owned(),
+            mute,
         };
         self.db
             .bounded(
@@ -112,6 +135,32 @@ impl BanStore {
             )
             .await?;
         Ok(removed > 0)
+    }
+
+    /// Sets `room`'s slow mode (`secs` 0: off) and announces it.
+    pub async fn set_slow(&self, room: &str, secs: u64) -> Result<(), DbError> {
+        let change = BanChange::Slow {
+            room: room.to_owned(),
+            secs,
+        };
+        let mut pipe = redis::pipe();
+        if secs == 0 {
+            pipe.hdel(keys::SLOW_MODE, room).ignore();
+        } else {
+            pipe.hset(keys::SLOW_MODE, room, secs).ignore();
+        }
+        pipe.cmd(self.db.publish_command())
+            .arg(keys::BANS_CHANNEL)
+            .arg(announce(&change)?)
+            .ignore();
+        let mut conn = self.db.conn();
+        self.db.bounded(pipe.query_async::<()>(&mut conn)).await
+    }
+
+    /// The rooms in slow mode, with their seconds.
+    pub async fn slow_modes(&self) -> Result<HashMap<String, u64>, DbError> {
+        let mut conn = self.db.conn();
+        self.db.bounded(conn.hgetall(keys::SLOW_MODE)).await
     }
 
     /// Every ban in force at `now_ms` (expired ones are removed).
@@ -138,6 +187,13 @@ impl BanStore {
     }
 }
 
+/// `room`'s slow mode, in seconds (0: off).
+pub async fn slow_mode(db: &Db, room: &str) -> Result<u64, DbError> {
+    let mut conn = db.conn();
+    let secs: Option<u64> = db.bounded(conn.hget(keys::SLOW_MODE, room)).await?;
+    Ok(secs.unwrap_or(0))
+}
+
 fn announce(change: &BanChange) -> Result<String, DbError> {
     serde_json::to_string(change).map_err(|e| DbError::Corrupt(e.to_string()))
 }
@@ -146,37 +202,63 @@ fn announce(change: &BanChange) -> Result<String, DbError> {
 /// against, without asking Redis.
 #[derive(Debug, Default)]
 pub struct BanList {
-    bans: HashMap<(String, String), Ban>,
+    /// By (room, user, mute).
+    bans: HashMap<(String, String, bool), Ban>,
+    /// Rooms in slow mode, with their seconds.
+    slow: HashMap<String, u64>,
 }
 
 impl BanList {
     pub fn from_bans(bans: Vec<Ban>) -> Self {
-        let mut list = Self::default();
+        Self::from_parts(bans, HashMap::new())
+    }
+
+    pub fn from_parts(bans: Vec<Ban>, slow: HashMap<String, u64>) -> Self {
+        let mut list = Self {
+            slow,
+            ..Self::default()
+        };
         for ban in bans {
             list.apply(BanChange::Ban { ban });
         }
         list
     }
 
+    /// `room`'s slow mode in seconds, if it is on.
+    pub fn slow_mode(&self, room: &str) -> Option<u64> {
+        self.slow.get(room).copied().filter(|&secs| secs > 0)
+    }
+
     pub fn apply(&mut self, change: BanChange) {
         match change {
             BanChange::Ban { ban } => {
-                self.bans.insert((ban.room.clone(), ban.user.clone()), ban);
+                self.bans
+                    .insert((ban.room.clone(), ban.user.clone(), ban.mute), ban);
             }
-            BanChange::Lift { user, room } => {
-                self.bans.remove(&(room, user));
+            BanChange::Lift { user, room, mute } => {
+                self.bans.remove(&(room, user, mute));
+            }
+            BanChange::Slow { room, secs: 0 } => {
+                self.slow.remove(&room);
+            }
+            BanChange::Slow { room, secs } => {
+                self.slow.insert(room, secs);
             }
         }
     }
 
     /// The ban keeping `user` from posting in `room` at `now_ms`, if any
-    /// (the one lasting longest when both a room and a global ban apply).
+    /// (the one lasting longest when both a room and a global ban apply);
+    /// else the mute, if any.
     pub fn find(&self, room: &str, user: &str, now_ms: u64) -> Option<&Ban> {
-        [room, "*"]
-            .into_iter()
-            .filter_map(|r| self.bans.get(&(r.to_owned(), user.to_owned())))
-            .filter(|ban| ban.is_active(now_ms))
-            .max_by_key(|ban| ban.until_ms.unwrap_or(u64::MAX))
+        let find = |mute: bool| {
+            [room, "*"]
+                .into_iter()
+                .filter_map(|r| self.bans.get(&(r.to_owned(), user.to_owned(), mute)))
+                .filter(|ban| ban.is_active(now_ms))
+                .max_by_key(|ban| ban.until_ms.unwrap_or(u64::MAX))
+        };
+        find(false).or_else(|| find(true))
     }
 }
 
@@ -190,6 +272,7 @@ mod tests {
             room: room.into(),
             until_ms,
             reason: None,
+            mute: false,
         }
     }
 
@@ -209,6 +292,7 @@ mod tests {
         list.apply(BanChange::Lift {
             user: "troll".into(),
             room: "*".into(),
+            mute: false,
         });
         assert_eq!(
             list.find("lobby", "troll", 5_000)
@@ -219,10 +303,64 @@ mod tests {
     }
 
     #[test]
+    fn a_mute_is_found_after_a_ban_and_neither_replaces_the_other() {
+        let mute = Ban {
+            mute: true,
+            ..ban("lobby", Some(3_000))
+        };
+        let mut list = BanList::from_bans(vec![mute, ban("lobby", Some(10_000))]);
+        assert!(
+            !list.find("lobby", "troll", 1_000).unwrap().mute,
+            "the ban first"
+        );
+        list.apply(BanChange::Lift {
+            user: "troll".into(),
+            room: "lobby".into(),
+            mute: false,
+        });
+        let found = list.find("lobby", "troll", 1_000).unwrap();
+        assert!(found.mute);
+        assert_eq!(found.seconds_left(1_000), Some(2));
+        assert!(
+            list.find("lobby", "troll", 3_000).is_none(),
+            "the timeout is over"
+        );
+        assert_ne!(
+            ban("r", None).field(),
+            Ban {
+                mute: true,
+                ..ban("r", None)
+            }
+            .field()
+        );
+    }
+
+    #[test]
+    fn slow_mode_is_set_per_room_and_turned_off_with_zero() {
+        let mut list = BanList::default();
+        assert_eq!(list.slow_mode("r"), None);
+        list.apply(BanChange::Slow {
+            room: "r".into(),
+            secs: 30,
+        });
+        assert_eq!(list.slow_mode("r"), Some(30));
+        assert_eq!(list.slow_mode("other"), None);
+        let json = serde_json::to_string(&BanChange::Slow {
+            room: "r".into(),
+            secs: 0,
+        })
+        .unwrap();
+        assert_eq!(json, r#"{"op":"slow","room":"r","secs":0}"#);
+        list.apply(serde_json::from_str(&json).unwrap());
+        assert_eq!(list.slow_mode("r"), None);
+    }
+
+    #[test]
     fn changes_round_trip_as_json() {
         let change = BanChange::Lift {
             user: "u".into(),
             room: "*".into(),
+            mute: false,
         };
         let json = serde_json::to_string(&change).unwrap();
         assert_eq!(json, r#"{"op":"lift","user":"u","room":"*"}"#);

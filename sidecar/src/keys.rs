@@ -59,6 +59,9 @@ pub fn used_server_token(jti: &str) -> String {
 
 /// Hash: `<room>\n<user>` → a ban (JSON); room `*` for every room.
 pub const BANS: &str = "chatup:{chatup-bans}:all";
+/// Hash: room → the seconds of its slow mode (at most one message per user
+/// that often); absent: off. Announced on the bans' channel.
+pub const SLOW_MODE: &str = "chatup:{chatup-bans}:slow";
 /// Pub/Sub channel announcing ban changes to the workers (the bans' hash
 /// tag: on a cluster it is a shard channel of the bans' shard).
 /// Not `:live`: the room named `chatup-bans` has that channel.

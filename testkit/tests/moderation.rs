@@ -4,7 +4,7 @@
 
 use std::time::{Duration, Instant};
 
-use chatup_testkit::clients::{get_json, items};
+use chatup_testkit::clients::{get_json, items, join_room};
 use chatup_testkit::process::WorkerOptions;
 use chatup_testkit::token::{now_secs, server_token, server_token_exactly};
 use chatup_testkit::{
@@ -111,6 +111,151 @@ async fn a_ban_holds_on_every_worker_within_a_second_expires_and_can_be_lifted()
             "lift in force after {took:?}"
         );
     }
+}
+
+#[tokio::test]
+async fn a_mute_silences_a_user_who_keeps_reading_removes_nothing_and_can_be_lifted_early() {
+    let redis = Redis::start().unwrap();
+    let worker = ChatWorker::start(&redis).unwrap();
+    let dispatcher = Dispatcher::start(&redis).unwrap();
+    let (loud, ann) = (token_for("loud", "Loud"), token_for("ann", "Ann"));
+    let (status, _) = post_message(&worker, "stage", Some(&loud), &msg("before")).await;
+    assert_eq!(status, 202);
+    let mut reader = Subscriber::open(
+        Transport::WebSocket,
+        &worker,
+        "stage",
+        SubscribeOptions::default(),
+    )
+    .await
+    .unwrap();
+
+    let (status, body) = server_call(
+        &dispatcher,
+        reqwest::Method::POST,
+        "/bans",
+        &server_token(
+            "ban",
+            json!({"bans": [{"user": "loud", "room": "stage", "mute": true}]}),
+        ),
+    )
+    .await;
+    assert_eq!(status, 400, "a mute needs a duration: {body}");
+    let answer = ban(
+        &dispatcher,
+        json!([{"user": "loud", "room": "stage", "duration": 600, "mute": true, "reason": "calm down"}]),
+    )
+    .await;
+    assert_eq!(answer["removed_messages"], 0, "a mute removes nothing");
+    assert_eq!(answer["bans"][0]["mute"], true);
+    let (body, took) = post_until(&worker, "stage", &loud, 403).await;
+    assert!(
+        took < Duration::from_secs(1),
+        "mute in force after {took:?}"
+    );
+    assert_eq!(body["error"], "muted");
+    assert!(
+        body["ttl"]
+            .as_u64()
+            .is_some_and(|t| (599..=600).contains(&t)),
+        "{body}"
+    );
+    assert_eq!(body["reason"], "calm down");
+    // Others post; the muted user reads them, and history keeps theirs.
+    let (status, _) = post_message(&worker, "stage", Some(&ann), &msg("after")).await;
+    assert_eq!(status, 202);
+    let texts: Vec<Value> = items(&reader.frames_until(2, WAIT).await)
+        .iter()
+        .map(|m| m["msg"].clone())
+        .collect();
+    assert_eq!(texts, [json!("before"), json!("after")]);
+    let (_, history) = get_json(&format!("{}/rooms/stage/messages", dispatcher.base_url())).await;
+    assert_eq!(
+        history["messages"].as_array().unwrap().len(),
+        2,
+        "{history}"
+    );
+
+    // Lifting the (absent) ban leaves the mute; lifting the mute ends it.
+    let lift = |mute: bool| {
+        server_token(
+            "lift",
+            json!({"bans": [{"user": "loud", "room": "stage", "mute": mute}]}),
+        )
+    };
+    let (_, body) = server_call(&dispatcher, reqwest::Method::DELETE, "/bans", &lift(false)).await;
+    assert_eq!(body["lifted"], json!([]));
+    let (status, _) = post_message(&worker, "stage", Some(&loud), &msg("still")).await;
+    assert_eq!(status, 403);
+    let (_, body) = server_call(&dispatcher, reqwest::Method::DELETE, "/bans", &lift(true)).await;
+    assert_eq!(
+        body["lifted"],
+        json!([{"user": "loud", "room": "stage", "mute": true}])
+    );
+    let (_, took) = post_until(&worker, "stage", &loud, 202).await;
+    assert!(took < Duration::from_secs(1), "unmuted after {took:?}");
+}
+
+#[tokio::test]
+async fn slow_mode_spaces_each_users_posts_moderators_exempt_and_readers_are_told() {
+    let redis = Redis::start().unwrap();
+    let worker = ChatWorker::start(&redis).unwrap();
+    let dispatcher = Dispatcher::start(&redis).unwrap();
+    dispatcher.wait_for_workers(1).await;
+    let (ann, bob) = (token_for("ann", "Ann"), token_for("bob", "Bob"));
+    let moderator = rs256_token(&json!({
+        "sub": "mod", "exp": now_secs() + 600, "role": "moderator", "public": {"name": "Mod"}
+    }));
+    let watch = SubscribeOptions {
+        events: true,
+        ..Default::default()
+    };
+    let mut reader = Subscriber::open(Transport::WebSocket, &worker, "calm", watch)
+        .await
+        .unwrap();
+    let slow = |secs: u64| server_token("slow", json!({"room": "calm", "secs": secs}));
+    let (status, body) =
+        server_call(&dispatcher, reqwest::Method::POST, "/slow", &slow(99_999)).await;
+    assert_eq!(status, 400, "{body}");
+    let (status, body) = server_call(&dispatcher, reqwest::Method::POST, "/slow", &slow(30)).await;
+    assert_eq!(status, 200, "{body}");
+    let told = reader
+        .drain_for(Duration::from_millis(500))
+        .await
+        .into_iter()
+        .find(|item| item["ev"] == "slow")
+        .expect("a slow event");
+    assert_eq!(told["secs"], 30);
+    let (_, joined) = join_room(&dispatcher, "calm", None).await;
+    assert_eq!(joined["slow_mode"], 30);
+
+    // In force on the worker within a second: one post, then 429.
+    let (_, took) = post_until(&worker, "calm", &ann, 202).await;
+    let (body, _) = post_until(&worker, "calm", &ann, 429).await;
+    assert!(took < Duration::from_secs(1));
+    assert_eq!(body["error"], "slow mode");
+    assert_eq!(body["slow_mode"], 30);
+    assert!(
+        body["retry_after"]
+            .as_u64()
+            .is_some_and(|s| (1..=30).contains(&s)),
+        "{body}"
+    );
+    // Per user; moderators exempt.
+    let (status, _) = post_message(&worker, "calm", Some(&bob), &msg("me too")).await;
+    assert_eq!(status, 202);
+    for _ in 0..3 {
+        let (status, body) = post_message(&worker, "calm", Some(&moderator), &msg("mod")).await;
+        assert_eq!(status, 202, "{body}");
+    }
+    // Off: at once.
+    let (status, _) = server_call(&dispatcher, reqwest::Method::POST, "/slow", &slow(0)).await;
+    assert_eq!(status, 200);
+    let (_, took) = post_until(&worker, "calm", &ann, 202).await;
+    assert!(
+        took < Duration::from_secs(1),
+        "slow mode off after {took:?}"
+    );
 }
 
 #[tokio::test]

@@ -9,6 +9,7 @@
 //! - `active`: the room's recently active list changed: the last
 //!   [`ACTIVE_USERS`] distinct posters, newest first (at most every few
 //!   seconds);
+//! - `slow`: the room's slow mode changed (`secs`, 0: off);
 //! - `migrate`: the chat worker `worker` is draining (a deploy): each of its
 //!   readers moves to another worker at a random moment within `within_ms`
 //!   (through the dispatcher, at once, no back-off), so that they leave at
@@ -61,13 +62,26 @@ pub enum EventKind {
     Active {
         users: Vec<User>,
     },
+    /// The room's slow mode changed: at most one message per user every
+    /// `secs` seconds (moderators exempt); 0: off.
+    Slow {
+        secs: u64,
+    },
 }
 
 /// How many posters a room's recently active list holds.
 pub const ACTIVE_USERS: usize = 10;
 
 /// Event names a site's server cannot use for its own events.
-pub const RESERVED_EVENTS: [&str; 6] = ["join", "leave", "count", "rmUserMsg", "migrate", "active"];
+pub const RESERVED_EVENTS: [&str; 7] = [
+    "join",
+    "leave",
+    "count",
+    "rmUserMsg",
+    "migrate",
+    "active",
+    "slow",
+];
 
 /// A custom event posted by a site's server (`POST /messages` on a
 /// dispatcher): its own name in `ev`, any JSON in `data`.

@@ -1,6 +1,7 @@
 /** Why `say()` failed. */
 export type ErrorCode =
   | "banned"
+  | "muted"
   | "rateLimited"
   | "rejected"
   | "unauthorized"
@@ -11,7 +12,7 @@ export type ErrorCode =
 /** A typed failure of `say()`. */
 export class ChatUpError extends Error {
   readonly code: ErrorCode;
-  /** `banned`: seconds left, or null for a permanent ban. */
+  /** `banned`: seconds left, or null for a permanent ban; `muted`: seconds left. */
   readonly ttl?: number | null;
   /** `rateLimited`: seconds to wait. */
   readonly retryAfter?: number;
@@ -43,9 +44,9 @@ export function errorFromResponse(
     case 401:
       return new ChatUpError("unauthorized", text);
     case 403:
-      if (body?.error === "banned") {
+      if (body?.error === "banned" || body?.error === "muted") {
         const ttl = typeof body.ttl === "number" ? body.ttl : null;
-        return new ChatUpError("banned", "banned", { ttl, reason: str(body.reason) });
+        return new ChatUpError(body.error, body.error, { ttl, reason: str(body.reason) });
       }
       return new ChatUpError("forbidden", text);
     case 422:

@@ -36,6 +36,8 @@ export interface RoomEvent {
   worker?: string;
   within_ms?: number;
   until?: number;
+  /** slow: the room's slow mode in seconds (0: off). */
+  secs?: number;
   /** migrate: the drain was cancelled, stay. */
   cancel?: boolean;
 }
@@ -57,6 +59,8 @@ export interface JoinAnswer {
   history: Message[];
   /** The room's recently active posters, newest first. */
   active?: User[];
+  /** The room's slow mode: at most one message per user this many seconds (absent: off). */
+  slow_mode?: number;
   /** Set when the join asked for messages `after` one the server no longer keeps: some were missed. */
   history_gap?: boolean;
   /** A read ticket for this room, when the join carried a valid token. */

@@ -33,6 +33,7 @@ export const STYLE = `
 }
 .chatup-title { font-weight: 650; font-size: 1.05em; margin: 0; flex: 1; overflow: hidden; text-overflow: ellipsis; white-space: nowrap; }
 .chatup-count { color: var(--chatup-muted); font-size: .9em; white-space: nowrap; }
+.chatup-mode { margin: 0; padding: 4px 16px; color: var(--chatup-muted); font-size: .85em; border-top: 1px solid var(--chatup-border); }
 .chatup-active {
   margin: 0; padding: 6px 16px; border-bottom: 1px solid var(--chatup-border);
   color: var(--chatup-muted); font-size: .85em;

@@ -70,6 +70,13 @@ function describeError(error: unknown): string {
       const time = until.toLocaleTimeString([], { hour: "2-digit", minute: "2-digit" });
       return `You are banned from this room until ${time}${why}.`;
     }
+    case "muted": {
+      // A timeout: the user keeps reading.
+      const why = error.reason ? ` (${error.reason})` : "";
+      const seconds = Math.max(1, error.ttl ?? 1);
+      const left = seconds < 120 ? `${seconds} s` : `${Math.ceil(seconds / 60)} min`;
+      return `You are muted in this room for ${left}${why}: you can still read.`;
+    }
     case "rateLimited":
       return `Slow down: you can post again in ${error.retryAfter ?? 1} s.`;
     case "rejected":
@@ -97,6 +104,7 @@ export class ChatUp {
   private readonly readableTints = new Map<string, string>();
   private readonly count: HTMLElement;
   private readonly activeLine: HTMLElement;
+  private readonly modeLine: HTMLElement;
   private readonly status: HTMLElement;
   private readonly error: HTMLElement;
   private readonly input: HTMLInputElement;
@@ -130,6 +138,9 @@ export class ChatUp {
     // posters (the room's recently active list), newest first.
     this.activeLine = el("p", "chatup-active");
     this.activeLine.hidden = true;
+    // The room's rules of the moment (slow mode), said before one posts.
+    this.modeLine = el("p", "chatup-mode");
+    this.modeLine.hidden = true;
 
     const body = el("div", "chatup-body");
     // A log of items, not a list: an <ol> may not take role="log", and
@@ -175,7 +186,7 @@ export class ChatUp {
     });
     this.setSignedIn(Boolean(options.token));
 
-    this.root.append(header, this.activeLine, body, this.error, form);
+    this.root.append(header, this.activeLine, body, this.modeLine, this.error, form);
     container.replaceChildren(this.root);
 
     this.protocol.on("message", (message) => this.addMessage(message));
@@ -183,6 +194,7 @@ export class ChatUp {
     this.protocol.on("status", (status) => this.showStatus(status));
     this.protocol.on("users", (counts) => this.showCounts(counts));
     this.protocol.on("active", (users) => this.showActive(users));
+    this.protocol.on("slowMode", (secs) => this.showSlowMode(secs));
     this.protocol.on("tokenExpired", () => this.signInAgain());
     void this.protocol.connect();
   }
@@ -354,6 +366,12 @@ export class ChatUp {
   private showCounts(counts: RoomCounts): void {
     const people = counts.subscribers === 1 ? "1 reader" : `${counts.subscribers} readers`;
     this.count.textContent = `${people} · ${counts.members} signed in`;
+  }
+
+  private showSlowMode(secs: number): void {
+    this.modeLine.hidden = secs <= 0;
+    const every = secs < 120 ? `${secs} s` : `${Math.round(secs / 60)} min`;
+    this.modeLine.textContent = secs > 0 ? `Slow mode: one message every ${every}.` : "";
   }
 
   private showActive(users: User[]): void {

@@ -220,7 +220,9 @@ const scenarios = {
     // A writer on the other worker (the least loaded is picked: after the
     // drain scenario, one worker holds the earlier pages).
     let writer;
-    for (let n = 0; n < 4 && !writer; n++) {
+    // Each page sent to the emptier worker raises its load: within as many
+    // pages as the other worker holds, one goes there.
+    for (let n = 0; n < 10 && !writer; n++) {
       const page = await openChat(`Walt${n}`, "e2e-failover");
       if ((await workerOf(page)) !== readerWorker) writer = page;
     }
@@ -328,6 +330,35 @@ const scenarios = {
     if ((await dave.inputValue(".chatup-input")) !== "why can't I talk?") throw new Error("the refused text was lost");
     await shot(dave, "banned-dave");
     await shot(eve, "ban-seen-by-eve");
+  },
+
+  async "a muted user and a room in slow mode are told so, and the widget stays accessible"() {
+    const mia = await openChat("Mia", "e2e-calm");
+    const sam = await openChat("Sam", "e2e-calm");
+    const call = async (path, act, claims) => {
+      const response = await fetch(`${dispatcher}${path}`, { method: "POST", body: serverToken(act, claims) });
+      if (response.status !== 200) throw new Error(`${path}: ${response.status} ${await response.text()}`);
+    };
+    await call("/slow", "slow", { room: "e2e-calm", secs: 30 });
+    for (const page of [mia, sam]) {
+      await page.waitForFunction(
+        () => document.querySelector(".chatup-mode")?.textContent === "Slow mode: one message every 30 s.",
+        null,
+        { timeout: 10000 },
+      );
+    }
+    await say(sam, "first");
+    await waitForTexts(mia, ["first"]);
+    await say(sam, "second, too soon");
+    const slowed = await sam.textContent(".chatup-error");
+    if (!/Slow down: you can post again in \d+ s/.test(slowed)) throw new Error(`error shown: ${slowed}`);
+    await call("/bans", "ban", { bans: [{ user: "dev-mia", room: "e2e-calm", duration: 600, mute: true }] });
+    await mia.waitForTimeout(300);
+    await say(mia, "can I talk?");
+    const muted = await mia.textContent(".chatup-error");
+    if (!/You are muted in this room for 10 min: you can still read/.test(muted)) throw new Error(`error shown: ${muted}`);
+    await checkAccessibility(mia, "a muted user in a room in slow mode");
+    await shot(mia, "muted-mia");
   },
 };
 

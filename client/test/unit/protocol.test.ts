@@ -69,6 +69,9 @@ test("refusals become typed errors", () => {
   assert.equal(banned.ttl, 30);
   assert.equal(banned.reason, "spam");
   assert.equal(errorFromResponse(403, { error: "banned", ttl: null }, null).ttl, null);
+  const muted = errorFromResponse(403, { error: "muted", ttl: 42 }, null);
+  assert.equal(muted.code, "muted");
+  assert.equal(muted.ttl, 42);
   const slow = errorFromResponse(429, { error: "rate limited", retry_after: 2 }, "3");
   assert.equal(slow.code, "rateLimited");
   assert.equal(slow.retryAfter, 3, "the header wins");
@@ -250,6 +253,27 @@ test("the recently active list comes with the join and follows active events", a
   );
   assert.deepEqual(lists[lists.length - 1], ["bob", "ann"]);
   assert.deepEqual(protocol.activeUsers.map((u) => u.id), ["bob", "ann"]);
+  protocol.close();
+});
+
+test("slow mode comes with the join and follows slow events", async () => {
+  const w = world(["w1"]);
+  const plainFetch = globalThis.fetch;
+  globalThis.fetch = (async (url: string, init?: unknown) => {
+    const response = await plainFetch(url, init as RequestInit);
+    if (!String(url).includes("/join/")) return response;
+    return new Response(JSON.stringify({ ...(await response.json()), slow_mode: 10 }), { status: 200 });
+  }) as typeof fetch;
+  const protocol = new ChatUpProtocol({ dispatcherUrl: "http://d", room: "r", transportFactories: w.factories });
+  const modes: number[] = [];
+  protocol.on("slowMode", (secs) => modes.push(secs));
+  void protocol.connect();
+  await tick();
+  assert.equal(protocol.slowMode, 10);
+  w.opened[0].handlers.onOpen();
+  w.opened[0].handlers.onFrame("1:0", JSON.stringify([{ id: "e1", room: "r", ev: "slow", ts: 1, secs: 0 }]));
+  assert.deepEqual(modes, [10, 0]);
+  assert.equal(protocol.slowMode, 0);
   protocol.close();
 });
 

@@ -129,6 +129,7 @@ pub fn router(state: AppState, server: ServerApi) -> Router {
         .route("/bans", post(server_api::ban).delete(server_api::lift))
         .route("/rooms/{room}/bans", get(server_api::list))
         .route("/messages", post(server_api::post))
+        .route("/slow", post(server_api::slow_mode))
         .with_state(server);
     Router::new()
         .route("/join/{room}", post(join))
@@ -254,6 +255,9 @@ async fn assign_worker(
             Ok::<_, ApiError>(RoomSnapshot {
                 counts: room_counts(&state, &room, &live).await?,
                 history: Arc::new(stored_history(&state.db, &room).await?),
+                slow_mode: crate::bans::slow_mode(&state.db, &room)
+                    .await
+                    .map_err(unavailable)?,
             })
         })
         .await?;
@@ -280,6 +284,9 @@ async fn assign_worker(
         // More was posted since `after` than history keeps: say so rather
         // than leave a silent gap.
         answer["history_gap"] = json!(true);
+    }
+    if snapshot.slow_mode > 0 {
+        answer["slow_mode"] = json!(snapshot.slow_mode);
     }
     if let Some(ticket) = reader.and_then(|identity| state.read.ticket(&identity, &room)) {
         answer["ticket"] = json!(ticket.token);

@@ -41,6 +41,7 @@ use crate::bans::{Ban, BanStore};
 use crate::db::DbError;
 use crate::dispatcher::params::RoomRequest;
 use crate::dispatcher::replay::UsedTokens;
+use crate::moderation::slowmode::MAX_SLOW_MODE_SECS;
 use crate::store::{self, Store};
 
 /// Longest server message, in characters.
@@ -84,6 +85,7 @@ pub enum Action {
     Lift,
     List,
     Post,
+    Slow,
 }
 
 impl Action {
@@ -93,6 +95,7 @@ impl Action {
             Action::Lift => "lift",
             Action::List => "list",
             Action::Post => "post",
+            Action::Slow => "slow",
         }
     }
 }
@@ -178,9 +181,13 @@ fn body_token(body: &Bytes) -> Result<&str, ApiError> {
 struct BanItem {
     user: String,
     room: String,
-    /// Seconds; absent: for good.
+    /// Seconds; absent: for good (a mute needs one).
     duration: Option<u64>,
     reason: Option<String>,
+    /// A timeout: the user keeps reading, posts are refused with `muted`,
+    /// nothing is removed.
+    #[serde(default)]
+    mute: bool,
 }
 
 #[derive(Deserialize)]
@@ -211,16 +218,26 @@ pub async fn ban(State(api): State<ServerApi>, body: Bytes) -> Result<impl IntoR
                 "ban: duration must be from 1 to {MAX_BAN_SECS} seconds"
             )));
         }
+        if item.mute && item.duration.is_none() {
+            return Err(ApiError::bad_request(
+                "ban: a mute needs a duration (a timeout); ban for good instead",
+            ));
+        }
         bans.push(Ban {
             until_ms: item.duration.map(|d| now_ms + d * 1000),
             user: item.user,
             room: item.room,
             reason: item.reason,
+            mute: item.mute,
         });
     }
     api.bans.put(&bans).await.map_err(unavailable)?;
     let mut removed = 0;
     for ban in &bans {
+        if ban.mute {
+            tracing::info!(user = %ban.user, room = %ban.room, until_ms = ?ban.until_ms, "muted");
+            continue;
+        }
         removed += remove_messages(&api, ban, now).await?;
         tracing::info!(user = %ban.user, room = %ban.room, until_ms = ?ban.until_ms, "banned");
     }
@@ -266,12 +283,16 @@ async fn remove_messages(api: &ServerApi, ban: &Ban, now: SystemTime) -> Result<
 }
 
 fn describe(ban: &Ban, now_ms: u64) -> Value {
-    json!({
+    let mut described = json!({
         "user": ban.user,
         "room": ban.room,
         "ttl": ban.seconds_left(now_ms),
         "reason": ban.reason,
-    })
+    });
+    if ban.mute {
+        described["mute"] = json!(true);
+    }
+    described
 }
 
 #[derive(Deserialize)]
@@ -279,6 +300,9 @@ fn describe(ban: &Ban, now_ms: u64) -> Value {
 struct LiftItem {
     user: String,
     room: String,
+    /// Lift the user's mute (timeout) rather than their ban.
+    #[serde(default)]
+    mute: bool,
 }
 
 #[derive(Deserialize)]
@@ -299,12 +323,16 @@ pub async fn lift(
     for item in claims.bans {
         if api
             .bans
-            .lift(&item.user, &item.room)
+            .lift(&item.user, &item.room, item.mute)
             .await
             .map_err(unavailable)?
         {
-            tracing::info!(user = %item.user, room = %item.room, "ban lifted");
-            lifted.push(json!({ "user": item.user, "room": item.room }));
+            tracing::info!(user = %item.user, room = %item.room, mute = item.mute, "ban lifted");
+            let mut entry = json!({ "user": item.user, "room": item.room });
+            if item.mute {
+                entry["mute"] = json!(true);
+            }
+            lifted.push(entry);
         }
     }
     Ok(Json(json!({ "lifted": lifted })))
@@ -454,4 +482,46 @@ pub async fn post(
         published.push(json!({ "room": room, "id": id, "ts": ts }));
     }
     Ok(Json(json!({ "items": published })))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SlowClaims {
+    room: String,
+    /// At most one message per user this often; 0: off.
+    secs: u64,
+}
+
+/// `POST /slow`: switches a room's slow mode (moderators exempt), on every
+/// worker within a second, and tells the room's readers (a `slow` event).
+pub async fn slow_mode(
+    State(api): State<ServerApi>,
+    body: Bytes,
+) -> Result<impl IntoResponse, ApiError> {
+    let claims: SlowClaims = api.claims(body_token(&body)?, Action::Slow).await?;
+    validate_room(&claims.room).map_err(|e| ApiError::bad_request(format!("slow: {e}")))?;
+    if claims.secs > MAX_SLOW_MODE_SECS {
+        return Err(ApiError::bad_request(format!(
+            "slow: secs must be from 0 (off) to {MAX_SLOW_MODE_SECS}"
+        )));
+    }
+    api.bans
+        .set_slow(&claims.room, claims.secs)
+        .await
+        .map_err(unavailable)?;
+    let now = SystemTime::now();
+    let event = RoomEvent {
+        id: api.next_id(now),
+        room: claims.room.clone(),
+        kind: EventKind::Slow { secs: claims.secs },
+        ts: unix_millis(now),
+    };
+    let json =
+        serde_json::to_string(&event).map_err(|e| unavailable(DbError::Corrupt(e.to_string())))?;
+    api.store
+        .publish_event(&claims.room, &json)
+        .await
+        .map_err(unavailable)?;
+    tracing::info!(room = %claims.room, secs = claims.secs, "slow mode set");
+    Ok(Json(json!({ "room": claims.room, "secs": claims.secs })))
 }

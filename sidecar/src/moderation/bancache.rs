@@ -63,12 +63,25 @@ impl BanCache {
     }
 
     async fn reload(&self) {
-        match self.store.all(unix_millis(SystemTime::now())).await {
-            Ok(bans) => {
-                *self.list.write().unwrap_or_else(|p| p.into_inner()) = BanList::from_bans(bans);
+        let bans = self.store.all(unix_millis(SystemTime::now())).await;
+        let slow = self.store.slow_modes().await;
+        match (bans, slow) {
+            (Ok(bans), Ok(slow)) => {
+                *self.list.write().unwrap_or_else(|p| p.into_inner()) =
+                    BanList::from_parts(bans, slow);
             }
-            Err(e) => tracing::warn!(error = %e, "cannot reload bans; keeping the last list"),
+            (Err(e), _) | (_, Err(e)) => {
+                tracing::warn!(error = %e, "cannot reload bans; keeping the last list")
+            }
         }
+    }
+
+    /// `room`'s slow mode in seconds, if it is on.
+    pub fn slow_mode(&self, room: &str) -> Option<u64> {
+        self.list
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .slow_mode(room)
     }
 
     /// Reloads at start, every `period`, and when asked to.

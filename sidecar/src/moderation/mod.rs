@@ -1,8 +1,9 @@
 //! What a worker checks a message against before anything reaches Redis:
-//! bans (`bancache`), the per-user rate limit (`ratelimit`) and the
-//! message filters (`filters`). All of it is in the worker's memory: no
+//! bans and mutes (`bancache`), slow mode (`slowmode`), the per-user rate
+//! limit (`ratelimit`) and the message filters (`filters`). All of it is in the worker's memory: no
 //! Redis round trip per message.
 
 pub mod bancache;
 pub mod filters;
 pub mod ratelimit;
+pub mod slowmode;

@@ -39,6 +39,7 @@ use crate::keys;
 use crate::moderation::bancache::BanCache;
 use crate::moderation::filters::{Candidate, FilterPipeline, Verdict};
 use crate::moderation::ratelimit::RateLimiter;
+use crate::moderation::slowmode::SlowMode;
 use crate::store::Store;
 use crate::telemetry::names::{self, Refused};
 use crate::worker::drain::{Drain, DrainStatus};
@@ -65,24 +66,40 @@ pub struct IngestState {
 /// What a message must pass before it is stored, all in memory.
 pub struct Checks {
     pub bans: Arc<BanCache>,
+    pub slow_mode: SlowMode,
     pub rate_limiter: RateLimiter,
     pub filters: FilterPipeline,
 }
 
 impl Checks {
-    /// Bans, then the rate limit, then the filters (which may rewrite the
-    /// message).
+    /// Bans and mutes, slow mode, then the rate limit, then the filters
+    /// (which may rewrite the message).
     fn admit(&self, envelope: &mut Envelope) -> Result<(), Refusal> {
         let (room, user) = (envelope.room.as_str(), envelope.user.id.as_str());
         if let Some(ban) = self.bans.find(room, user) {
             let now = chatup_wire::id::unix_millis(std::time::SystemTime::now());
-            let mut body = json!({ "error": "banned", "ttl": ban.seconds_left(now) });
+            let error = if ban.mute { "muted" } else { "banned" };
+            let mut body = json!({ "error": error, "ttl": ban.seconds_left(now) });
             if let Some(reason) = &ban.reason {
                 body["reason"] = json!(reason);
             }
             return Err(Refusal::new(StatusCode::FORBIDDEN, body));
         }
         let moderator = envelope.user.role.as_deref() == Some(MODERATOR);
+        let now = Instant::now();
+        // Moderators are exempt from slow mode.
+        let slow = self.bans.slow_mode(room).filter(|_| !moderator);
+        if let Some(wait) = slow.and_then(|secs| self.slow_mode.wait(room, user, secs, now)) {
+            let seconds = wait.as_secs_f64().ceil().max(1.0) as u64;
+            let body = json!({
+                "error": "slow mode",
+                "retry_after": seconds,
+                "slow_mode": slow,
+            });
+            let mut refusal = Refusal::new(StatusCode::TOO_MANY_REQUESTS, body);
+            refusal.retry_after = Some(seconds);
+            return Err(refusal);
+        }
         if let Err(wait) = self
             .rate_limiter
             .take(room, user, moderator, Instant::now())
@@ -101,7 +118,12 @@ impl Checks {
         let verdict = self.filters.check(&mut candidate);
         envelope.msg = candidate.text;
         match verdict {
-            Verdict::Pass => Ok(()),
+            Verdict::Pass => {
+                if slow.is_some() {
+                    self.slow_mode.posted(room, user, now);
+                }
+                Ok(())
+            }
             Verdict::Reject(reason) => Err(Refusal::new(
                 StatusCode::UNPROCESSABLE_ENTITY,
                 json!({ "error": "message rejected", "reason": reason }),

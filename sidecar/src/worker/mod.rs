@@ -122,6 +122,7 @@ pub async fn run_with_filters(
     ));
     let checks = Arc::new(ingest::Checks {
         bans,
+        slow_mode: Default::default(),
         rate_limiter: RateLimiter::new(config.rate_limit.clone()),
         filters: FilterPipeline::new(&config.filters, extra_filters),
     });
