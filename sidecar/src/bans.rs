@@ -104,14 +104,19 @@ impl BanStore {
             pipe.hset(keys::BANS, ban.field(), json).ignore();
         }
         for ban in bans {
-            let change = BanChange::Ban { ban: ban.clone() };
-            pipe.cmd(self.db.publish_command())
-                .arg(keys::BANS_CHANNEL)
-                .arg(announce(&change)?)
-                .ignore();
+            self.announce_in(&mut pipe, &BanChange::Ban { ban: ban.clone() })?;
         }
         let mut conn = self.db.conn();
         self.db.bounded(pipe.query_async::<()>(&mut conn)).await
+    }
+
+    /// Adds the announcement of `change` to `pipe`.
+    fn announce_in(&self, pipe: &mut redis::Pipeline, change: &BanChange) -> Result<(), DbError> {
+        pipe.cmd(self.db.publish_command())
+            .arg(keys::BANS_CHANNEL)
+            .arg(announce(change)?)
+            .ignore();
+        Ok(())
     }
 
     /// Lifts the ban (or the mute) of `user` in `room` (exactly that room,
@@ -149,10 +154,7 @@ impl BanStore {
         } else {
             pipe.hset(keys::SLOW_MODE, room, secs).ignore();
         }
-        pipe.cmd(self.db.publish_command())
-            .arg(keys::BANS_CHANNEL)
-            .arg(announce(&change)?)
-            .ignore();
+        self.announce_in(&mut pipe, &change)?;
         let mut conn = self.db.conn();
         self.db.bounded(pipe.query_async::<()>(&mut conn)).await
     }

@@ -128,6 +128,15 @@ pub fn census(followers: &[Follower]) -> HashMap<String, usize> {
     census
 }
 
+/// Followers reading on each of the workers at `indexes`.
+fn spread(cluster: &StormCluster, followers: &[Follower], indexes: &[usize]) -> Vec<usize> {
+    let census = census(followers);
+    indexes
+        .iter()
+        .map(|&i| census.get(&cluster.workers[i].id).copied().unwrap_or(0))
+        .collect()
+}
+
 /// Waits until every follower reads (on a worker for which `allowed`
 /// holds), `timeout` at most; returns how long it took, or `None`.
 pub async fn until_all_read(
@@ -284,12 +293,11 @@ pub async fn stream_start(
     let posters = cluster.posters(&rooms, &all, Duration::from_millis(100));
     let followers = cluster.followers(&rooms, readers);
     let all_reading = until_all_read(&followers, |_| true, timeout).await;
-    let census = census(&followers);
-    let spread = cluster
-        .workers
-        .iter()
-        .map(|w| census.get(&w.id).copied().unwrap_or(0))
-        .collect();
+    let spread = spread(
+        cluster,
+        &followers,
+        &(0..cluster.workers.len()).collect::<Vec<_>>(),
+    );
     let delivery = settle(posters, &rooms, &followers, timeout).await;
     StreamStart {
         readers,
@@ -354,11 +362,7 @@ pub async fn worker_death(
     let peak_cpu = tokio::task::spawn_blocking(move || peak.join().unwrap_or(0.0))
         .await
         .unwrap_or(0.0);
-    let census = census(&followers);
-    let spread = survivors
-        .iter()
-        .map(|&i| census.get(&cluster.workers[i].id).copied().unwrap_or(0))
-        .collect();
+    let spread = spread(cluster, &followers, &survivors);
     let delivery = settle(posters, &rooms, &followers, timeout).await;
     WorkerDeath {
         orphaned: orphans.len(),

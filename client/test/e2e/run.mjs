@@ -142,6 +142,17 @@ async function waitForTexts(page, expected, timeout = 15000) {
   throw new Error(`missing ${JSON.stringify(expected.filter((t) => !got.includes(t)))}; saw ${JSON.stringify(got)}`);
 }
 
+/** `reader` shows every text of `sent`, once each and in order, and reads from `worker` now. */
+async function expectMovedWithEverything(reader, sent, worker) {
+  const got = await waitForTexts(reader, sent, 30000);
+  const mine = got.filter((t) => sent.includes(t));
+  if (JSON.stringify(mine) !== JSON.stringify(sent)) {
+    throw new Error(`expected each message once, in order: ${JSON.stringify(mine)}`);
+  }
+  const now = await workerOf(reader);
+  if (now !== worker) throw new Error(`reader is on ${now}, expected ${worker}`);
+}
+
 const shot = (page, name) => page.screenshot({ path: `${artifacts}/${name}.png` });
 
 const scenarios = {
@@ -202,13 +213,7 @@ const scenarios = {
     await drainWorker(readerWorker);
     draining = false;
     await posting;
-    const got = await waitForTexts(reader, sent, 30000);
-    const mine = got.filter((t) => sent.includes(t));
-    if (JSON.stringify(mine) !== JSON.stringify(sent)) {
-      throw new Error(`expected each message once, in order: ${JSON.stringify(mine)}`);
-    }
-    const now = await workerOf(reader);
-    if (now !== writerWorker) throw new Error(`reader is on ${now}, expected ${writerWorker}`);
+    await expectMovedWithEverything(reader, sent, writerWorker);
     // Moved on the hint: straight to another worker, no reconnection attempts on the old one.
     if (statuses.includes("reconnecting")) throw new Error(`statuses ${JSON.stringify(statuses)}`);
     if (!statuses.includes("switching")) throw new Error(`statuses ${JSON.stringify(statuses)}`);
@@ -240,13 +245,7 @@ const scenarios = {
       await say(writer, `during ${n}`);
       await writer.waitForTimeout(250);
     }
-    const got = await waitForTexts(reader, sent, 30000);
-    const mine = got.filter((t) => sent.includes(t));
-    if (JSON.stringify(mine) !== JSON.stringify(sent)) {
-      throw new Error(`expected each message once, in order: ${JSON.stringify(mine)}`);
-    }
-    const now = await workerOf(reader);
-    if (now !== writerWorker) throw new Error(`reader is on ${now}, expected ${writerWorker}`);
+    await expectMovedWithEverything(reader, sent, writerWorker);
     await shot(reader, "failover-reader");
   },
 

@@ -566,18 +566,33 @@ mod tests {
         stored
     }
 
+    /// A store on the Redis at `url` (which need not run).
+    fn store_at(url: &str) -> Store {
+        let client = redis::Client::open(url).unwrap();
+        let db = Db::connect_lazy(
+            crate::topology::Topology::Server(Box::new(client)),
+            Duration::from_secs(2),
+        )
+        .unwrap();
+        Store::new(db, 100, 3600)
+    }
+
+    /// Small windows, so that tests wait little.
+    fn settings() -> RoomSettings {
+        RoomSettings {
+            window: Duration::from_millis(10),
+            limits: FrameLimits {
+                max_items: 100,
+                max_bytes: 1 << 20,
+            },
+            history_length: 100,
+            active_every: Duration::from_millis(50),
+        }
+    }
+
     async fn start(origin: Origin, history: usize) -> (Room, Vec<(String, String)>) {
         let redis = Redis::start().unwrap();
-        let client = redis::Client::open(redis.url()).unwrap();
-        let store = Store::new(
-            Db::connect_lazy(
-                crate::topology::Topology::Server(Box::new(client)),
-                Duration::from_secs(2),
-            )
-            .unwrap(),
-            100,
-            3600,
-        );
+        let store = store_at(&redis.url());
         let stored = self::store(&store, 0..history).await;
         let origin = match origin {
             Origin::Recovered { last_id: Some(n) } => Origin::Recovered {
@@ -596,15 +611,7 @@ mod tests {
             inputs: rx,
             nchan: nchan.clone(),
             store: store.clone(),
-            settings: RoomSettings {
-                window: Duration::from_millis(10),
-                limits: FrameLimits {
-                    max_items: 100,
-                    max_bytes: 1 << 20,
-                },
-                history_length: 100,
-                active_every: Duration::from_millis(50),
-            },
+            settings: settings(),
             origin,
             overflowed: overflowed.clone(),
             subscribed,
@@ -632,16 +639,7 @@ mod tests {
     /// carry the state of an HTTP or Redis call (see `run`).
     #[tokio::test]
     async fn an_idle_room_task_is_small() {
-        let client = redis::Client::open("redis://127.0.0.1:1").unwrap();
-        let store = Store::new(
-            Db::connect_lazy(
-                crate::topology::Topology::Server(Box::new(client)),
-                Duration::from_secs(1),
-            )
-            .unwrap(),
-            100,
-            3600,
-        );
+        let store = store_at("redis://127.0.0.1:1");
         let (_inputs, rx) = mpsc::channel(1);
         let (_subscribed_tx, subscribed) = oneshot::channel();
         let (ready, _) = watch::channel(false);
@@ -650,15 +648,7 @@ mod tests {
             inputs: rx,
             nchan: Nchan::new("/nonexistent.sock".into()),
             store,
-            settings: RoomSettings {
-                window: Duration::from_millis(10),
-                limits: FrameLimits {
-                    max_items: 100,
-                    max_bytes: 1 << 20,
-                },
-                history_length: 100,
-                active_every: Duration::from_millis(50),
-            },
+            settings: settings(),
             origin: Origin::Fresh,
             overflowed: Arc::new(AtomicBool::new(false)),
             subscribed,
