@@ -293,11 +293,7 @@ pub async fn stream_start(
     let posters = cluster.posters(&rooms, &all, Duration::from_millis(100));
     let followers = cluster.followers(&rooms, readers);
     let all_reading = until_all_read(&followers, |_| true, timeout).await;
-    let spread = spread(
-        cluster,
-        &followers,
-        &(0..cluster.workers.len()).collect::<Vec<_>>(),
-    );
+    let spread = spread(cluster, &followers, &all);
     let delivery = settle(posters, &rooms, &followers, timeout).await;
     StreamStart {
         readers,
