@@ -22,8 +22,6 @@ const FAILURES_BEFORE_SWITCH: u32 = 3;
 const BACKOFF_BASE: Duration = Duration::from_millis(500);
 const BACKOFF_CAP: Duration = Duration::from_secs(15);
 const BACKOFF_MIN: Duration = Duration::from_millis(100);
-/// How far apart servers' clocks may be (the JS client's `CLOCK_SKEW_MS`).
-const CLOCK_SKEW_MS: u64 = 5000;
 
 #[derive(Debug, Default)]
 struct State {
@@ -222,7 +220,7 @@ impl State {
             item["id"].as_str().and_then(made),
             self.floor.as_deref().and_then(made),
         ) {
-            (Some(at), Some(floor)) => at + CLOCK_SKEW_MS < floor,
+            (Some(at), Some(floor)) => at + chatup_wire::id::CLOCK_SKEW_MS < floor,
             _ => false,
         };
         if !older {

@@ -34,6 +34,11 @@ pub fn made_at_millis(id: &str) -> Option<u64> {
     ulid::Ulid::from_string(id).ok().map(|id| id.timestamp_ms())
 }
 
+/// How far apart servers' clocks may be: a message made this much before
+/// another may still have been stored after it (the JS client's
+/// `CLOCK_SKEW_MS` is the same).
+pub const CLOCK_SKEW_MS: u64 = 5000;
+
 /// Milliseconds since the Unix epoch.
 pub fn unix_millis(now: SystemTime) -> u64 {
     now.duration_since(SystemTime::UNIX_EPOCH)

@@ -153,6 +153,22 @@ async function expectMovedWithEverything(reader, sent, worker) {
   if (now !== worker) throw new Error(`reader is on ${now}, expected ${worker}`);
 }
 
+/**
+ * Sends `text` until the widget refuses it (a ban or mute takes effect on
+ * the worker within a moment of the server API's answer); returns the
+ * error shown.
+ */
+async function sayUntilRefused(page, text, timeout = 10000) {
+  const started = Date.now();
+  for (;;) {
+    await say(page, text);
+    const error = page.locator(".chatup-error");
+    if (await error.isVisible()) return error.textContent();
+    if (Date.now() - started > timeout) throw new Error(`"${text}" was never refused`);
+    await page.waitForTimeout(100);
+  }
+}
+
 const shot = (page, name) => page.screenshot({ path: `${artifacts}/${name}.png` });
 
 const scenarios = {
@@ -322,9 +338,7 @@ const scenarios = {
       null,
       { timeout: 10000 },
     );
-    await dave.waitForTimeout(300);
-    await say(dave, "why can't I talk?");
-    const error = await dave.textContent(".chatup-error");
+    const error = await sayUntilRefused(dave, "why can't I talk?");
     if (!/banned from this room until .*spam/.test(error)) throw new Error(`error shown: ${error}`);
     if ((await dave.inputValue(".chatup-input")) !== "why can't I talk?") throw new Error("the refused text was lost");
     await shot(dave, "banned-dave");
@@ -352,9 +366,7 @@ const scenarios = {
     const slowed = await sam.textContent(".chatup-error");
     if (!/Slow down: you can post again in \d+ s/.test(slowed)) throw new Error(`error shown: ${slowed}`);
     await call("/bans", "ban", { bans: [{ user: "dev-mia", room: "e2e-calm", duration: 600, mute: true }] });
-    await mia.waitForTimeout(300);
-    await say(mia, "can I talk?");
-    const muted = await mia.textContent(".chatup-error");
+    const muted = await sayUntilRefused(mia, "can I talk?");
     if (!/You are muted in this room for 10 min: you can still read/.test(muted)) throw new Error(`error shown: ${muted}`);
     await checkAccessibility(mia, "a muted user in a room in slow mode");
     await shot(mia, "muted-mia");

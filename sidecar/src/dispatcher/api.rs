@@ -362,10 +362,6 @@ async fn room_counts(
 }
 
 /// The last `count` messages of `room`, oldest first, as JSON.
-/// How far apart servers' clocks may be: a message made this much before
-/// another may still have been stored after it.
-const CLOCK_SKEW_MS: u64 = 5000;
-
 /// The history for a client whose newest message, `after`, is no longer
 /// stored: removed by a ban (history still reaches back past it: no gap),
 /// or trimmed away (the oldest stored message is newer: a gap). Either
@@ -382,7 +378,7 @@ fn history_without(stored: &[Value], after: &str) -> (Vec<Value>, bool) {
         .is_some_and(|oldest| made_of(oldest).is_none_or(|at| at > after_ms));
     let history = stored
         .iter()
-        .filter(|m| made_of(m).is_none_or(|at| at + CLOCK_SKEW_MS >= after_ms))
+        .filter(|m| made_of(m).is_none_or(|at| at + chatup_wire::id::CLOCK_SKEW_MS >= after_ms))
         .cloned()
         .collect();
     (history, gap)
