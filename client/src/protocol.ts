@@ -4,7 +4,7 @@ import { Emitter } from "./core/emitter";
 import { ChatUpError, errorFromResponse } from "./core/errors";
 import { parseFrame, type Item } from "./core/frames";
 import { surelyOlder } from "./core/ulid";
-import { expiresAt, newIdempotencyKey } from "./core/token";
+import { claimsOf, expiresAt, newIdempotencyKey } from "./core/token";
 import type {
   JoinAnswer,
   Message,
@@ -279,6 +279,69 @@ export class ChatUpProtocol extends Emitter<ProtocolEvents> {
       if (response.status === 401) this.emit("tokenExpired", null);
       throw errorFromResponse(response.status, body, response.headers.get("Retry-After"));
     }
+  }
+
+  // --- moderation (a token with role "moderator" whose rooms allow this room) ---
+
+  /** Whether the token says its user is a moderator (display only: the server checks). */
+  get isModerator(): boolean {
+    return claimsOf(this.token)?.role === "moderator";
+  }
+
+  /**
+   * Deletes a message: removed from the room's history and, through an
+   * `rmMsg` event, from every reader's screen. Resolves with whether the
+   * history still had it.
+   */
+  async deleteMessage(id: string): Promise<{ removedFromHistory: boolean }> {
+    const body = await this.moderate({ action: "delete", id });
+    return { removedFromHistory: body.removed_from_history === true };
+  }
+
+  /** Times `userId` out in this room: they keep reading, their posts are refused for `seconds`. */
+  async mute(userId: string, seconds: number, reason?: string): Promise<void> {
+    await this.moderate({ action: "mute", user: userId, duration: seconds, reason });
+  }
+
+  /**
+   * Bans `userId` from this room (for `duration` seconds, or for good): their
+   * posts are refused and their messages removed. Resolves with how many.
+   */
+  async ban(userId: string, options: { duration?: number; reason?: string } = {}): Promise<{ removedMessages: number }> {
+    const body = await this.moderate({ action: "ban", user: userId, ...options });
+    return { removedMessages: Number(body.removed_messages ?? 0) };
+  }
+
+  /** Lifts a timeout early; resolves with whether there was one. */
+  async unmute(userId: string): Promise<boolean> {
+    return (await this.moderate({ action: "unmute", user: userId })).lifted === true;
+  }
+
+  /** Lifts a ban; resolves with whether there was one. */
+  async unban(userId: string): Promise<boolean> {
+    return (await this.moderate({ action: "unban", user: userId })).lifted === true;
+  }
+
+  private async moderate(action: Record<string, unknown>): Promise<Record<string, unknown>> {
+    if (!this.token) throw new ChatUpError("unauthorized", "sign in to moderate");
+    if (!this.tokenValid()) {
+      this.emit("tokenExpired", null);
+      throw new ChatUpError("unauthorized", "your sign-in has expired");
+    }
+    let response: Response;
+    try {
+      response = await fetch(`${this.dispatcherUrl}/rooms/${encodeURIComponent(this.room)}/moderation`, {
+        method: "POST",
+        headers: { Authorization: `Bearer ${this.token}`, "Content-Type": "application/json" },
+        body: JSON.stringify(action),
+      });
+    } catch {
+      throw new ChatUpError("unavailable", "the chat cannot be reached");
+    }
+    const body = (await response.json().catch(() => null)) as Record<string, unknown> | null;
+    if (response.ok && body) return body;
+    if (response.status === 401) this.emit("tokenExpired", null);
+    throw errorFromResponse(response.status, body, response.headers.get("Retry-After"));
   }
 
   /** One page of the room's members, and its counts. */
@@ -594,6 +657,10 @@ export class ChatUpProtocol extends Emitter<ProtocolEvents> {
       this.setActive(event.users);
     } else if (event.ev === "slow" && typeof event.secs === "number") {
       this.setSlowMode(event.secs);
+    } else if (event.ev === "rmMsg" && typeof event.msg_id === "string") {
+      // A deleted message that arrives later (a channel's replay after a
+      // reconnection) is not shown again.
+      this.seen.add(event.msg_id);
     }
     this.emit("event", event);
   }

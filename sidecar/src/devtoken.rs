@@ -19,6 +19,9 @@ pub struct DevTokenArgs {
     /// Seconds until the token expires.
     #[arg(long, default_value_t = 3600)]
     pub ttl: u64,
+    /// A moderator's token (`role: "moderator"`).
+    #[arg(long)]
+    pub moderator: bool,
     /// RSA private key (PEM) to sign with (RS256).
     #[arg(long, default_value = "conf/dev-keys/jwt-rs256.key")]
     pub key: PathBuf,
@@ -30,7 +33,7 @@ pub fn mint(args: &DevTokenArgs) -> anyhow::Result<String> {
         .name
         .as_ref()
         .map(|name| serde_json::json!({ "name": name }));
-    Ok(signer.user_token(&args.sub, public, args.ttl)?)
+    Ok(signer.user_token(&args.sub, public, args.ttl, args.moderator)?)
 }
 
 /// The `iss` of development user tokens: the local deployment and the
@@ -74,6 +77,7 @@ impl DevSigner {
         sub: &str,
         public: Option<serde_json::Value>,
         ttl: u64,
+        moderator: bool,
     ) -> Result<String, jsonwebtoken::errors::Error> {
         let now = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
@@ -88,6 +92,9 @@ impl DevSigner {
         });
         if let Some(public) = public {
             claims["public"] = public;
+        }
+        if moderator {
+            claims["role"] = serde_json::json!(chatup_gate::token::MODERATOR);
         }
         encode(&Header::new(Algorithm::RS256), &claims, &self.key)
     }

@@ -288,6 +288,31 @@ pub async fn purge_user(db: &Db, room: &str, user: &str) -> Result<u64, DbError>
     db.bounded(invocation.invoke_async(&mut conn)).await
 }
 
+// KEYS: a room's history. ARGV: a message id. Removes the message with
+// that id (the first found: ids are unique); returns 1, or 0 when the
+// history no longer has it.
+const REMOVE_MESSAGE: &str = r#"
+local items = redis.call('LRANGE', KEYS[1], 0, -1)
+for _, item in ipairs(items) do
+  local ok, message = pcall(cjson.decode, item)
+  if ok and type(message) == 'table' and message.id == ARGV[1] and message.ev == nil then
+    return redis.call('LREM', KEYS[1], 1, item)
+  end
+end
+return 0
+"#;
+
+/// Removes the message `id` from `room`'s history; false when the history
+/// does not have it (trimmed away, or never there).
+pub async fn remove_message(db: &Db, room: &str, id: &str) -> Result<bool, DbError> {
+    let script = Script::new(REMOVE_MESSAGE);
+    let mut invocation = script.prepare_invoke();
+    invocation.key(keys::history(room)).arg(id);
+    let mut conn = db.conn();
+    let removed: u64 = db.bounded(invocation.invoke_async(&mut conn)).await?;
+    Ok(removed > 0)
+}
+
 /// `store`, acknowledging messages only once `min_replicas` replicas have
 /// them, through a connection of their own.
 pub fn durable(

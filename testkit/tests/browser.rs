@@ -22,7 +22,7 @@ fn live_workers(dispatcher: &Dispatcher) -> usize {
 }
 
 #[test]
-fn the_widget_chats_moves_off_a_draining_worker_fails_over_falls_back_survives_token_expiry_and_shows_bans_in_chromium(
+fn the_widget_chats_moves_off_a_draining_worker_fails_over_falls_back_survives_token_expiry_shows_bans_and_moderates_in_chromium(
 ) {
     let chromium = std::env::var("CHROMIUM").unwrap_or_else(|_| "/usr/bin/chromium".into());
     assert!(
@@ -106,7 +106,7 @@ fn the_widget_chats_moves_off_a_draining_worker_fails_over_falls_back_survives_t
     assert!(status.success(), "browser scenarios failed (see above)");
     // Every scenario of the runner passed, and there is one per behaviour
     // this test stands for (chat, drain, failover, two fallbacks, token
-    // expiry, bans, mutes and slow mode).
+    // expiry, bans, mutes and slow mode, a moderator's actions).
     assert_eq!(Some(passed.len()), total, "{passed:?}");
-    assert!(passed.len() >= 8, "{passed:?}");
+    assert!(passed.len() >= 9, "{passed:?}");
 }

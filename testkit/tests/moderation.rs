@@ -861,3 +861,178 @@ async fn a_token_valid_for_a_century_is_refused_by_the_shipped_configuration() {
     .await;
     assert_eq!(status, 202, "an ordinary token still works");
 }
+
+/// A moderator's action from the client: `POST /rooms/{room}/moderation`
+/// on the dispatcher with their own user token.
+async fn moderate(
+    dispatcher: &Dispatcher,
+    room: &str,
+    token: Option<&str>,
+    body: &str,
+) -> (u16, Value) {
+    let mut request = reqwest::Client::new()
+        .post(format!("{}/rooms/{room}/moderation", dispatcher.base_url()))
+        .header("Content-Type", "application/json")
+        .body(body.to_string());
+    if let Some(token) = token {
+        request = request.bearer_auth(token);
+    }
+    let response = request.send().await.unwrap();
+    let status = response.status().as_u16();
+    (status, response.json().await.unwrap_or(Value::Null))
+}
+
+#[tokio::test]
+async fn a_moderator_deletes_a_message_times_out_and_bans_its_author_from_the_client() {
+    let redis = Redis::start().unwrap();
+    let worker = ChatWorker::start(&redis).unwrap();
+    let dispatcher = Dispatcher::start(&redis).unwrap();
+    let (troll, ann) = (token_for("troll", "Troll"), token_for("ann", "Ann"));
+    let moderator = rs256_token(
+        &json!({"sub": "mod", "exp": now_secs() + 600, "role": "moderator", "rooms": ["arena"]}),
+    );
+    let watch = SubscribeOptions {
+        events: true,
+        ..Default::default()
+    };
+    let mut reader = Subscriber::open(Transport::WebSocket, &worker, "arena", watch)
+        .await
+        .unwrap();
+    let mut ids = Vec::new();
+    for (token, text) in [(&troll, "bad"), (&ann, "good"), (&troll, "worse")] {
+        let (status, body) = post_message(&worker, "arena", Some(token), &msg(text)).await;
+        assert_eq!(status, 202, "{body}");
+        ids.push(body["id"].as_str().unwrap().to_string());
+    }
+    assert_eq!(items(&reader.frames_until(3, WAIT).await).len(), 3);
+    let history = || {
+        let url = format!("{}/rooms/arena/messages", dispatcher.base_url());
+        async move {
+            let (_, body) = get_json(&url).await;
+            body["messages"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|m| m["msg"].as_str().unwrap().to_string())
+                .collect::<Vec<_>>()
+        }
+    };
+
+    // Delete one message: gone from history, readers told by id.
+    let delete = json!({"action": "delete", "id": ids[0]}).to_string();
+    let (status, body) = moderate(&dispatcher, "arena", Some(&moderator), &delete).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["removed_from_history"], true);
+    let deletion = reader
+        .drain_for(Duration::from_millis(800))
+        .await
+        .into_iter()
+        .find(|item| item["ev"] == "rmMsg")
+        .expect("an rmMsg event");
+    assert_eq!(deletion["msg_id"], ids[0].as_str());
+    assert_eq!(history().await, ["good", "worse"]);
+    // Deleting it again: nothing left in history, readers still told.
+    let (status, body) = moderate(&dispatcher, "arena", Some(&moderator), &delete).await;
+    assert_eq!(
+        (status, &body["removed_from_history"]),
+        (200, &json!(false))
+    );
+
+    // A timeout: the troll's posts are refused as muted, until lifted.
+    let mute = json!({"action": "mute", "user": "troll", "duration": 600}).to_string();
+    let (status, body) = moderate(&dispatcher, "arena", Some(&moderator), &mute).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["ban"]["mute"], true);
+    let (refusal, _) = post_until(&worker, "arena", &troll, 403).await;
+    assert_eq!(refusal["error"], "muted");
+    let unmute = json!({"action": "unmute", "user": "troll"}).to_string();
+    let (status, body) = moderate(&dispatcher, "arena", Some(&moderator), &unmute).await;
+    assert_eq!((status, &body["lifted"]), (200, &json!(true)), "{body}");
+    post_until(&worker, "arena", &troll, 202).await;
+
+    // A ban: refused as banned, and every message of theirs removed.
+    let ban = json!({"action": "ban", "user": "troll", "reason": "spam"}).to_string();
+    let (status, body) = moderate(&dispatcher, "arena", Some(&moderator), &ban).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(
+        body["removed_messages"], 2,
+        "'worse' and the post that found the unmute"
+    );
+    let (refusal, _) = post_until(&worker, "arena", &troll, 403).await;
+    assert_eq!(
+        (&refusal["error"], &refusal["reason"]),
+        (&json!("banned"), &json!("spam"))
+    );
+    assert_eq!(history().await, ["good"]);
+    let (status, _) = post_message(&worker, "side", Some(&troll), &msg("elsewhere")).await;
+    assert_eq!(status, 202, "a moderator's ban holds in their room only");
+}
+
+#[tokio::test]
+async fn moderation_from_the_client_needs_a_moderator_of_the_room_and_a_well_formed_action() {
+    let redis = Redis::start().unwrap();
+    let worker = ChatWorker::start(&redis).unwrap();
+    let dispatcher = Dispatcher::start(&redis).unwrap();
+    let (status, body) =
+        post_message(&worker, "arena", Some(&token_for("ann", "Ann")), &msg("hi")).await;
+    assert_eq!(status, 202);
+    let id = body["id"].as_str().unwrap().to_string();
+    let delete = json!({"action": "delete", "id": id}).to_string();
+    let moderator_of = |rooms: Value| {
+        rs256_token(
+            &json!({"sub": "mod", "exp": now_secs() + 600, "role": "moderator", "rooms": rooms}),
+        )
+    };
+    let expired = rs256_token(&json!({"sub": "mod", "exp": now_secs() - 600, "role": "moderator"}));
+    let refusals = [
+        (None, 401, "missing Authorization: Bearer <moderator token>"),
+        (Some(expired), 401, ""),
+        (
+            Some(token_for("ann", "Ann")),
+            403,
+            "only moderators may do this (role claim \"moderator\")",
+        ),
+        (
+            Some(moderator_of(json!(["side"]))),
+            403,
+            "this token does not give access to this room",
+        ),
+    ];
+    for (token, want, error) in refusals {
+        let (status, body) = moderate(&dispatcher, "arena", token.as_deref(), &delete).await;
+        assert_eq!(status, want, "{body}");
+        assert!(body["error"].as_str().unwrap().contains(error), "{body}");
+    }
+    let moderator = moderator_of(json!(["arena"]));
+    for (body, error) in [
+        ("not json", "invalid moderation request"),
+        (r#"{"action": "purge"}"#, "invalid moderation request"),
+        (
+            r#"{"action": "ban", "user": "troll", "room": "*"}"#,
+            "unknown field",
+        ),
+        (
+            r#"{"action": "mute", "user": "troll", "duration": 0}"#,
+            "duration must be",
+        ),
+        (r#"{"action": "ban", "user": "system"}"#, "the system user"),
+        (
+            r#"{"action": "delete", "id": "../etc"}"#,
+            "id must be a message id",
+        ),
+    ] {
+        let (status, answer) = moderate(&dispatcher, "arena", Some(&moderator), body).await;
+        assert_eq!(status, 400, "{body}: {answer}");
+        assert!(
+            answer["error"].as_str().unwrap().contains(error),
+            "{body}: {answer}"
+        );
+    }
+    let (status, _) = moderate(&dispatcher, "bad room!", Some(&moderator), &delete).await;
+    assert_eq!(status, 400);
+    // Nothing of the refused requests changed anything.
+    let (_, history) = get_json(&format!("{}/rooms/arena/messages", dispatcher.base_url())).await;
+    assert_eq!(history["messages"].as_array().unwrap().len(), 1);
+    let (status, _) = moderate(&dispatcher, "arena", Some(&moderator), &delete).await;
+    assert_eq!(status, 200);
+}

@@ -6,6 +6,7 @@
 //! - `count`: the room's readers and members, sent periodically when they
 //!   changed; in busy rooms it replaces join and leave events;
 //! - `rmUserMsg`: a user was banned from the room: remove their messages;
+//! - `rmMsg`: a moderator deleted one message (`msg_id`): remove it;
 //! - `active`: the room's recently active list changed: the last
 //!   [`ACTIVE_USERS`] distinct posters, newest first (at most every few
 //!   seconds);
@@ -50,6 +51,12 @@ pub enum EventKind {
     RmUserMsg {
         user: User,
     },
+    /// A moderator deleted the message `msg_id` (removed from history):
+    /// remove it from the screen.
+    #[serde(rename = "rmMsg")]
+    RmMsg {
+        msg_id: String,
+    },
     Migrate {
         worker: String,
         within_ms: u64,
@@ -73,11 +80,12 @@ pub enum EventKind {
 pub const ACTIVE_USERS: usize = 10;
 
 /// Event names a site's server cannot use for its own events.
-pub const RESERVED_EVENTS: [&str; 7] = [
+pub const RESERVED_EVENTS: [&str; 8] = [
     "join",
     "leave",
     "count",
     "rmUserMsg",
+    "rmMsg",
     "migrate",
     "active",
     "slow",
@@ -144,5 +152,17 @@ mod tests {
             ts: 7,
         };
         assert_eq!(serde_json::to_value(&removal).unwrap()["ev"], "rmUserMsg");
+        let deletion = RoomEvent {
+            id: "01M".into(),
+            room: "lobby".into(),
+            kind: EventKind::RmMsg {
+                msg_id: "01H".into(),
+            },
+            ts: 8,
+        };
+        assert_eq!(
+            serde_json::to_value(&deletion).unwrap(),
+            json!({"id": "01M", "room": "lobby", "ev": "rmMsg", "msg_id": "01H", "ts": 8})
+        );
     }
 }

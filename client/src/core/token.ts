@@ -6,6 +6,8 @@ export interface TokenClaims {
   sub?: string;
   /** Seconds since the epoch. */
   exp?: number;
+  /** `moderator`: the widget offers moderator actions (the server decides). */
+  role?: string;
 }
 
 export function claimsOf(token: string | undefined): TokenClaims | undefined {
@@ -16,6 +18,7 @@ export function claimsOf(token: string | undefined): TokenClaims | undefined {
     return {
       sub: typeof claims.sub === "string" ? claims.sub : undefined,
       exp: typeof claims.exp === "number" ? claims.exp : undefined,
+      role: typeof claims.role === "string" ? claims.role : undefined,
     };
   } catch {
     return undefined;

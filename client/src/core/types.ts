@@ -7,6 +7,9 @@ export interface User {
   role?: string;
 }
 
+/** The user id of messages a site's server posted. */
+export const SYSTEM_USER = "system";
+
 /** A chat message. */
 export interface Message {
   id: string;
@@ -18,7 +21,7 @@ export interface Message {
 }
 
 /**
- * A room event: join, leave, count, rmUserMsg, migrate (the worker drains:
+ * A room event: join, leave, count, rmUserMsg, rmMsg, migrate (the worker drains:
  * the client moves by itself), or a site's custom event.
  */
 export interface RoomEvent {
@@ -38,6 +41,8 @@ export interface RoomEvent {
   until?: number;
   /** slow: the room's slow mode in seconds (0: off). */
   secs?: number;
+  /** rmMsg: the id of the message a moderator deleted. */
+  msg_id?: string;
   /** migrate: the drain was cancelled, stay. */
   cancel?: boolean;
 }

@@ -78,6 +78,15 @@ export const STYLE = `
 }
 .chatup-msg[data-mine] .chatup-text { background: color-mix(in srgb, var(--chatup-accent) 12%, var(--chatup-bg)); }
 .chatup-msg[data-role="system"] .chatup-text { background: transparent; border: 1px dashed var(--chatup-border); color: var(--chatup-muted); }
+.chatup-msg[data-deleted] .chatup-text { background: transparent; border: 1px dashed var(--chatup-border); color: var(--chatup-muted); font-style: italic; }
+.chatup-actions { display: flex; gap: 4px; margin: 2px 0 0 30px; }
+.chatup-act {
+  font: inherit; font-size: .78em; border: 1px solid var(--chatup-border); border-radius: 999px;
+  padding: 1px 8px; cursor: pointer; background: var(--chatup-bg); color: var(--chatup-muted);
+}
+.chatup-act[data-armed] { border-color: var(--chatup-error); color: var(--chatup-error); }
+.chatup-act:disabled { cursor: progress; }
+.chatup-act:focus-visible { outline: 2px solid var(--chatup-fg); outline-offset: 1px; }
 .chatup-notice { align-self: center; color: var(--chatup-muted); font-size: .85em; }
 .chatup-empty { margin: auto; color: var(--chatup-muted); text-align: center; }
 .chatup-more {

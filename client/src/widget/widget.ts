@@ -2,6 +2,7 @@ import { ChatUpError } from "../core/errors";
 import { claimsOf } from "../core/token";
 import type { Message, RoomCounts, RoomEvent, Status, User } from "../core/types";
 import { ChatUpProtocol, type ProtocolOptions } from "../protocol";
+import { moderatorControls, type ModerationHost } from "./moderation";
 import { STYLE } from "./style";
 import { safeAvatar, safeColor } from "./userstyle";
 
@@ -18,6 +19,8 @@ export interface WidgetOptions extends ProtocolOptions {
    * browsers call a server of the user's choosing).
    */
   avatarOrigins?: string[];
+  /** For moderators: how long the "Time out" control silences someone, in seconds. Default 600. */
+  timeoutSeconds?: number;
 }
 
 const STATUS_TEXT: Record<Status, string> = {
@@ -114,7 +117,11 @@ export class ChatUp {
   private readonly maxMessages: number;
   private readonly placeholder: string;
   private readonly avatarOrigins: string[];
+  private readonly timeoutSeconds: number;
   private me: string | undefined;
+  /** Whether the token says moderator: messages get moderator controls. */
+  private moderating = false;
+  private readonly moderationHost: ModerationHost;
   private following = true;
   private errorTimer: ReturnType<typeof setTimeout> | null = null;
 
@@ -122,8 +129,17 @@ export class ChatUp {
     ChatUp.injectStyle();
     this.maxMessages = options.maxMessages ?? 500;
     this.avatarOrigins = [...(options.avatarOrigins ?? []), window.location.origin];
+    this.timeoutSeconds = options.timeoutSeconds ?? 600;
     this.me = subOf(options.token);
     this.protocol = new ChatUpProtocol(options);
+    this.moderating = this.protocol.isModerator;
+    this.moderationHost = {
+      protocol: this.protocol,
+      me: () => this.me,
+      notice: (text) => this.append(el("div", "chatup-notice", text)),
+      error: (text) => this.showError(text),
+      markDeleted: (id) => this.markDeleted(id),
+    };
 
     this.root = el("section", "chatup");
     this.root.setAttribute("aria-label", `Chat: ${options.title ?? options.room}`);
@@ -204,6 +220,13 @@ export class ChatUp {
     this.protocol.setToken(token);
     this.me = subOf(token);
     this.setSignedIn(Boolean(token));
+    if (this.moderating !== this.protocol.isModerator) {
+      this.moderating = this.protocol.isModerator;
+      for (const item of Array.from(this.list.querySelectorAll<HTMLElement>(".chatup-msg"))) {
+        item.querySelector(".chatup-actions")?.remove();
+        if (this.moderating && item.dataset.deleted === undefined) this.addControls(item);
+      }
+    }
   }
 
   close(): void {
@@ -298,8 +321,25 @@ export class ChatUp {
     const time = el("time", "chatup-time", new Date(message.ts).toLocaleTimeString([], { hour: "2-digit", minute: "2-digit" }));
     time.dateTime = new Date(message.ts).toISOString();
     head.append(time);
+    item.dataset.name = name;
     item.append(head, el("p", "chatup-text", message.msg));
+    if (this.moderating) this.addControls(item);
     this.append(item);
+  }
+
+  private addControls(item: HTMLElement): void {
+    const target = { id: item.dataset.id ?? "", userId: item.dataset.userId ?? "", name: item.dataset.name ?? "" };
+    item.append(moderatorControls(target, this.moderationHost, this.timeoutSeconds));
+  }
+
+  /** A message a moderator deleted: its text is gone, a line says so. */
+  private markDeleted(id: string): void {
+    const item = Array.from(this.list.querySelectorAll<HTMLElement>(".chatup-msg")).find((node) => node.dataset.id === id);
+    if (!item || item.dataset.deleted !== undefined) return;
+    item.dataset.deleted = "";
+    item.querySelector(".chatup-actions")?.remove();
+    const text = item.querySelector(".chatup-text");
+    if (text) text.textContent = "Message deleted by a moderator.";
   }
 
   /**
@@ -331,7 +371,9 @@ export class ChatUp {
   }
 
   private onEvent(event: RoomEvent): void {
-    if (event.ev === "rmUserMsg" && event.user) {
+    if (event.ev === "rmMsg" && event.msg_id) {
+      this.markDeleted(event.msg_id);
+    } else if (event.ev === "rmUserMsg" && event.user) {
       const banned = event.user.id;
       let removed = 0;
       for (const node of Array.from(this.list.children) as HTMLElement[]) {

@@ -85,7 +85,7 @@ const browser = await chromium.launch({
 /** Every URL the pages asked for (requests and WebSockets): no credential may be in one. */
 const requestedUrls = [];
 
-async function openChat(name, room, { blockWebSocket = false, blockEventSource = false } = {}) {
+async function openChat(name, room, { blockWebSocket = false, blockEventSource = false, moderator = false } = {}) {
   const context = await browser.newContext({ viewport: { width: 760, height: 820 } });
   const page = await context.newPage();
   page.on("pageerror", (e) => console.log(`[${name}] page error: ${e.message}`));
@@ -109,6 +109,7 @@ async function openChat(name, room, { blockWebSocket = false, blockEventSource =
   await page.goto(`${dispatcher}/demo/index.html`);
   await page.fill("#name", name);
   await page.fill("#room", room);
+  if (moderator) await page.check("#moderator");
   await page.click("form.join button");
   await page.waitForSelector('.chatup-status[data-status="connected"]', { timeout: 15000 });
   return page;
@@ -370,6 +371,60 @@ const scenarios = {
     if (!/You are muted in this room for 10 min: you can still read/.test(muted)) throw new Error(`error shown: ${muted}`);
     await checkAccessibility(mia, "a muted user in a room in slow mode");
     await shot(mia, "muted-mia");
+  },
+
+  async "a moderator deletes a message, times out and bans its author from the widget"() {
+    const room = "e2e-moderated";
+    const mo = await openChat("Mo", room, { moderator: true });
+    const vic = await openChat("Vic", room);
+    const tro = await openChat("Tro", room);
+    await say(tro, "spam one");
+    await say(vic, "hello all");
+    await say(tro, "spam two");
+    await waitForTexts(mo, ["spam one", "hello all", "spam two"]);
+    await waitForTexts(vic, ["spam one", "hello all", "spam two"]);
+    if ((await vic.locator(".chatup-actions").count()) !== 0) throw new Error("a reader got moderator controls");
+    const messageOf = (page, text) => page.locator(".chatup-msg", { has: page.locator(".chatup-text", { hasText: text }) });
+
+    // Delete: every reader sees the text replaced.
+    await messageOf(mo, "spam one").getByRole("button", { name: "Delete the message from Tro" }).click();
+    for (const page of [mo, vic]) {
+      await page.waitForFunction(
+        () => {
+          const shown = Array.from(document.querySelectorAll(".chatup-text"), (n) => n.textContent);
+          return !shown.includes("spam one") && shown.includes("Message deleted by a moderator.");
+        },
+        null,
+        { timeout: 10000 },
+      );
+    }
+    // Time out: the author is told on their next post.
+    await messageOf(mo, "spam two").getByRole("button", { name: "Time out Tro for 10 min" }).click();
+    await mo.getByText("Tro is timed out for 10 min.").waitFor({ timeout: 10000 });
+    const muted = await sayUntilRefused(tro, "let me talk");
+    if (!/You are muted in this room for 10 min/.test(muted)) throw new Error(`error shown: ${muted}`);
+    await checkAccessibility(mo, "a moderator's view: controls, a deleted message, a notice");
+    await shot(mo, "moderator-mo");
+
+    // Ban: two clicks; the author's messages leave every screen.
+    const ban = messageOf(mo, "spam two").locator("button.chatup-act", { hasText: "Ban" });
+    await ban.click();
+    await messageOf(mo, "spam two").getByRole("button", { name: /^Confirm: ban Tro/ }).click();
+    await vic.waitForFunction(
+      () => !Array.from(document.querySelectorAll(".chatup-msg"), (n) => n.dataset.userId).includes("dev-tro"),
+      null,
+      { timeout: 10000 },
+    );
+    const deadline = Date.now() + 10000;
+    for (;;) {
+      await say(tro, "and now?");
+      const shown = await tro.textContent(".chatup-error");
+      if (/You are banned from this room/.test(shown)) break;
+      if (Date.now() > deadline) throw new Error(`never told of the ban: ${shown}`);
+      await tro.waitForTimeout(100);
+    }
+    if (JSON.stringify(await texts(vic)) !== JSON.stringify(["hello all"])) throw new Error(`left on screen: ${await texts(vic)}`);
+    await shot(vic, "ban-by-moderator-seen-by-vic");
   },
 };
 

@@ -637,3 +637,52 @@ test("without a token there is no ticket: the reader is anonymous", async () => 
   assert.deepEqual(w.tickets, []);
   protocol.close();
 });
+
+test("moderator actions go to the dispatcher with the token; a deleted message never comes back", async () => {
+  const w = world(["w1"]);
+  const moderator = tokenWith({ sub: "mod", role: "moderator", exp: Date.now() / 1000 + 600 });
+  const protocol = new ChatUpProtocol({
+    dispatcherUrl: "http://d",
+    room: "r",
+    token: moderator,
+    transportFactories: w.factories,
+  });
+  assert.equal(protocol.isModerator, true);
+  const got: string[] = [];
+  protocol.on("message", (m) => got.push(m.id));
+  void protocol.connect();
+  await tick();
+  const stream = w.opened[0].handlers;
+  stream.onOpen();
+  stream.onFrame("1:0", JSON.stringify([message("m1"), { id: "e1", room: "r", ev: "rmMsg", msg_id: "m2", ts: 2 }]));
+  // A replay that still has the deleted message.
+  stream.onFrame("1:1", JSON.stringify([message("m2"), message("m3")]));
+  assert.deepEqual(got, ["h1", "h2", "m1", "m3"]);
+
+  const sent: Array<{ url: string; body: unknown; authorization?: string }> = [];
+  const answers: Array<[number, unknown]> = [
+    [200, { action: "delete", id: "m1", removed_from_history: true }],
+    [200, { action: "ban", removed_messages: 3 }],
+    [403, { error: "only moderators may do this (role claim \"moderator\")" }],
+  ];
+  globalThis.fetch = (async (url: string, init?: { body?: string; headers?: Record<string, string> }) => {
+    sent.push({ url, body: JSON.parse(init?.body ?? "null"), authorization: init?.headers?.Authorization });
+    const [status, body] = answers.shift()!;
+    return new Response(JSON.stringify(body), { status });
+  }) as typeof fetch;
+  assert.deepEqual(await protocol.deleteMessage("m1"), { removedFromHistory: true });
+  assert.deepEqual(await protocol.ban("troll", { reason: "spam" }), { removedMessages: 3 });
+  await assert.rejects(protocol.mute("troll", 600), (e: ChatUpError) => e.code === "forbidden");
+  assert.deepEqual(
+    sent.map((s) => s.body),
+    [
+      { action: "delete", id: "m1" },
+      { action: "ban", user: "troll", reason: "spam" },
+      { action: "mute", user: "troll", duration: 600 },
+    ],
+  );
+  assert.ok(sent.every((s) => s.url === "http://d/rooms/r/moderation" && s.authorization === `Bearer ${moderator}`));
+  protocol.setToken(tokenWith({ sub: "ann", exp: Date.now() / 1000 + 600 }));
+  assert.equal(protocol.isModerator, false);
+  protocol.close();
+});

@@ -12,7 +12,9 @@
 //! - on the operator listener only (`operator_router`): `GET /workers`, the
 //!   live workers, their URLs and load (not for the public: it maps the
 //!   cluster), and `GET /healthz`;
-//! - the server API (`server_api`): bans and server posts.
+//! - the server API (`server_api`): bans and server posts;
+//! - `POST /rooms/{room}/moderation` (`moderator`): a moderator's actions
+//!   from the client, with their own user token.
 
 use std::sync::Arc;
 
@@ -31,6 +33,7 @@ use serde_json::{json, Value};
 use crate::api_error::ApiError;
 use crate::db::{Db, DbError};
 use crate::dispatcher::join_cache::{JoinCache, RoomSnapshot};
+use crate::dispatcher::moderator::{self, ModeratorApi};
 use crate::dispatcher::params::RoomRequest;
 use crate::dispatcher::server_api::{self, ServerApi};
 use crate::presence::{Presence, RoomCounts};
@@ -125,6 +128,12 @@ impl ReadRule {
 }
 
 pub fn router(state: AppState, server: ServerApi) -> Router {
+    let moderator_routes = Router::new()
+        .route("/rooms/{room}/moderation", post(moderator::act))
+        .with_state(ModeratorApi {
+            read: state.read.clone(),
+            server: server.clone(),
+        });
     let server_routes = Router::new()
         .route("/bans", post(server_api::ban).delete(server_api::lift))
         .route("/rooms/{room}/bans", get(server_api::list))
@@ -139,6 +148,7 @@ pub fn router(state: AppState, server: ServerApi) -> Router {
         .route("/healthz", get(health))
         .with_state(state)
         .merge(server_routes)
+        .merge(moderator_routes)
         .fallback(|| async { ApiError::not_found() })
         .method_not_allowed_fallback(|| async {
             ApiError::new(StatusCode::METHOD_NOT_ALLOWED, "method not allowed")

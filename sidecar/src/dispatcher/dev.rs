@@ -21,6 +21,9 @@ pub struct TokenRequest {
     /// example page and the browser tests see a token expire.
     #[serde(default)]
     ttl_secs: Option<u64>,
+    /// A moderator's token (`role: "moderator"`), to try moderation.
+    #[serde(default)]
+    moderator: bool,
 }
 
 /// A user id from a display name: `dev-` and its letters and digits.
@@ -66,7 +69,7 @@ pub async fn token(
     let id = user_id(name);
     let public = json!({ "name": name, "color": color(name) });
     let token = signer
-        .user_token(&id, Some(public.clone()), ttl)
+        .user_token(&id, Some(public.clone()), ttl, request.moderator)
         .map_err(|e| ApiError::new(axum::http::StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?;
     Ok(Json(
         json!({ "token": token, "user": { "id": id, "public": public } }),

@@ -7,6 +7,7 @@ mod api;
 mod dev;
 mod fleet_metrics;
 mod join_cache;
+mod moderator;
 mod params;
 mod replay;
 mod server_api;

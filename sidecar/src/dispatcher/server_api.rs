@@ -47,7 +47,7 @@ use crate::store::{self, Store};
 /// Longest server message, in characters.
 const MAX_SERVER_MESSAGE_CHARS: usize = 16 * 1024;
 /// Longest ban: ten years.
-const MAX_BAN_SECS: u64 = 10 * 365 * 24 * 3600;
+pub(crate) const MAX_BAN_SECS: u64 = 10 * 365 * 24 * 3600;
 
 #[derive(Clone)]
 pub struct ServerApi {
@@ -59,7 +59,7 @@ pub struct ServerApi {
     pub ids: Arc<Mutex<MessageIdGenerator>>,
 }
 
-fn unavailable(e: DbError) -> ApiError {
+pub(crate) fn unavailable(e: DbError) -> ApiError {
     tracing::warn!(error = %e, "redis unavailable");
     ApiError::unavailable("chat service unavailable (redis)")
 }
@@ -164,11 +164,32 @@ impl ServerApi {
         Ok(request)
     }
 
-    fn next_id(&self, now: SystemTime) -> String {
+    pub(crate) fn next_id(&self, now: SystemTime) -> String {
         self.ids
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .next_id(now)
+    }
+
+    /// Tells every reader of `room` (on every worker) about `kind`.
+    pub(crate) async fn publish_room_event(
+        &self,
+        room: &str,
+        kind: EventKind,
+        now: SystemTime,
+    ) -> Result<(), ApiError> {
+        let event = RoomEvent {
+            id: self.next_id(now),
+            room: room.to_string(),
+            kind,
+            ts: unix_millis(now),
+        };
+        let json = serde_json::to_string(&event)
+            .map_err(|e| unavailable(DbError::Corrupt(e.to_string())))?;
+        self.store
+            .publish_event(room, &json)
+            .await
+            .map_err(unavailable)
     }
 }
 
@@ -195,7 +216,7 @@ struct BanClaims {
     bans: Vec<BanItem>,
 }
 
-fn check_target(user: &str, room: &str) -> Result<(), ApiError> {
+pub(crate) fn check_target(user: &str, room: &str) -> Result<(), ApiError> {
     if user.is_empty() || user.len() > chatup_gate::token::MAX_SUB_LEN {
         return Err(ApiError::bad_request("ban: user must be a user id"));
     }
@@ -247,7 +268,11 @@ pub async fn ban(State(api): State<ServerApi>, body: Bytes) -> Result<impl IntoR
 
 /// Removes the banned user's messages from the history of the room (every
 /// room they posted in, for `*`) and tells the room's readers to.
-async fn remove_messages(api: &ServerApi, ban: &Ban, now: SystemTime) -> Result<u64, ApiError> {
+pub(crate) async fn remove_messages(
+    api: &ServerApi,
+    ban: &Ban,
+    now: SystemTime,
+) -> Result<u64, ApiError> {
     let rooms = if ban.room == "*" {
         store::rooms_of_poster(api.store.db(), &ban.user)
             .await
@@ -260,29 +285,19 @@ async fn remove_messages(api: &ServerApi, ban: &Ban, now: SystemTime) -> Result<
         removed += store::purge_user(api.store.db(), &room, &ban.user)
             .await
             .map_err(unavailable)?;
-        let event = RoomEvent {
-            id: api.next_id(now),
-            room: room.clone(),
-            kind: EventKind::RmUserMsg {
-                user: User {
-                    id: ban.user.clone(),
-                    public: None,
-                    role: None,
-                },
+        let removal = EventKind::RmUserMsg {
+            user: User {
+                id: ban.user.clone(),
+                public: None,
+                role: None,
             },
-            ts: unix_millis(now),
         };
-        let json = serde_json::to_string(&event)
-            .map_err(|e| unavailable(DbError::Corrupt(e.to_string())))?;
-        api.store
-            .publish_event(&room, &json)
-            .await
-            .map_err(unavailable)?;
+        api.publish_room_event(&room, removal, now).await?;
     }
     Ok(removed)
 }
 
-fn describe(ban: &Ban, now_ms: u64) -> Value {
+pub(crate) fn describe(ban: &Ban, now_ms: u64) -> Value {
     let mut described = json!({
         "user": ban.user,
         "room": ban.room,
@@ -509,19 +524,9 @@ pub async fn slow_mode(
         .set_slow(&claims.room, claims.secs)
         .await
         .map_err(unavailable)?;
-    let now = SystemTime::now();
-    let event = RoomEvent {
-        id: api.next_id(now),
-        room: claims.room.clone(),
-        kind: EventKind::Slow { secs: claims.secs },
-        ts: unix_millis(now),
-    };
-    let json =
-        serde_json::to_string(&event).map_err(|e| unavailable(DbError::Corrupt(e.to_string())))?;
-    api.store
-        .publish_event(&claims.room, &json)
-        .await
-        .map_err(unavailable)?;
+    let slow = EventKind::Slow { secs: claims.secs };
+    api.publish_room_event(&claims.room, slow, SystemTime::now())
+        .await?;
     tracing::info!(room = %claims.room, secs = claims.secs, "slow mode set");
     Ok(Json(json!({ "room": claims.room, "secs": claims.secs })))
 }
