@@ -10,6 +10,7 @@ import type {
   Message,
   RoomCounts,
   RoomEvent,
+  RoomRule,
   Stats,
   Status,
   TicketAnswer,
@@ -57,6 +58,8 @@ export interface ProtocolEvents extends Record<string, unknown> {
   active: User[];
   /** The room's slow mode changed: at most one message per user this many seconds (0: off). */
   slowMode: number;
+  /** The room's rule for posting changed (null: everyone may post). */
+  rule: RoomRule | null;
   /** The token expired (or the server refused it): reading goes on; give a new one with `setToken()` to post. */
   tokenExpired: null;
 }
@@ -100,6 +103,7 @@ export class ChatUpProtocol extends Emitter<ProtocolEvents> {
   private joinedBefore = false;
   private active: User[] = [];
   private slowSecs = 0;
+  private postRule: RoomRule | null = null;
   /**
    * Stream messages surely older than this were not asked for: the
    * worker's channel replays frames from before the join's history. Ids
@@ -415,6 +419,7 @@ export class ChatUpProtocol extends Emitter<ProtocolEvents> {
     this.setCounts(answer.room);
     if (Array.isArray(answer.active)) this.setActive(answer.active);
     this.setSlowMode(typeof answer.slow_mode === "number" ? answer.slow_mode : 0);
+    this.setRule(answer.rule ?? null);
     this.takeTicket(answer);
     for (const message of answer.history ?? []) this.deliver({ kind: "message", message });
     this.subscribe();
@@ -657,6 +662,8 @@ export class ChatUpProtocol extends Emitter<ProtocolEvents> {
       this.setActive(event.users);
     } else if (event.ev === "slow" && typeof event.secs === "number") {
       this.setSlowMode(event.secs);
+    } else if (event.ev === "rule") {
+      this.setRule(event.rule ?? null);
     } else if (event.ev === "rmMsg" && typeof event.msg_id === "string") {
       // A deleted message that arrives later (a channel's replay after a
       // reconnection) is not shown again.
@@ -712,6 +719,17 @@ export class ChatUpProtocol extends Emitter<ProtocolEvents> {
   /** The room's slow mode in seconds (0: off). */
   get slowMode(): number {
     return this.slowSecs;
+  }
+
+  /** The room's rule for posting (who may post: a tier, an account age), or null: everyone. */
+  get rule(): RoomRule | null {
+    return this.postRule;
+  }
+
+  private setRule(rule: RoomRule | null): void {
+    if (JSON.stringify(rule) === JSON.stringify(this.postRule)) return;
+    this.postRule = rule;
+    this.emit("rule", rule);
   }
 
   private setSlowMode(secs: number): void {

@@ -10,6 +10,7 @@
 
 use std::collections::HashMap;
 
+use chatup_wire::RoomRule;
 use redis::{AsyncCommands, Script};
 use serde::{Deserialize, Serialize};
 
@@ -76,6 +77,11 @@ pub enum BanChange {
     Slow {
         room: String,
         secs: u64,
+    },
+    /// A room's rule for posting (`None`: everyone may post).
+    Rule {
+        room: String,
+        rule: Option<RoomRule>,
     },
 }
 
@@ -159,6 +165,38 @@ impl BanStore {
         self.db.bounded(pipe.query_async::<()>(&mut conn)).await
     }
 
+    /// Sets `room`'s rule for posting (`None` or an open rule: none) and
+    /// announces it.
+    pub async fn set_rule(&self, room: &str, rule: Option<RoomRule>) -> Result<(), DbError> {
+        let rule = rule.filter(|r| !r.is_open());
+        let mut pipe = redis::pipe();
+        match &rule {
+            None => pipe.hdel(keys::ROOM_RULES, room).ignore(),
+            Some(rule) => {
+                let json =
+                    serde_json::to_string(rule).map_err(|e| DbError::Corrupt(e.to_string()))?;
+                pipe.hset(keys::ROOM_RULES, room, json).ignore()
+            }
+        };
+        let change = BanChange::Rule {
+            room: room.to_owned(),
+            rule,
+        };
+        self.announce_in(&mut pipe, &change)?;
+        let mut conn = self.db.conn();
+        self.db.bounded(pipe.query_async::<()>(&mut conn)).await
+    }
+
+    /// The rooms with a rule for posting (unreadable entries are skipped).
+    pub async fn rules(&self) -> Result<HashMap<String, RoomRule>, DbError> {
+        let mut conn = self.db.conn();
+        let raw: HashMap<String, String> = self.db.bounded(conn.hgetall(keys::ROOM_RULES)).await?;
+        Ok(raw
+            .into_iter()
+            .filter_map(|(room, json)| Some((room, serde_json::from_str(&json).ok()?)))
+            .collect())
+    }
+
     /// The rooms in slow mode, with their seconds.
     pub async fn slow_modes(&self) -> Result<HashMap<String, u64>, DbError> {
         let mut conn = self.db.conn();
@@ -189,11 +227,27 @@ impl BanStore {
     }
 }
 
-/// `room`'s slow mode, in seconds (0: off).
-pub async fn slow_mode(db: &Db, room: &str) -> Result<u64, DbError> {
+/// What a room's moderation says to a reader who joins.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct RoomSettings {
+    /// Slow mode, in seconds (0: off).
+    pub slow_mode: u64,
+    /// The rule for posting, if any.
+    pub rule: Option<RoomRule>,
+}
+
+/// `room`'s slow mode and rule, in one round trip.
+pub async fn room_settings(db: &Db, room: &str) -> Result<RoomSettings, DbError> {
+    let mut pipe = redis::pipe();
+    pipe.hget(keys::SLOW_MODE, room)
+        .hget(keys::ROOM_RULES, room);
     let mut conn = db.conn();
-    let secs: Option<u64> = db.bounded(conn.hget(keys::SLOW_MODE, room)).await?;
-    Ok(secs.unwrap_or(0))
+    let (secs, rule): (Option<u64>, Option<String>) =
+        db.bounded(pipe.query_async(&mut conn)).await?;
+    Ok(RoomSettings {
+        slow_mode: secs.unwrap_or(0),
+        rule: rule.and_then(|json| serde_json::from_str(&json).ok()),
+    })
 }
 
 fn announce(change: &BanChange) -> Result<String, DbError> {
@@ -208,16 +262,23 @@ pub struct BanList {
     bans: HashMap<(String, String, bool), Ban>,
     /// Rooms in slow mode, with their seconds.
     slow: HashMap<String, u64>,
+    /// Rooms with a rule for posting.
+    rules: HashMap<String, RoomRule>,
 }
 
 impl BanList {
     pub fn from_bans(bans: Vec<Ban>) -> Self {
-        Self::from_parts(bans, HashMap::new())
+        Self::from_parts(bans, HashMap::new(), HashMap::new())
     }
 
-    pub fn from_parts(bans: Vec<Ban>, slow: HashMap<String, u64>) -> Self {
+    pub fn from_parts(
+        bans: Vec<Ban>,
+        slow: HashMap<String, u64>,
+        rules: HashMap<String, RoomRule>,
+    ) -> Self {
         let mut list = Self {
             slow,
+            rules,
             ..Self::default()
         };
         for ban in bans {
@@ -229,6 +290,11 @@ impl BanList {
     /// `room`'s slow mode in seconds, if it is on.
     pub fn slow_mode(&self, room: &str) -> Option<u64> {
         self.slow.get(room).copied().filter(|&secs| secs > 0)
+    }
+
+    /// `room`'s rule for posting, if it has one.
+    pub fn rule(&self, room: &str) -> Option<&RoomRule> {
+        self.rules.get(room)
     }
 
     pub fn apply(&mut self, change: BanChange) {
@@ -245,6 +311,15 @@ impl BanList {
             }
             BanChange::Slow { room, secs } => {
                 self.slow.insert(room, secs);
+            }
+            BanChange::Rule { room, rule: None } => {
+                self.rules.remove(&room);
+            }
+            BanChange::Rule {
+                room,
+                rule: Some(rule),
+            } => {
+                self.rules.insert(room, rule);
             }
         }
     }
@@ -355,6 +430,29 @@ mod tests {
         assert_eq!(json, r#"{"op":"slow","room":"r","secs":0}"#);
         list.apply(serde_json::from_str(&json).unwrap());
         assert_eq!(list.slow_mode("r"), None);
+    }
+
+    #[test]
+    fn a_rooms_rule_is_set_replaced_and_removed_by_announcements() {
+        let mut list = BanList::default();
+        let subscribers = RoomRule {
+            min_tier: 2,
+            ..Default::default()
+        };
+        list.apply(BanChange::Rule {
+            room: "r".into(),
+            rule: Some(subscribers.clone()),
+        });
+        assert_eq!(list.rule("r"), Some(&subscribers));
+        assert_eq!(list.rule("other"), None);
+        let json = serde_json::to_string(&BanChange::Rule {
+            room: "r".into(),
+            rule: None,
+        })
+        .unwrap();
+        assert_eq!(json, r#"{"op":"rule","room":"r","rule":null}"#);
+        list.apply(serde_json::from_str(&json).unwrap());
+        assert_eq!(list.rule("r"), None);
     }
 
     #[test]

@@ -62,6 +62,9 @@ pub const BANS: &str = "chatup:{chatup-bans}:all";
 /// Hash: room → the seconds of its slow mode (at most one message per user
 /// that often); absent: off. Announced on the bans' channel.
 pub const SLOW_MODE: &str = "chatup:{chatup-bans}:slow";
+/// Hash: room → its rule for posting (JSON, `chatup_wire::RoomRule`);
+/// absent: everyone may post. Announced on the bans' channel.
+pub const ROOM_RULES: &str = "chatup:{chatup-bans}:rules";
 /// Pub/Sub channel announcing ban changes to the workers (the bans' hash
 /// tag: on a cluster it is a shard channel of the bans' shard).
 /// Not `:live`: the room named `chatup-bans` has that channel.

@@ -64,6 +64,7 @@ pub fn ticket_for(sub: &str, name: &str, room: &str) -> String {
         public: Some(public),
         rooms: None,
         role: None,
+        standing: Default::default(),
     };
     signer.issue(&identity, room, now_secs()).token
 }

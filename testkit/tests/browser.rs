@@ -106,7 +106,7 @@ fn the_widget_chats_moves_off_a_draining_worker_fails_over_falls_back_survives_t
     assert!(status.success(), "browser scenarios failed (see above)");
     // Every scenario of the runner passed, and there is one per behaviour
     // this test stands for (chat, drain, failover, two fallbacks, token
-    // expiry, bans, mutes and slow mode, a moderator's actions).
+    // expiry, bans, mutes and slow mode, room rules, a moderator's actions).
     assert_eq!(Some(passed.len()), total, "{passed:?}");
-    assert!(passed.len() >= 9, "{passed:?}");
+    assert!(passed.len() >= 10, "{passed:?}");
 }

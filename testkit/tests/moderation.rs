@@ -1036,3 +1036,106 @@ async fn moderation_from_the_client_needs_a_moderator_of_the_room_and_a_well_for
     let (status, _) = moderate(&dispatcher, "arena", Some(&moderator), &delete).await;
     assert_eq!(status, 200);
 }
+
+#[tokio::test]
+async fn a_rooms_rule_admits_only_its_tiers_and_account_ages_moderators_exempt_readers_told() {
+    let redis = Redis::start().unwrap();
+    let worker = ChatWorker::start(&redis).unwrap();
+    let dispatcher = Dispatcher::start(&redis).unwrap();
+    let now = now_secs();
+    let token = |sub: &str, extra: Value| {
+        let mut claims = json!({"sub": sub, "exp": now + 600});
+        claims
+            .as_object_mut()
+            .unwrap()
+            .extend(extra.as_object().unwrap().clone());
+        rs256_token(&claims)
+    };
+    let follower = token("follower", json!({"tier": 1, "since": now - 3600}));
+    let subscriber = token("subscriber", json!({"tier": 2}));
+    let veteran = token("veteran", json!({"since": now - 30 * 86_400}));
+    let moderator = token("mod", json!({"role": "moderator"}));
+    let watch = SubscribeOptions {
+        events: true,
+        ..Default::default()
+    };
+    let mut reader = Subscriber::open(Transport::WebSocket, &worker, "vip", watch)
+        .await
+        .unwrap();
+    let set_rule = |rule: Value| {
+        let token = server_token("rule", json!({"room": "vip", "rule": rule}));
+        let dispatcher = &dispatcher;
+        async move { server_call(dispatcher, reqwest::Method::POST, "/rules", &token).await }
+    };
+
+    let (status, body) = set_rule(json!({"min_tier": 2, "label": "subscribers"})).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["rule"], json!({"min_tier": 2, "label": "subscribers"}));
+    let told = reader
+        .drain_for(Duration::from_millis(800))
+        .await
+        .into_iter()
+        .find(|item| item["ev"] == "rule")
+        .expect("a rule event");
+    assert_eq!(told["rule"]["min_tier"], 2);
+    let (_, joined) = join_room(&dispatcher, "vip", None).await;
+    assert_eq!(joined["rule"]["label"], "subscribers");
+
+    let (refusal, _) = post_until(&worker, "vip", &follower, 403).await;
+    assert_eq!(refusal["error"], "restricted");
+    assert_eq!(refusal["rule"]["min_tier"], 2);
+    for allowed in [&subscriber, &moderator] {
+        let (status, body) = post_message(&worker, "vip", Some(allowed), &msg("hello")).await;
+        assert_eq!(status, 202, "{body}");
+    }
+
+    // Account age: a week, from the token's since; none given is no age.
+    let (status, _) = set_rule(json!({"min_age_secs": 7 * 86_400})).await;
+    assert_eq!(status, 200);
+    post_until(&worker, "vip", &veteran, 202).await;
+    for refused in [&follower, &subscriber] {
+        let (status, body) = post_message(&worker, "vip", Some(refused), &msg("hi")).await;
+        assert_eq!((status, &body["error"]), (403, &json!("restricted")));
+    }
+
+    // No rule: everyone again, and readers told.
+    let (status, body) = set_rule(Value::Null).await;
+    assert_eq!((status, &body["rule"]), (200, &Value::Null));
+    post_until(&worker, "vip", &follower, 202).await;
+    let cleared = reader
+        .drain_for(Duration::from_millis(800))
+        .await
+        .into_iter()
+        .rfind(|item| item["ev"] == "rule")
+        .expect("rule events");
+    assert_eq!(cleared["rule"], Value::Null);
+    let (_, history) = get_json(&format!("{}/rooms/vip/messages", dispatcher.base_url())).await;
+    let messages = history["messages"].as_array().unwrap();
+    let posters: Vec<&str> = messages
+        .iter()
+        .map(|m| m["user"]["id"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        posters,
+        ["subscriber", "mod", "veteran", "follower"],
+        "refused posts are not stored"
+    );
+    assert!(
+        messages.iter().all(|m| m.get("standing").is_none()),
+        "claims stay out of history: {history}"
+    );
+
+    // What does not fit is refused, and changes nothing.
+    for rule in [
+        json!({"min_tier": 1, "label": "x".repeat(65)}),
+        json!({"min_tierr": 1}),
+        json!({"min_tier": -1}),
+    ] {
+        let (status, body) = set_rule(rule.clone()).await;
+        assert_eq!(status, 400, "{rule}: {body}");
+    }
+    let bad_claim = token("odd", json!({"tier": "gold"}));
+    let (status, body) = post_message(&worker, "vip", Some(&bad_claim), &msg("hi")).await;
+    assert_eq!(status, 401);
+    assert_eq!(body["error"], "token tier claim must be a whole number");
+}

@@ -7,6 +7,8 @@ use serde::{Deserialize, Serialize};
 pub const SYSTEM_USER: &str = "system";
 use serde_json::{Map, Value};
 
+use crate::rule::Standing;
+
 /// A chat message, built by the nginx module once the token and the body
 /// have been checked. Serialized as `{"id","room","user","msg","ts"}`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -18,6 +20,10 @@ pub struct Envelope {
     pub msg: String,
     /// Milliseconds since the Unix epoch, when the module accepted it.
     pub ts: u64,
+    /// The poster's standing (token claims for room rules): only on the
+    /// way from the module to the worker, which takes it out.
+    #[serde(default, skip_serializing_if = "Standing::is_empty")]
+    pub standing: Standing,
 }
 
 /// Who posted: the token's `sub` and its `public` display data.
@@ -69,6 +75,7 @@ mod tests {
             },
             msg: "hi".into(),
             ts: 1_700_000_000_000,
+            standing: Standing::default(),
         };
         let json = serde_json::to_value(&envelope).unwrap();
         assert_eq!(

@@ -11,6 +11,7 @@
 //!   [`ACTIVE_USERS`] distinct posters, newest first (at most every few
 //!   seconds);
 //! - `slow`: the room's slow mode changed (`secs`, 0: off);
+//! - `rule`: the room's rule for posting changed (`rule`, null: none);
 //! - `migrate`: the chat worker `worker` is draining (a deploy): each of its
 //!   readers moves to another worker at a random moment within `within_ms`
 //!   (through the dispatcher, at once, no back-off), so that they leave at
@@ -23,6 +24,7 @@
 use serde::{Deserialize, Serialize};
 
 use crate::envelope::User;
+use crate::rule::RoomRule;
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct RoomEvent {
@@ -74,13 +76,17 @@ pub enum EventKind {
     Slow {
         secs: u64,
     },
+    /// The room's rule for posting changed (`None`: everyone may post).
+    Rule {
+        rule: Option<RoomRule>,
+    },
 }
 
 /// How many posters a room's recently active list holds.
 pub const ACTIVE_USERS: usize = 10;
 
 /// Event names a site's server cannot use for its own events.
-pub const RESERVED_EVENTS: [&str; 8] = [
+pub const RESERVED_EVENTS: [&str; 9] = [
     "join",
     "leave",
     "count",
@@ -89,6 +95,7 @@ pub const RESERVED_EVENTS: [&str; 8] = [
     "migrate",
     "active",
     "slow",
+    "rule",
 ];
 
 /// A custom event posted by a site's server (`POST /messages` on a

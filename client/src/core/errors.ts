@@ -1,7 +1,10 @@
+import type { RoomRule } from "./types";
+
 /** Why `say()` failed. */
 export type ErrorCode =
   | "banned"
   | "muted"
+  | "restricted"
   | "rateLimited"
   | "rejected"
   | "unauthorized"
@@ -18,11 +21,13 @@ export class ChatUpError extends Error {
   readonly retryAfter?: number;
   /** `rejected`: the filter's reason. */
   readonly reason?: string;
+  /** `restricted`: the room's rule the user does not meet. */
+  readonly rule?: RoomRule;
 
   constructor(
     code: ErrorCode,
     message: string,
-    extra: { ttl?: number | null; retryAfter?: number; reason?: string } = {},
+    extra: { ttl?: number | null; retryAfter?: number; reason?: string; rule?: RoomRule } = {},
   ) {
     super(message);
     this.name = "ChatUpError";
@@ -30,6 +35,7 @@ export class ChatUpError extends Error {
     this.ttl = extra.ttl;
     this.retryAfter = extra.retryAfter;
     this.reason = extra.reason;
+    this.rule = extra.rule;
   }
 }
 
@@ -47,6 +53,10 @@ export function errorFromResponse(
       if (body?.error === "banned" || body?.error === "muted") {
         const ttl = typeof body.ttl === "number" ? body.ttl : null;
         return new ChatUpError(body.error, body.error, { ttl, reason: str(body.reason) });
+      }
+      if (body?.error === "restricted") {
+        const rule = typeof body.rule === "object" && body.rule !== null ? (body.rule as RoomRule) : {};
+        return new ChatUpError("restricted", "restricted", { rule });
       }
       return new ChatUpError("forbidden", text);
     case 422:

@@ -41,10 +41,19 @@ export interface RoomEvent {
   until?: number;
   /** slow: the room's slow mode in seconds (0: off). */
   secs?: number;
+  /** rule: the room's rule for posting (null: none). */
+  rule?: RoomRule | null;
   /** rmMsg: the id of the message a moderator deleted. */
   msg_id?: string;
   /** migrate: the drain was cancelled, stay. */
   cancel?: boolean;
+}
+
+/** A room's rule for posting: the lowest token `tier`, the youngest account (`since`), in the site's words. */
+export interface RoomRule {
+  min_tier?: number;
+  min_age_secs?: number;
+  label?: string;
 }
 
 export interface RoomCounts {
@@ -66,6 +75,8 @@ export interface JoinAnswer {
   active?: User[];
   /** The room's slow mode: at most one message per user this many seconds (absent: off). */
   slow_mode?: number;
+  /** The room's rule for posting (absent: everyone may post). */
+  rule?: RoomRule;
   /** Set when the join asked for messages `after` one the server no longer keeps: some were missed. */
   history_gap?: boolean;
   /** A read ticket for this room, when the join carried a valid token. */

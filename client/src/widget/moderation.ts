@@ -1,6 +1,7 @@
 import { ChatUpError } from "../core/errors";
 import { SYSTEM_USER } from "../core/types";
 import type { ChatUpProtocol } from "../protocol";
+import { duration } from "./words";
 
 /** What the moderator controls need from the widget around them. */
 export interface ModerationHost {
@@ -33,10 +34,6 @@ function button(text: string, label: string, onClick: (button: HTMLButtonElement
   node.setAttribute("aria-label", label);
   node.addEventListener("click", () => onClick(node));
   return node;
-}
-
-function duration(seconds: number): string {
-  return seconds < 120 ? `${seconds} s` : `${Math.round(seconds / 60)} min`;
 }
 
 /** Why a moderator action failed, for the person who tried it. */

@@ -1,8 +1,9 @@
 import { ChatUpError } from "../core/errors";
 import { claimsOf } from "../core/token";
-import type { Message, RoomCounts, RoomEvent, Status, User } from "../core/types";
+import type { Message, RoomCounts, RoomEvent, RoomRule, Status, User } from "../core/types";
 import { ChatUpProtocol, type ProtocolOptions } from "../protocol";
 import { moderatorControls, type ModerationHost } from "./moderation";
+import { duration } from "./words";
 import { STYLE } from "./style";
 import { safeAvatar, safeColor } from "./userstyle";
 
@@ -63,6 +64,15 @@ function hueOf(text: string): number {
   return h % 360;
 }
 
+/** Who may post under `rule`, in words. */
+function ruleText(rule: RoomRule): string {
+  if (rule.label) return `Only ${rule.label} can post here.`;
+  const needs: string[] = [];
+  if (rule.min_tier) needs.push(`tier ${rule.min_tier} or above`);
+  if (rule.min_age_secs) needs.push(`an account older than ${duration(rule.min_age_secs)}`);
+  return needs.length ? `Posting here needs ${needs.join(" and ")}.` : "You cannot post in this room.";
+}
+
 function describeError(error: unknown): string {
   if (!(error instanceof ChatUpError)) return "Message not sent: something went wrong.";
   switch (error.code) {
@@ -80,6 +90,8 @@ function describeError(error: unknown): string {
       const left = seconds < 120 ? `${seconds} s` : `${Math.ceil(seconds / 60)} min`;
       return `You are muted in this room for ${left}${why}: you can still read.`;
     }
+    case "restricted":
+      return `Message not sent: ${ruleText(error.rule ?? {})}`;
     case "rateLimited":
       return `Slow down: you can post again in ${error.retryAfter ?? 1} s.`;
     case "rejected":
@@ -210,7 +222,8 @@ export class ChatUp {
     this.protocol.on("status", (status) => this.showStatus(status));
     this.protocol.on("users", (counts) => this.showCounts(counts));
     this.protocol.on("active", (users) => this.showActive(users));
-    this.protocol.on("slowMode", (secs) => this.showSlowMode(secs));
+    this.protocol.on("slowMode", () => this.showModes());
+    this.protocol.on("rule", () => this.showModes());
     this.protocol.on("tokenExpired", () => this.signInAgain());
     void this.protocol.connect();
   }
@@ -410,10 +423,14 @@ export class ChatUp {
     this.count.textContent = `${people} · ${counts.members} signed in`;
   }
 
-  private showSlowMode(secs: number): void {
-    this.modeLine.hidden = secs <= 0;
-    const every = secs < 120 ? `${secs} s` : `${Math.round(secs / 60)} min`;
-    this.modeLine.textContent = secs > 0 ? `Slow mode: one message every ${every}.` : "";
+  /** The room's rules of the moment, said before one posts: slow mode, who may post. */
+  private showModes(): void {
+    const secs = this.protocol.slowMode;
+    const lines: string[] = [];
+    if (this.protocol.rule) lines.push(ruleText(this.protocol.rule));
+    if (secs > 0) lines.push(`Slow mode: one message every ${duration(secs)}.`);
+    this.modeLine.hidden = lines.length === 0;
+    this.modeLine.textContent = lines.join(" ");
   }
 
   private showActive(users: User[]): void {

@@ -373,6 +373,27 @@ const scenarios = {
     await shot(mia, "muted-mia");
   },
 
+  async "a room for subscribers only says so and explains a refused post"() {
+    const room = "e2e-subscribers";
+    const ivy = await openChat("Ivy", room);
+    const response = await fetch(`${dispatcher}/rules`, {
+      method: "POST",
+      body: serverToken("rule", { room, rule: { min_tier: 2, label: "subscribers" } }),
+    });
+    if (response.status !== 200) throw new Error(`/rules: ${response.status} ${await response.text()}`);
+    await ivy.waitForFunction(
+      () => document.querySelector(".chatup-mode")?.textContent === "Only subscribers can post here.",
+      null,
+      { timeout: 10000 },
+    );
+    await say(ivy, "may I?");
+    const refused = await ivy.textContent(".chatup-error");
+    if (refused !== "Message not sent: Only subscribers can post here.") throw new Error(`error shown: ${refused}`);
+    if ((await ivy.inputValue(".chatup-input")) !== "may I?") throw new Error("the refused text was lost");
+    await checkAccessibility(ivy, "a room for subscribers only");
+    await shot(ivy, "subscribers-only-ivy");
+  },
+
   async "a moderator deletes a message, times out and bans its author from the widget"() {
     const room = "e2e-moderated";
     const mo = await openChat("Mo", room, { moderator: true });

@@ -686,3 +686,22 @@ test("moderator actions go to the dispatcher with the token; a deleted message n
   assert.equal(protocol.isModerator, false);
   protocol.close();
 });
+
+test("a room's rule follows rule events, and a refusal under it is typed restricted", async () => {
+  const w = world(["w1"]);
+  const protocol = new ChatUpProtocol({ dispatcherUrl: "http://d", room: "r", transportFactories: w.factories });
+  const rules: unknown[] = [];
+  protocol.on("rule", (rule) => rules.push(rule));
+  void protocol.connect();
+  await tick();
+  assert.equal(protocol.rule, null);
+  const stream = w.opened[0].handlers;
+  stream.onOpen();
+  stream.onFrame("1:0", JSON.stringify([{ id: "e1", room: "r", ev: "rule", rule: { min_tier: 2, label: "subscribers" }, ts: 1 }]));
+  stream.onFrame("1:1", JSON.stringify([{ id: "e2", room: "r", ev: "rule", rule: null, ts: 2 }]));
+  assert.deepEqual(rules, [{ min_tier: 2, label: "subscribers" }, null]);
+  const refusal = errorFromResponse(403, { error: "restricted", rule: { min_age_secs: 604800 } }, null);
+  assert.equal(refusal.code, "restricted");
+  assert.deepEqual(refusal.rule, { min_age_secs: 604800 });
+  protocol.close();
+});

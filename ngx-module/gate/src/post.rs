@@ -99,6 +99,7 @@ impl PostGate<'_> {
             },
             msg,
             ts,
+            standing: head.identity.standing,
         })
     }
 }

@@ -56,6 +56,7 @@ pub fn reader_identity(
     // Reading is all a ticket grants.
     Ok(reader.map(|identity| Identity {
         role: None,
+        standing: Default::default(),
         ..identity
     }))
 }

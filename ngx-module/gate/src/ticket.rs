@@ -167,6 +167,7 @@ mod tests {
             public: Some(public),
             rooms: None,
             role: Some("moderator".into()),
+            standing: Default::default(),
         }
     }
 

@@ -7,6 +7,7 @@
 //! not hold, or when it has no usable `sub`.
 
 use base64::Engine;
+use chatup_wire::Standing;
 use jsonwebtoken::{errors::ErrorKind, Algorithm, DecodingKey, Validation};
 use serde::Deserialize;
 use serde_json::{Map, Value};
@@ -73,6 +74,8 @@ pub struct Identity {
     pub rooms: Option<Vec<String>>,
     /// `moderator` when the `role` claim says so.
     pub role: Option<String>,
+    /// The `tier` and `since` claims, for room rules.
+    pub standing: Standing,
 }
 
 impl Identity {
@@ -159,6 +162,10 @@ struct Claims {
     rooms: Option<Value>,
     #[serde(default)]
     role: Option<Value>,
+    #[serde(default)]
+    tier: Option<Value>,
+    #[serde(default)]
+    since: Option<Value>,
 }
 
 #[derive(Deserialize)]
@@ -365,12 +372,29 @@ fn identity_from(claims: Claims) -> Result<Identity, GateError> {
         Some(Value::String(r)) if r == MODERATOR => Some(r),
         _ => None,
     };
+    let standing = Standing {
+        tier: whole_number(claims.tier, "tier")?,
+        since: whole_number(claims.since, "since")?,
+    };
     Ok(Identity {
         sub,
         public,
         rooms,
         role,
+        standing,
     })
+}
+
+/// A claim that must be a whole number when present (`tier`, `since`).
+fn whole_number(claim: Option<Value>, name: &str) -> Result<Option<u64>, GateError> {
+    match claim {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::Number(n)) if n.as_u64().is_some() => Ok(n.as_u64()),
+        Some(_) => Err(GateError::BadToken(
+            TokenFailure::Claims,
+            format!("token {name} claim must be a whole number"),
+        )),
+    }
 }
 
 fn bad_token(kind: &ErrorKind) -> GateError {

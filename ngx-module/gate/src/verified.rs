@@ -96,6 +96,7 @@ mod tests {
             public: None,
             rooms: None,
             role: None,
+            standing: Default::default(),
         }
     }
 

@@ -271,6 +271,32 @@ fn rooms_and_role_claims_are_read_and_checked() {
 }
 
 #[test]
+fn tier_and_since_claims_are_the_users_standing_and_must_be_whole_numbers() {
+    let v = hs_verifier();
+    let token = hs_token(json!({"sub": "u", "exp": now() + 60, "tier": 2, "since": 1_700_000_000}));
+    let standing = v.verify(&token).unwrap().standing;
+    assert_eq!(
+        (standing.tier, standing.since),
+        (Some(2), Some(1_700_000_000))
+    );
+    let plain = v
+        .verify(&hs_token(json!({"sub": "u", "exp": now() + 60})))
+        .unwrap();
+    assert!(plain.standing.is_empty());
+    for (claim, value) in [
+        ("tier", json!("gold")),
+        ("tier", json!(-1)),
+        ("since", json!(1.5)),
+    ] {
+        let token = hs_token(json!({"sub": "u", "exp": now() + 60, claim: value}));
+        assert_eq!(
+            bad_token_message(v.verify(&token)),
+            format!("token {claim} claim must be a whole number")
+        );
+    }
+}
+
+#[test]
 fn server_tokens_need_no_sub_but_a_valid_signature_and_exp() {
     let v = hs_verifier();
     let claims: Value = v

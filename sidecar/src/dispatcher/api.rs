@@ -139,6 +139,7 @@ pub fn router(state: AppState, server: ServerApi) -> Router {
         .route("/rooms/{room}/bans", get(server_api::list))
         .route("/messages", post(server_api::post))
         .route("/slow", post(server_api::slow_mode))
+        .route("/rules", post(server_api::room_rule))
         .with_state(server);
     Router::new()
         .route("/join/{room}", post(join))
@@ -265,7 +266,7 @@ async fn assign_worker(
             Ok::<_, ApiError>(RoomSnapshot {
                 counts: room_counts(&state, &room, &live).await?,
                 history: Arc::new(stored_history(&state.db, &room).await?),
-                slow_mode: crate::bans::slow_mode(&state.db, &room)
+                settings: crate::bans::room_settings(&state.db, &room)
                     .await
                     .map_err(unavailable)?,
             })
@@ -295,8 +296,11 @@ async fn assign_worker(
         // than leave a silent gap.
         answer["history_gap"] = json!(true);
     }
-    if snapshot.slow_mode > 0 {
-        answer["slow_mode"] = json!(snapshot.slow_mode);
+    if snapshot.settings.slow_mode > 0 {
+        answer["slow_mode"] = json!(snapshot.settings.slow_mode);
+    }
+    if let Some(rule) = &snapshot.settings.rule {
+        answer["rule"] = json!(rule);
     }
     if let Some(ticket) = reader.and_then(|identity| state.read.ticket(&identity, &room)) {
         answer["ticket"] = json!(ticket.token);

@@ -29,8 +29,8 @@ const MAX_ROOMS: usize = 10_000;
 pub struct RoomSnapshot {
     pub counts: RoomCounts,
     pub history: Arc<Vec<Value>>,
-    /// The room's slow mode in seconds (0: off).
-    pub slow_mode: u64,
+    /// The room's slow mode and rule for posting.
+    pub settings: crate::bans::RoomSettings,
 }
 
 struct Entry {
@@ -111,7 +111,7 @@ mod tests {
                 members: 0,
             },
             history: Arc::new(Vec::new()),
-            slow_mode: 0,
+            settings: Default::default(),
         }
     }
 

@@ -28,8 +28,9 @@ use axum::response::IntoResponse;
 use axum::Json;
 use chatup_gate::TokenVerifier;
 use chatup_wire::id::unix_millis;
+use chatup_wire::rule::MAX_LABEL_CHARS;
 use chatup_wire::{
-    validate_room, CustomEvent, Envelope, EventKind, MessageIdGenerator, RoomEvent, User,
+    validate_room, CustomEvent, Envelope, EventKind, MessageIdGenerator, RoomEvent, RoomRule, User,
     RESERVED_EVENTS,
 };
 use serde::de::DeserializeOwned;
@@ -86,6 +87,7 @@ pub enum Action {
     List,
     Post,
     Slow,
+    Rule,
 }
 
 impl Action {
@@ -96,6 +98,7 @@ impl Action {
             Action::List => "list",
             Action::Post => "post",
             Action::Slow => "slow",
+            Action::Rule => "rule",
         }
     }
 }
@@ -465,6 +468,7 @@ pub async fn post(
                     user: system_user(item.user),
                     msg,
                     ts,
+                    standing: Default::default(),
                 })
             }
             (None, Some(ev)) => {
@@ -529,4 +533,44 @@ pub async fn slow_mode(
         .await?;
     tracing::info!(room = %claims.room, secs = claims.secs, "slow mode set");
     Ok(Json(json!({ "room": claims.room, "secs": claims.secs })))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RuleClaims {
+    room: String,
+    /// Who may post; absent or null: everyone.
+    #[serde(default)]
+    rule: Option<RoomRule>,
+}
+
+/// `POST /rules`: sets (or, with no rule, removes) a room's rule for
+/// posting (a minimum `tier`, a minimum account age), on every worker
+/// within a second, and tells the room's readers (a `rule` event).
+pub async fn room_rule(
+    State(api): State<ServerApi>,
+    body: Bytes,
+) -> Result<impl IntoResponse, ApiError> {
+    let claims: RuleClaims = api.claims(body_token(&body)?, Action::Rule).await?;
+    validate_room(&claims.room).map_err(|e| ApiError::bad_request(format!("rule: {e}")))?;
+    let rule = claims.rule.filter(|rule| !rule.is_open());
+    if let Some(rule) = &rule {
+        let label_chars = rule.label.as_deref().map_or(0, |l| l.chars().count());
+        if label_chars > MAX_LABEL_CHARS
+            || rule.label.as_deref().is_some_and(|l| l.trim().is_empty())
+        {
+            return Err(ApiError::bad_request(format!(
+                "rule: label must have 1 to {MAX_LABEL_CHARS} characters"
+            )));
+        }
+    }
+    api.bans
+        .set_rule(&claims.room, rule.clone())
+        .await
+        .map_err(unavailable)?;
+    let event = EventKind::Rule { rule: rule.clone() };
+    api.publish_room_event(&claims.room, event, SystemTime::now())
+        .await?;
+    tracing::info!(room = %claims.room, ?rule, "room rule set");
+    Ok(Json(json!({ "room": claims.room, "rule": rule })))
 }

@@ -12,6 +12,7 @@ use std::sync::RwLock;
 use std::time::{Duration, SystemTime};
 
 use chatup_wire::id::unix_millis;
+use chatup_wire::RoomRule;
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
@@ -63,16 +64,15 @@ impl BanCache {
     }
 
     async fn reload(&self) {
-        let bans = self.store.all(unix_millis(SystemTime::now())).await;
-        let slow = self.store.slow_modes().await;
-        match (bans, slow) {
-            (Ok(bans), Ok(slow)) => {
-                *self.list.write().unwrap_or_else(|p| p.into_inner()) =
-                    BanList::from_parts(bans, slow);
-            }
-            (Err(e), _) | (_, Err(e)) => {
-                tracing::warn!(error = %e, "cannot reload bans; keeping the last list")
-            }
+        let loaded = async {
+            let bans = self.store.all(unix_millis(SystemTime::now())).await?;
+            let slow = self.store.slow_modes().await?;
+            let rules = self.store.rules().await?;
+            Ok::<_, crate::db::DbError>(BanList::from_parts(bans, slow, rules))
+        };
+        match loaded.await {
+            Ok(list) => *self.list.write().unwrap_or_else(|p| p.into_inner()) = list,
+            Err(e) => tracing::warn!(error = %e, "cannot reload bans; keeping the last list"),
         }
     }
 
@@ -82,6 +82,15 @@ impl BanCache {
             .read()
             .unwrap_or_else(|p| p.into_inner())
             .slow_mode(room)
+    }
+
+    /// `room`'s rule for posting, if it has one.
+    pub fn rule(&self, room: &str) -> Option<RoomRule> {
+        self.list
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .rule(room)
+            .cloned()
     }
 
     /// Reloads at start, every `period`, and when asked to.

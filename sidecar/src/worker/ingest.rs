@@ -72,9 +72,11 @@ pub struct Checks {
 }
 
 impl Checks {
-    /// Bans and mutes, slow mode, then the rate limit, then the filters
+    /// Bans and mutes, the room's rule, slow mode, then the rate limit, then the filters
     /// (which may rewrite the message).
     fn admit(&self, envelope: &mut Envelope) -> Result<(), Refusal> {
+        // Token claims for the room's rule: checked here, never stored.
+        let standing = std::mem::take(&mut envelope.standing);
         let (room, user) = (envelope.room.as_str(), envelope.user.id.as_str());
         if let Some(ban) = self.bans.find(room, user) {
             let now = chatup_wire::id::unix_millis(std::time::SystemTime::now());
@@ -86,6 +88,14 @@ impl Checks {
             return Err(Refusal::new(StatusCode::FORBIDDEN, body));
         }
         let moderator = envelope.user.role.as_deref() == Some(MODERATOR);
+        // Moderators are exempt from the room's rule.
+        if let Some(rule) = self.bans.rule(room).filter(|_| !moderator) {
+            let now_secs = chatup_wire::id::unix_millis(std::time::SystemTime::now()) / 1000;
+            if !rule.admits(&standing, now_secs) {
+                let body = json!({ "error": "restricted", "rule": rule });
+                return Err(Refusal::new(StatusCode::FORBIDDEN, body));
+            }
+        }
         let now = Instant::now();
         // Moderators are exempt from slow mode.
         let slow = self.bans.slow_mode(room).filter(|_| !moderator);
