@@ -11,6 +11,7 @@ import type {
   RoomCounts,
   RoomEvent,
   RoomRule,
+  Sampled,
   Stats,
   Status,
   TicketAnswer,
@@ -60,6 +61,8 @@ export interface ProtocolEvents extends Record<string, unknown> {
   slowMode: number;
   /** The room's rule for posting changed (null: everyone may post). */
   rule: RoomRule | null;
+  /** The room is hot: readers see a sample (`{on, rate, share}`, repeated while it lasts), or null: all again. */
+  sampled: Sampled | null;
   /** The token expired (or the server refused it): reading goes on; give a new one with `setToken()` to post. */
   tokenExpired: null;
 }
@@ -104,6 +107,7 @@ export class ChatUpProtocol extends Emitter<ProtocolEvents> {
   private active: User[] = [];
   private slowSecs = 0;
   private postRule: RoomRule | null = null;
+  private sampledState: Sampled | null = null;
   /**
    * Stream messages surely older than this were not asked for: the
    * worker's channel replays frames from before the join's history. Ids
@@ -273,7 +277,9 @@ export class ChatUpProtocol extends Emitter<ProtocolEvents> {
       }
       const body = (await response.json().catch(() => null)) as Record<string, unknown> | null;
       if (response.status === 202 && body && typeof body.id === "string") {
-        return { id: body.id, ts: Number(body.ts) };
+        const accepted = { id: body.id, ts: Number(body.ts) };
+        if (this.sampledState?.on) this.showOwn(text, accepted);
+        return accepted;
       }
       if (response.status === 503 && !last) {
         const retryAfter = Number(response.headers.get("Retry-After"));
@@ -664,6 +670,8 @@ export class ChatUpProtocol extends Emitter<ProtocolEvents> {
       this.setSlowMode(event.secs);
     } else if (event.ev === "rule") {
       this.setRule(event.rule ?? null);
+    } else if (event.ev === "sampled" && typeof event.on === "boolean") {
+      this.setSampled(event.on ? { on: true, rate: Number(event.rate ?? 0), share: Number(event.share ?? 1) } : null);
     } else if (event.ev === "rmMsg" && typeof event.msg_id === "string") {
       // A deleted message that arrives later (a channel's replay after a
       // reconnection) is not shown again.
@@ -719,6 +727,34 @@ export class ChatUpProtocol extends Emitter<ProtocolEvents> {
   /** The room's slow mode in seconds (0: off). */
   get slowMode(): number {
     return this.slowSecs;
+  }
+
+  /**
+   * Whether readers of this (hot) room see a sample of its messages: the
+   * room's rate a second and the share shown; null: every message.
+   */
+  get sampled(): Sampled | null {
+    return this.sampledState;
+  }
+
+  private setSampled(sampled: Sampled | null): void {
+    const changed = Boolean(sampled) !== Boolean(this.sampledState);
+    this.sampledState = sampled;
+    if (changed || sampled) this.emit("sampled", sampled);
+  }
+
+  /**
+   * In a sampled room one's own message may be left out of the stream:
+   * it is shown from what was sent (the stream's copy, if it comes, is
+   * dropped as already seen; a filter's masking is not reflected).
+   */
+  private showOwn(text: string, accepted: { id: string; ts: number }): void {
+    const claims = claimsOf(this.token);
+    if (!claims?.sub) return;
+    const user: User = { id: claims.sub };
+    if (claims.public) user.public = claims.public;
+    if (claims.role === "moderator") user.role = "moderator";
+    this.deliver({ kind: "message", message: { id: accepted.id, room: this.room, user, msg: text.trim(), ts: accepted.ts } });
   }
 
   /** The room's rule for posting (who may post: a tier, an account age), or null: everyone. */

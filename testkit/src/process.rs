@@ -422,6 +422,10 @@ pub struct WorkerOptions {
     pub config_toml: String,
     /// Announce the worker to dispatchers (with its public URL).
     pub announce: bool,
+    /// `hot_room_rate` (the shipped 50 is for people; the tests' and the
+    /// benchmarks' load generators post faster and count every delivery:
+    /// 0, off, by default).
+    pub hot_room_rate: u64,
     /// `chatup_max_readers` of the worker's nginx (the shipped 0 by default).
     pub max_readers: u64,
     /// Reach Redis here instead (a `proxy::Proxy` in front of it, say).
@@ -471,6 +475,7 @@ impl Default for WorkerOptions {
             history_ttl_secs: 3600,
             config_toml: "[rate_limit]\nrate_per_sec = 0\nuser_rate_per_sec = 0\n".into(),
             announce: true,
+            hot_room_rate: 0,
             max_readers: 0,
             redis_url: None,
             module: None,
@@ -691,6 +696,7 @@ impl ChatWorker {
             // The shipped socket_mode (660) and a 0700 run directory, as
             // ci/run-local.sh and the deployment docs set them up.
             .args(["--batch-window-ms", &options.batch_window_ms.to_string()])
+            .args(["--hot-room-rate", &options.hot_room_rate.to_string()])
             .args(["--room-sweep-secs", &options.room_sweep_secs.to_string()])
             .args([
                 "--heartbeat-interval-ms",

@@ -8,7 +8,7 @@ use std::io::{BufRead, BufReader, Write};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use chatup_testkit::process::{chatup_bin, workspace_root};
+use chatup_testkit::process::{chatup_bin, workspace_root, WorkerOptions};
 use chatup_testkit::token::server_secret_path;
 use chatup_testkit::{ChatWorker, Dispatcher, Redis};
 
@@ -30,9 +30,14 @@ fn the_widget_chats_moves_off_a_draining_worker_fails_over_falls_back_survives_t
         "{chromium} is missing: ci/setup.sh installs Debian's chromium"
     );
     let redis = Redis::start().unwrap();
+    // The shipped hot_room_rate (the harness turns it off for load).
+    let shipped = || WorkerOptions {
+        hot_room_rate: 50,
+        ..Default::default()
+    };
     let mut workers = [
-        ChatWorker::start(&redis).unwrap(),
-        ChatWorker::start(&redis).unwrap(),
+        ChatWorker::start_with(&redis, shipped()).unwrap(),
+        ChatWorker::start_with(&redis, shipped()).unwrap(),
     ];
     let dispatcher = Dispatcher::start_with_demo(&redis).unwrap();
     let deadline = Instant::now() + Duration::from_secs(10);
@@ -106,7 +111,8 @@ fn the_widget_chats_moves_off_a_draining_worker_fails_over_falls_back_survives_t
     assert!(status.success(), "browser scenarios failed (see above)");
     // Every scenario of the runner passed, and there is one per behaviour
     // this test stands for (chat, drain, failover, two fallbacks, token
-    // expiry, bans, mutes and slow mode, room rules, a moderator's actions).
+    // expiry, bans, mutes and slow mode, room rules, a hot room's sample, a moderator's
+    // actions).
     assert_eq!(Some(passed.len()), total, "{passed:?}");
-    assert!(passed.len() >= 10, "{passed:?}");
+    assert!(passed.len() >= 11, "{passed:?}");
 }

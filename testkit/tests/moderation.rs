@@ -1139,3 +1139,100 @@ async fn a_rooms_rule_admits_only_its_tiers_and_account_ages_moderators_exempt_r
     assert_eq!(status, 401);
     assert_eq!(body["error"], "token tier claim must be a whole number");
 }
+
+#[tokio::test]
+async fn a_hot_room_shows_readers_a_sample_with_every_moderators_message_and_keeps_all_in_history()
+{
+    let redis = Redis::start().unwrap();
+    let worker = ChatWorker::start_with(
+        &redis,
+        WorkerOptions {
+            hot_room_rate: 20,
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    let dispatcher = Dispatcher::start(&redis).unwrap();
+    let watch = SubscribeOptions {
+        events: true,
+        ..Default::default()
+    };
+    let mut reader = Subscriber::open(Transport::WebSocket, &worker, "stadium", watch)
+        .await
+        .unwrap();
+    let fans: Vec<String> = (0..4)
+        .map(|n| token_for(&format!("fan{n}"), "Fan"))
+        .collect();
+    let moderator =
+        rs256_token(&json!({"sub": "mod", "exp": now_secs() + 600, "role": "moderator"}));
+    let (mut posted, mut from_moderator) = (Vec::new(), Vec::new());
+    for n in 0..90 {
+        let token = if n % 10 == 9 {
+            &moderator
+        } else {
+            &fans[n % 4]
+        };
+        let (status, body) =
+            post_message(&worker, "stadium", Some(token), &msg(&format!("goal {n}"))).await;
+        assert_eq!(status, 202, "posters are answered as always: {body}");
+        let id = body["id"].as_str().unwrap().to_string();
+        if n % 10 == 9 {
+            from_moderator.push(id.clone());
+        }
+        posted.push(id);
+    }
+    // The room goes quiet: the sample ends within the repeat interval.
+    let mut seen = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !seen
+        .iter()
+        .any(|i: &Value| i["ev"] == "sampled" && i["on"] == false)
+    {
+        assert!(Instant::now() < deadline, "no end of sampling in {seen:?}");
+        seen.extend(reader.drain_for(Duration::from_millis(500)).await);
+    }
+    let started = seen
+        .iter()
+        .find(|i| i["ev"] == "sampled")
+        .expect("a sampled event");
+    assert_eq!(started["on"], true);
+    assert!(started["rate"].as_u64().unwrap() > 20, "{started}");
+    assert!(started["share"].as_f64().unwrap() < 1.0, "{started}");
+    let shown: Vec<String> = seen
+        .iter()
+        .filter(|i| i.get("ev").is_none())
+        .map(|i| i["id"].as_str().unwrap().to_string())
+        .collect();
+    assert!(
+        shown.len() < posted.len(),
+        "{} of {} shown",
+        shown.len(),
+        posted.len()
+    );
+    let in_order: Vec<&String> = posted.iter().filter(|id| shown.contains(id)).collect();
+    assert_eq!(
+        in_order.len(),
+        shown.len(),
+        "only posted messages, once each"
+    );
+    assert!(
+        in_order.iter().zip(&shown).all(|(a, b)| *a == b),
+        "in order"
+    );
+    for id in &from_moderator {
+        assert!(
+            shown.contains(id),
+            "a moderator's message {id} was sampled out"
+        );
+    }
+    let (_, history) = get_json(&format!(
+        "{}/rooms/stadium/messages?limit=100",
+        dispatcher.base_url()
+    ))
+    .await;
+    assert_eq!(
+        history["messages"].as_array().unwrap().len(),
+        posted.len(),
+        "history keeps everything"
+    );
+}

@@ -12,6 +12,9 @@
 //!   seconds);
 //! - `slow`: the room's slow mode changed (`secs`, 0: off);
 //! - `rule`: the room's rule for posting changed (`rule`, null: none);
+//! - `sampled`: the room gets more messages than people can read: readers
+//!   see a sample (`on`, the room's `rate` a second, the `share` shown;
+//!   repeated while on, and once with `on: false` when it ends);
 //! - `migrate`: the chat worker `worker` is draining (a deploy): each of its
 //!   readers moves to another worker at a random moment within `within_ms`
 //!   (through the dispatcher, at once, no back-off), so that they leave at
@@ -80,13 +83,22 @@ pub enum EventKind {
     Rule {
         rule: Option<RoomRule>,
     },
+    /// Readers see a sample of the room's messages (every moderator's and
+    /// server message, `share` of the others), or, `on: false`, all again.
+    Sampled {
+        on: bool,
+        /// Messages a second the room gets.
+        rate: u64,
+        /// The share of ordinary messages shown, from 0 to 1.
+        share: f64,
+    },
 }
 
 /// How many posters a room's recently active list holds.
 pub const ACTIVE_USERS: usize = 10;
 
 /// Event names a site's server cannot use for its own events.
-pub const RESERVED_EVENTS: [&str; 9] = [
+pub const RESERVED_EVENTS: [&str; 10] = [
     "join",
     "leave",
     "count",
@@ -96,6 +108,7 @@ pub const RESERVED_EVENTS: [&str; 9] = [
     "active",
     "slow",
     "rule",
+    "sampled",
 ];
 
 /// A custom event posted by a site's server (`POST /messages` on a

@@ -8,6 +8,8 @@ export interface TokenClaims {
   exp?: number;
   /** `moderator`: the widget offers moderator actions (the server decides). */
   role?: string;
+  /** Display data, as the server puts it in the user's messages. */
+  public?: Record<string, unknown>;
 }
 
 export function claimsOf(token: string | undefined): TokenClaims | undefined {
@@ -19,6 +21,10 @@ export function claimsOf(token: string | undefined): TokenClaims | undefined {
       sub: typeof claims.sub === "string" ? claims.sub : undefined,
       exp: typeof claims.exp === "number" ? claims.exp : undefined,
       role: typeof claims.role === "string" ? claims.role : undefined,
+      public:
+        typeof claims.public === "object" && claims.public !== null && !Array.isArray(claims.public)
+          ? (claims.public as Record<string, unknown>)
+          : undefined,
     };
   } catch {
     return undefined;

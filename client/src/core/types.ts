@@ -41,6 +41,10 @@ export interface RoomEvent {
   until?: number;
   /** slow: the room's slow mode in seconds (0: off). */
   secs?: number;
+  /** sampled: whether readers see a sample, the room's rate a second, the share shown. */
+  on?: boolean;
+  rate?: number;
+  share?: number;
   /** rule: the room's rule for posting (null: none). */
   rule?: RoomRule | null;
   /** rmMsg: the id of the message a moderator deleted. */
@@ -54,6 +58,13 @@ export interface RoomRule {
   min_tier?: number;
   min_age_secs?: number;
   label?: string;
+}
+
+/** A hot room's sample: its messages a second, and the share of ordinary ones shown. */
+export interface Sampled {
+  on: true;
+  rate: number;
+  share: number;
 }
 
 export interface RoomCounts {

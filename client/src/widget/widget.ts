@@ -224,6 +224,7 @@ export class ChatUp {
     this.protocol.on("active", (users) => this.showActive(users));
     this.protocol.on("slowMode", () => this.showModes());
     this.protocol.on("rule", () => this.showModes());
+    this.protocol.on("sampled", () => this.showModes());
     this.protocol.on("tokenExpired", () => this.signInAgain());
     void this.protocol.connect();
   }
@@ -428,6 +429,11 @@ export class ChatUp {
     const secs = this.protocol.slowMode;
     const lines: string[] = [];
     if (this.protocol.rule) lines.push(ruleText(this.protocol.rule));
+    const sampled = this.protocol.sampled;
+    if (sampled) {
+      const oneIn = Math.round(1 / Math.max(sampled.share, 0.01));
+      lines.push(oneIn >= 2 ? `Busy chat: showing about 1 in ${oneIn} messages.` : "Busy chat: some messages are not shown.");
+    }
     if (secs > 0) lines.push(`Slow mode: one message every ${duration(secs)}.`);
     this.modeLine.hidden = lines.length === 0;
     this.modeLine.textContent = lines.join(" ");

@@ -394,6 +394,39 @@ const scenarios = {
     await shot(ivy, "subscribers-only-ivy");
   },
 
+  async "a hot room shows a sample and says so, and the poster still sees their own message"() {
+    const room = "e2e-hot";
+    const hal = await openChat("Hal", room);
+    const worker = await hal.evaluate(() => window.chat.protocol.currentWorker.url);
+    const tokens = [];
+    for (const name of ["Fan One", "Fan Two", "Fan Three", "Fan Four"]) {
+      const response = await fetch(`${dispatcher}/dev/token`, { method: "POST", body: JSON.stringify({ name }), headers: { "Content-Type": "application/json" } });
+      tokens.push((await response.json()).token);
+    }
+    // A goal: 200 messages as fast as four fans' connections take them,
+    // well over the shipped hot_room_rate (50 a second).
+    const post = async (n) => {
+      const response = await fetch(`${worker}/rooms/${room}/messages`, {
+        method: "POST",
+        headers: { Authorization: `Bearer ${tokens[n % 4]}`, "Content-Type": "application/json" },
+        body: JSON.stringify({ msg: `goal ${n}` }),
+      });
+      if (response.status !== 202) throw new Error(`post ${n}: ${response.status} ${await response.text()}`);
+    };
+    for (let n = 0; n < 200; n += 20) await Promise.all(Array.from({ length: 20 }, (_, i) => post(n + i)));
+    await hal.waitForFunction(() => /^Busy chat: /.test(document.querySelector(".chatup-mode")?.textContent ?? ""), null, {
+      timeout: 10000,
+    });
+    await say(hal, "what a goal");
+    await waitForTexts(hal, ["what a goal"]);
+    const shown = (await texts(hal)).filter((t) => t.startsWith("goal "));
+    if (shown.length >= 200) throw new Error("every message was shown in a hot room");
+    await checkAccessibility(hal, "a hot room's sample");
+    await shot(hal, "hot-room-hal");
+    // Quiet again: the widget says nothing more about it.
+    await hal.waitForFunction(() => document.querySelector(".chatup-mode")?.hidden === true, null, { timeout: 15000 });
+  },
+
   async "a moderator deletes a message, times out and bans its author from the widget"() {
     const room = "e2e-moderated";
     const mo = await openChat("Mo", room, { moderator: true });

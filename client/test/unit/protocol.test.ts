@@ -705,3 +705,29 @@ test("a room's rule follows rule events, and a refusal under it is typed restric
   assert.deepEqual(refusal.rule, { min_age_secs: 604800 });
   protocol.close();
 });
+
+test("a hot room's sample is announced, and one's own message is shown even if the sample leaves it out", async () => {
+  const w = world(["w1"]);
+  const token = tokenWith({ sub: "ann", public: { name: "Ann" }, exp: Date.now() / 1000 + 600 });
+  const protocol = new ChatUpProtocol({ dispatcherUrl: "http://d", room: "r", token, transportFactories: w.factories });
+  const states: unknown[] = [];
+  const got: Array<{ id: string; user: unknown; msg: string }> = [];
+  protocol.on("sampled", (s) => states.push(s));
+  protocol.on("message", (m) => got.push({ id: m.id, user: m.user, msg: m.msg }));
+  void protocol.connect();
+  await tick();
+  const stream = w.opened[0].handlers;
+  stream.onOpen();
+  stream.onFrame("1:0", JSON.stringify([{ id: "e1", room: "r", ev: "sampled", on: true, rate: 200, share: 0.25, ts: 1 }]));
+  assert.deepEqual(protocol.sampled, { on: true, rate: 200, share: 0.25 });
+  globalThis.fetch = (async () => new Response(JSON.stringify({ id: "mine", ts: 5 }), { status: 202 })) as typeof fetch;
+  await protocol.say(" hello ");
+  assert.deepEqual(got.at(-1), { id: "mine", user: { id: "ann", public: { name: "Ann" } }, msg: "hello" });
+  // The stream's copy, if the sample kept it, is not shown twice.
+  stream.onFrame("1:1", JSON.stringify([message("mine")]));
+  assert.equal(got.filter((m) => m.id === "mine").length, 1);
+  stream.onFrame("1:2", JSON.stringify([{ id: "e2", room: "r", ev: "sampled", on: false, rate: 3, share: 1, ts: 2 }]));
+  assert.equal(protocol.sampled, null);
+  assert.deepEqual(states, [{ on: true, rate: 200, share: 0.25 }, null]);
+  protocol.close();
+});

@@ -80,6 +80,10 @@ pub struct WorkerConfig {
     /// Readers per second a drain (`chatup drain`, for a deploy) moves to
     /// other workers: they leave spread evenly over readers / rate seconds.
     pub drain_rate: u64,
+    /// Messages a second in one room above which its readers get a sample
+    /// (moderators' and server messages all, a share of the rest; history
+    /// keeps everything); 0: never.
+    pub hot_room_rate: u64,
     pub log_format: LogFormat,
     /// `[rate_limit]`: per user and room (file only).
     pub rate_limit: RateLimitConfig,
@@ -97,6 +101,7 @@ impl Default for WorkerConfig {
             presence_threshold: 200,
             count_interval_ms: 5000,
             drain_rate: 500,
+            hot_room_rate: 50,
             redis_url: "redis://127.0.0.1:6379".into(),
             redis_tls_ca_file: None,
             redis_tls_cert_file: None,
@@ -208,6 +213,9 @@ pub struct WorkerArgs {
     /// Readers per second a drain moves to other workers [default: 500]
     #[arg(long, env = "CHATUP_DRAIN_RATE")]
     pub drain_rate: Option<u64>,
+    /// Messages a second in a room above which readers get a sample; 0: never [default: 50]
+    #[arg(long, env = "CHATUP_HOT_ROOM_RATE")]
+    pub hot_room_rate: Option<u64>,
     /// Log format [default: text]
     #[arg(long, env = "CHATUP_LOG_FORMAT")]
     pub log_format: Option<LogFormat>,
@@ -248,6 +256,7 @@ impl WorkerConfig {
             redis_timeout_ms,
             bans_refresh_secs,
             drain_rate,
+            hot_room_rate,
             log_format
         );
         overlay_some!(

@@ -16,6 +16,7 @@ pub const NCHAN_REQUESTS_IN_FLIGHT: &str = "chatup_nchan_requests_in_flight";
 pub const FRAMES_PUBLISHED: &str = "chatup_frames_published_total";
 pub const FRAME_MESSAGES: &str = "chatup_frame_messages";
 pub const FRAMES_UNDELIVERED: &str = "chatup_frames_undelivered_total";
+pub const MESSAGES_SAMPLED_OUT: &str = "chatup_messages_sampled_out_total";
 pub const ROOMS_SERVED: &str = "chatup_rooms_served";
 pub const READERS: &str = "chatup_readers";
 pub const SUBSCRIPTION_RECONNECTS: &str = "chatup_redis_subscription_reconnects_total";
@@ -49,6 +50,7 @@ pub const ALL: &[&str] = &[
     FRAMES_PUBLISHED,
     FRAME_MESSAGES,
     FRAMES_UNDELIVERED,
+    MESSAGES_SAMPLED_OUT,
     ROOMS_SERVED,
     READERS,
     SUBSCRIPTION_RECONNECTS,
@@ -161,6 +163,10 @@ pub fn describe() {
     describe_counter!(
         FRAMES_UNDELIVERED,
         "Frames nchan refused after every retry: the room catches up from history"
+    );
+    describe_counter!(
+        MESSAGES_SAMPLED_OUT,
+        "Messages of hot rooms kept in history but not shown to this worker's readers (hot_room_rate)"
     );
     describe_gauge!(
         ROOMS_SERVED,

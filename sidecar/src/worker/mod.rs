@@ -26,6 +26,7 @@ mod posters;
 mod readers;
 mod room;
 mod rooms;
+mod sampler;
 mod sweep;
 
 use std::os::unix::fs::PermissionsExt;
@@ -91,6 +92,7 @@ pub async fn run_with_filters(
         },
         history_length: config.history_length,
         active_every: config.count_interval(),
+        hot_room_rate: config.hot_room_rate,
     };
     let (fanin_tx, fanin_rx) = mpsc::unbounded_channel();
     let rooms = Arc::new(Rooms::new(fanin_tx, nchan.clone(), store.clone(), settings));

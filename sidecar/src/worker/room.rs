@@ -33,6 +33,7 @@ use crate::store::Store;
 use crate::telemetry::names;
 use crate::worker::active::RecentlyActive;
 use crate::worker::batch::{Frame, FrameLimits, Item, Pending, RecentIds};
+use crate::worker::sampler::Sampler;
 use chatup_wire::{EventKind, MessageIdGenerator, RoomEvent, User};
 use std::future::Future;
 
@@ -68,8 +69,11 @@ pub struct RoomSettings {
     pub window: Duration,
     pub limits: FrameLimits,
     pub history_length: usize,
-    /// The recently active list is sent at most this often.
+    /// The recently active list is sent at most this often (and the
+    /// `sampled` event repeated, while the room is hot).
     pub active_every: Duration,
+    /// Messages a second above which readers get a sample (0: never).
+    pub hot_room_rate: u64,
 }
 
 /// The fields of an item a room task needs: its id, and `ev` for events
@@ -137,6 +141,11 @@ struct RoomTask<C> {
     /// When the recently active list may be sent next.
     next_active: Instant,
     event_ids: MessageIdGenerator,
+    /// Boxed: its state lives on the heap rather than in the future that
+    /// every idle room holds.
+    sampler: Box<Sampler>,
+    /// When a hot room's `sampled` event is repeated (for new readers).
+    next_sampled: Instant,
 }
 
 /// What a room task starts from.
@@ -173,6 +182,7 @@ pub async fn run<C: Channels>(start: RoomStart<C>) {
         ready,
     } = start;
     let recent = RecentIds::new(settings.history_length * RECENT_IDS_PER_HISTORY_MESSAGE);
+    let settings_rate = settings.hot_room_rate;
     let mut task = RoomTask {
         room,
         nchan,
@@ -185,6 +195,8 @@ pub async fn run<C: Channels>(start: RoomStart<C>) {
         active: RecentlyActive::default(),
         next_active: Instant::now(),
         event_ids: MessageIdGenerator::new(),
+        sampler: Box::new(Sampler::new(settings_rate, Instant::now())),
+        next_sampled: Instant::now(),
     };
     if tokio::time::timeout(SUBSCRIBE_WAIT, subscribed)
         .await
@@ -201,6 +213,12 @@ pub async fn run<C: Channels>(start: RoomStart<C>) {
     while open {
         let retry_at = task.behind_since.map(|since| since + RETRY_AFTER_FAILURE);
         let active_at = task.active.has_changed().then_some(task.next_active);
+        // A hot room wakes to repeat its `sampled` event, or to find it
+        // went quiet.
+        let sampled_at = task.sampler.state().on.then_some(task.next_sampled);
+        // One timer for both: each branch's timer is part of the task's
+        // future, which every idle room holds.
+        let wake_at = active_at.into_iter().chain(sampled_at).min();
         tokio::select! {
             input = inputs.recv() => match input {
                 Some(input) => task.take(input).await,
@@ -210,7 +228,7 @@ pub async fn run<C: Channels>(start: RoomStart<C>) {
                 task.behind_since = None;
                 task.resync().await;
             }
-            _ = sleep_until(active_at.unwrap_or_else(Instant::now)), if active_at.is_some() => {}
+            _ = sleep_until(wake_at.unwrap_or_else(Instant::now)), if wake_at.is_some() => {}
         }
         if overflowed.swap(false, Ordering::Relaxed) {
             tracing::warn!(room = %task.room, "room queue overflowed: catching up from history");
@@ -234,6 +252,7 @@ pub async fn run<C: Channels>(start: RoomStart<C>) {
             }
         }
         task.send_active_if_due();
+        task.send_sampled_if_due();
         if !task.pending.is_empty() {
             task.flush().await;
             next_send = Instant::now() + task.settings.window;
@@ -247,7 +266,7 @@ pub async fn run<C: Channels>(start: RoomStart<C>) {
 impl<C: Channels> RoomTask<C> {
     async fn take(&mut self, input: RoomInput) {
         match input {
-            RoomInput::Item(item) => self.queue(item),
+            RoomInput::Item(item) => self.queue(item, true),
             RoomInput::Resync => Box::pin(self.resync()).await,
             RoomInput::Refill => {
                 tracing::info!(room = %self.room, "nchan lost frames: publishing the history again");
@@ -259,7 +278,9 @@ impl<C: Channels> RoomTask<C> {
         }
     }
 
-    fn queue(&mut self, text: String) {
+    /// Queues an item for the next frame; `live` for one from the room's
+    /// channel (a hot room's are sampled), not from history.
+    fn queue(&mut self, text: String, live: bool) {
         let Ok(stamp) = serde_json::from_str::<Stamp>(&text) else {
             tracing::warn!(room = %self.room, "dropping an item without id from redis");
             return;
@@ -269,7 +290,15 @@ impl<C: Channels> RoomTask<C> {
         }
         let is_message = stamp.ev.is_none();
         if let (true, Some(user)) = (is_message, stamp.user) {
+            let exempt = matches!(user.role.as_deref(), Some("moderator" | "system"));
             self.active.note(user);
+            if live && !self.sampler.keep(&stamp.id, exempt, Instant::now()) {
+                // Kept in history, not shown here; remembered as published
+                // so that a catch-up from history does not bring it back.
+                self.recent.insert(&stamp.id);
+                metrics::counter!(names::MESSAGES_SAMPLED_OUT).increment(1);
+                return;
+            }
         }
         self.pending.push(Item {
             text,
@@ -304,6 +333,40 @@ impl<C: Channels> RoomTask<C> {
             is_message: false,
         });
         self.next_active = now + self.settings.active_every;
+    }
+
+    /// Queues a `sampled` event when sampling started or stopped, and
+    /// repeats it every `active_every` while on (for readers who arrived).
+    fn send_sampled_if_due(&mut self) {
+        let now = Instant::now();
+        let state = match self.sampler.take_change(now) {
+            Some(changed) => changed,
+            None if self.sampler.state().on && now >= self.next_sampled => self.sampler.state(),
+            None => return,
+        };
+        self.next_sampled = now + self.settings.active_every;
+        if state.on {
+            tracing::info!(room = %self.room, rate = state.rate, share = state.keep, "hot room: readers get a sample");
+        }
+        let made = std::time::SystemTime::now();
+        let event = RoomEvent {
+            id: self.event_ids.next_id(made),
+            room: self.room.clone(),
+            kind: EventKind::Sampled {
+                on: state.on,
+                rate: state.rate,
+                share: (state.keep * 100.0).round() / 100.0,
+            },
+            ts: chatup_wire::id::unix_millis(made),
+        };
+        let Ok(text) = serde_json::to_string(&event) else {
+            return;
+        };
+        self.pending.push(Item {
+            text,
+            id: event.id,
+            is_message: false,
+        });
     }
 
     async fn start(&mut self, origin: Origin) {
@@ -359,7 +422,7 @@ impl<C: Channels> RoomTask<C> {
         // what history brought already.
         let waiting = self.pending.take_items();
         for message in history.into_iter().skip(start) {
-            self.queue(message);
+            self.queue(message, false);
         }
         let recovered = self.pending.len()
             - waiting
@@ -587,6 +650,7 @@ mod tests {
             },
             history_length: 100,
             active_every: Duration::from_millis(50),
+            hot_room_rate: 0,
         }
     }
 
