@@ -11,9 +11,12 @@ const common = { bundle: true, target: "es2020", logLevel: "warning" };
 rmSync("dist", { recursive: true, force: true });
 await esbuild.build({ ...common, entryPoints: ["src/index.ts"], format: "esm", outfile: "dist/chatup.mjs", sourcemap: true });
 await esbuild.build({ ...common, entryPoints: ["src/global.ts"], format: "iife", minify: true, outfile: "dist/chatup.min.js", sourcemap: true });
+// For pages written for the original ChatUp: window.ChatUp.ChatUpProtocol is its surface.
+await esbuild.build({ ...common, entryPoints: ["src/compat/global.ts"], format: "iife", minify: true, outfile: "dist/chatup-compat.min.js", sourcemap: true });
 execFileSync("node", ["node_modules/typescript/bin/tsc", "-p", "tsconfig.json"], { stdio: "inherit" });
 mkdirSync("dist", { recursive: true });
 copyFileSync("example/index.html", "dist/index.html");
+copyFileSync("example/original.html", "dist/original.html");
 
 const min = readFileSync("dist/chatup.min.js");
 console.log(`dist/chatup.min.js: ${min.length} bytes, ${gzipSync(min).length} bytes gzipped`);

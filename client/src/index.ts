@@ -10,6 +10,8 @@ export type { ProtocolOptions, ProtocolEvents } from "./protocol";
 export { ChatUp } from "./widget/widget";
 export type { WidgetOptions } from "./widget/widget";
 export { ChatUpError } from "./core/errors";
+/** The original ChatUp client's surface, for pages written for it (docs/migration.md). */
+export * as compat from "./compat/protocol";
 export type { ErrorCode } from "./core/errors";
 export type {
   JoinAnswer,

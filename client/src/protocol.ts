@@ -278,7 +278,7 @@ export class ChatUpProtocol extends Emitter<ProtocolEvents> {
       const body = (await response.json().catch(() => null)) as Record<string, unknown> | null;
       if (response.status === 202 && body && typeof body.id === "string") {
         const accepted = { id: body.id, ts: Number(body.ts) };
-        if (this.sampledState?.on) this.showOwn(text, accepted);
+        if (this.sampledState && this.sampledState.share < 1) this.showOwn(text, accepted);
         return accepted;
       }
       if (response.status === 503 && !last) {
@@ -426,6 +426,9 @@ export class ChatUpProtocol extends Emitter<ProtocolEvents> {
     if (Array.isArray(answer.active)) this.setActive(answer.active);
     this.setSlowMode(typeof answer.slow_mode === "number" ? answer.slow_mode : 0);
     this.setRule(answer.rule ?? null);
+    // A hot room's worker repeats its sampled event while it lasts: a
+    // reader who joins (or moves) learns it again, and misses no end.
+    this.setSampled(null);
     this.takeTicket(answer);
     for (const message of answer.history ?? []) this.deliver({ kind: "message", message });
     this.subscribe();

@@ -28,6 +28,7 @@ fn verifiers() -> &'static Verifiers {
             audience: Some("chatup".into()),
             leeway_secs: 5,
             max_lifetime_secs: Some(86_400),
+            original: Default::default(),
         })
         .unwrap(),
         hmac: TokenVerifier::new(VerifierConfig {
@@ -39,6 +40,7 @@ fn verifiers() -> &'static Verifiers {
             audience: None,
             leeway_secs: 5,
             max_lifetime_secs: None,
+            original: Default::default(),
         })
         .unwrap(),
         tickets: chatup_gate::ticket::verifier(include_bytes!(
@@ -55,6 +57,8 @@ fuzz_target!(|data: &[u8]| {
         assert!(v.user.verify(token).is_err());
         assert!(v.hmac.verify(token).is_err());
         assert!(v.hmac.verify_claims::<serde_json::Value>(token).is_err());
+        // The original ChatUp's server tokens (payload of any shape).
+        assert!(v.hmac.verify_signature(token).is_err());
         assert!(v.tickets.verify(token).is_err());
     }
     // The subscribe URL as nginx hands it over: any bytes.

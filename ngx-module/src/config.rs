@@ -61,6 +61,11 @@ pub struct LocConf {
     leeway_secs: Option<u64>,
     /// `chatup_jwt_max_lifetime`: 0 is off.
     max_lifetime_secs: Option<u64>,
+    /// `chatup_jwt_original_claims on`: the original ChatUp's `_public`
+    /// and `name`.
+    original_claims: Option<bool>,
+    /// `chatup_jwt_require_exp off`: tokens without `exp` are accepted.
+    require_exp: Option<bool>,
     max_message_chars: Option<usize>,
     handoff_uri: Option<String>,
     /// Rooms whose readers need a token even where anyone may read.
@@ -119,6 +124,8 @@ impl LocConf {
         take(&mut self.audience, &parent.audience);
         take(&mut self.leeway_secs, &parent.leeway_secs);
         take(&mut self.max_lifetime_secs, &parent.max_lifetime_secs);
+        take(&mut self.original_claims, &parent.original_claims);
+        take(&mut self.require_exp, &parent.require_exp);
         take(&mut self.max_message_chars, &parent.max_message_chars);
         take(&mut self.handoff_uri, &parent.handoff_uri);
         take(&mut self.token_rooms, &parent.token_rooms);
@@ -144,6 +151,13 @@ impl LocConf {
         chatup_gate::ticket::verifier(secret).map_err(|e| format!("ticket secret: {e}"))
     }
 
+    fn original_tokens(&self) -> chatup_gate::token::OriginalTokens {
+        chatup_gate::token::OriginalTokens {
+            claims: self.original_claims.unwrap_or(false),
+            without_exp: !self.require_exp.unwrap_or(true),
+        }
+    }
+
     fn build_verifier(&self) -> Result<TokenVerifier, String> {
         let key = self.key.clone().ok_or_else(|| {
             "needs a key: set chatup_jwt_secret_file or chatup_jwt_public_key".to_string()
@@ -159,6 +173,7 @@ impl LocConf {
                 Some(0) => None,
                 Some(secs) => Some(secs),
             },
+            original: self.original_tokens(),
         })
         .map(|verifier| verifier.with_cache(VERIFIED_TOKENS_PER_WORKER))
         .map_err(|e| e.to_string())
@@ -566,6 +581,25 @@ directive_handler!(set_max_lifetime, |conf, args| {
     set_once(&mut conf.max_lifetime_secs, secs)
 });
 
+/// `on` or `off`.
+fn parse_flag(value: &str) -> Result<bool, String> {
+    match value {
+        "on" => Ok(true),
+        "off" => Ok(false),
+        _ => Err(format!("must be on or off, not \"{value}\"")),
+    }
+}
+
+directive_handler!(set_original_claims, |conf, args| set_once(
+    &mut conf.original_claims,
+    parse_flag(args[0])?
+));
+
+directive_handler!(set_require_exp, |conf, args| set_once(
+    &mut conf.require_exp,
+    parse_flag(args[0])?
+));
+
 directive_handler!(set_max_message_length, |conf, args| {
     let n: usize = args[0]
         .parse()
@@ -602,6 +636,7 @@ fn check_key(key: &KeyMaterial) -> Result<(), String> {
         audience: None,
         leeway_secs: 0,
         max_lifetime_secs: None,
+        original: Default::default(),
     })
     .map(drop)
     .map_err(|e| e.to_string())

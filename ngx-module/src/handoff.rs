@@ -7,8 +7,9 @@
 //! client gets `202` only if the sidecar answered 2xx (the message is
 //! stored), with the sidecar's `X-Chatup-Ack` as its body when the sidecar
 //! gives one (a retried post: the first answer); the sidecar's own refusal (403 banned, 422 rejected by a
-//! filter, 429 rate limited) with the JSON body and `Retry-After` it put in
-//! its `X-Chatup-Refusal` and `Retry-After` headers; and `503` otherwise.
+//! filter, 429 rate limited, any 4xx but 401 or a 503 from the site's
+//! publish hook) with the JSON body and `Retry-After` it put in its
+//! `X-Chatup-Refusal` and `Retry-After` headers; and `503` otherwise.
 
 use chatup_gate::post::AcceptedHead;
 use chatup_gate::GateError;
@@ -33,7 +34,11 @@ pub struct Refusal {
 }
 
 /// Statuses the sidecar refuses a message with, which the client sees.
-const PASSED_ON: [ngx_int_t; 3] = [403, 422, 429];
+fn passed_on(status: ngx_int_t) -> bool {
+    // A 4xx other than 401 (which means "sign in again" to clients), or a
+    // 503 the sidecar explains (its publish hook could not be asked).
+    ((400..500).contains(&status) && status != 401) || status == 503
+}
 
 /// Per-request state of a chat POST, kept in the main request's pool.
 #[derive(Default)]
@@ -142,7 +147,7 @@ unsafe extern "C" fn subrequest_done(
             // Copied now: the subrequest's headers go with it.
             ctx.replayed_ack = find_response_header(sr, "X-Chatup-Ack").map(<[u8]>::to_vec);
         }
-        if PASSED_ON.contains(&status) {
+        if passed_on(status) {
             // Copied now: the subrequest's headers go with it.
             ctx.refusal = find_response_header(sr, "X-Chatup-Refusal").map(|body| Refusal {
                 body: body.to_vec(),

@@ -21,6 +21,10 @@
 //!   `chatup_jwt_leeway <seconds>;`
 //! - `chatup_jwt_max_lifetime <duration>|off;` (default 24h): tokens
 //!   expiring further away are refused
+//! - `chatup_jwt_original_claims on|off;` (default off): the original
+//!   ChatUp's `_public` (public data) and `name` (user id) claims
+//! - `chatup_jwt_require_exp on|off;` (default on): `off` accepts tokens
+//!   without `exp` (the original ChatUp's)
 //! - `chatup_max_message_length <characters>;`
 //! - `chatup_handoff <uri>;` — internal location that proxies to the sidecar
 //!
@@ -168,7 +172,7 @@ const fn command_at(
     }
 }
 
-static mut NGX_HTTP_CHATUP_COMMANDS: [ngx_command_t; 20] = [
+static mut NGX_HTTP_CHATUP_COMMANDS: [ngx_command_t; 22] = [
     command(
         ngx_string!("chatup_post"),
         NGX_HTTP_LOC_CONF | NGX_CONF_NOARGS,
@@ -249,6 +253,16 @@ static mut NGX_HTTP_CHATUP_COMMANDS: [ngx_command_t; 20] = [
         ngx_string!("chatup_jwt_max_lifetime"),
         ANY_LEVEL | NGX_CONF_TAKE1,
         config::set_max_lifetime,
+    ),
+    command(
+        ngx_string!("chatup_jwt_original_claims"),
+        ANY_LEVEL | NGX_CONF_TAKE1,
+        config::set_original_claims,
+    ),
+    command(
+        ngx_string!("chatup_jwt_require_exp"),
+        ANY_LEVEL | NGX_CONF_TAKE1,
+        config::set_require_exp,
     ),
     command(
         ngx_string!("chatup_max_message_length"),

@@ -31,6 +31,10 @@ pub struct Ban {
     pub reason: Option<String>,
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub mute: bool,
+    /// The moderator who set it from the client (`None`: the site's
+    /// server): a moderator can lift only moderators' bans.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub by: Option<String>,
 }
 
 impl Ban {
@@ -46,6 +50,15 @@ impl Ban {
 
     fn field(&self) -> String {
         field(&self.room, &self.user, self.mute)
+    }
+
+    /// Whether this ban lasts at least as long as `other` would.
+    pub fn outlasts(&self, other: &Ban) -> bool {
+        match (self.until_ms, other.until_ms) {
+            (None, _) => true,
+            (Some(_), None) => false,
+            (Some(mine), Some(theirs)) => mine >= theirs,
+        }
     }
 }
 
@@ -104,6 +117,10 @@ impl BanStore {
 
     /// Stores `bans` and announces them.
     pub async fn put(&self, bans: &[Ban]) -> Result<(), DbError> {
+        // Nothing to send (an empty pipeline is an error to the client).
+        if bans.is_empty() {
+            return Ok(());
+        }
         let mut pipe = redis::pipe();
         for ban in bans {
             let json = serde_json::to_string(ban).map_err(|e| DbError::Corrupt(e.to_string()))?;
@@ -146,6 +163,25 @@ impl BanStore {
             )
             .await?;
         Ok(removed > 0)
+    }
+
+    /// The ban (or the mute) of `user` in exactly `room`, if one is in
+    /// force at `now_ms`.
+    pub async fn get(
+        &self,
+        user: &str,
+        room: &str,
+        mute: bool,
+        now_ms: u64,
+    ) -> Result<Option<Ban>, DbError> {
+        let mut conn = self.db.conn();
+        let json: Option<String> = self
+            .db
+            .bounded(conn.hget(keys::BANS, field(room, user, mute)))
+            .await?;
+        Ok(json
+            .and_then(|json| serde_json::from_str::<Ban>(&json).ok())
+            .filter(|ban| ban.is_active(now_ms)))
     }
 
     /// Sets `room`'s slow mode (`secs` 0: off) and announces it.
@@ -350,6 +386,7 @@ mod tests {
             until_ms,
             reason: None,
             mute: false,
+            by: None,
         }
     }
 

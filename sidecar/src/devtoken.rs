@@ -19,9 +19,10 @@ pub struct DevTokenArgs {
     /// Seconds until the token expires.
     #[arg(long, default_value_t = 3600)]
     pub ttl: u64,
-    /// A moderator's token (`role: "moderator"`).
-    #[arg(long)]
-    pub moderator: bool,
+    /// A moderator's token for these rooms (`role: "moderator"` and a
+    /// `rooms` claim: names or prefix* patterns)
+    #[arg(long, num_args = 1..)]
+    pub moderator_of: Vec<String>,
     /// RSA private key (PEM) to sign with (RS256).
     #[arg(long, default_value = "conf/dev-keys/jwt-rs256.key")]
     pub key: PathBuf,
@@ -33,7 +34,11 @@ pub fn mint(args: &DevTokenArgs) -> anyhow::Result<String> {
         .name
         .as_ref()
         .map(|name| serde_json::json!({ "name": name }));
-    Ok(signer.user_token(&args.sub, public, args.ttl, args.moderator)?)
+    for pattern in &args.moderator_of {
+        chatup_wire::validate_room_pattern(pattern)
+            .map_err(|e| anyhow::anyhow!("--moderator-of \"{pattern}\": {e}"))?;
+    }
+    Ok(signer.user_token(&args.sub, public, args.ttl, &args.moderator_of)?)
 }
 
 /// The `iss` of development user tokens: the local deployment and the
@@ -77,7 +82,7 @@ impl DevSigner {
         sub: &str,
         public: Option<serde_json::Value>,
         ttl: u64,
-        moderator: bool,
+        moderator_of: &[String],
     ) -> Result<String, jsonwebtoken::errors::Error> {
         let now = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
@@ -93,8 +98,9 @@ impl DevSigner {
         if let Some(public) = public {
             claims["public"] = public;
         }
-        if moderator {
+        if !moderator_of.is_empty() {
             claims["role"] = serde_json::json!(chatup_gate::token::MODERATOR);
+            claims["rooms"] = serde_json::json!(moderator_of);
         }
         encode(&Header::new(Algorithm::RS256), &claims, &self.key)
     }

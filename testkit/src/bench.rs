@@ -277,6 +277,7 @@ impl Poster {
                 msg: text.to_string(),
                 ts: now_micros() / 1000,
                 standing: Default::default(),
+                claims: None,
             };
             let frame = chatup_wire::frame::encode_frame([serde_json::to_string(&envelope)?]);
             self.client

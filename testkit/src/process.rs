@@ -422,6 +422,10 @@ pub struct WorkerOptions {
     pub config_toml: String,
     /// Announce the worker to dispatchers (with its public URL).
     pub announce: bool,
+    /// Accept the original ChatUp's tokens (`_public` and `name`, no
+    /// `exp`, `iss` or `aud`): the shipped configuration's commented
+    /// migration lines, turned on.
+    pub original_tokens: bool,
     /// `hot_room_rate` (the shipped 50 is for people; the tests' and the
     /// benchmarks' load generators post faster and count every delivery:
     /// 0, off, by default).
@@ -475,6 +479,7 @@ impl Default for WorkerOptions {
             history_ttl_secs: 3600,
             config_toml: "[rate_limit]\nrate_per_sec = 0\nuser_rate_per_sec = 0\n".into(),
             announce: true,
+            original_tokens: false,
             hot_room_rate: 0,
             max_readers: 0,
             redis_url: None,
@@ -626,6 +631,27 @@ impl ChatWorker {
             let shipped = "worker_connections 16384;";
             anyhow::ensure!(conf.contains(shipped), "the template has no `{shipped}`");
             conf = conf.replace(shipped, &format!("worker_connections {n};"));
+        }
+        if self.options.original_tokens {
+            for shipped in ["chatup_jwt_issuer ", "chatup_jwt_audience "] {
+                let line = conf
+                    .lines()
+                    .find(|l| l.trim_start().starts_with(shipped))
+                    .ok_or_else(|| anyhow::anyhow!("the template has no `{shipped}`"))?
+                    .to_string();
+                conf = conf.replace(&line, "");
+            }
+            for migration in [
+                "chatup_jwt_original_claims on;",
+                "chatup_jwt_require_exp off;",
+            ] {
+                let commented = format!("# {migration}");
+                anyhow::ensure!(
+                    conf.contains(&commented),
+                    "the template has no `{commented}`"
+                );
+                conf = conf.replace(&commented, migration);
+            }
         }
         if self.options.max_readers > 0 {
             let shipped = "chatup_max_readers 0;";
@@ -951,9 +977,39 @@ impl Dispatcher {
         Self::start_with(redis_url, &[])
     }
 
+    /// A dispatcher with the original ChatUp's API on (its endpoints, and
+    /// its tokens: `_public` and `name`, no `exp`, `iss` or `aud`).
+    pub fn start_original(redis: &Redis, extra: &[&str]) -> anyhow::Result<Self> {
+        let mut args = vec![
+            "--original-api",
+            "true",
+            "--accept-tokens-without-exp",
+            "true",
+            "--user-audience",
+            "",
+        ];
+        args.extend_from_slice(extra);
+        Self::start_with(&redis.url(), &args)
+    }
+
     /// A dispatcher that also serves the built client under `/demo/` and
     /// mints development tokens (`POST /dev/token`), for browser tests.
     pub fn start_with_demo(redis: &Redis) -> anyhow::Result<Self> {
+        let (demo, key) = Self::demo()?;
+        Self::start_with(
+            &redis.url(),
+            &["--demo-dir", &demo, "--dev-token-key", &key],
+        )
+    }
+
+    /// The same, with the original ChatUp's API on (see `start_original`).
+    pub fn start_original_with_demo(redis: &Redis) -> anyhow::Result<Self> {
+        let (demo, key) = Self::demo()?;
+        Self::start_original(redis, &["--demo-dir", &demo, "--dev-token-key", &key])
+    }
+
+    /// The built client's directory and the development signing key.
+    fn demo() -> anyhow::Result<(String, String)> {
         let root = workspace_root();
         let demo = root.join("client/dist");
         anyhow::ensure!(
@@ -961,16 +1017,12 @@ impl Dispatcher {
             "{} is not built: run ci/setup.sh",
             demo.display()
         );
-        let (demo, key) = (
+        Ok((
             demo.display().to_string(),
             root.join("conf/dev-keys/jwt-rs256.key")
                 .display()
                 .to_string(),
-        );
-        Self::start_with(
-            &redis.url(),
-            &["--demo-dir", &demo, "--dev-token-key", &key],
-        )
+        ))
     }
 
     /// A dispatcher using the Redis at `redis_url`, with these flags too.
@@ -1005,7 +1057,12 @@ impl Dispatcher {
             // The workers' key: token rooms are checked here as there.
             .arg("--user-public-key")
             .arg(workspace_root().join("conf/dev-keys/jwt-rs256.pub"))
-            .args(["--user-issuer", crate::token::DEV_ISSUER])
+            // The original ChatUp's tokens name no issuer.
+            .args(if extra.contains(&"--original-api") {
+                vec![]
+            } else {
+                vec!["--user-issuer", crate::token::DEV_ISSUER]
+            })
             .args(extra)
             .env("CHATUP_LOG", "info,chatup=debug")
             .stdout(Stdio::null())

@@ -65,6 +65,7 @@ pub fn ticket_for(sub: &str, name: &str, room: &str) -> String {
         rooms: None,
         role: None,
         standing: Default::default(),
+        claims: None,
     };
     signer.issue(&identity, room, now_secs()).token
 }

@@ -61,6 +61,26 @@ async fn post_until(worker: &ChatWorker, room: &str, token: &str, want: u16) -> 
     }
 }
 
+/// The next item the reader gets that `wanted` accepts (others are
+/// skipped), waiting up to `WAIT`.
+async fn next_item(reader: &mut Subscriber, wanted: impl Fn(&Value) -> bool) -> Option<Value> {
+    let deadline = Instant::now() + WAIT;
+    while Instant::now() < deadline {
+        let items = reader.drain_for(Duration::from_millis(100)).await;
+        if let Some(item) = items.into_iter().find(&wanted) {
+            return Some(item);
+        }
+    }
+    None
+}
+
+/// The next event named `ev` the reader gets.
+async fn next_event(reader: &mut Subscriber, ev: &str) -> Value {
+    next_item(reader, |item| item["ev"] == ev)
+        .await
+        .unwrap_or_else(|| panic!("no {ev} event within {WAIT:?}"))
+}
+
 #[tokio::test]
 async fn a_ban_holds_on_every_worker_within_a_second_expires_and_can_be_lifted() {
     let redis = Redis::start().unwrap();
@@ -281,12 +301,7 @@ async fn a_ban_removes_the_users_messages_from_history_and_tells_readers() {
 
     let answer = ban(&dispatcher, json!([{"user": "troll", "room": "arena"}])).await;
     assert_eq!(answer["removed_messages"], 2);
-    let removal = reader
-        .drain_for(Duration::from_millis(800))
-        .await
-        .into_iter()
-        .find(|item| item["ev"] == "rmUserMsg")
-        .expect("an rmUserMsg event");
+    let removal = next_event(&mut reader, "rmUserMsg").await;
     assert_eq!(removal["user"]["id"], "troll");
     let history = |room: &'static str| {
         let url = format!("{}/rooms/{room}/messages", dispatcher.base_url());
@@ -923,12 +938,7 @@ async fn a_moderator_deletes_a_message_times_out_and_bans_its_author_from_the_cl
     let (status, body) = moderate(&dispatcher, "arena", Some(&moderator), &delete).await;
     assert_eq!(status, 200, "{body}");
     assert_eq!(body["removed_from_history"], true);
-    let deletion = reader
-        .drain_for(Duration::from_millis(800))
-        .await
-        .into_iter()
-        .find(|item| item["ev"] == "rmMsg")
-        .expect("an rmMsg event");
+    let deletion = next_event(&mut reader, "rmMsg").await;
     assert_eq!(deletion["msg_id"], ids[0].as_str());
     assert_eq!(history().await, ["good", "worse"]);
     // Deleting it again: nothing left in history, readers still told.
@@ -1071,12 +1081,7 @@ async fn a_rooms_rule_admits_only_its_tiers_and_account_ages_moderators_exempt_r
     let (status, body) = set_rule(json!({"min_tier": 2, "label": "subscribers"})).await;
     assert_eq!(status, 200, "{body}");
     assert_eq!(body["rule"], json!({"min_tier": 2, "label": "subscribers"}));
-    let told = reader
-        .drain_for(Duration::from_millis(800))
-        .await
-        .into_iter()
-        .find(|item| item["ev"] == "rule")
-        .expect("a rule event");
+    let told = next_event(&mut reader, "rule").await;
     assert_eq!(told["rule"]["min_tier"], 2);
     let (_, joined) = join_room(&dispatcher, "vip", None).await;
     assert_eq!(joined["rule"]["label"], "subscribers");
@@ -1102,13 +1107,11 @@ async fn a_rooms_rule_admits_only_its_tiers_and_account_ages_moderators_exempt_r
     let (status, body) = set_rule(Value::Null).await;
     assert_eq!((status, &body["rule"]), (200, &Value::Null));
     post_until(&worker, "vip", &follower, 202).await;
-    let cleared = reader
-        .drain_for(Duration::from_millis(800))
-        .await
-        .into_iter()
-        .rfind(|item| item["ev"] == "rule")
-        .expect("rule events");
-    assert_eq!(cleared["rule"], Value::Null);
+    let cleared = next_item(&mut reader, |item| {
+        item["ev"] == "rule" && item["rule"].is_null()
+    })
+    .await;
+    assert!(cleared.is_some(), "readers told the rule is gone");
     let (_, history) = get_json(&format!("{}/rooms/vip/messages", dispatcher.base_url())).await;
     let messages = history["messages"].as_array().unwrap();
     let posters: Vec<&str> = messages
@@ -1134,10 +1137,13 @@ async fn a_rooms_rule_admits_only_its_tiers_and_account_ages_moderators_exempt_r
         let (status, body) = set_rule(rule.clone()).await;
         assert_eq!(status, 400, "{rule}: {body}");
     }
-    let bad_claim = token("odd", json!({"tier": "gold"}));
-    let (status, body) = post_message(&worker, "vip", Some(&bad_claim), &msg("hi")).await;
-    assert_eq!(status, 401);
-    assert_eq!(body["error"], "token tier claim must be a whole number");
+    // A tier that is not a whole number is no tier: refused by a tier rule,
+    // not as an invalid token.
+    let (status, _) = set_rule(json!({"min_tier": 1})).await;
+    assert_eq!(status, 200);
+    let odd = token("odd", json!({"tier": "gold"}));
+    let (refusal, _) = post_until(&worker, "vip", &odd, 403).await;
+    assert_eq!(refusal["error"], "restricted");
 }
 
 #[tokio::test]
@@ -1165,21 +1171,31 @@ async fn a_hot_room_shows_readers_a_sample_with_every_moderators_message_and_kee
         .collect();
     let moderator =
         rs256_token(&json!({"sub": "mod", "exp": now_secs() + 600, "role": "moderator"}));
-    let (mut posted, mut from_moderator) = (Vec::new(), Vec::new());
-    for n in 0..90 {
-        let token = if n % 10 == 9 {
-            &moderator
-        } else {
-            &fans[n % 4]
-        };
-        let (status, body) =
-            post_message(&worker, "stadium", Some(token), &msg(&format!("goal {n}"))).await;
-        assert_eq!(status, 202, "posters are answered as always: {body}");
-        let id = body["id"].as_str().unwrap().to_string();
-        if n % 10 == 9 {
-            from_moderator.push(id.clone());
+    // A goal: 90 messages, 30 at a time, far over 20 a second however
+    // busy the machine is.
+    let (mut posted, mut from_moderator) = (0, Vec::new());
+    for batch in 0..3 {
+        let posts = (0..30).map(|i| {
+            let n = batch * 30 + i;
+            let token = if n % 10 == 9 {
+                &moderator
+            } else {
+                &fans[n % 4]
+            };
+            let worker = &worker;
+            async move {
+                let text = msg(&format!("goal {n}"));
+                let (status, body) = post_message(worker, "stadium", Some(token), &text).await;
+                assert_eq!(status, 202, "posters are answered as always: {body}");
+                (n, body["id"].as_str().unwrap().to_string())
+            }
+        });
+        for (n, id) in futures_util::future::join_all(posts).await {
+            if n % 10 == 9 {
+                from_moderator.push(id);
+            }
+            posted += 1;
         }
-        posted.push(id);
     }
     // The room goes quiet: the sample ends within the repeat interval.
     let mut seen = Vec::new();
@@ -1198,30 +1214,15 @@ async fn a_hot_room_shows_readers_a_sample_with_every_moderators_message_and_kee
     assert_eq!(started["on"], true);
     assert!(started["rate"].as_u64().unwrap() > 20, "{started}");
     assert!(started["share"].as_f64().unwrap() < 1.0, "{started}");
-    let shown: Vec<String> = seen
+    let shown: Vec<&str> = seen
         .iter()
         .filter(|i| i.get("ev").is_none())
-        .map(|i| i["id"].as_str().unwrap().to_string())
+        .map(|i| i["id"].as_str().unwrap())
         .collect();
-    assert!(
-        shown.len() < posted.len(),
-        "{} of {} shown",
-        shown.len(),
-        posted.len()
-    );
-    let in_order: Vec<&String> = posted.iter().filter(|id| shown.contains(id)).collect();
-    assert_eq!(
-        in_order.len(),
-        shown.len(),
-        "only posted messages, once each"
-    );
-    assert!(
-        in_order.iter().zip(&shown).all(|(a, b)| *a == b),
-        "in order"
-    );
+    assert!(shown.len() < posted, "{} of {posted} shown", shown.len());
     for id in &from_moderator {
         assert!(
-            shown.contains(id),
+            shown.contains(&id.as_str()),
             "a moderator's message {id} was sampled out"
         );
     }
@@ -1230,9 +1231,20 @@ async fn a_hot_room_shows_readers_a_sample_with_every_moderators_message_and_kee
         dispatcher.base_url()
     ))
     .await;
+    let stored: Vec<&str> = history["messages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["id"].as_str().unwrap())
+        .collect();
+    assert_eq!(stored.len(), posted, "history keeps everything");
+    let in_order: Vec<&str> = stored
+        .iter()
+        .copied()
+        .filter(|id| shown.contains(id))
+        .collect();
     assert_eq!(
-        history["messages"].as_array().unwrap().len(),
-        posted.len(),
-        "history keeps everything"
+        in_order, shown,
+        "what is shown is stored, once each, in its order"
     );
 }

@@ -5,6 +5,7 @@ use serde::{Deserialize, Serialize};
 /// The user id of the site's own server posts (`role: "system"`): no user
 /// token may name it.
 pub const SYSTEM_USER: &str = "system";
+use serde_json::value::RawValue;
 use serde_json::{Map, Value};
 
 use crate::rule::Standing;
@@ -24,6 +25,33 @@ pub struct Envelope {
     /// way from the module to the worker, which takes it out.
     #[serde(default, skip_serializing_if = "Standing::is_empty")]
     pub standing: Standing,
+    /// The token's whole claim set, for the worker's publish hook: like
+    /// `standing`, only on the way from the module to the worker.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub claims: Option<Claims>,
+}
+
+/// A token's claims (its payload) as JSON, kept as text: the module passes
+/// them on and the worker hands them to the site's publish hook, neither
+/// needs to read them.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct Claims(Box<RawValue>);
+
+impl Claims {
+    pub fn new(json: Box<RawValue>) -> Self {
+        Self(json)
+    }
+
+    pub fn json(&self) -> &RawValue {
+        &self.0
+    }
+}
+
+impl PartialEq for Claims {
+    fn eq(&self, other: &Self) -> bool {
+        self.0.get() == other.0.get()
+    }
 }
 
 /// Who posted: the token's `sub` and its `public` display data.
@@ -76,6 +104,7 @@ mod tests {
             msg: "hi".into(),
             ts: 1_700_000_000_000,
             standing: Standing::default(),
+            claims: None,
         };
         let json = serde_json::to_value(&envelope).unwrap();
         assert_eq!(

@@ -13,7 +13,7 @@ pub mod readers;
 pub mod room;
 pub mod rule;
 
-pub use envelope::{Ack, Envelope, User};
+pub use envelope::{Ack, Claims, Envelope, User};
 pub use event::{CustomEvent, EventKind, RoomEvent, RESERVED_EVENTS};
 pub use id::MessageIdGenerator;
 pub use room::{room_matches, validate_room, validate_room_pattern, RoomNameError, MAX_ROOM_LEN};

@@ -23,11 +23,19 @@ export class ChatUpError extends Error {
   readonly reason?: string;
   /** `restricted`: the room's rule the user does not meet. */
   readonly rule?: RoomRule;
+  /** The server's JSON answer, as it came (a site's publish hook may put its own fields in it). */
+  readonly body?: Record<string, unknown>;
 
   constructor(
     code: ErrorCode,
     message: string,
-    extra: { ttl?: number | null; retryAfter?: number; reason?: string; rule?: RoomRule } = {},
+    extra: {
+      ttl?: number | null;
+      retryAfter?: number;
+      reason?: string;
+      rule?: RoomRule;
+      body?: Record<string, unknown>;
+    } = {},
   ) {
     super(message);
     this.name = "ChatUpError";
@@ -36,6 +44,7 @@ export class ChatUpError extends Error {
     this.retryAfter = extra.retryAfter;
     this.reason = extra.reason;
     this.rule = extra.rule;
+    this.body = extra.body;
   }
 }
 
@@ -45,6 +54,12 @@ export function errorFromResponse(
   body: Record<string, unknown> | null,
   retryAfterHeader: string | null,
 ): ChatUpError {
+  const error = typed(status, body, retryAfterHeader);
+  if (body) (error as { body?: Record<string, unknown> }).body = body;
+  return error;
+}
+
+function typed(status: number, body: Record<string, unknown> | null, retryAfterHeader: string | null): ChatUpError {
   const text = typeof body?.error === "string" ? body.error : `HTTP ${status}`;
   switch (status) {
     case 401:
@@ -74,6 +89,9 @@ export function errorFromResponse(
     case 415:
       return new ChatUpError("invalid", text);
     default:
+      // Another 4xx with a body: a site's publish hook refused the message
+      // with a status and object of its own (`body` has all of it).
+      if (status >= 400 && status < 500 && body) return new ChatUpError("rejected", text, { reason: text });
       return new ChatUpError("unavailable", text);
   }
 }

@@ -45,6 +45,7 @@ export function describeModerationError(error: unknown): string {
     case "forbidden":
       return "You cannot moderate this room.";
     case "invalid":
+    case "rejected":
       return `Not done: ${error.message}.`;
     default:
       return "The chat is unavailable right now; nothing was done.";

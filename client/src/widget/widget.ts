@@ -430,7 +430,8 @@ export class ChatUp {
     const lines: string[] = [];
     if (this.protocol.rule) lines.push(ruleText(this.protocol.rule));
     const sampled = this.protocol.sampled;
-    if (sampled) {
+    // While a hot room cools down, it may show everything (share 1).
+    if (sampled && sampled.share < 1) {
       const oneIn = Math.round(1 / Math.max(sampled.share, 0.01));
       lines.push(oneIn >= 2 ? `Busy chat: showing about 1 in ${oneIn} messages.` : "Busy chat: some messages are not shown.");
     }

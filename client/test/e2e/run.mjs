@@ -6,11 +6,15 @@
 // Environment: CHATUP_DISPATCHER (URL), CHATUP_SERVER_SECRET (file of the
 // dispatcher's server key, to ban), CHATUP_ARTIFACTS (screenshots go there),
 // CHATUP_E2E_ONLY (scenario names separated by `;`: only those run),
+// CHATUP_E2E_SUITE (`widget`, the default, or `original`: the page written
+// for the original ChatUp client, against a cluster configured for its
+// tokens and endpoints), CHATUP_DEV_KEY (the development RSA key, to sign
+// original user tokens),
 // CHATUP_BROWSER_HOME (Chromium's $HOME, whose NSS database may trust a
 // test CA, for HTTPS runs).
 // To kill a worker it prints `KILL <worker id>` and waits for a line on
 // stdin: the harness owns the processes.
-import { createHmac } from "node:crypto";
+import { createHmac, createSign } from "node:crypto";
 import { mkdirSync, readFileSync } from "node:fs";
 import { createInterface } from "node:readline";
 import { createRequire } from "node:module";
@@ -63,6 +67,22 @@ function serverToken(act, claims) {
   const body = `${b64({ alg: "HS256", typ: "JWT" })}.${b64({ ...claims, act, jti, exp: Math.floor(Date.now() / 1000) + 60 })}`;
   const secret = readFileSync(serverSecret).toString().trimEnd();
   return `${body}.${createHmac("sha256", secret).update(body).digest("base64url")}`;
+}
+
+/** An original ChatUp server token: an array payload, HS256 with the server key, nothing else. */
+function originalServerToken(items) {
+  const b64 = (v) => Buffer.from(JSON.stringify(v)).toString("base64url");
+  const body = `${b64({ alg: "HS256", typ: "JWT" })}.${b64(items)}`;
+  const secret = readFileSync(serverSecret).toString().trimEnd();
+  return `${body}.${createHmac("sha256", secret).update(body).digest("base64url")}`;
+}
+
+/** An original ChatUp user token: `name` and `_public`, no `sub`, `exp`, `iss` or `aud` (RS256, development key). */
+function originalUserToken(name) {
+  const b64 = (v) => Buffer.from(JSON.stringify(v)).toString("base64url");
+  const body = `${b64({ alg: "RS256", typ: "JWT" })}.${b64({ name, _public: { name } })}`;
+  const signature = createSign("RSA-SHA256").update(body).sign(readFileSync(process.env.CHATUP_DEV_KEY));
+  return `${body}.${signature.toString("base64url")}`;
 }
 
 const browser = await chromium.launch({
@@ -482,10 +502,72 @@ const scenarios = {
   },
 };
 
+/** Scenarios of a page written for the original client (CHATUP_E2E_SUITE=original). */
+const originalScenarios = {
+  async "a page written for the original client reads, posts, follows another channel and is banned"() {
+    const room = "e2e-original";
+    const page = async (name, fragment) => {
+      const context = await browser.newContext({ viewport: { width: 760, height: 700 } });
+      const opened = await context.newPage();
+      opened.on("pageerror", (e) => console.log(`[${name}] page error: ${e.message}`));
+      await opened.goto(`${dispatcher}/demo/original.html?room=${room}&extra=e2e-news${fragment}`);
+      return opened;
+    };
+    const ann = await page("ann", `#jwt=${originalUserToken("ann")}`);
+    const guest = await page("guest", "");
+    await ann.waitForFunction(() => document.getElementById("status").textContent === "authenticated", null, { timeout: 15000 });
+    await guest.waitForFunction(() => document.getElementById("status").textContent === "connected", null, { timeout: 15000 });
+    const lines = (p) => p.$$eval("#messages li", (items) => items.map((i) => i.textContent));
+    const waitForLine = (p, text) =>
+      p.waitForFunction((t) => Array.from(document.querySelectorAll("#messages li"), (i) => i.textContent).includes(t), text, {
+        timeout: 15000,
+      });
+
+    await ann.fill("#text", "hello from 2016");
+    await ann.press("#text", "Enter");
+    await waitForLine(guest, `ann: hello from 2016 #${room}`);
+    const sent = await ann.evaluate(() => window.chatUp.stats.msgSent);
+    if (sent !== 1) throw new Error(`stats.msgSent ${sent}`);
+
+    // The site's server code, unchanged: POST /post and POST /ban with array tokens.
+    const send = async (path, items) => {
+      const response = await fetch(`${dispatcher}${path}`, { method: "POST", body: originalServerToken(items) });
+      const text = await response.text();
+      if (response.status !== 200 || text !== "OK") throw new Error(`${path}: ${response.status} ${text}`);
+    };
+    await send("/post", [{ channel: "e2e-news", msg: "Site news", user: { name: "Server" } }]);
+    await waitForLine(guest, "Server: Site news #e2e-news");
+    await send("/ban", [{ name: "ann", channel: room, expire: 60 }]);
+    await guest.waitForFunction(() => !Array.from(document.querySelectorAll("#messages li")).some((i) => i.dataset.user === "ann"), null, {
+      timeout: 15000,
+    });
+    const deadline = Date.now() + 10000;
+    for (;;) {
+      await ann.fill("#text", "still here?");
+      await ann.press("#text", "Enter");
+      await ann.waitForTimeout(200);
+      const notice = await ann.textContent("#notice");
+      if (/^You are banned for \d+ seconds$/.test(notice)) break;
+      if (Date.now() > deadline) throw new Error(`never told of the ban: ${notice}`);
+    }
+    const count = await guest.textContent("#count");
+    if (!/^\d+ users, \d+ guests$/.test(count)) throw new Error(`count line: ${count}`);
+    if ((await lines(guest)).length !== 1) throw new Error(`left on screen: ${await lines(guest)}`);
+    await checkAccessibility(guest, "the original client's page");
+    await shot(guest, "original-guest");
+  },
+};
+
+const suites = { widget: scenarios, original: originalScenarios };
+const suite = suites[process.env.CHATUP_E2E_SUITE ?? "widget"];
+if (!suite) {
+  console.error(`unknown CHATUP_E2E_SUITE: ${process.env.CHATUP_E2E_SUITE}`);
+  process.exit(2);
+}
 const only = process.env.CHATUP_E2E_ONLY?.split(";").filter(Boolean);
-const chosen = Object.entries(scenarios).filter(([name]) => !only || only.includes(name));
+const chosen = Object.entries(suite).filter(([name]) => !only || only.includes(name));
 if (only && chosen.length !== only.length) {
-  console.error(`unknown scenarios in CHATUP_E2E_ONLY: ${only.filter((n) => !(n in scenarios))}`);
+  console.error(`unknown scenarios in CHATUP_E2E_ONLY: ${only.filter((n) => !(n in suite))}`);
   process.exit(2);
 }
 let failed = 0;

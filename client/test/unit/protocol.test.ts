@@ -731,3 +731,20 @@ test("a hot room's sample is announced, and one's own message is shown even if t
   assert.deepEqual(states, [{ on: true, rate: 200, share: 0.25 }, null]);
   protocol.close();
 });
+
+test("the compatibility client's say() rejects in the original's shapes", async () => {
+  const { compatError } = await import("../../src/compat/protocol");
+  const refusal = (status: number, body: Record<string, unknown>) => compatError(errorFromResponse(status, body, null));
+  assert.deepEqual(refusal(403, { error: "banned", ttl: null }), { status: "error", err: "banned", ttl: -1 });
+  assert.deepEqual(refusal(403, { error: "banned", ttl: 30 }), { status: "error", err: "banned", ttl: 30 });
+  assert.deepEqual(refusal(403, { error: "muted", ttl: 60 }), { status: "error", err: "muted", ttl: 60 });
+  assert.deepEqual(refusal(402, { error: "paid chat", price: 5 }), { status: "error", err: "paid chat", price: 5 });
+  assert.deepEqual(refusal(422, { error: "message rejected", reason: "links are not allowed" }), {
+    status: "error",
+    err: "message rejected",
+    reason: "links are not allowed",
+  });
+  const rejected = errorFromResponse(402, { error: "paid chat", price: 5 }, null);
+  assert.equal(rejected.code, "rejected");
+  assert.deepEqual(rejected.body, { error: "paid chat", price: 5 });
+});

@@ -100,6 +100,7 @@ impl PostGate<'_> {
             msg,
             ts,
             standing: head.identity.standing,
+            claims: head.identity.claims,
         })
     }
 }

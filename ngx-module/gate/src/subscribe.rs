@@ -57,6 +57,7 @@ pub fn reader_identity(
     Ok(reader.map(|identity| Identity {
         role: None,
         standing: Default::default(),
+        claims: None,
         ..identity
     }))
 }

@@ -43,6 +43,7 @@ pub fn verifier(secret: &[u8]) -> Result<TokenVerifier, KeyError> {
         audience: Some(TICKET_AUDIENCE.into()),
         leeway_secs: 5,
         max_lifetime_secs: Some(MAX_TICKET_LIFETIME_SECS),
+        original: Default::default(),
     })
 }
 
@@ -168,6 +169,7 @@ mod tests {
             rooms: None,
             role: Some("moderator".into()),
             standing: Default::default(),
+            claims: None,
         }
     }
 

@@ -7,9 +7,10 @@
 //! not hold, or when it has no usable `sub`.
 
 use base64::Engine;
-use chatup_wire::Standing;
+use chatup_wire::{Claims as WireClaims, Standing};
 use jsonwebtoken::{errors::ErrorKind, Algorithm, DecodingKey, Validation};
 use serde::Deserialize;
+use serde_json::value::RawValue;
 use serde_json::{Map, Value};
 
 use crate::verified::VerifiedTokens;
@@ -47,6 +48,20 @@ pub struct VerifierConfig {
     /// that practically never expires is a credential that never dies);
     /// `None`: no bound.
     pub max_lifetime_secs: Option<u64>,
+    /// The original ChatUp's tokens (off unless asked for).
+    pub original: OriginalTokens,
+}
+
+/// What the original ChatUp's tokens need (docs/migration.md); each is an
+/// operator's explicit choice.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct OriginalTokens {
+    /// `_public` is the public data when there is no `public`, and `name`
+    /// the user id when there is no `sub` (the original banned by `name`).
+    pub claims: bool,
+    /// Tokens without `exp` are accepted: they never expire, so a leaked
+    /// one is good for ever (the original did not require `exp`).
+    pub without_exp: bool,
 }
 
 /// The shipped bound on a user token's remaining lifetime: a day.
@@ -76,6 +91,9 @@ pub struct Identity {
     pub role: Option<String>,
     /// The `tier` and `since` claims, for room rules.
     pub standing: Standing,
+    /// Every claim of the token (for the worker's publish hook); `None`
+    /// where the identity does not come from a site token (read tickets).
+    pub claims: Option<WireClaims>,
 }
 
 impl Identity {
@@ -136,6 +154,7 @@ pub struct TokenVerifier {
     validation: Validation,
     algorithms: Vec<Algorithm>,
     max_lifetime_secs: Option<u64>,
+    original: OriginalTokens,
     /// Tokens that passed [`verify`](Self::verify) lately (off unless
     /// [`with_cache`](Self::with_cache)).
     verified: Option<VerifiedTokens>,
@@ -150,7 +169,7 @@ impl std::fmt::Debug for TokenVerifier {
 }
 
 #[derive(Deserialize)]
-struct Claims {
+struct TokenClaims {
     #[serde(default)]
     sub: Option<Value>,
     /// Checked by the validation; read again for the lifetime bound.
@@ -158,6 +177,11 @@ struct Claims {
     exp: Option<u64>,
     #[serde(default)]
     public: Option<Value>,
+    /// The original ChatUp's public data and user name.
+    #[serde(default, rename = "_public")]
+    original_public: Option<Value>,
+    #[serde(default)]
+    name: Option<Value>,
     #[serde(default)]
     rooms: Option<Value>,
     #[serde(default)]
@@ -204,7 +228,9 @@ impl TokenVerifier {
         validation.validate_nbf = true;
         // A configured `iss` or `aud` must be there: jsonwebtoken only
         // compares them when the token carries them.
-        let mut required = vec!["exp", "sub"];
+        let mut required = Vec::new();
+        required.extend((!config.original.without_exp).then_some("exp"));
+        required.extend((!config.original.claims).then_some("sub"));
         required.extend(config.issuer.as_ref().map(|_| "iss"));
         required.extend(config.audience.as_ref().map(|_| "aud"));
         validation.set_required_spec_claims(&required);
@@ -221,6 +247,7 @@ impl TokenVerifier {
             validation,
             algorithms,
             max_lifetime_secs: config.max_lifetime_secs,
+            original: config.original,
             verified: None,
         })
     }
@@ -244,9 +271,14 @@ impl TokenVerifier {
             return Ok(identity);
         }
         self.check_pinned_algorithm(token)?;
-        let data = jsonwebtoken::decode::<Claims>(token, &self.key, &self.validation)
+        // Decoded once as text (kept whole for the publish hook), then read.
+        let data = jsonwebtoken::decode::<Box<RawValue>>(token, &self.key, &self.validation)
             .map_err(|e| bad_token(e.kind()))?;
-        let exp = data.claims.exp;
+        let raw = data.claims;
+        let claims: TokenClaims = serde_json::from_str(raw.get()).map_err(|_| {
+            GateError::BadToken(TokenFailure::Claims, "token claims are malformed".into())
+        })?;
+        let exp = claims.exp;
         if let (Some(max), Some(exp)) = (self.max_lifetime_secs, exp) {
             if exp.saturating_sub(now) > max + self.validation.leeway {
                 return Err(GateError::BadToken(
@@ -255,7 +287,12 @@ impl TokenVerifier {
                 ));
             }
         }
-        let identity = identity_from(data.claims)?;
+        let claims = if self.original.claims {
+            claims.with_original_claims()
+        } else {
+            claims
+        };
+        let identity = identity_from(claims, WireClaims::new(raw))?;
         if let (Some(verified), Some(exp)) = (&self.verified, exp) {
             verified.insert(token, identity.clone(), exp + self.validation.leeway, now);
         }
@@ -280,9 +317,55 @@ impl TokenVerifier {
             .map_err(|e| bad_token(e.kind()))
     }
 
+    /// Checks a compact JWT's signature (pinned algorithm) and returns its
+    /// payload, whatever its shape, with its `exp` checked when it has one.
+    /// For the original ChatUp's server tokens only (their payloads are
+    /// arrays, which can carry no `exp`): the caller decides whether a
+    /// token without `exp` is acceptable.
+    pub fn verify_signature(&self, token: &str) -> Result<(Value, Option<u64>), GateError> {
+        let alg = self.check_pinned_algorithm(token)?;
+        let malformed = || GateError::BadToken(TokenFailure::Malformed, "malformed token".into());
+        let (message, signature) = token.rsplit_once('.').ok_or_else(malformed)?;
+        let valid = jsonwebtoken::crypto::verify(signature, message.as_bytes(), &self.key, alg)
+            .map_err(|_| malformed())?;
+        if !valid {
+            return Err(GateError::BadToken(
+                TokenFailure::BadSignature,
+                "invalid token signature".into(),
+            ));
+        }
+        let payload_b64 = message
+            .split_once('.')
+            .map(|(_, p)| p)
+            .ok_or_else(malformed)?;
+        let payload = base64::engine::general_purpose::URL_SAFE_NO_PAD
+            .decode(payload_b64.trim_end_matches('='))
+            .map_err(|_| malformed())?;
+        let payload: Value = serde_json::from_slice(&payload).map_err(|_| malformed())?;
+        let exp = match payload.get("exp") {
+            None => None,
+            Some(exp) => Some(exp.as_u64().ok_or_else(|| {
+                GateError::BadToken(TokenFailure::Claims, "token exp is not a number".into())
+            })?),
+        };
+        if let Some(exp) = exp {
+            let now = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.as_secs())
+                .unwrap_or(0);
+            if exp + self.validation.leeway < now {
+                return Err(GateError::BadToken(
+                    TokenFailure::Expired,
+                    "token expired".into(),
+                ));
+            }
+        }
+        Ok((payload, exp))
+    }
+
     /// Reads the header's `alg` before anything else, so that a token
     /// naming an algorithm we do not accept gets a precise error.
-    fn check_pinned_algorithm(&self, token: &str) -> Result<(), GateError> {
+    fn check_pinned_algorithm(&self, token: &str) -> Result<Algorithm, GateError> {
         let malformed = || GateError::BadToken(TokenFailure::Malformed, "malformed token".into());
         let header_b64 = token.split('.').next().ok_or_else(malformed)?;
         let header_json = base64::engine::general_purpose::URL_SAFE_NO_PAD
@@ -297,7 +380,7 @@ impl TokenVerifier {
             .ok()
             .filter(|a| self.algorithms.contains(a));
         match pinned {
-            Some(_) => Ok(()),
+            Some(alg) => Ok(alg),
             None => Err(GateError::BadToken(
                 TokenFailure::Algorithm,
                 format!("token algorithm \"{alg}\" is not accepted"),
@@ -306,7 +389,21 @@ impl TokenVerifier {
     }
 }
 
-fn identity_from(claims: Claims) -> Result<Identity, GateError> {
+impl TokenClaims {
+    /// The original ChatUp's claims where the new ones are absent: `name`
+    /// as the user id, `_public` as the public data.
+    fn with_original_claims(mut self) -> Self {
+        if self.sub.is_none() {
+            self.sub = self.name.take();
+        }
+        if self.public.is_none() {
+            self.public = self.original_public.take();
+        }
+        self
+    }
+}
+
+fn identity_from(claims: TokenClaims, raw: WireClaims) -> Result<Identity, GateError> {
     let sub = match claims.sub {
         Some(Value::String(s)) if s == chatup_wire::envelope::SYSTEM_USER => {
             return Err(GateError::BadToken(
@@ -373,8 +470,8 @@ fn identity_from(claims: Claims) -> Result<Identity, GateError> {
         _ => None,
     };
     let standing = Standing {
-        tier: whole_number(claims.tier, "tier")?,
-        since: whole_number(claims.since, "since")?,
+        tier: whole_number(claims.tier),
+        since: whole_number(claims.since),
     };
     Ok(Identity {
         sub,
@@ -382,19 +479,16 @@ fn identity_from(claims: Claims) -> Result<Identity, GateError> {
         rooms,
         role,
         standing,
+        claims: Some(raw),
     })
 }
 
-/// A claim that must be a whole number when present (`tier`, `since`).
-fn whole_number(claim: Option<Value>, name: &str) -> Result<Option<u64>, GateError> {
-    match claim {
-        None | Some(Value::Null) => Ok(None),
-        Some(Value::Number(n)) if n.as_u64().is_some() => Ok(n.as_u64()),
-        Some(_) => Err(GateError::BadToken(
-            TokenFailure::Claims,
-            format!("token {name} claim must be a whole number"),
-        )),
-    }
+/// A claim read as a whole number (`tier`, `since`). Anything else counts
+/// as absent rather than making the token invalid: sites may already use
+/// these names for something of their own, and only a room rule reads them
+/// (a user without a valid `tier` has tier 0, without `since` no age).
+fn whole_number(claim: Option<Value>) -> Option<u64> {
+    claim.and_then(|value| value.as_u64())
 }
 
 fn bad_token(kind: &ErrorKind) -> GateError {

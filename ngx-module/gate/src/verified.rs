@@ -97,6 +97,7 @@ mod tests {
             rooms: None,
             role: None,
             standing: Default::default(),
+            claims: None,
         }
     }
 

@@ -92,6 +92,17 @@ pub struct DispatcherConfig {
     pub user_audience: Option<String>,
     /// As the workers' `chatup_jwt_max_lifetime`, in seconds (0: off).
     pub user_max_lifetime_secs: u64,
+    /// The original ChatUp's API for sites moving over (docs/migration.md):
+    /// user tokens' `_public` and `name` claims (as the workers'
+    /// `chatup_jwt_original_claims on`), and its server endpoints
+    /// (`POST /ban`, `POST /post`, `GET /messages/{channel}`, `GET
+    /// /stats/{channel}`), whose tokens are signed with the server key.
+    pub original_api: bool,
+    /// Tokens without `exp` are accepted (user tokens, as the workers'
+    /// `chatup_jwt_require_exp off`, and the original endpoints' tokens):
+    /// the original ChatUp's tokens had none. A leaked one is good for
+    /// ever: an explicit choice, off by default.
+    pub accept_tokens_without_exp: bool,
     /// The secret (at least 32 bytes, not the user-token secret) that signs
     /// read tickets, shared with the workers' `chatup_ticket_secret_file`.
     /// A signed-in reader gets a ticket with each join (and from `POST
@@ -149,6 +160,8 @@ impl Default for DispatcherConfig {
             // As the shipped nginx template's chatup_jwt_audience.
             user_audience: Some(chatup_audience()),
             user_max_lifetime_secs: chatup_gate::token::DEFAULT_MAX_LIFETIME_SECS,
+            original_api: false,
+            accept_tokens_without_exp: false,
             ticket_secret_file: None,
             ticket_lifetime_secs: chatup_gate::ticket::DEFAULT_TICKET_LIFETIME_SECS,
             demo_dir: None,
@@ -255,6 +268,12 @@ pub struct DispatcherArgs {
     /// Longest remaining lifetime of a user token, in seconds, 0 for no limit [default: 86400]
     #[arg(long, env = "CHATUP_USER_MAX_LIFETIME_SECS")]
     pub user_max_lifetime_secs: Option<u64>,
+    /// The original ChatUp's token claims (_public, name) and server endpoints (/ban, /post, /messages/{channel}, /stats/{channel}) [default: false]
+    #[arg(long, env = "CHATUP_ORIGINAL_API")]
+    pub original_api: Option<bool>,
+    /// Accept tokens without exp (the original ChatUp's): they never expire [default: false]
+    #[arg(long, env = "CHATUP_ACCEPT_TOKENS_WITHOUT_EXP")]
+    pub accept_tokens_without_exp: Option<bool>,
     /// Secret file signing read tickets, shared with the workers' chatup_ticket_secret_file [default: none: readers are anonymous]
     #[arg(long, env = "CHATUP_TICKET_SECRET_FILE")]
     pub ticket_secret_file: Option<PathBuf>,
@@ -293,6 +312,8 @@ impl DispatcherConfig {
             token_rooms,
             user_algorithms,
             user_max_lifetime_secs,
+            original_api,
+            accept_tokens_without_exp,
             ticket_lifetime_secs,
             log_format
         );
@@ -414,6 +435,7 @@ impl DispatcherConfig {
                 leeway_secs: 5,
                 // Bounded by server_token_max_ttl_secs instead.
                 max_lifetime_secs: None,
+                original: Default::default(),
             },
         )
     }
@@ -446,6 +468,13 @@ impl DispatcherConfig {
             .map_err(|e| ConfigError::Invalid(format!("ticket_secret_file: {e}")))
     }
 
+    fn user_original_tokens(&self) -> chatup_gate::token::OriginalTokens {
+        chatup_gate::token::OriginalTokens {
+            claims: self.original_api,
+            without_exp: self.accept_tokens_without_exp,
+        }
+    }
+
     /// The verifier of user tokens (token rooms), if a key is configured.
     pub fn user_verifier(&self) -> Result<Option<TokenVerifier>, ConfigError> {
         verifier(
@@ -460,6 +489,7 @@ impl DispatcherConfig {
                 leeway_secs: 5,
                 max_lifetime_secs: (self.user_max_lifetime_secs > 0)
                     .then_some(self.user_max_lifetime_secs),
+                original: self.user_original_tokens(),
             },
         )
     }

@@ -7,6 +7,7 @@ use serde::Deserialize;
 
 use super::{check, overlay, overlay_some, ConfigError, LogFormat};
 use crate::moderation::filters::FilterConfig;
+use crate::moderation::publish_hook::PublishHookConfig;
 use crate::moderation::ratelimit::RateLimitConfig;
 
 #[derive(Debug, Clone, Deserialize)]
@@ -89,6 +90,9 @@ pub struct WorkerConfig {
     pub rate_limit: RateLimitConfig,
     /// `[filters]`: message filters (file only).
     pub filters: FilterConfig,
+    /// `[publish_hook]`: the site's hook, asked about each message (file
+    /// only; absent: none).
+    pub publish_hook: Option<PublishHookConfig>,
 }
 
 impl Default for WorkerConfig {
@@ -124,6 +128,7 @@ impl Default for WorkerConfig {
             log_format: LogFormat::Text,
             rate_limit: RateLimitConfig::default(),
             filters: FilterConfig::default(),
+            publish_hook: None,
         }
     }
 }
@@ -334,6 +339,9 @@ impl WorkerConfig {
         )?;
         self.rate_limit.validate().map_err(ConfigError::Invalid)?;
         self.filters.validate().map_err(ConfigError::Invalid)?;
+        if let Some(hook) = &self.publish_hook {
+            hook.check().map_err(ConfigError::Invalid)?;
+        }
         // Reads the TLS files too: a missing one stops the start.
         self.redis_topology().map(drop)
     }

@@ -34,6 +34,7 @@ use crate::api_error::ApiError;
 use crate::db::{Db, DbError};
 use crate::dispatcher::join_cache::{JoinCache, RoomSnapshot};
 use crate::dispatcher::moderator::{self, ModeratorApi};
+use crate::dispatcher::original_api::{self, OriginalApi};
 use crate::dispatcher::params::RoomRequest;
 use crate::dispatcher::server_api::{self, ServerApi};
 use crate::presence::{Presence, RoomCounts};
@@ -76,7 +77,7 @@ pub struct ReadRule {
 impl ReadRule {
     /// Refuses a request about `room` that the workers would refuse a
     /// reader of (401 or 403, JSON).
-    fn check(&self, room: &str, headers: &HeaderMap) -> Result<(), ApiError> {
+    pub(crate) fn check(&self, room: &str, headers: &HeaderMap) -> Result<(), ApiError> {
         self.reader(room, headers).map(drop)
     }
 
@@ -127,9 +128,22 @@ impl ReadRule {
     }
 }
 
-pub fn router(state: AppState, server: ServerApi) -> Router {
+pub fn router(state: AppState, server: ServerApi, original: Option<OriginalSettings>) -> Router {
+    let original_routes = original.map(|settings| {
+        Router::new()
+            .route("/ban", post(original_api::ban))
+            .route("/post", post(original_api::post))
+            .route("/messages/{channel}", get(original_api::messages))
+            .route("/stats/{channel}", get(original_api::stats))
+            .with_state(OriginalApi {
+                server: server.clone(),
+                app: state.clone(),
+                accept_tokens_without_exp: settings.accept_tokens_without_exp,
+            })
+    });
     let moderator_routes = Router::new()
         .route("/rooms/{room}/moderation", post(moderator::act))
+        .route("/rooms/{room}/me", get(moderator::me))
         .with_state(ModeratorApi {
             read: state.read.clone(),
             server: server.clone(),
@@ -150,10 +164,17 @@ pub fn router(state: AppState, server: ServerApi) -> Router {
         .with_state(state)
         .merge(server_routes)
         .merge(moderator_routes)
+        .merge(original_routes.unwrap_or_default())
         .fallback(|| async { ApiError::not_found() })
         .method_not_allowed_fallback(|| async {
             ApiError::new(StatusCode::METHOD_NOT_ALLOWED, "method not allowed")
         })
+}
+
+/// The original ChatUp's server endpoints are served (`original_api`).
+#[derive(Clone, Copy)]
+pub struct OriginalSettings {
+    pub accept_tokens_without_exp: bool,
 }
 
 /// The operator's API, on its own listener (`operator_listen`).
@@ -169,7 +190,7 @@ pub fn operator_router(state: AppState) -> Router {
 }
 
 /// Redis trouble, as the client sees it.
-fn unavailable(e: DbError) -> ApiError {
+pub(crate) fn unavailable(e: DbError) -> ApiError {
     tracing::warn!(error = %e, "redis unavailable");
     ApiError::unavailable("chat service unavailable (redis)")
 }
@@ -350,7 +371,7 @@ async fn ticket(
     })))
 }
 
-async fn live_ids(state: &AppState) -> Result<Vec<String>, ApiError> {
+pub(crate) async fn live_ids(state: &AppState) -> Result<Vec<String>, ApiError> {
     Ok(state
         .registry
         .live()
@@ -362,7 +383,7 @@ async fn live_ids(state: &AppState) -> Result<Vec<String>, ApiError> {
 }
 
 /// The room's counts over the `live` workers.
-async fn room_counts(
+pub(crate) async fn room_counts(
     state: &AppState,
     room: &str,
     live: &[String],

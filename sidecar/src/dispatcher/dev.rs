@@ -21,9 +21,10 @@ pub struct TokenRequest {
     /// example page and the browser tests see a token expire.
     #[serde(default)]
     ttl_secs: Option<u64>,
-    /// A moderator's token (`role: "moderator"`), to try moderation.
+    /// A moderator's token for this room (`role: "moderator"`, `rooms`:
+    /// that room), to try moderation.
     #[serde(default)]
-    moderator: bool,
+    moderator_of: Option<String>,
 }
 
 /// A user id from a display name: `dev-` and its letters and digits.
@@ -66,10 +67,15 @@ pub async fn token(
             "ttl_secs must be 1 to {TOKEN_TTL_SECS}"
         )));
     }
+    let moderator_of: Vec<String> = request.moderator_of.into_iter().collect();
+    for room in &moderator_of {
+        chatup_wire::validate_room(room)
+            .map_err(|e| ApiError::bad_request(format!("moderator_of: {e}")))?;
+    }
     let id = user_id(name);
     let public = json!({ "name": name, "color": color(name) });
     let token = signer
-        .user_token(&id, Some(public.clone()), ttl, request.moderator)
+        .user_token(&id, Some(public.clone()), ttl, &moderator_of)
         .map_err(|e| ApiError::new(axum::http::StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?;
     Ok(Json(
         json!({ "token": token, "user": { "id": id, "public": public } }),

@@ -8,6 +8,7 @@ mod dev;
 mod fleet_metrics;
 mod join_cache;
 mod moderator;
+mod original_api;
 mod params;
 mod replay;
 mod server_api;
@@ -127,7 +128,16 @@ pub async fn run(
                 .await
         })
     });
-    let mut app = api::router(state, server);
+    let original = config.original_api.then(|| {
+        tracing::info!(
+            tokens_without_exp = config.accept_tokens_without_exp,
+            "the original ChatUp's endpoints are on (/ban, /post, /messages/{{channel}}, /stats/{{channel}})"
+        );
+        api::OriginalSettings {
+            accept_tokens_without_exp: config.accept_tokens_without_exp,
+        }
+    });
+    let mut app = api::router(state, server, original);
     if let Some(path) = &config.dev_token_key {
         let signer = DevSigner::from_file(path)?;
         tracing::warn!(key = %path.display(), "DEVELOPMENT ONLY: POST /dev/token mints user tokens for anyone");

@@ -184,6 +184,15 @@ impl ModeratorApi {
                 "only moderators may do this (role claim \"moderator\")",
             ));
         }
+        // A moderator's token names the rooms it moderates: a site that
+        // gives streamers' moderators the role must not make them
+        // moderators of every room.
+        if identity.rooms.is_none() {
+            return Err(ApiError::new(
+                StatusCode::FORBIDDEN,
+                "a moderator token needs a rooms claim naming the rooms it moderates",
+            ));
+        }
         if !identity.may_use(room) {
             return Err(ApiError::new(
                 StatusCode::FORBIDDEN,
@@ -192,6 +201,94 @@ impl ModeratorApi {
         }
         Ok(identity)
     }
+}
+
+impl ModeratorApi {
+    /// Stores `ban` unless one in force there lasts at least as long (a
+    /// moderator may not shorten the site's ban, or another's): 409 then.
+    async fn put_unless_outlasted(&self, ban: &Ban, now: SystemTime) -> Result<(), ApiError> {
+        let now_ms = unix_millis(now);
+        let existing = self
+            .server
+            .bans
+            .get(&ban.user, &ban.room, ban.mute, now_ms)
+            .await
+            .map_err(unavailable)?;
+        if let Some(existing) = existing.filter(|e| e.outlasts(ban)) {
+            let what = if ban.mute { "mute" } else { "ban" };
+            let until = match existing.seconds_left(now_ms) {
+                Some(secs) => format!("for {secs} s more"),
+                None => "for good".into(),
+            };
+            return Err(ApiError::new(
+                StatusCode::CONFLICT,
+                format!("a {what} at least as long is in force ({until})"),
+            ));
+        }
+        self.server
+            .bans
+            .put(std::slice::from_ref(ban))
+            .await
+            .map_err(unavailable)
+    }
+}
+
+/// `GET /rooms/{room}/me`: what the room holds against the user of the
+/// request's token: `{"user", "banned": false | {ttl, reason?},
+/// "muted": false | {ttl, reason?}}` (a ban or mute for this room or for
+/// every room, the longest). Any valid user token, moderator or not.
+pub async fn me(
+    State(api): State<ModeratorApi>,
+    RoomRequest { room, .. }: RoomRequest,
+    headers: HeaderMap,
+) -> Result<Json<Value>, ApiError> {
+    let verifier = api.read.verifier.as_ref().ok_or_else(|| {
+        ApiError::new(
+            StatusCode::NOT_IMPLEMENTED,
+            "this dispatcher has no user key",
+        )
+    })?;
+    let authorization = headers
+        .get(axum::http::header::AUTHORIZATION)
+        .map(|v| v.as_bytes());
+    let token = chatup_gate::post::bearer_token(authorization).map_err(|_| {
+        ApiError::new(
+            StatusCode::UNAUTHORIZED,
+            "missing Authorization: Bearer <user token>",
+        )
+    })?;
+    let identity = verifier
+        .verify(token)
+        .map_err(|e| ApiError::new(StatusCode::UNAUTHORIZED, e.to_string()))?;
+    let now_ms = unix_millis(SystemTime::now());
+    let mut answer = json!({ "user": identity.sub });
+    for (mute, key) in [(false, "banned"), (true, "muted")] {
+        let mut found: Option<Ban> = None;
+        for scope in [room.as_str(), "*"] {
+            let ban = api
+                .server
+                .bans
+                .get(&identity.sub, scope, mute, now_ms)
+                .await
+                .map_err(unavailable)?;
+            if let Some(ban) = ban {
+                if found.as_ref().is_none_or(|f| ban.outlasts(f)) {
+                    found = Some(ban);
+                }
+            }
+        }
+        answer[key] = match found {
+            None => json!(false),
+            Some(ban) => {
+                let mut held = json!({ "ttl": ban.seconds_left(now_ms) });
+                if let Some(reason) = ban.reason {
+                    held["reason"] = json!(reason);
+                }
+                held
+            }
+        };
+    }
+    Ok(Json(answer))
 }
 
 /// `POST /rooms/{room}/moderation`.
@@ -222,12 +319,8 @@ pub async fn act(
             duration,
             reason,
         } => {
-            let ban = room_ban(&room, user, Some(duration), reason, true, now);
-            api.server
-                .bans
-                .put(std::slice::from_ref(&ban))
-                .await
-                .map_err(unavailable)?;
+            let ban = room_ban(&room, user, Some(duration), reason, true, &moderator, now);
+            api.put_unless_outlasted(&ban, now).await?;
             tracing::info!(moderator = %moderator.sub, %room, user = %ban.user, duration, "muted");
             json!({ "action": name, "ban": describe(&ban, unix_millis(now)) })
         }
@@ -236,12 +329,8 @@ pub async fn act(
             duration,
             reason,
         } => {
-            let ban = room_ban(&room, user, duration, reason, false, now);
-            api.server
-                .bans
-                .put(std::slice::from_ref(&ban))
-                .await
-                .map_err(unavailable)?;
+            let ban = room_ban(&room, user, duration, reason, false, &moderator, now);
+            api.put_unless_outlasted(&ban, now).await?;
             let removed = remove_messages(&api.server, &ban, now).await?;
             tracing::info!(moderator = %moderator.sub, %room, user = %ban.user, ?duration, removed, "banned");
             json!({
@@ -252,12 +341,26 @@ pub async fn act(
         }
         Action::Unmute { user } | Action::Unban { user } => {
             let mute = name == "unmute";
-            let lifted = api
+            let now_ms = unix_millis(now);
+            let existing = api
                 .server
                 .bans
-                .lift(&user, &room, mute)
+                .get(&user, &room, mute, now_ms)
                 .await
                 .map_err(unavailable)?;
+            if existing.as_ref().is_some_and(|ban| ban.by.is_none()) {
+                return Err(ApiError::new(
+                    StatusCode::FORBIDDEN,
+                    "this was set by the site's server: only it can lift it",
+                ));
+            }
+            let lifted = existing.is_some()
+                && api
+                    .server
+                    .bans
+                    .lift(&user, &room, mute)
+                    .await
+                    .map_err(unavailable)?;
             tracing::info!(moderator = %moderator.sub, %room, %user, mute, lifted, "ban lifted");
             json!({ "action": name, "user": user, "lifted": lifted })
         }
@@ -271,6 +374,7 @@ fn room_ban(
     duration: Option<u64>,
     reason: Option<String>,
     mute: bool,
+    moderator: &Identity,
     now: SystemTime,
 ) -> Ban {
     Ban {
@@ -279,6 +383,7 @@ fn room_ban(
         until_ms: duration.map(|d| unix_millis(now) + d * 1000),
         reason,
         mute,
+        by: Some(moderator.sub.clone()),
     }
 }
 

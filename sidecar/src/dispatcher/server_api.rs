@@ -253,6 +253,7 @@ pub async fn ban(State(api): State<ServerApi>, body: Bytes) -> Result<impl IntoR
             room: item.room,
             reason: item.reason,
             mute: item.mute,
+            by: None,
         });
     }
     api.bans.put(&bans).await.map_err(unavailable)?;
@@ -395,14 +396,14 @@ pub async fn list(
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
-struct ServerItem {
-    room: String,
-    msg: Option<String>,
-    ev: Option<String>,
+pub(crate) struct ServerItem {
+    pub(crate) room: String,
+    pub(crate) msg: Option<String>,
+    pub(crate) ev: Option<String>,
     #[serde(default)]
-    data: Value,
+    pub(crate) data: Value,
     /// Display data of the sender (`public`).
-    user: Option<Map<String, Value>>,
+    pub(crate) user: Option<Map<String, Value>>,
 }
 
 #[derive(Deserialize)]
@@ -449,10 +450,20 @@ pub async fn post(
     body: Bytes,
 ) -> Result<impl IntoResponse, ApiError> {
     let claims: PostClaims = api.claims(body_token(&body)?, Action::Post).await?;
+    let published = publish_items(&api, claims.items).await?;
+    Ok(Json(json!({ "items": published })))
+}
+
+/// Checks every item (one bad item refuses them all, 400), then stores and
+/// publishes them in order; returns `{room, id, ts}` of each.
+pub(crate) async fn publish_items(
+    api: &ServerApi,
+    items: Vec<ServerItem>,
+) -> Result<Vec<Value>, ApiError> {
     let now = SystemTime::now();
     let ts = unix_millis(now);
     let mut outgoing = Vec::new();
-    for item in claims.items {
+    for item in items {
         validate_room(&item.room).map_err(|e| ApiError::bad_request(format!("item: {e}")))?;
         outgoing.push(match (item.msg, item.ev) {
             (Some(msg), None) => {
@@ -469,6 +480,7 @@ pub async fn post(
                     msg,
                     ts,
                     standing: Default::default(),
+                    claims: None,
                 })
             }
             (None, Some(ev)) => {
@@ -500,7 +512,7 @@ pub async fn post(
         result.map_err(unavailable)?;
         published.push(json!({ "room": room, "id": id, "ts": ts }));
     }
-    Ok(Json(json!({ "items": published })))
+    Ok(published)
 }
 
 #[derive(Deserialize)]

@@ -17,6 +17,8 @@ pub const FRAMES_PUBLISHED: &str = "chatup_frames_published_total";
 pub const FRAME_MESSAGES: &str = "chatup_frame_messages";
 pub const FRAMES_UNDELIVERED: &str = "chatup_frames_undelivered_total";
 pub const MESSAGES_SAMPLED_OUT: &str = "chatup_messages_sampled_out_total";
+pub const PUBLISH_HOOK_SECONDS: &str = "chatup_publish_hook_seconds";
+pub const PUBLISH_HOOK_FAILURES: &str = "chatup_publish_hook_failures_total";
 pub const ROOMS_SERVED: &str = "chatup_rooms_served";
 pub const READERS: &str = "chatup_readers";
 pub const SUBSCRIPTION_RECONNECTS: &str = "chatup_redis_subscription_reconnects_total";
@@ -51,6 +53,8 @@ pub const ALL: &[&str] = &[
     FRAME_MESSAGES,
     FRAMES_UNDELIVERED,
     MESSAGES_SAMPLED_OUT,
+    PUBLISH_HOOK_SECONDS,
+    PUBLISH_HOOK_FAILURES,
     ROOMS_SERVED,
     READERS,
     SUBSCRIPTION_RECONNECTS,
@@ -71,6 +75,8 @@ pub const ALL: &[&str] = &[
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Refused {
     Banned,
+    /// The room's rule (tier, account age).
+    Restricted,
     RateLimited,
     Filtered,
     Invalid,
@@ -81,6 +87,7 @@ impl Refused {
     pub fn label(self) -> &'static str {
         match self {
             Refused::Banned => "banned",
+            Refused::Restricted => "restricted",
             Refused::RateLimited => "rate_limited",
             Refused::Filtered => "filtered",
             Refused::Invalid => "invalid",
@@ -133,7 +140,7 @@ pub fn describe() {
     );
     describe_counter!(
         MESSAGES_REFUSED,
-        "Messages refused by the worker, by reason: banned, rate_limited, filtered, invalid, unavailable (Redis down or draining)"
+        "Messages refused by the worker, by reason: banned (and muted), restricted (room rules), rate_limited (and slow mode), filtered (and the publish hook's rejections), invalid, unavailable (Redis down, draining, the publish hook failed)"
     );
     describe_histogram!(
         MESSAGE_STORE_SECONDS,
@@ -163,6 +170,15 @@ pub fn describe() {
     describe_counter!(
         FRAMES_UNDELIVERED,
         "Frames nchan refused after every retry: the room catches up from history"
+    );
+    describe_histogram!(
+        PUBLISH_HOOK_SECONDS,
+        Unit::Seconds,
+        "One call to the site's publish hook, answered or failed"
+    );
+    describe_counter!(
+        PUBLISH_HOOK_FAILURES,
+        "Calls to the publish hook that failed (no answer in time, an error, an answer that does not fit): on_failure decided"
     );
     describe_counter!(
         MESSAGES_SAMPLED_OUT,

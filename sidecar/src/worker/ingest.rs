@@ -38,6 +38,7 @@ use crate::db::Db;
 use crate::keys;
 use crate::moderation::bancache::BanCache;
 use crate::moderation::filters::{Candidate, FilterPipeline, Verdict};
+use crate::moderation::publish_hook::{HookVerdict, PublishHook};
 use crate::moderation::ratelimit::RateLimiter;
 use crate::moderation::slowmode::SlowMode;
 use crate::store::Store;
@@ -69,11 +70,43 @@ pub struct Checks {
     pub slow_mode: SlowMode,
     pub rate_limiter: RateLimiter,
     pub filters: FilterPipeline,
+    /// The site's publish hook, asked last (an HTTP call), if configured.
+    pub publish_hook: Option<PublishHook>,
 }
 
 impl Checks {
     /// Bans and mutes, the room's rule, slow mode, then the rate limit, then the filters
     /// (which may rewrite the message).
+    /// The in-memory checks, then the site's publish hook. The poster's
+    /// claims are taken out of the envelope here: they are never stored.
+    async fn admit_all(&self, envelope: &mut Envelope) -> Result<(), Refusal> {
+        let claims = envelope.claims.take();
+        self.admit(envelope)?;
+        let Some(hook) = self
+            .publish_hook
+            .as_ref()
+            .filter(|hook| hook.applies_to(&envelope.room))
+        else {
+            return Ok(());
+        };
+        match hook.ask(envelope, claims.as_ref()).await {
+            HookVerdict::Accept => Ok(()),
+            HookVerdict::Rewrite(text) => {
+                envelope.msg = text;
+                Ok(())
+            }
+            HookVerdict::Reject { status, body } => Err(Refusal::new(status, body)),
+            HookVerdict::Unavailable => {
+                let mut refusal = Refusal::new(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    json!({ "error": "message check unavailable, try again" }),
+                );
+                refusal.retry_after = Some(1);
+                Err(refusal)
+            }
+        }
+    }
+
     fn admit(&self, envelope: &mut Envelope) -> Result<(), Refusal> {
         // Token claims for the room's rule: checked here, never stored.
         let standing = std::mem::take(&mut envelope.standing);
@@ -251,13 +284,25 @@ fn count_outcome(response: &Response, took: Duration) {
             }
             return;
         }
+        StatusCode::FORBIDDEN if refusal_error(response) == Some("restricted".into()) => {
+            Refused::Restricted
+        }
         StatusCode::FORBIDDEN => Refused::Banned,
         StatusCode::TOO_MANY_REQUESTS => Refused::RateLimited,
         StatusCode::UNPROCESSABLE_ENTITY => Refused::Filtered,
         StatusCode::BAD_REQUEST => Refused::Invalid,
+        // The site's publish hook refused it with a status of its own.
+        status if status.is_client_error() => Refused::Filtered,
         _ => Refused::Unavailable,
     };
     refused.count();
+}
+
+/// The `error` of a refusal's body (its `X-Chatup-Refusal` header).
+fn refusal_error(response: &Response) -> Option<String> {
+    let header = response.headers().get("x-chatup-refusal")?;
+    let body: serde_json::Value = serde_json::from_slice(header.as_bytes()).ok()?;
+    body.get("error")?.as_str().map(str::to_owned)
 }
 
 async fn check_and_store(
@@ -299,7 +344,7 @@ async fn check_and_store(
             }
         }
     }
-    if let Err(refusal) = state.checks.admit(&mut envelope) {
+    if let Err(refusal) = state.checks.admit_all(&mut envelope).await {
         tracing::debug!(id = %envelope.id, room = %envelope.room, status = %refusal.status, "message refused");
         return Ok(refusal.into_response());
     }

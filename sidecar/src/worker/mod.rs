@@ -43,6 +43,7 @@ use crate::config::WorkerConfig;
 use crate::db::Db;
 use crate::moderation::bancache::BanCache;
 use crate::moderation::filters::{FilterPipeline, MessageFilter};
+use crate::moderation::publish_hook::PublishHook;
 use crate::moderation::ratelimit::RateLimiter;
 use crate::nchan::Nchan;
 use crate::presence::Presence;
@@ -127,6 +128,14 @@ pub async fn run_with_filters(
         slow_mode: Default::default(),
         rate_limiter: RateLimiter::new(config.rate_limit.clone()),
         filters: FilterPipeline::new(&config.filters, extra_filters),
+        publish_hook: config
+            .publish_hook
+            .clone()
+            .map(|hook| {
+                tracing::info!(url = %hook.url, on_failure = ?hook.on_failure, "messages go through the site's publish hook");
+                PublishHook::new(hook).map_err(anyhow::Error::msg)
+            })
+            .transpose()?,
     });
 
     let membership = Arc::new(Membership::new(

@@ -52,6 +52,11 @@ const RETRY_AFTER_FAILURE: Duration = Duration::from_secs(1);
 /// backfills anyway (Redis is down: the resync after reconnecting covers).
 const SUBSCRIBE_WAIT: Duration = Duration::from_secs(2);
 
+/// Now, in Unix milliseconds (message ids carry the same clock).
+fn wall_clock_ms() -> u64 {
+    chatup_wire::id::unix_millis(std::time::SystemTime::now())
+}
+
 pub enum RoomInput {
     /// A serialized envelope or event from the room's Redis channel, or an
     /// event of this worker's own (counts).
@@ -195,7 +200,7 @@ pub async fn run<C: Channels>(start: RoomStart<C>) {
         active: RecentlyActive::default(),
         next_active: Instant::now(),
         event_ids: MessageIdGenerator::new(),
-        sampler: Box::new(Sampler::new(settings_rate, Instant::now())),
+        sampler: Box::new(Sampler::new(settings_rate)),
         next_sampled: Instant::now(),
     };
     if tokio::time::timeout(SUBSCRIBE_WAIT, subscribed)
@@ -292,9 +297,16 @@ impl<C: Channels> RoomTask<C> {
         if let (true, Some(user)) = (is_message, stamp.user) {
             let exempt = matches!(user.role.as_deref(), Some("moderator" | "system"));
             self.active.note(user);
-            if live && !self.sampler.keep(&stamp.id, exempt, Instant::now()) {
+            // Live messages are counted; a catch-up's from history only
+            // follow the share of the moment (they were counted, or missed).
+            let shown = if live {
+                self.sampler.keep(&stamp.id, exempt, wall_clock_ms())
+            } else {
+                self.sampler.keeps(&stamp.id, exempt)
+            };
+            if !shown {
                 // Kept in history, not shown here; remembered as published
-                // so that a catch-up from history does not bring it back.
+                // so that a plain catch-up does not bring it back.
                 self.recent.insert(&stamp.id);
                 metrics::counter!(names::MESSAGES_SAMPLED_OUT).increment(1);
                 return;
@@ -339,7 +351,7 @@ impl<C: Channels> RoomTask<C> {
     /// repeats it every `active_every` while on (for readers who arrived).
     fn send_sampled_if_due(&mut self) {
         let now = Instant::now();
-        let state = match self.sampler.take_change(now) {
+        let state = match self.sampler.take_change(wall_clock_ms()) {
             Some(changed) => changed,
             None if self.sampler.state().on && now >= self.next_sampled => self.sampler.state(),
             None => return,
@@ -409,7 +421,9 @@ impl<C: Channels> RoomTask<C> {
             Some(last) => match ids.iter().position(|id| id.as_deref() == Some(last)) {
                 Some(at) => at + 1,
                 None => {
-                    if history.len() >= self.settings.history_length {
+                    // In a hot room the last message shown here may be far
+                    // back: the history's sample follows the share.
+                    if history.len() >= self.settings.history_length && !self.sampler.state().on {
                         tracing::error!(room = %self.room, last = %last,
                             "the last message published here is no longer in history: readers here may miss messages older than the history");
                     }

@@ -9,23 +9,25 @@
 //! measuring the same Redis stream, keeps nearly the same ones: a reader
 //! who moves to another worker sees the same conversation.
 //!
-//! The rate is counted per second; a room becomes hot when a second holds
-//! more than `hot_room_rate` messages, and cools down after a second under
-//! 80% of it (so that a room hovering at the threshold does not flap).
-
-use std::time::Duration;
-
-use tokio::time::Instant;
+//! The rate is counted per second of the messages' own time (the
+//! millisecond in their id, when a module accepted them, never later than
+//! this worker's clock), not of when this worker handles them: every worker
+//! counts the same seconds, and a backlog handled at once is not taken for
+//! a burst. A room becomes hot when a second holds more than
+//! `hot_room_rate` messages (judged at that second's pace, so a burst is
+//! cut while it happens) and cools down after a second under 80% of it (so
+//! that a room hovering at the threshold does not flap).
 
 /// A room cools down under this share of `hot_room_rate`.
 const COOL_DOWN_SHARE: f64 = 0.8;
-/// The rate is measured over seconds.
-const SECOND: Duration = Duration::from_secs(1);
+/// A burst is judged over at least this much of its second, in ms.
+const SHORTEST_MEASURE_MS: u64 = 100;
 
 /// What a room task should tell its readers about sampling.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct SampledState {
-    /// Readers get a sample.
+    /// The room is hot: readers get a sample (while it cools down, the
+    /// share may be 1).
     pub on: bool,
     /// Messages a second the room gets (the last full second, or the
     /// current one's pace when it made the room hot).
@@ -34,13 +36,11 @@ pub struct SampledState {
     pub keep: f64,
 }
 
-/// A burst is judged over at least this much of its second.
-const SHORTEST_MEASURE: Duration = Duration::from_millis(100);
-
 pub struct Sampler {
     /// Messages a second above which readers get a sample; 0: never.
     threshold: u64,
-    second_started: Instant,
+    /// The second being counted (Unix seconds) and its messages so far.
+    second: u64,
     this_second: u64,
     state: SampledState,
     /// The state changed and readers were not told yet.
@@ -48,10 +48,10 @@ pub struct Sampler {
 }
 
 impl Sampler {
-    pub fn new(threshold: u64, now: Instant) -> Self {
+    pub fn new(threshold: u64) -> Self {
         Self {
             threshold,
-            second_started: now,
+            second: 0,
             this_second: 0,
             state: SampledState {
                 on: false,
@@ -63,35 +63,43 @@ impl Sampler {
     }
 
     /// Whether a live message with this id goes to readers; `exempt` for
-    /// moderators' and the server's messages, which always do.
-    pub fn keep(&mut self, id: &str, exempt: bool, now: Instant) -> bool {
+    /// moderators' and the server's messages, which always do. `now_ms`:
+    /// this worker's clock (Unix ms), which bounds the id's time.
+    pub fn keep(&mut self, id: &str, exempt: bool, now_ms: u64) -> bool {
         if self.threshold == 0 {
             return true;
         }
-        self.roll(now);
+        let made_ms = chatup_wire::id::made_at_millis(id).map_or(now_ms, |ms| ms.min(now_ms));
+        self.roll(made_ms / 1000);
         self.this_second += 1;
-        // A second already over the threshold makes the room hot at once,
-        // at the pace of this second so far: a burst is cut while it
-        // happens, not a second later.
         if !self.state.on && self.this_second > self.threshold {
-            let elapsed = now
-                .duration_since(self.second_started)
-                .max(SHORTEST_MEASURE);
-            self.set((self.this_second as f64 / elapsed.as_secs_f64()) as u64);
+            let elapsed_ms = made_ms
+                .saturating_sub(self.second * 1000)
+                .max(SHORTEST_MEASURE_MS);
+            self.set(self.this_second * 1000 / elapsed_ms);
         }
+        self.keeps(id, exempt)
+    }
+
+    /// Whether a message with this id goes to readers under the current
+    /// share, without counting it (messages from history, on a catch-up).
+    pub fn keeps(&self, id: &str, exempt: bool) -> bool {
         exempt || share_of(id) < self.state.keep
     }
 
-    /// Closes the seconds that have passed: the rate becomes the last
-    /// one's count, and the room heats up, cools down or keeps its share.
-    fn roll(&mut self, now: Instant) {
-        if now.duration_since(self.second_started) < SECOND {
+    /// Moves on to `second` (later messages only: one from a slower clock
+    /// counts in the current second): the rate becomes the last second's
+    /// count, 0 after a second without any message.
+    fn roll(&mut self, second: u64) {
+        if second <= self.second {
             return;
         }
-        let seconds = now.duration_since(self.second_started).as_secs();
-        // A quiet second (or more) in between counts as nothing.
-        let rate = if seconds == 1 { self.this_second } else { 0 };
-        self.second_started += SECOND * seconds as u32;
+        let rate = if second == self.second + 1 {
+            self.this_second
+        } else {
+            0
+        };
+        self.second = second;
         self.this_second = 0;
         if self.state.on || rate > self.threshold {
             self.set(rate);
@@ -119,10 +127,11 @@ impl Sampler {
     }
 
     /// The state to announce if sampling started or stopped since the last
-    /// call (the room task also repeats it while on, for new readers).
-    pub fn take_change(&mut self, now: Instant) -> Option<SampledState> {
+    /// call (the room task also repeats it while on, for new readers);
+    /// `now_ms` closes the seconds that passed without messages.
+    pub fn take_change(&mut self, now_ms: u64) -> Option<SampledState> {
         if self.threshold > 0 {
-            self.roll(now);
+            self.roll(now_ms / 1000);
         }
         std::mem::take(&mut self.changed).then_some(self.state)
     }
@@ -148,101 +157,116 @@ fn share_of(id: &str) -> f64 {
 mod tests {
     use super::*;
 
-    fn ids(n: usize, second: usize) -> Vec<String> {
-        (0..n).map(|i| format!("01M{second:04}{i:019}")).collect()
+    /// `n` message ids made within second `second` (Unix), spread over it.
+    fn ids(n: usize, second: u64) -> Vec<String> {
+        (0..n)
+            .map(|i| {
+                let ms = second * 1000 + (i as u64 * 1000 / n as u64);
+                ulid::Ulid::from_parts(ms, i as u128 + second as u128 * 7919).to_string()
+            })
+            .collect()
     }
+
+    const T0: u64 = 1_800_000_000;
 
     #[test]
     fn a_quiet_room_shows_everything_and_a_hot_one_a_share_that_brings_it_back_to_the_threshold() {
-        let start = Instant::now();
-        let mut sampler = Sampler::new(50, start);
-        for id in ids(40, 0) {
-            assert!(sampler.keep(&id, false, start));
+        let mut sampler = Sampler::new(50);
+        let late = (T0 + 60) * 1000;
+        for id in ids(40, T0) {
+            assert!(sampler.keep(&id, false, late));
         }
-        assert_eq!(sampler.take_change(start), None);
+        assert_eq!(sampler.take_change(T0 * 1000 + 999), None);
 
         // 200 a second: hot within the first second, then a quarter shown.
         let mut shown = 0;
-        for second in 1..=5u32 {
-            let at = start + SECOND * second;
-            for id in ids(200, second as usize) {
-                shown += usize::from(sampler.keep(&id, false, at));
+        for second in 1..=5 {
+            for id in ids(200, T0 + second) {
+                shown += usize::from(sampler.keep(&id, false, late));
             }
             if second == 1 {
-                let change = sampler.take_change(at).expect("sampling started");
-                assert!(change.on);
+                assert!(sampler.take_change((T0 + 1) * 1000).expect("started").on);
             }
         }
         let state = sampler.state();
         assert_eq!(state.rate, 200);
         assert!((state.keep - 0.25).abs() < 1e-9);
-        // The first second shows its first 50 in full, then a tenth (its
-        // pace: 51 at once); the next four about a quarter each.
-        assert!((200..=420).contains(&shown), "shown {shown} of 1000");
-
+        // The first second shows its first 50 in full, then a share at its
+        // pace; the next four about a quarter each.
+        assert!((230..=420).contains(&shown), "shown {shown} of 1000");
         // Moderators and the server are always shown.
-        assert!(ids(30, 9)
+        assert!(ids(30, T0 + 5)
             .iter()
-            .all(|id| sampler.keep(id, true, start + SECOND * 5)));
+            .all(|id| sampler.keep(id, true, late)));
     }
 
     #[test]
     fn a_room_cools_down_under_four_fifths_of_the_threshold_not_at_it() {
-        let start = Instant::now();
-        let mut sampler = Sampler::new(50, start);
-        let mut second = 0u32;
-        let mut run = |sampler: &mut Sampler, n: usize| {
-            second += 1;
-            let at = start + SECOND * second;
-            for id in ids(n, second as usize) {
-                sampler.keep(&id, false, at);
+        let mut sampler = Sampler::new(50);
+        let late = (T0 + 60) * 1000;
+        let run = |sampler: &mut Sampler, second: u64, n: usize| {
+            for id in ids(n, T0 + second) {
+                sampler.keep(&id, false, late);
             }
-            at
+            (T0 + second) * 1000 + 999
         };
-        run(&mut sampler, 100);
-        let at = run(&mut sampler, 45);
+        run(&mut sampler, 1, 100);
+        let at = run(&mut sampler, 2, 45);
         assert!(sampler.take_change(at).unwrap().on);
-        let at = run(&mut sampler, 30);
+        let at = run(&mut sampler, 3, 30);
         assert!(
             sampler.state().on,
             "45 a second is under the threshold but not cool"
         );
         assert_eq!(sampler.take_change(at), None);
-        let at = run(&mut sampler, 10);
-        let change = sampler.take_change(at).expect("cooled down");
-        assert!(!change.on, "30 a second is under 40");
-        // A silence of several seconds counts as a quiet second.
-        assert_eq!(sampler.take_change(at + SECOND * 10), None);
+        let at = run(&mut sampler, 4, 10);
+        assert!(
+            !sampler.take_change(at).expect("cooled down").on,
+            "30 a second is under 40"
+        );
+        // Silent seconds count as quiet ones, by the worker's clock.
+        run(&mut sampler, 5, 100);
+        assert!(sampler.take_change((T0 + 5) * 1000 + 999).unwrap().on);
+        assert!(!sampler.take_change((T0 + 8) * 1000).expect("quiet").on);
     }
 
     #[test]
-    fn every_worker_keeps_the_same_messages() {
-        let start = Instant::now();
-        let (mut one, mut two) = (Sampler::new(10, start), Sampler::new(10, start));
-        let at = start + SECOND;
+    fn workers_that_started_apart_and_handle_a_backlog_keep_the_same_messages() {
+        let (mut early, mut late) = (Sampler::new(10), Sampler::new(10));
         let mut kept = (Vec::new(), Vec::new());
-        for second in 0..3u32 {
-            for id in ids(100, second as usize) {
-                let at = at + SECOND * second;
-                if one.keep(&id, false, at) {
+        for second in 0..3 {
+            for id in ids(100, T0 + second) {
+                // One handles each message as it comes, the other all of
+                // them a minute later (a backlog): the same seconds count.
+                if early.keep(&id, false, (T0 + second + 1) * 1000) {
                     kept.0.push(id.clone());
                 }
-                if two.keep(&id, false, at) {
+                if late.keep(&id, false, (T0 + 60) * 1000) {
                     kept.1.push(id);
                 }
             }
         }
         assert_eq!(kept.0, kept.1);
-        assert!(kept.0.len() < 200, "{} of 300 kept", kept.0.len());
+        assert!(kept.0.len() < 100, "{} of 300 kept", kept.0.len());
+    }
+
+    #[test]
+    fn a_message_is_counted_no_later_than_the_workers_clock() {
+        // A module whose clock runs ahead does not move the seconds on.
+        let mut sampler = Sampler::new(5);
+        let now = T0 * 1000 + 500;
+        for id in ids(20, T0 + 3) {
+            sampler.keep(&id, false, now);
+        }
+        assert!(sampler.state().on, "counted in the worker's current second");
     }
 
     #[test]
     fn off_keeps_everything() {
-        let start = Instant::now();
-        let mut sampler = Sampler::new(0, start);
-        assert!(ids(10_000, 0)
+        let mut sampler = Sampler::new(0);
+        assert!(ids(10_000, T0)
             .iter()
-            .all(|id| sampler.keep(id, false, start)));
-        assert_eq!(sampler.take_change(start), None);
+            .all(|id| sampler.keep(id, false, T0 * 1000)));
+        assert_eq!(sampler.take_change(T0 * 1000), None);
     }
 }
