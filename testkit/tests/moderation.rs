@@ -61,6 +61,18 @@ async fn post_until(worker: &ChatWorker, room: &str, token: &str, want: u16) -> 
     }
 }
 
+/// The texts of `room`'s history, oldest first (the dispatcher's API).
+async fn history_texts(dispatcher: &Dispatcher, room: &str) -> Vec<String> {
+    let url = format!("{}/rooms/{room}/messages", dispatcher.base_url());
+    let (_, body) = get_json(&url).await;
+    body["messages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["msg"].as_str().unwrap().to_string())
+        .collect()
+}
+
 /// The next item the reader gets that `wanted` accepts (others are
 /// skipped), waiting up to `WAIT`.
 async fn next_item(reader: &mut Subscriber, wanted: impl Fn(&Value) -> bool) -> Option<Value> {
@@ -224,7 +236,8 @@ async fn slow_mode_spaces_each_users_posts_moderators_exempt_and_readers_are_tol
     dispatcher.wait_for_workers(1).await;
     let (ann, bob) = (token_for("ann", "Ann"), token_for("bob", "Bob"));
     let moderator = rs256_token(&json!({
-        "sub": "mod", "exp": now_secs() + 600, "role": "moderator", "public": {"name": "Mod"}
+        "sub": "mod", "exp": now_secs() + 600, "role": "moderator", "public": {"name": "Mod"},
+        "rooms": ["calm"]
     }));
     let watch = SubscribeOptions {
         events: true,
@@ -303,18 +316,7 @@ async fn a_ban_removes_the_users_messages_from_history_and_tells_readers() {
     assert_eq!(answer["removed_messages"], 2);
     let removal = next_event(&mut reader, "rmUserMsg").await;
     assert_eq!(removal["user"]["id"], "troll");
-    let history = |room: &'static str| {
-        let url = format!("{}/rooms/{room}/messages", dispatcher.base_url());
-        async move {
-            let (_, body) = get_json(&url).await;
-            body["messages"]
-                .as_array()
-                .unwrap()
-                .iter()
-                .map(|m| m["msg"].as_str().unwrap().to_string())
-                .collect::<Vec<_>>()
-        }
-    };
+    let history = |room: &'static str| history_texts(&dispatcher, room);
     assert_eq!(history("arena").await, ["good"]);
     assert_eq!(
         history("side").await,
@@ -486,8 +488,9 @@ async fn the_rate_limit_holds_under_a_burst_and_429_carries_retry_after() {
     assert_eq!(status, 202, "another room has its own bucket");
 
     // A moderator's bucket is five times larger, and their messages marked.
-    let moderator =
-        rs256_token(&json!({"sub": "mod", "exp": now_secs() + 600, "role": "moderator"}));
+    let moderator = rs256_token(
+        &json!({"sub": "mod", "exp": now_secs() + 600, "role": "moderator", "rooms": ["lobby"]}),
+    );
     let mut reader = Subscriber::connect(Transport::WebSocket, &worker, "lobby", None)
         .await
         .unwrap();
@@ -920,18 +923,7 @@ async fn a_moderator_deletes_a_message_times_out_and_bans_its_author_from_the_cl
         ids.push(body["id"].as_str().unwrap().to_string());
     }
     assert_eq!(items(&reader.frames_until(3, WAIT).await).len(), 3);
-    let history = || {
-        let url = format!("{}/rooms/arena/messages", dispatcher.base_url());
-        async move {
-            let (_, body) = get_json(&url).await;
-            body["messages"]
-                .as_array()
-                .unwrap()
-                .iter()
-                .map(|m| m["msg"].as_str().unwrap().to_string())
-                .collect::<Vec<_>>()
-        }
-    };
+    let history = || history_texts(&dispatcher, "arena");
 
     // Delete one message: gone from history, readers told by id.
     let delete = json!({"action": "delete", "id": ids[0]}).to_string();
@@ -1007,6 +999,13 @@ async fn moderation_from_the_client_needs_a_moderator_of_the_room_and_a_well_for
             403,
             "this token does not give access to this room",
         ),
+        (
+            Some(rs256_token(
+                &json!({"sub": "mod", "exp": now_secs() + 600, "role": "moderator"}),
+            )),
+            403,
+            "only moderators may do this",
+        ),
     ];
     for (token, want, error) in refusals {
         let (status, body) = moderate(&dispatcher, "arena", token.as_deref(), &delete).await;
@@ -1064,7 +1063,7 @@ async fn a_rooms_rule_admits_only_its_tiers_and_account_ages_moderators_exempt_r
     let follower = token("follower", json!({"tier": 1, "since": now - 3600}));
     let subscriber = token("subscriber", json!({"tier": 2}));
     let veteran = token("veteran", json!({"since": now - 30 * 86_400}));
-    let moderator = token("mod", json!({"role": "moderator"}));
+    let moderator = token("mod", json!({"role": "moderator", "rooms": ["vip"]}));
     let watch = SubscribeOptions {
         events: true,
         ..Default::default()
@@ -1169,8 +1168,9 @@ async fn a_hot_room_shows_readers_a_sample_with_every_moderators_message_and_kee
     let fans: Vec<String> = (0..4)
         .map(|n| token_for(&format!("fan{n}"), "Fan"))
         .collect();
-    let moderator =
-        rs256_token(&json!({"sub": "mod", "exp": now_secs() + 600, "role": "moderator"}));
+    let moderator = rs256_token(
+        &json!({"sub": "mod", "exp": now_secs() + 600, "role": "moderator", "rooms": ["stadium"]}),
+    );
     // A goal: 90 messages, 30 at a time, far over 20 a second however
     // busy the machine is.
     let (mut posted, mut from_moderator) = (0, Vec::new());
@@ -1247,4 +1247,47 @@ async fn a_hot_room_shows_readers_a_sample_with_every_moderators_message_and_kee
         in_order, shown,
         "what is shown is stored, once each, in its order"
     );
+}
+
+/// The answer is a refusal with `status` and an error saying `text`.
+fn assert_refused((status, answer): (u16, Value), want: u16, text: &str) {
+    assert_eq!(status, want, "{answer}");
+    let error = answer["error"].as_str().unwrap_or_default();
+    assert!(error.contains(text), "{answer}");
+}
+
+#[tokio::test]
+async fn a_moderator_cannot_shorten_or_lift_the_sites_ban_nor_a_longer_one() {
+    let redis = Redis::start().unwrap();
+    let _worker = ChatWorker::start(&redis).unwrap();
+    let dispatcher = Dispatcher::start(&redis).unwrap();
+    let act = |sub: &str, body: Value| {
+        let token = rs256_token(
+            &json!({"sub": sub, "exp": now_secs() + 600, "role": "moderator", "rooms": ["arena"]}),
+        );
+        let dispatcher = &dispatcher;
+        async move { moderate(dispatcher, "arena", Some(&token), &body.to_string()).await }
+    };
+    // The site's ban of an hour: a moderator can neither replace it (a ban
+    // for good would make it theirs to lift) nor lift it.
+    ban(
+        &dispatcher,
+        json!([{"user": "troll", "room": "arena", "duration": 3600}]),
+    )
+    .await;
+    for duration in [None, Some(60)] {
+        let body = json!({"action": "ban", "user": "troll", "duration": duration});
+        assert_refused(act("mod1", body).await, 409, "the site's ban");
+    }
+    let unban = json!({"action": "unban", "user": "troll"});
+    assert_refused(act("mod1", unban).await, 403, "only it can lift it");
+
+    // A moderator's ban for good: another moderator cannot shorten it, but
+    // can lift it.
+    let (status, _) = act("mod1", json!({"action": "ban", "user": "spammer"})).await;
+    assert_eq!(status, 200);
+    let shorter = json!({"action": "ban", "user": "spammer", "duration": 60});
+    assert_refused(act("mod2", shorter).await, 409, "at least as long");
+    let (status, answer) = act("mod2", json!({"action": "unban", "user": "spammer"})).await;
+    assert_eq!((status, &answer["lifted"]), (200, &json!(true)), "{answer}");
 }

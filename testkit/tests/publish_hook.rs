@@ -79,8 +79,16 @@ async fn the_sites_hook_accepts_rewrites_or_rejects_each_message_with_its_own_er
         "sub": "ann", "exp": now_secs() + 600, "public": {"name": "Ann"}, "tier": 2, "plan": "gold"
     }));
 
-    let (status, body) = post_message(&worker, "paid", Some(&ann), &msg("hello")).await;
-    assert_eq!(status, 202, "{body}");
+    let response = reqwest::Client::new()
+        .post(format!("{}/rooms/paid/messages", worker.base_url()))
+        .bearer_auth(&ann)
+        .header("Content-Type", "application/json")
+        .header("Idempotency-Key", "post-1")
+        .body(msg("hello"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status().as_u16(), 202);
     let (status, body) = post_message(&worker, "paid", Some(&ann), &msg("rewrite me")).await;
     assert_eq!(status, 202, "{body}");
     let (status, body) = post_message(&worker, "paid", Some(&ann), &msg("reject me")).await;
@@ -115,6 +123,10 @@ async fn the_sites_hook_accepts_rewrites_or_rejects_each_message_with_its_own_er
     assert_eq!(first["claims"]["tier"], 2);
     assert_eq!(first["claims"]["sub"], "ann");
     assert!(first["id"].as_str().is_some() && first["ts"].as_u64().is_some());
+    assert_eq!(
+        first["idempotency_key"], "post-1",
+        "a retry can be recognized"
+    );
 
     // A hook that fails (too slow, an answer that does not fit) refuses
     // the post with 503 and Retry-After by default: nothing unchecked.

@@ -7,7 +7,7 @@
  */
 import { ChatUpError } from "../core/errors";
 import type { Message, RoomEvent, Status } from "../core/types";
-import { ChatUpProtocol as Protocol } from "../protocol";
+import { ChatUpProtocol as Protocol, type ProtocolOptions } from "../protocol";
 
 export interface CompatConf {
   dispatcherURL?: string;
@@ -20,6 +20,8 @@ export interface CompatConf {
   additionalChannels?: string[];
   /** The original's socket.io settings: accepted and ignored (no socket.io here). */
   socketIO?: unknown;
+  /** For tests: other transport implementations (see ProtocolOptions). */
+  transportFactories?: ProtocolOptions["transportFactories"];
 }
 
 /** A message as the original delivered it. */
@@ -93,6 +95,7 @@ export class ChatUpProtocol {
   private currentStatus = "disconnected";
   private readonly rooms: Protocol[] = [];
   private started: Promise<unknown> | null = null;
+  private closed = false;
   private authenticated = false;
   private countTimer: ReturnType<typeof setInterval> | null = null;
   private readonly msgHandlers: Handler<CompatMessage>[] = [];
@@ -141,7 +144,8 @@ export class ChatUpProtocol {
 
   /**
    * Connects to the room (and the additional channels): resolves once
-   * reading, with this object (after `authenticate()` when `jwt` was set).
+   * reading the room, with this object (signed in first when `jwt` was
+   * set).
    * Never rejects: it keeps trying, and says so through the status.
    */
   init(): Promise<unknown> {
@@ -149,7 +153,11 @@ export class ChatUpProtocol {
     this.setStatus("connecting");
     const channels = [this._conf.room, ...this._conf.additionalChannels];
     for (const [index, channel] of channels.entries()) {
-      const room = new Protocol({ dispatcherUrl: this._conf.dispatcherURL, room: channel });
+      const room = new Protocol({
+        dispatcherUrl: this._conf.dispatcherURL,
+        room: channel,
+        transportFactories: this._conf.transportFactories,
+      });
       room.on("message", (message) => this.deliver(message, channel));
       room.on("event", (event) => this.deliverEvent(event, channel));
       if (index === 0) {
@@ -158,11 +166,15 @@ export class ChatUpProtocol {
       }
       this.rooms.push(room);
     }
-    this.started = Promise.all(this.rooms.map((room) => room.connect())).then(async () => {
-      this.countTimer = setInterval(() => void this.refreshCounts(), this._conf.userCountRefreshTimeout);
-      if (!this._conf.jwt) return this;
-      await this.authenticate().catch(() => undefined);
-      return undefined;
+    // The extra channels connect on their own: one that cannot be read
+    // (a token room, say) does not hold up the main one.
+    for (const extra of this.rooms.slice(1)) void extra.connect();
+    this.started = this.rooms[0].connect().then(async () => {
+      if (!this.closed) {
+        this.countTimer = setInterval(() => void this.refreshCounts(), this._conf.userCountRefreshTimeout);
+      }
+      if (this._conf.jwt) await this.signIn().catch(() => undefined);
+      return this;
     });
     return this.started;
   }
@@ -175,12 +187,15 @@ export class ChatUpProtocol {
    */
   async authenticate(): Promise<{ banned: boolean; banTTL?: number }> {
     await this.init();
+    return this.signIn();
+  }
+
+  private async signIn(): Promise<{ banned: boolean; banTTL?: number }> {
     const jwt = this._conf.jwt;
     if (!jwt) {
       this.setStatus("authError");
       throw { status: "error", err: "Wrong format" } satisfies CompatError;
     }
-    for (const room of this.rooms) room.setToken(jwt);
     let answer: Record<string, unknown> | null = null;
     let status = 0;
     try {
@@ -193,10 +208,11 @@ export class ChatUpProtocol {
       status = 0;
     }
     if (status !== 200 || !answer) {
-      this.authenticated = false;
+      this.unauthenticate();
       this.setStatus("authError");
       throw { status: "error", err: status === 401 ? "Wrong JWT" : "unavailable" } satisfies CompatError;
     }
+    for (const room of this.rooms) room.setToken(jwt);
     this.authenticated = true;
     this.setStatus("authenticated");
     const ban = answer.banned as { ttl?: number | null } | false | undefined;
@@ -205,8 +221,10 @@ export class ChatUpProtocol {
 
   /** Signs out: reading goes on, `say()` refuses. */
   unauthenticate(): void {
+    const was = this.authenticated;
     this.authenticated = false;
     for (const room of this.rooms) room.setToken(undefined);
+    if (was && this.currentStatus === "authenticated") this.setStatus("connected");
   }
 
   /**
@@ -297,6 +315,7 @@ export class ChatUpProtocol {
 
   /** Stops reading (not in the original, which had no way to). */
   close(): void {
+    this.closed = true;
     if (this.countTimer !== null) clearInterval(this.countTimer);
     for (const room of this.rooms) room.close();
   }

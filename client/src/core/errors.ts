@@ -91,7 +91,9 @@ function typed(status: number, body: Record<string, unknown> | null, retryAfterH
     default:
       // Another 4xx with a body: a site's publish hook refused the message
       // with a status and object of its own (`body` has all of it).
-      if (status >= 400 && status < 500 && body) return new ChatUpError("rejected", text, { reason: text });
+      if (status >= 400 && status < 500 && status !== 404 && status !== 405 && body) {
+        return new ChatUpError("rejected", text, { reason: text });
+      }
       return new ChatUpError("unavailable", text);
   }
 }

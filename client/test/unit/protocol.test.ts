@@ -748,3 +748,33 @@ test("the compatibility client's say() rejects in the original's shapes", async 
   assert.equal(rejected.code, "rejected");
   assert.deepEqual(rejected.body, { error: "paid chat", price: 5 });
 });
+
+test("the compatibility client signs in with a jwt given up front, and says so in the original's words", async () => {
+  const { ChatUpProtocol: Compat } = await import("../../src/compat/protocol");
+  const w = world(["w1"]);
+  const plainFetch = globalThis.fetch;
+  globalThis.fetch = (async (url: string, init?: unknown) => {
+    if (String(url).endsWith("/rooms/r/me")) {
+      return new Response(JSON.stringify({ user: "ann", banned: { ttl: 30 }, muted: false }), { status: 200 });
+    }
+    return plainFetch(url, init as RequestInit);
+  }) as typeof fetch;
+  const statuses: string[] = [];
+  const chat = new Compat({ dispatcherURL: "http://d", room: "r", jwt: "t", transportFactories: w.factories });
+  chat.onStatusChange((s) => statuses.push(s));
+  const got: unknown[] = [];
+  chat.onMsg((m) => got.push({ user: m.user, msg: m.msg, channel: m.channel }));
+  const started = chat.init();
+  await until("subscribed", () => w.opened.length === 1);
+  w.opened[0].handlers.onOpen();
+  assert.equal(await started, chat, "init resolves with the object, signed in");
+  assert.equal(chat.status, "authenticated");
+  assert.deepEqual(await chat.authenticate(), { banned: true, banTTL: 30 });
+  assert.ok(statuses.includes("connecting") && statuses.includes("authenticated"), statuses.join());
+  assert.deepEqual(got.slice(0, 1), [{ user: { name: "u" }, msg: "h1", channel: "r" }]);
+  assert.equal(chat.stats.msgReceived, 2);
+  chat.unauthenticate();
+  assert.equal(chat.status, "connected");
+  await assert.rejects(chat.say("hi"), (e: { err: string }) => e.err === "You need to be authenticated to join a room");
+  chat.close();
+});

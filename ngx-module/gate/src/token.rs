@@ -87,7 +87,8 @@ pub struct Identity {
     /// The rooms this token may post in (`rooms` claim: exact names or
     /// `prefix*` patterns); `None`: every room.
     pub rooms: Option<Vec<String>>,
-    /// `moderator` when the `role` claim says so.
+    /// `moderator` when the `role` claim says so and a `rooms` claim names
+    /// the rooms it moderates.
     pub role: Option<String>,
     /// The `tier` and `since` claims, for room rules.
     pub standing: Standing,
@@ -275,6 +276,13 @@ impl TokenVerifier {
         let data = jsonwebtoken::decode::<Box<RawValue>>(token, &self.key, &self.validation)
             .map_err(|e| bad_token(e.kind()))?;
         let raw = data.claims;
+        // An object, not an array read field by field.
+        if !raw.get().trim_start().starts_with('{') {
+            return Err(GateError::BadToken(
+                TokenFailure::Claims,
+                "token claims must be a JSON object".into(),
+            ));
+        }
         let claims: TokenClaims = serde_json::from_str(raw.get()).map_err(|_| {
             GateError::BadToken(TokenFailure::Claims, "token claims are malformed".into())
         })?;
@@ -353,7 +361,7 @@ impl TokenVerifier {
                 .duration_since(std::time::UNIX_EPOCH)
                 .map(|d| d.as_secs())
                 .unwrap_or(0);
-            if exp + self.validation.leeway < now {
+            if exp.saturating_add(self.validation.leeway) < now {
                 return Err(GateError::BadToken(
                     TokenFailure::Expired,
                     "token expired".into(),
@@ -464,9 +472,11 @@ fn identity_from(claims: TokenClaims, raw: WireClaims) -> Result<Identity, GateE
             ))
         }
     };
-    // Unknown roles grant nothing: only `moderator` is carried.
+    // Unknown roles grant nothing: only `moderator` is carried, and only
+    // with a `rooms` claim naming the rooms it moderates (a site that
+    // gives the role without one does not make a moderator of every room).
     let role = match claims.role {
-        Some(Value::String(r)) if r == MODERATOR => Some(r),
+        Some(Value::String(r)) if r == MODERATOR && rooms.is_some() => Some(r),
         _ => None,
     };
     let standing = Standing {
@@ -483,12 +493,20 @@ fn identity_from(claims: TokenClaims, raw: WireClaims) -> Result<Identity, GateE
     })
 }
 
-/// A claim read as a whole number (`tier`, `since`). Anything else counts
-/// as absent rather than making the token invalid: sites may already use
-/// these names for something of their own, and only a room rule reads them
-/// (a user without a valid `tier` has tier 0, without `since` no age).
+/// A claim read as a whole number (`tier`, `since`); a fraction (a
+/// `since` from JavaScript's `Date.now() / 1000`) is cut to its whole part.
+/// Anything else counts as absent rather than making the token invalid:
+/// sites may already use these names for something of their own, and only
+/// a room rule reads them (a user without a valid `tier` has tier 0,
+/// without `since` no age).
 fn whole_number(claim: Option<Value>) -> Option<u64> {
-    claim.and_then(|value| value.as_u64())
+    let value = claim?;
+    value.as_u64().or_else(|| {
+        value
+            .as_f64()
+            .filter(|f| f.is_finite() && *f >= 0.0 && *f < u64::MAX as f64)
+            .map(|f| f as u64)
+    })
 }
 
 fn bad_token(kind: &ErrorKind) -> GateError {

@@ -288,7 +288,7 @@ fn tier_and_since_claims_are_the_users_standing_when_whole_numbers_and_absent_ot
     for (claim, value) in [
         ("tier", json!("gold")),
         ("tier", json!(-1)),
-        ("since", json!(1.5)),
+        ("since", json!("2024-01-01")),
     ] {
         let token = hs_token(json!({"sub": "u", "exp": now() + 60, claim: value}));
         assert!(
@@ -296,6 +296,12 @@ fn tier_and_since_claims_are_the_users_standing_when_whole_numbers_and_absent_ot
             "{claim}: {value}"
         );
     }
+    // Seconds with a fraction (JavaScript's Date.now() / 1000) are cut.
+    let token = hs_token(json!({"sub": "u", "exp": now() + 60, "since": 1_700_000_000.75}));
+    assert_eq!(
+        v.verify(&token).unwrap().standing.since,
+        Some(1_700_000_000)
+    );
 }
 
 #[test]
@@ -432,4 +438,86 @@ fn a_remembered_token_is_still_refused_once_expired_and_in_other_rooms() {
         std::thread::sleep(std::time::Duration::from_millis(50));
     }
     assert_eq!(bad_token_message(v.verify(&token)), "token expired");
+}
+
+#[test]
+fn the_moderator_role_needs_a_rooms_claim() {
+    let v = hs_verifier();
+    let everywhere = hs_token(json!({"sub": "m", "exp": now() + 60, "role": "moderator"}));
+    assert_eq!(
+        v.verify(&everywhere).unwrap().role,
+        None,
+        "no rooms: no moderator"
+    );
+    let lobby =
+        hs_token(json!({"sub": "m", "exp": now() + 60, "role": "moderator", "rooms": ["lobby"]}));
+    assert_eq!(v.verify(&lobby).unwrap().role.as_deref(), Some("moderator"));
+}
+
+#[test]
+fn original_chatup_tokens_are_taken_only_when_configured() {
+    use chatup_gate::token::OriginalTokens;
+    let original = |claims: bool, without_exp: bool| {
+        TokenVerifier::new(VerifierConfig {
+            original: OriginalTokens {
+                claims,
+                without_exp,
+            },
+            ..config(KeyMaterial::HmacSecret(HS_SECRET.to_vec()), &[])
+        })
+        .unwrap()
+    };
+    let token = hs_token(json!({"name": "ann", "_public": {"name": "Ann"}}));
+    let identity = original(true, true).verify(&token).unwrap();
+    assert_eq!(identity.sub, "ann");
+    assert_eq!(identity.public.unwrap()["name"], "Ann");
+    // Each setting is needed: no `sub` without original claims, no `exp`
+    // without accepting tokens that never expire.
+    assert!(original(false, true).verify(&token).is_err());
+    assert!(original(true, false).verify(&token).is_err());
+    let with_exp = hs_token(json!({"name": "ann", "exp": now() + 60}));
+    assert_eq!(original(true, false).verify(&with_exp).unwrap().sub, "ann");
+    // `sub` and `public` win when given; `name` cannot be the system user.
+    let both =
+        hs_token(json!({"sub": "a1", "name": "ann", "public": {"n": 1}, "_public": {"n": 2}}));
+    let identity = original(true, true).verify(&both).unwrap();
+    assert_eq!(
+        (identity.sub.as_str(), &identity.public.unwrap()["n"]),
+        ("a1", &json!(1))
+    );
+    let system = hs_token(json!({"name": "system"}));
+    assert!(bad_token_message(original(true, true).verify(&system)).contains("reserved"));
+    // An array payload is no user token.
+    let array = hs_token(json!(["ann", 1]));
+    assert!(original(true, true).verify(&array).is_err());
+}
+
+#[test]
+fn verify_signature_takes_payloads_of_any_shape_but_checks_signature_algorithm_and_exp() {
+    let v = hs_verifier();
+    let array = hs_token(json!([{"name": "ann", "channel": "lobby"}]));
+    let (payload, exp) = v.verify_signature(&array).unwrap();
+    assert_eq!((payload[0]["name"].clone(), exp), (json!("ann"), None));
+    let (_, exp) = v
+        .verify_signature(&hs_token(json!({"exp": now() + 60})))
+        .unwrap();
+    assert!(exp.is_some());
+    assert!(v
+        .verify_signature(&hs_token(json!({"exp": now() - 600})))
+        .is_err());
+    let (head, _) = array.rsplit_once('.').unwrap();
+    assert!(
+        v.verify_signature(&format!("{head}.AAAA")).is_err(),
+        "forged"
+    );
+    // Another algorithm, or another key, is refused.
+    let rs = encode(
+        &Header::new(Algorithm::RS256),
+        &json!([1]),
+        &EncodingKey::from_rsa_pem(RSA_PRIVATE).unwrap(),
+    )
+    .unwrap();
+    assert!(v.verify_signature(&rs).is_err());
+    assert!(rs_verifier().verify_signature(&array).is_err());
+    assert!(rs_verifier().verify_signature(&rs).is_ok());
 }

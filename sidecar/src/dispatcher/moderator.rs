@@ -158,12 +158,13 @@ fn check_reason(reason: Option<&str>) -> Result<(), ApiError> {
 }
 
 impl ModeratorApi {
-    /// The moderator the request's token names, if it may moderate `room`.
-    fn moderator(&self, room: &str, headers: &HeaderMap) -> Result<Identity, ApiError> {
+    /// The user the request's token (`Authorization: Bearer`) names;
+    /// `who` says what token is wanted, in the 401.
+    fn user(&self, headers: &HeaderMap, who: &str) -> Result<Identity, ApiError> {
         let verifier = self.read.verifier.as_ref().ok_or_else(|| {
             ApiError::new(
                 StatusCode::NOT_IMPLEMENTED,
-                "moderation from the client is off: this dispatcher has no user key",
+                "this dispatcher has no user key (user_public_key)",
             )
         })?;
         let authorization = headers
@@ -172,12 +173,17 @@ impl ModeratorApi {
         let token = chatup_gate::post::bearer_token(authorization).map_err(|_| {
             ApiError::new(
                 StatusCode::UNAUTHORIZED,
-                "missing Authorization: Bearer <moderator token>",
+                format!("missing Authorization: Bearer <{who} token>"),
             )
         })?;
-        let identity = verifier
+        verifier
             .verify(token)
-            .map_err(|e| ApiError::new(StatusCode::UNAUTHORIZED, e.to_string()))?;
+            .map_err(|e| ApiError::new(StatusCode::UNAUTHORIZED, e.to_string()))
+    }
+
+    /// The moderator the request's token names, if it may moderate `room`.
+    fn moderator(&self, room: &str, headers: &HeaderMap) -> Result<Identity, ApiError> {
+        let identity = self.user(headers, "moderator")?;
         if identity.role.as_deref() != Some(MODERATOR) {
             return Err(ApiError::new(
                 StatusCode::FORBIDDEN,
@@ -204,8 +210,10 @@ impl ModeratorApi {
 }
 
 impl ModeratorApi {
-    /// Stores `ban` unless one in force there lasts at least as long (a
-    /// moderator may not shorten the site's ban, or another's): 409 then.
+    /// Stores `ban` unless the site's ban (or mute) is in force there, or a
+    /// moderator's that lasts at least as long: 409 then. (Read, then
+    /// written: a ban the site stores in between is overwritten; the site
+    /// can set it again.)
     async fn put_unless_outlasted(&self, ban: &Ban, now: SystemTime) -> Result<(), ApiError> {
         let now_ms = unix_millis(now);
         let existing = self
@@ -214,6 +222,13 @@ impl ModeratorApi {
             .get(&ban.user, &ban.room, ban.mute, now_ms)
             .await
             .map_err(unavailable)?;
+        if existing.as_ref().is_some_and(|e| e.by.is_none()) {
+            let what = if ban.mute { "mute" } else { "ban" };
+            return Err(ApiError::new(
+                StatusCode::CONFLICT,
+                format!("the site's {what} is in force here: only its server can change it"),
+            ));
+        }
         if let Some(existing) = existing.filter(|e| e.outlasts(ban)) {
             let what = if ban.mute { "mute" } else { "ban" };
             let until = match existing.seconds_left(now_ms) {
@@ -242,24 +257,7 @@ pub async fn me(
     RoomRequest { room, .. }: RoomRequest,
     headers: HeaderMap,
 ) -> Result<Json<Value>, ApiError> {
-    let verifier = api.read.verifier.as_ref().ok_or_else(|| {
-        ApiError::new(
-            StatusCode::NOT_IMPLEMENTED,
-            "this dispatcher has no user key",
-        )
-    })?;
-    let authorization = headers
-        .get(axum::http::header::AUTHORIZATION)
-        .map(|v| v.as_bytes());
-    let token = chatup_gate::post::bearer_token(authorization).map_err(|_| {
-        ApiError::new(
-            StatusCode::UNAUTHORIZED,
-            "missing Authorization: Bearer <user token>",
-        )
-    })?;
-    let identity = verifier
-        .verify(token)
-        .map_err(|e| ApiError::new(StatusCode::UNAUTHORIZED, e.to_string()))?;
+    let identity = api.user(&headers, "user")?;
     let now_ms = unix_millis(SystemTime::now());
     let mut answer = json!({ "user": identity.sub });
     for (mute, key) in [(false, "banned"), (true, "muted")] {

@@ -4,13 +4,16 @@
 //! paid-chat check, a language model.
 //!
 //! The worker POSTs `{"room", "id", "ts", "user": {"id", "public"?,
-//! "role"?}, "claims": {every claim of the poster's token}, "msg"}` and the
+//! "role"?}, "claims": {every claim of the poster's token}, "msg",
+//! "idempotency_key"?}` (the key is the same for each retry of a post, whose
+//! `id` is not) and the
 //! hook answers `200` with JSON:
 //! - `{}` (or `{"accept": true}`): the message goes on as it is;
 //! - `{"msg": "<text>"}`: it goes on with this text instead;
-//! - `{"reject": {"error": "<text>", ...}, "status"?: 4xx but 401}`: the
-//!   poster gets that object as the answer's body, with that status (422
-//!   by default).
+//! - `{"reject": {"error": "<text>", ...}, "status"?}` (or `{"accept":
+//!   false}`): the poster gets that object (at most 2 KB) as the answer's
+//!   body, with that status: 422 by default, or 400, 402, 403, 409, 429 or
+//!   451.
 //!
 //! Anything else (another status, a body that does not fit, no answer
 //! within `timeout_ms`) is a failure of the hook: with `on_failure =
@@ -48,6 +51,20 @@ fn default_timeout_ms() -> u64 {
     500
 }
 
+/// Longest `timeout_ms`: under nginx's wait for the worker's answer
+/// (`proxy_read_timeout 5s` of the hand-off), so that the poster hears the
+/// outcome the worker decided.
+const MAX_TIMEOUT_MS: u64 = 4000;
+
+/// Statuses a hook may refuse a message with: ones a browser's `fetch`
+/// hands to the page as they are (not 401, which means "sign in again" to
+/// clients, nor 407, 408 or 421, which browsers act on themselves).
+const REJECT_STATUSES: [u16; 7] = [400, 402, 403, 409, 422, 429, 451];
+
+/// Largest rejection object, serialized: it travels in a header between
+/// the worker and nginx.
+const MAX_REJECTION_BYTES: usize = 2048;
+
 /// What a post becomes when the hook cannot be asked.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -68,8 +85,10 @@ impl PublishHookConfig {
                 self.url
             ));
         }
-        if !(1..=10_000).contains(&self.timeout_ms) {
-            return Err("publish_hook.timeout_ms must be from 1 to 10000".into());
+        if !(1..=MAX_TIMEOUT_MS).contains(&self.timeout_ms) {
+            return Err(format!(
+                "publish_hook.timeout_ms must be from 1 to {MAX_TIMEOUT_MS}"
+            ));
         }
         for pattern in &self.rooms {
             chatup_wire::validate_room_pattern(pattern)
@@ -102,6 +121,11 @@ struct HookRequest<'a> {
     user: &'a chatup_wire::User,
     claims: Option<&'a Claims>,
     msg: &'a str,
+    /// The post's `Idempotency-Key`: the same for each retry of one post
+    /// (whose `id` differs), so that a hook that counts or charges can
+    /// recognize a retry.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    idempotency_key: Option<&'a str>,
 }
 
 #[derive(Deserialize)]
@@ -127,8 +151,11 @@ impl PublishHook {
         config.check()?;
         // https:// hooks use the process's rustls provider (ring).
         crate::config::install_tls_provider();
+        // No redirects: a hook's answer is its own, and the claims go to
+        // its URL only.
         let client = reqwest::Client::builder()
             .timeout(Duration::from_millis(config.timeout_ms))
+            .redirect(reqwest::redirect::Policy::none())
             .build()
             .map_err(|e| format!("publish_hook: {e}"))?;
         Ok(Self { config, client })
@@ -144,8 +171,21 @@ impl PublishHook {
                 .any(|pattern| chatup_wire::room_matches(pattern, room))
     }
 
+    /// Where the hook is, for logs: scheme, host and port only (a URL may
+    /// carry a credential in its user info, path or query).
+    pub fn origin(&self) -> String {
+        reqwest::Url::parse(&self.config.url)
+            .map(|url| url.origin().ascii_serialization())
+            .unwrap_or_default()
+    }
+
     /// Asks the hook about `envelope` (posted with `claims`).
-    pub async fn ask(&self, envelope: &Envelope, claims: Option<&Claims>) -> HookVerdict {
+    pub async fn ask(
+        &self,
+        envelope: &Envelope,
+        claims: Option<&Claims>,
+        idempotency_key: Option<&str>,
+    ) -> HookVerdict {
         let request = HookRequest {
             room: &envelope.room,
             id: &envelope.id,
@@ -153,6 +193,7 @@ impl PublishHook {
             user: &envelope.user,
             claims,
             msg: &envelope.msg,
+            idempotency_key,
         };
         let started = std::time::Instant::now();
         let answer = self.call(&request).await;
@@ -181,7 +222,8 @@ impl PublishHook {
                 if e.is_timeout() {
                     format!("no answer within {} ms", self.config.timeout_ms)
                 } else {
-                    e.to_string()
+                    // Without the URL, which may carry a credential.
+                    e.without_url().to_string()
                 }
             })?;
         if response.status() != reqwest::StatusCode::OK {
@@ -202,26 +244,18 @@ const MAX_REWRITE_CHARS: usize = 16 * 1024;
 fn verdict(answer: HookAnswer) -> Result<HookVerdict, String> {
     match answer {
         HookAnswer {
-            reject: Some(mut body),
+            reject: Some(body),
             msg: None,
             accept: None | Some(false),
             status,
-        } => {
-            let status = status.unwrap_or(422);
-            // 401 would tell the client to sign in again.
-            if !(400..500).contains(&status) || status == 401 {
-                return Err(format!(
-                    "a rejection's status must be 4xx other than 401, not {status}"
-                ));
-            }
-            if !matches!(body.get("error"), Some(Value::String(e)) if !e.is_empty()) {
-                body.insert("error".into(), Value::String("message rejected".into()));
-            }
-            Ok(HookVerdict::Reject {
-                status: StatusCode::from_u16(status).map_err(|e| e.to_string())?,
-                body: Value::Object(body),
-            })
-        }
+        } => rejection(body, status),
+        // A plain no.
+        HookAnswer {
+            reject: None,
+            msg: None,
+            accept: Some(false),
+            status,
+        } => rejection(Map::new(), status),
         HookAnswer {
             reject: None,
             msg: Some(msg),
@@ -246,6 +280,29 @@ fn verdict(answer: HookAnswer) -> Result<HookVerdict, String> {
     }
 }
 
+/// A refusal with the hook's object and status (checked).
+fn rejection(mut body: Map<String, Value>, status: Option<u16>) -> Result<HookVerdict, String> {
+    let status = status.unwrap_or(422);
+    if !REJECT_STATUSES.contains(&status) {
+        return Err(format!(
+            "a rejection's status must be one of {REJECT_STATUSES:?}, not {status}"
+        ));
+    }
+    if !matches!(body.get("error"), Some(Value::String(e)) if !e.is_empty()) {
+        body.insert("error".into(), Value::String("message rejected".into()));
+    }
+    let body = Value::Object(body);
+    if body.to_string().len() > MAX_REJECTION_BYTES {
+        return Err(format!(
+            "a rejection's object must be at most {MAX_REJECTION_BYTES} bytes"
+        ));
+    }
+    Ok(HookVerdict::Reject {
+        status: StatusCode::from_u16(status).map_err(|e| e.to_string())?,
+        body,
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -259,6 +316,14 @@ mod tests {
     fn answers_accept_rewrite_or_reject_with_the_sites_own_error() {
         assert_eq!(decide(json!({})), Ok(HookVerdict::Accept));
         assert_eq!(decide(json!({"accept": true})), Ok(HookVerdict::Accept));
+        assert_eq!(
+            decide(json!({"accept": false})),
+            Ok(HookVerdict::Reject {
+                status: StatusCode::UNPROCESSABLE_ENTITY,
+                body: json!({"error": "message rejected"})
+            }),
+            "a plain no"
+        );
         assert_eq!(
             decide(json!({"msg": " hello friends "})),
             Ok(HookVerdict::Rewrite("hello friends".into()))
@@ -284,8 +349,9 @@ mod tests {
         for answer in [
             json!({"reject": {"error": "x"}, "status": 500}),
             json!({"reject": {"error": "x"}, "status": 401}),
+            json!({"reject": {"error": "x"}, "status": 407}),
+            json!({"reject": {"error": "x".repeat(3000)}}),
             json!({"reject": {"error": "x"}, "msg": "y"}),
-            json!({"accept": false}),
             json!({"msg": "   "}),
             json!({"verdict": "ok"}),
             json!({"msg": "y", "status": 200}),
@@ -307,6 +373,10 @@ mod tests {
             .is_ok());
         assert!(config("ftp://x/hook", 500, vec![]).check().is_err());
         assert!(config("http://x/hook", 0, vec![]).check().is_err());
+        assert!(
+            config("http://x/hook", 5000, vec![]).check().is_err(),
+            "over nginx's wait"
+        );
         assert!(config("http://x/hook", 500, vec!["a b".into()])
             .check()
             .is_err());

@@ -75,39 +75,51 @@ pub struct Checks {
 }
 
 impl Checks {
-    /// Bans and mutes, the room's rule, slow mode, then the rate limit, then the filters
-    /// (which may rewrite the message).
     /// The in-memory checks, then the site's publish hook. The poster's
     /// claims are taken out of the envelope here: they are never stored.
-    async fn admit_all(&self, envelope: &mut Envelope) -> Result<(), Refusal> {
+    /// A post counts for slow mode only once the hook accepted it (a retry
+    /// after the hook failed is not "too soon").
+    async fn admit_all(
+        &self,
+        envelope: &mut Envelope,
+        idempotency_key: Option<&str>,
+    ) -> Result<(), Refusal> {
         let claims = envelope.claims.take();
-        self.admit(envelope)?;
-        let Some(hook) = self
+        let slowed = self.admit(envelope)?;
+        let hook = self
             .publish_hook
             .as_ref()
-            .filter(|hook| hook.applies_to(&envelope.room))
-        else {
-            return Ok(());
-        };
-        match hook.ask(envelope, claims.as_ref()).await {
-            HookVerdict::Accept => Ok(()),
-            HookVerdict::Rewrite(text) => {
-                envelope.msg = text;
-                Ok(())
-            }
-            HookVerdict::Reject { status, body } => Err(Refusal::new(status, body)),
-            HookVerdict::Unavailable => {
-                let mut refusal = Refusal::new(
-                    StatusCode::SERVICE_UNAVAILABLE,
-                    json!({ "error": "message check unavailable, try again" }),
-                );
-                refusal.retry_after = Some(1);
-                Err(refusal)
+            .filter(|hook| hook.applies_to(&envelope.room));
+        if let Some(hook) = hook {
+            match hook.ask(envelope, claims.as_ref(), idempotency_key).await {
+                HookVerdict::Accept => {}
+                HookVerdict::Rewrite(text) => envelope.msg = text,
+                HookVerdict::Reject { status, body } => {
+                    let mut refusal = Refusal::new(status, body);
+                    refusal.by_hook = true;
+                    return Err(refusal);
+                }
+                HookVerdict::Unavailable => {
+                    let mut refusal = Refusal::new(
+                        StatusCode::SERVICE_UNAVAILABLE,
+                        json!({ "error": "message check unavailable, try again" }),
+                    );
+                    refusal.retry_after = Some(1);
+                    return Err(refusal);
+                }
             }
         }
+        if slowed {
+            self.slow_mode
+                .posted(&envelope.room, &envelope.user.id, Instant::now());
+        }
+        Ok(())
     }
 
-    fn admit(&self, envelope: &mut Envelope) -> Result<(), Refusal> {
+    /// Bans and mutes, the room's rule, slow mode, then the rate limit,
+    /// then the filters (which may rewrite the message). True when the
+    /// room is in slow mode for this poster: the caller records the post.
+    fn admit(&self, envelope: &mut Envelope) -> Result<bool, Refusal> {
         // Token claims for the room's rule: checked here, never stored.
         let standing = std::mem::take(&mut envelope.standing);
         let (room, user) = (envelope.room.as_str(), envelope.user.id.as_str());
@@ -161,12 +173,7 @@ impl Checks {
         let verdict = self.filters.check(&mut candidate);
         envelope.msg = candidate.text;
         match verdict {
-            Verdict::Pass => {
-                if slow.is_some() {
-                    self.slow_mode.posted(room, user, now);
-                }
-                Ok(())
-            }
+            Verdict::Pass => Ok(slow.is_some()),
             Verdict::Reject(reason) => Err(Refusal::new(
                 StatusCode::UNPROCESSABLE_ENTITY,
                 json!({ "error": "message rejected", "reason": reason }),
@@ -180,7 +187,14 @@ struct Refusal {
     status: StatusCode,
     body: serde_json::Value,
     retry_after: Option<u64>,
+    /// The site's publish hook refused it (counted as `filtered`, whatever
+    /// its status).
+    by_hook: bool,
 }
+
+/// Marks a refusal of the site's publish hook, for the count (the module
+/// ignores it).
+const REFUSED_BY_HOOK: &str = "x-chatup-refused-by-hook";
 
 impl Refusal {
     fn new(status: StatusCode, body: serde_json::Value) -> Self {
@@ -188,6 +202,7 @@ impl Refusal {
             status,
             body,
             retry_after: None,
+            by_hook: false,
         }
     }
 }
@@ -202,6 +217,9 @@ impl IntoResponse for Refusal {
         }
         if let Some(seconds) = self.retry_after {
             headers.insert(header::RETRY_AFTER, HeaderValue::from(seconds));
+        }
+        if self.by_hook {
+            headers.insert(REFUSED_BY_HOOK, HeaderValue::from_static("1"));
         }
         header_only(self.status, headers)
     }
@@ -223,7 +241,8 @@ fn header_only(status: StatusCode, headers: HeaderMap) -> Response {
 fn ascii_json(value: &serde_json::Value) -> String {
     let mut out = String::new();
     for c in value.to_string().chars() {
-        if c.is_ascii() {
+        // DEL is ASCII but not allowed in a header value.
+        if c.is_ascii() && c != '\u{7f}' {
             out.push(c);
         } else {
             let mut units = [0u16; 2];
@@ -276,6 +295,10 @@ async fn post_message(
 /// replayed answer carries `X-Chatup-Ack` and counts as nothing new), or
 /// a refusal by reason.
 fn count_outcome(response: &Response, took: Duration) {
+    if response.headers().contains_key(REFUSED_BY_HOOK) {
+        Refused::Filtered.count();
+        return;
+    }
     let refused = match response.status() {
         StatusCode::ACCEPTED => {
             if !response.headers().contains_key("x-chatup-ack") {
@@ -291,8 +314,6 @@ fn count_outcome(response: &Response, took: Duration) {
         StatusCode::TOO_MANY_REQUESTS => Refused::RateLimited,
         StatusCode::UNPROCESSABLE_ENTITY => Refused::Filtered,
         StatusCode::BAD_REQUEST => Refused::Invalid,
-        // The site's publish hook refused it with a status of its own.
-        status if status.is_client_error() => Refused::Filtered,
         _ => Refused::Unavailable,
     };
     refused.count();
@@ -344,7 +365,10 @@ async fn check_and_store(
             }
         }
     }
-    if let Err(refusal) = state.checks.admit_all(&mut envelope).await {
+    let key = headers
+        .get(IDEMPOTENCY_HEADER)
+        .and_then(|v| v.to_str().ok());
+    if let Err(refusal) = state.checks.admit_all(&mut envelope, key).await {
         tracing::debug!(id = %envelope.id, room = %envelope.room, status = %refusal.status, "message refused");
         return Ok(refusal.into_response());
     }

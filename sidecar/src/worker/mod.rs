@@ -132,8 +132,10 @@ pub async fn run_with_filters(
             .publish_hook
             .clone()
             .map(|hook| {
-                tracing::info!(url = %hook.url, on_failure = ?hook.on_failure, "messages go through the site's publish hook");
-                PublishHook::new(hook).map_err(anyhow::Error::msg)
+                let on_failure = hook.on_failure;
+                let hook = PublishHook::new(hook).map_err(anyhow::Error::msg)?;
+                tracing::info!(hook = %hook.origin(), ?on_failure, "messages go through the site's publish hook");
+                Ok::<_, anyhow::Error>(hook)
             })
             .transpose()?,
     });

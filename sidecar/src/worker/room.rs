@@ -329,11 +329,17 @@ impl<C: Channels> RoomTask<C> {
         let Some(users) = self.active.take_if_changed() else {
             return;
         };
+        self.queue_own_event(EventKind::Active { users });
+        self.next_active = now + self.settings.active_every;
+    }
+
+    /// Queues an event of this worker's own for the room's readers.
+    fn queue_own_event(&mut self, kind: EventKind) {
         let made = std::time::SystemTime::now();
         let event = RoomEvent {
             id: self.event_ids.next_id(made),
             room: self.room.clone(),
-            kind: EventKind::Active { users },
+            kind,
             ts: chatup_wire::id::unix_millis(made),
         };
         let Ok(text) = serde_json::to_string(&event) else {
@@ -344,7 +350,6 @@ impl<C: Channels> RoomTask<C> {
             id: event.id,
             is_message: false,
         });
-        self.next_active = now + self.settings.active_every;
     }
 
     /// Queues a `sampled` event when sampling started or stopped, and
@@ -360,24 +365,10 @@ impl<C: Channels> RoomTask<C> {
         if state.on {
             tracing::info!(room = %self.room, rate = state.rate, share = state.keep, "hot room: readers get a sample");
         }
-        let made = std::time::SystemTime::now();
-        let event = RoomEvent {
-            id: self.event_ids.next_id(made),
-            room: self.room.clone(),
-            kind: EventKind::Sampled {
-                on: state.on,
-                rate: state.rate,
-                share: (state.keep * 100.0).round() / 100.0,
-            },
-            ts: chatup_wire::id::unix_millis(made),
-        };
-        let Ok(text) = serde_json::to_string(&event) else {
-            return;
-        };
-        self.pending.push(Item {
-            text,
-            id: event.id,
-            is_message: false,
+        self.queue_own_event(EventKind::Sampled {
+            on: state.on,
+            rate: state.rate,
+            share: (state.keep * 100.0).round() / 100.0,
         });
     }
 

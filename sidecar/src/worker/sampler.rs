@@ -22,6 +22,9 @@
 const COOL_DOWN_SHARE: f64 = 0.8;
 /// A burst is judged over at least this much of its second, in ms.
 const SHORTEST_MEASURE_MS: u64 = 100;
+/// A second is closed by the clock (no message of a later one came) this
+/// long after it ended.
+const CLOSE_AFTER_MS: u64 = 1000;
 
 /// What a room task should tell its readers about sampling.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -70,9 +73,12 @@ impl Sampler {
             return true;
         }
         let made_ms = chatup_wire::id::made_at_millis(id).map_or(now_ms, |ms| ms.min(now_ms));
-        self.roll(made_ms / 1000);
+        let second = made_ms / 1000;
+        self.roll(second);
         self.this_second += 1;
-        if !self.state.on && self.this_second > self.threshold {
+        // The pace of the second being counted, from its own messages (a
+        // late one from an earlier second is counted, not timed).
+        if !self.state.on && self.this_second > self.threshold && second == self.second {
             let elapsed_ms = made_ms
                 .saturating_sub(self.second * 1000)
                 .max(SHORTEST_MEASURE_MS);
@@ -131,7 +137,9 @@ impl Sampler {
     /// `now_ms` closes the seconds that passed without messages.
     pub fn take_change(&mut self, now_ms: u64) -> Option<SampledState> {
         if self.threshold > 0 {
-            self.roll(now_ms / 1000);
+            // Only seconds that ended a while ago: messages of the last one
+            // may still be on their way (from other workers, through Redis).
+            self.roll(now_ms.saturating_sub(CLOSE_AFTER_MS) / 1000);
         }
         std::mem::take(&mut self.changed).then_some(self.state)
     }
@@ -185,7 +193,12 @@ mod tests {
                 shown += usize::from(sampler.keep(&id, false, late));
             }
             if second == 1 {
-                assert!(sampler.take_change((T0 + 1) * 1000).expect("started").on);
+                assert!(
+                    sampler
+                        .take_change((T0 + 1) * 1000 + 500)
+                        .expect("started")
+                        .on
+                );
             }
         }
         let state = sampler.state();
@@ -228,20 +241,35 @@ mod tests {
         run(&mut sampler, 5, 100);
         assert!(sampler.take_change((T0 + 5) * 1000 + 999).unwrap().on);
         assert!(!sampler.take_change((T0 + 8) * 1000).expect("quiet").on);
+        // The clock closes a second only a second after it ended.
+        run(&mut sampler, 20, 100);
+        assert!(sampler.take_change((T0 + 20) * 1000 + 999).unwrap().on);
+        assert_eq!(
+            sampler.take_change((T0 + 21) * 1000 + 500),
+            None,
+            "20's messages may still come"
+        );
     }
 
     #[test]
     fn workers_that_started_apart_and_handle_a_backlog_keep_the_same_messages() {
         let (mut early, mut late) = (Sampler::new(10), Sampler::new(10));
         let mut kept = (Vec::new(), Vec::new());
+        // The late one joins after the room task started elsewhere, and
+        // handles its first seconds as a backlog a little later.
+        assert_eq!(late.take_change((T0 - 30) * 1000), None);
         for second in 0..3 {
-            for id in ids(100, T0 + second) {
-                // One handles each message as it comes, the other all of
-                // them a minute later (a backlog): the same seconds count.
-                if early.keep(&id, false, (T0 + second + 1) * 1000) {
+            let now = (T0 + second) * 1000;
+            for (i, id) in ids(100, T0 + second).into_iter().enumerate() {
+                // As the room task does: a clock tick between messages.
+                let early_now = now + i as u64 * 10;
+                early.take_change(early_now);
+                if early.keep(&id, false, early_now) {
                     kept.0.push(id.clone());
                 }
-                if late.keep(&id, false, (T0 + 60) * 1000) {
+                let late_now = now + 900;
+                late.take_change(late_now);
+                if late.keep(&id, false, late_now) {
                     kept.1.push(id);
                 }
             }
