@@ -28,7 +28,8 @@ pub struct RedisCluster {
 
 impl RedisCluster {
     /// Starts six nodes, makes them a cluster of three shards, and waits
-    /// until every node says the cluster is ok.
+    /// until every node says the cluster is ok and every replica is in
+    /// sync.
     pub fn start() -> anyhow::Result<Self> {
         Self::start_with(false, 1)
     }
@@ -97,6 +98,21 @@ impl RedisCluster {
                 })
             },
         )?;
+        // A replica still syncing makes a `WAIT 1` answer 0 (a post refused
+        // with 503): wait until every replica is linked and every master
+        // has its replicas online.
+        if replicas_per_master > 0 {
+            wait_until("every replica in sync", Duration::from_secs(30), || {
+                ports.iter().all(|&p| {
+                    let info = cluster.cli(p, &["INFO", "replication"]);
+                    if info.contains("role:master") {
+                        info.matches("state=online").count() >= replicas_per_master
+                    } else {
+                        info.contains("master_link_status:up")
+                    }
+                })
+            })?;
+        }
         Ok(cluster)
     }
 

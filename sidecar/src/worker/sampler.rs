@@ -14,9 +14,10 @@
 //! this worker's clock), not of when this worker handles them: every worker
 //! counts the same seconds, and a backlog handled at once is not taken for
 //! a burst. A room becomes hot when a second holds more than
-//! `hot_room_rate` messages (judged at that second's pace, so a burst is
-//! cut while it happens) and cools down after a second under 80% of it (so
-//! that a room hovering at the threshold does not flap).
+//! `hot_room_rate` messages (judged at the burst's pace, from its first
+//! message in that second, so a burst is cut while it happens, and more as
+//! it grows) and cools down after a second under 80% of it (so that a room
+//! hovering at the threshold does not flap).
 
 /// A room cools down under this share of `hot_room_rate`.
 const COOL_DOWN_SHARE: f64 = 0.8;
@@ -42,9 +43,11 @@ pub struct SampledState {
 pub struct Sampler {
     /// Messages a second above which readers get a sample; 0: never.
     threshold: u64,
-    /// The second being counted (Unix seconds) and its messages so far.
+    /// The second being counted (Unix seconds), its messages so far, and
+    /// when its first one was made (Unix ms; a burst's pace runs from it).
     second: u64,
     this_second: u64,
+    first_ms: Option<u64>,
     state: SampledState,
     /// The state changed and readers were not told yet.
     changed: bool,
@@ -56,6 +59,7 @@ impl Sampler {
             threshold,
             second: 0,
             this_second: 0,
+            first_ms: None,
             state: SampledState {
                 on: false,
                 rate: 0,
@@ -77,12 +81,18 @@ impl Sampler {
         self.roll(second);
         self.this_second += 1;
         // The pace of the second being counted, from its own messages (a
-        // late one from an earlier second is counted, not timed).
-        if !self.state.on && self.this_second > self.threshold && second == self.second {
-            let elapsed_ms = made_ms
-                .saturating_sub(self.second * 1000)
-                .max(SHORTEST_MEASURE_MS);
-            self.set(self.this_second * 1000 / elapsed_ms);
+        // late one from an earlier second is counted, not timed): over the
+        // threshold, the room is hot at once, and while the burst grows
+        // within its second the share shrinks with it.
+        if second == self.second {
+            let first_ms = *self.first_ms.get_or_insert(made_ms);
+            if self.this_second > self.threshold {
+                let elapsed_ms = made_ms.saturating_sub(first_ms).max(SHORTEST_MEASURE_MS);
+                let pace = self.this_second * 1000 / elapsed_ms;
+                if pace > self.threshold && (!self.state.on || pace > self.state.rate) {
+                    self.set(pace);
+                }
+            }
         }
         self.keeps(id, exempt)
     }
@@ -107,6 +117,7 @@ impl Sampler {
         };
         self.second = second;
         self.this_second = 0;
+        self.first_ms = None;
         if self.state.on || rate > self.threshold {
             self.set(rate);
         }
@@ -201,9 +212,11 @@ mod tests {
                 );
             }
         }
+        // The rate: the last full second's, or the current one's pace when
+        // it runs faster.
         let state = sampler.state();
-        assert_eq!(state.rate, 200);
-        assert!((state.keep - 0.25).abs() < 1e-9);
+        assert!((200..=210).contains(&state.rate), "{state:?}");
+        assert!((state.keep - 50.0 / state.rate as f64).abs() < 1e-9);
         // The first second shows its first 50 in full, then a share at its
         // pace; the next four about a quarter each.
         assert!((230..=420).contains(&shown), "shown {shown} of 1000");
