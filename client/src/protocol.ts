@@ -207,12 +207,29 @@ export class ChatUpProtocol extends Emitter<ProtocolEvents> {
     return this.connected!;
   }
 
-  /** Replaces the token (e.g. before it expires) without dropping the subscription. */
+  /**
+   * Replaces the token (e.g. before it expires) without dropping the
+   * subscription. When it signs a reader in, out, or as someone else, the
+   * subscription is renewed from its last frame with a ticket for the new
+   * user (nothing is missed): the worker counts readers as members by the
+   * ticket they subscribed with.
+   */
   setToken(token: string | undefined): void {
+    const before = this.reader();
     this.token = token;
     // The ticket names the previous user; the next subscription asks anew.
     this.ticket = undefined;
     this.watchExpiry();
+    if (this.reader() !== before && this.transport && this.worker && !this.closed) {
+      this.transport.close();
+      this.transport = null;
+      this.subscribe();
+    }
+  }
+
+  /** Who the worker should count this reader as: the valid token's `sub`, or nobody. */
+  private reader(): string | undefined {
+    return this.tokenValid() ? claimsOf(this.token)?.sub : undefined;
   }
 
   /** Whether the token is there and not known to be expired. */

@@ -778,3 +778,30 @@ test("the compatibility client signs in with a jwt given up front, and says so i
   await assert.rejects(chat.say("hi"), (e: { err: string }) => e.err === "You need to be authenticated to join a room");
   chat.close();
 });
+
+test("signing in while reading renews the subscription from its last frame with a ticket; a renewed token does not", async () => {
+  const w = world(["w1"]);
+  const protocol = new ChatUpProtocol({ dispatcherUrl: "http://d", room: "r", transportFactories: w.factories });
+  void protocol.connect();
+  await tick();
+  assert.equal(w.opened.length, 1);
+  assert.doesNotMatch(w.opened[0].url, /ticket=/, "anonymous");
+  w.opened[0].handlers.onOpen();
+  w.opened[0].handlers.onFrame("5:0", JSON.stringify([message("m1")]));
+  const ann = (exp: number) => tokenWith({ sub: "ann", exp: Date.now() / 1000 + exp });
+  protocol.setToken(ann(600));
+  await until("resubscribed", () => w.opened.length === 2);
+  assert.match(w.opened[1].url, /ticket=tk1/);
+  assert.match(w.opened[1].url, /last_event_id=5%3A0/, "from the last frame");
+  w.opened[1].handlers.onOpen();
+  // The same user's fresh token: the subscription stays.
+  protocol.setToken(ann(900));
+  await tick(20);
+  assert.equal(w.opened.length, 2);
+  // Signing out: anonymous again.
+  protocol.setToken(undefined);
+  await until("resubscribed anonymously", () => w.opened.length === 3);
+  assert.doesNotMatch(w.opened[2].url, /ticket=/);
+  assert.equal(protocol.status, "connected");
+  protocol.close();
+});
