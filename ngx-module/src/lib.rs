@@ -66,7 +66,11 @@ impl HttpModule for Module {
     }
 
     unsafe extern "C" fn preconfiguration(cf: *mut ngx_conf_t) -> ngx_int_t {
-        handoff::register_variables(cf)
+        // SAFETY: nginx's configuration being parsed.
+        match unsafe { handoff::register_variables(cf) } {
+            ffi::OK => unsafe { readers::register_variables(cf) },
+            rc => rc,
+        }
     }
 
     unsafe extern "C" fn postconfiguration(cf: *mut ngx_conf_t) -> ngx_int_t {

@@ -18,33 +18,47 @@
 //!    place); then the room is marked served and the reader goes on to
 //!    nchan. Readers of a served room cost no round trip at all.
 //!
+//! Additional rooms (`?also=a,b`, read over the same connection: nchan's
+//! multiplexed subscriber) go through the same steps: each needs the
+//! ticket where a room needs a token, each is counted (as a reader of the
+//! room, not as a member, and not as one more reader of the box) and
+//! served. `$chatup_channels` gives nchan the admitted rooms,
+//! comma-separated (`nchan_channel_id $chatup_channels;` with
+//! `nchan_channel_id_split_delimiter ",";`).
+//!
 //! Also here: the log-phase handler of `chatup_track_published`, which
 //! records the last message id of each frame nchan accepted.
 
 use std::ptr::NonNull;
 
 use chatup_gate::readers::MemberRef;
-use chatup_gate::subscribe::reader_identity;
+use chatup_gate::subscribe::{additional_rooms, reader_identity};
 use chatup_gate::GateError;
 use chatup_wire::readers::LAST_ID_HEADER;
 use ngx::core::Pool;
 use ngx::ffi::{
-    ngx_http_finalize_request, ngx_http_get_indexed_variable, ngx_http_request_t, ngx_int_t,
-    ngx_shm_zone_t, ngx_str_t, ngx_uint_t, NGX_LOG_WARN,
+    ngx_conf_t, ngx_http_add_variable, ngx_http_finalize_request, ngx_http_get_indexed_variable,
+    ngx_http_request_t, ngx_http_variable_value_t, ngx_int_t, ngx_shm_zone_t, ngx_str_t,
+    ngx_uint_t, NGX_HTTP_VAR_NOCACHEABLE, NGX_LOG_WARN,
 };
 use ngx::http::{HttpModule, HttpModuleLocationConf, Request};
-use ngx::ngx_log_error;
+use ngx::{ngx_log_error, ngx_string};
 
 use crate::ffi::{bytes, contain_panic, find_header, AGAIN, DECLINED, DONE, ERROR, OK};
 use crate::{respond, subrequest, zone, Module};
 
-/// A reader counted in the zone; dropped with its request's pool, which
-/// takes it out of the count.
+/// A reader counted in one room of the zone; dropped with its request's
+/// pool, which takes it out of the count.
 struct Counted {
     zone: NonNull<ngx_shm_zone_t>,
     room: String,
     member: Option<String>,
     slot: usize,
+    /// Read besides the reader's own room (`?also=`): counted in the room,
+    /// not in the box.
+    additional: bool,
+    /// The sidecar serves the room.
+    served: bool,
 }
 
 impl Drop for Counted {
@@ -53,7 +67,11 @@ impl Drop for Counted {
         // life of this process.
         unsafe {
             zone::with_region(self.zone.as_ptr(), |table| {
-                table.leave(&self.room, self.member.as_deref(), self.slot)
+                if self.additional {
+                    table.leave_additional(&self.room, self.slot)
+                } else {
+                    table.leave(&self.room, self.member.as_deref(), self.slot)
+                }
             })
         };
     }
@@ -61,17 +79,20 @@ impl Drop for Counted {
 
 /// Where a reader's admission stands.
 enum Stage {
-    /// Waiting for the sidecar to serve the room.
-    Serving,
-    /// The serve subrequest ended with this status.
-    Served(ngx_int_t),
+    /// Waiting for the sidecar to serve room `.0` of the reader's rooms.
+    Serving(usize),
+    /// The serve subrequest for room `.0` ended with status `.1`.
+    Served(usize, ngx_int_t),
     Admitted,
 }
 
 /// Per-request state of a reader, in its pool.
 struct ReaderCtx {
-    counted: Counted,
+    /// Its own room first, then its additional rooms.
+    rooms: Vec<Counted>,
     stage: Stage,
+    /// `$chatup_channels`: the rooms, comma-separated.
+    channels: Vec<u8>,
 }
 
 /// nginx access-phase handler (registered for every location; only acts in
@@ -101,21 +122,21 @@ unsafe fn admit(r: *mut ngx_http_request_t) -> ngx_int_t {
         let ctx = *request.as_mut().ctx.add(Module::module().ctx_index) as *mut ReaderCtx;
         if let Some(ctx) = ctx.as_mut() {
             return match ctx.stage {
-                Stage::Serving => AGAIN,
+                Stage::Serving(_) => AGAIN,
                 Stage::Admitted => OK,
-                Stage::Served(status) if (200..300).contains(&status) => {
-                    let room = &ctx.counted.room;
-                    zone::with_region(ctx.counted.zone.as_ptr(), |t| t.mark_served(room));
-                    ctx.stage = Stage::Admitted;
-                    forget_stale_resume_id(r, ctx.counted.zone);
-                    OK
+                Stage::Served(i, status) if (200..300).contains(&status) => {
+                    let counted = &mut ctx.rooms[i];
+                    let room = &counted.room;
+                    zone::with_region(counted.zone.as_ptr(), |t| t.mark_served(room));
+                    counted.served = true;
+                    serve_next(r, ctx, conf.serve_uri())
                 }
-                Stage::Served(status) => {
+                Stage::Served(i, status) => {
                     ngx_log_error!(
                         NGX_LOG_WARN,
                         (*(*r).connection).log,
                         "chatup: the sidecar did not serve room \"{}\" (status {status}): reader refused",
-                        ctx.counted.room
+                        ctx.rooms[i].room
                     );
                     refuse(r, &GateError::Unavailable)
                 }
@@ -131,9 +152,16 @@ unsafe fn admit(r: *mut ngx_http_request_t) -> ngx_int_t {
         if let Err(e) = chatup_wire::validate_room(&room) {
             return refuse(r, &GateError::BadRoom(e));
         }
+        let uri = bytes(&(*r).unparsed_uri);
         let access = conf.read_access(&room, readers.access);
-        let identity = match reader_identity(verifier, bytes(&(*r).unparsed_uri), &room, access) {
+        let identity = match reader_identity(verifier, uri, &room, access) {
             Ok(identity) => identity,
+            Err(err) => return refuse(r, &err),
+        };
+        let extras = match additional_rooms(verifier, uri, &room, |extra| {
+            conf.read_access(extra, readers.access)
+        }) {
+            Ok(extras) => extras,
             Err(err) => return refuse(r, &err),
         };
         if short_of_connections(conf.reserve_connections()) {
@@ -160,7 +188,8 @@ unsafe fn admit(r: *mut ngx_http_request_t) -> ngx_int_t {
             Some(Err(full)) => return refuse(r, &GateError::WorkerFull(full)),
             None => return refuse(r, &GateError::Internal),
         };
-        let counted = Counted {
+        let mut channels = room.clone().into_bytes();
+        let mut rooms = vec![Counted {
             zone,
             member: admitted
                 .member_counted
@@ -168,34 +197,75 @@ unsafe fn admit(r: *mut ngx_http_request_t) -> ngx_int_t {
                 .flatten(),
             room,
             slot,
-        };
-        let stage = if admitted.served {
-            Stage::Admitted
-        } else {
-            Stage::Serving
-        };
-        let ctx = Pool::from_ngx_pool((*r).pool).allocate(ReaderCtx { counted, stage });
+            additional: false,
+            served: admitted.served,
+        }];
+        for extra in extras {
+            let served = zone::with_region(zone.as_ptr(), |table| {
+                table
+                    .check_draining(&extra, resuming)
+                    .and_then(|()| table.admit_additional(&extra, slot))
+            });
+            let served = match served {
+                Some(Ok(served)) => served,
+                // `rooms` is dropped on return: the rooms counted so far
+                // are left again.
+                Some(Err(full)) => return refuse(r, &GateError::WorkerFull(full)),
+                None => return refuse(r, &GateError::Internal),
+            };
+            channels.push(b',');
+            channels.extend_from_slice(extra.as_bytes());
+            rooms.push(Counted {
+                zone,
+                room: extra,
+                member: None,
+                slot,
+                additional: true,
+                served,
+            });
+        }
+        let ctx = Pool::from_ngx_pool((*r).pool).allocate(ReaderCtx {
+            rooms,
+            stage: Stage::Admitted,
+            channels,
+        });
         if ctx.is_null() {
             // `allocate` dropped the value, which took the reader out again.
             return refuse(r, &GateError::Internal);
         }
         request.set_module_ctx(ctx.cast(), Module::module());
-        match (*ctx).stage {
-            Stage::Admitted => {
-                forget_stale_resume_id(r, zone);
-                OK
+        serve_next(r, &mut *ctx, conf.serve_uri())
+    }
+}
+
+/// Asks the sidecar to serve the reader's first room it does not serve
+/// yet (`AGAIN`: nginx runs the access phase again once it answered), or,
+/// when it serves them all, lets the reader through to nchan.
+unsafe fn serve_next(
+    r: *mut ngx_http_request_t,
+    ctx: &mut ReaderCtx,
+    serve_uri: &str,
+) -> ngx_int_t {
+    let Some(next) = ctx.rooms.iter().position(|room| !room.served) else {
+        ctx.stage = Stage::Admitted;
+        // SAFETY: `r` is the live main request.
+        unsafe { forget_stale_resume_id(r, ctx.rooms[0].zone) };
+        return OK;
+    };
+    ctx.stage = Stage::Serving(next);
+    // SAFETY: `r` is the live main request and `ctx` its context, in its pool.
+    match unsafe { start_serving(r, ctx, serve_uri) } {
+        Ok(()) => AGAIN,
+        Err(e) => {
+            // SAFETY: `r` is live; its connection's log with it.
+            unsafe {
+                ngx_log_error!(
+                    NGX_LOG_WARN,
+                    (*(*r).connection).log,
+                    "chatup: cannot ask the sidecar to serve a room: {e}"
+                );
+                refuse(r, &GateError::Internal)
             }
-            _ => match start_serving(r, &mut *ctx, conf.serve_uri()) {
-                Ok(()) => AGAIN,
-                Err(e) => {
-                    ngx_log_error!(
-                        NGX_LOG_WARN,
-                        (*(*r).connection).log,
-                        "chatup: cannot ask the sidecar to serve a room: {e}"
-                    );
-                    refuse(r, &GateError::Internal)
-                }
-            },
         }
     }
 }
@@ -302,13 +372,17 @@ unsafe fn variable(r: *mut ngx_http_request_t, index: ngx_uint_t) -> Option<Stri
     }
 }
 
-/// Starts the subrequest that asks the sidecar to serve the room.
+/// Starts the subrequest that asks the sidecar to serve the room that
+/// `ctx.stage` names.
 unsafe fn start_serving(
     r: *mut ngx_http_request_t,
     ctx: &mut ReaderCtx,
     serve_uri: &str,
 ) -> Result<(), String> {
-    let uri = format!("{serve_uri}/{}", ctx.counted.room);
+    let Stage::Serving(i) = ctx.stage else {
+        return Err("no room to serve".into());
+    };
+    let uri = format!("{serve_uri}/{}", ctx.rooms[i].room);
     // SAFETY: `ctx` lives in the request's pool, as long as the request.
     unsafe { subrequest::start(r, &uri, Some(serve_done), (ctx as *mut ReaderCtx).cast()) }
         .map(drop)
@@ -325,9 +399,61 @@ unsafe extern "C" fn serve_done(
     // alive with the main request; `sr` is the finishing subrequest.
     unsafe {
         let ctx = &mut *(data as *mut ReaderCtx);
-        ctx.stage = Stage::Served(subrequest::status(sr, rc));
+        if let Stage::Serving(i) = ctx.stage {
+            ctx.stage = Stage::Served(i, subrequest::status(sr, rc));
+        }
     }
     rc
+}
+
+/// Adds `$chatup_channels` to the configuration being parsed.
+///
+/// # Safety
+/// `cf` is nginx's configuration being parsed.
+pub unsafe fn register_variables(cf: *mut ngx_conf_t) -> ngx_int_t {
+    // SAFETY: adds a variable to the configuration being parsed.
+    unsafe {
+        let mut name = ngx_string!("chatup_channels");
+        let var = ngx_http_add_variable(cf, &mut name, NGX_HTTP_VAR_NOCACHEABLE as _);
+        if var.is_null() {
+            return ERROR;
+        }
+        (*var).get_handler = Some(channels_variable);
+    }
+    OK
+}
+
+/// `$chatup_channels`: the rooms a reader was admitted to, its own first,
+/// comma-separated; not found outside `chatup_readers` locations and
+/// before admission.
+unsafe extern "C" fn channels_variable(
+    r: *mut ngx_http_request_t,
+    v: *mut ngx_http_variable_value_t,
+    _data: usize,
+) -> ngx_int_t {
+    // SAFETY: called by nginx with a live request and its value slot. The
+    // module's context of a `chatup_readers` location's main request is a
+    // `ReaderCtx` (only `admit` sets it there); the bytes live in it, as
+    // long as the request.
+    unsafe {
+        let v = &mut *v;
+        let main = (*r).main;
+        let request = Request::from_ngx_http_request(main);
+        let readers_location =
+            Module::location_conf(request).is_some_and(|conf| conf.readers.is_some());
+        let ctx = *(*main).ctx.add(Module::module().ctx_index) as *mut ReaderCtx;
+        match ctx.as_mut().filter(|_| readers_location) {
+            Some(ctx) if !ctx.channels.is_empty() => {
+                v.data = ctx.channels.as_mut_ptr();
+                v.set_len(ctx.channels.len() as _);
+                v.set_valid(1);
+                v.set_no_cacheable(0);
+                v.set_not_found(0);
+            }
+            _ => v.set_not_found(1),
+        }
+    }
+    OK
 }
 
 /// nginx log-phase handler: in `chatup_track_published` locations (nchan's

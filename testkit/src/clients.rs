@@ -52,6 +52,9 @@ pub struct SubscribeOptions<'a> {
     /// Keep `active` events (the recently active list) too: they follow
     /// every posting, and would get in the way of tests of other events.
     pub active: bool,
+    /// Additional rooms read over the same connection (`?also=`,
+    /// comma-separated).
+    pub also: Option<&'a str>,
 }
 
 /// A frame from nchan's data, with or without its events; `None` when
@@ -111,17 +114,25 @@ impl Subscriber {
         let (tx, frames) = mpsc::unbounded_channel();
         let events = (options.events, options.active);
         let mut params = Vec::new();
-        if let Some(id) = options.last_id {
-            params.push(format!("last_event_id={id}"));
-        }
         if let Some(ticket) = options.ticket {
             params.push(format!("ticket={ticket}"));
         }
-        let query = if params.is_empty() {
-            String::new()
-        } else {
-            format!("?{}", params.join("&"))
+        if let Some(also) = options.also {
+            params.push(format!("also={also}"));
+        }
+        let to_query = |params: &[String]| {
+            if params.is_empty() {
+                String::new()
+            } else {
+                format!("?{}", params.join("&"))
+            }
         };
+        // EventSource resumes with its header instead.
+        let base_query = to_query(&params);
+        if let Some(id) = options.last_id {
+            params.insert(0, format!("last_event_id={id}"));
+        }
+        let query = to_query(&params);
         let task = match transport {
             Transport::WebSocket => {
                 let url = format!("{ws_url}/sub/{room}{query}");
@@ -147,12 +158,8 @@ impl Subscriber {
                 })
             }
             Transport::EventSource => {
-                let ticket_query = options
-                    .ticket
-                    .map(|t| format!("?ticket={t}"))
-                    .unwrap_or_default();
                 let mut request = reqwest::Client::new()
-                    .get(format!("{base_url}/sub/{room}{ticket_query}"))
+                    .get(format!("{base_url}/sub/{room}{base_query}"))
                     .header("Accept", "text/event-stream");
                 if let Some(id) = options.last_id {
                     request = request.header("Last-Event-ID", id);

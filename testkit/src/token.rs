@@ -67,7 +67,7 @@ pub fn ticket_for(sub: &str, name: &str, room: &str) -> String {
         standing: Default::default(),
         claims: None,
     };
-    signer.issue(&identity, room, now_secs()).token
+    signer.issue(&identity, &[room], now_secs()).token
 }
 
 /// A ticket with exactly these claims, signed with the ticket secret.

@@ -16,5 +16,8 @@ pub mod rule;
 pub use envelope::{Ack, Claims, Envelope, User};
 pub use event::{CustomEvent, EventKind, RoomEvent, RESERVED_EVENTS};
 pub use id::MessageIdGenerator;
-pub use room::{room_matches, validate_room, validate_room_pattern, RoomNameError, MAX_ROOM_LEN};
+pub use room::{
+    additional_rooms, room_matches, validate_room, validate_room_pattern, AdditionalRoomsError,
+    RoomNameError, ADDITIONAL_ROOMS_PARAM, MAX_ADDITIONAL_ROOMS, MAX_ROOM_LEN,
+};
 pub use rule::{RoomRule, Standing};

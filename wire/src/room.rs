@@ -52,6 +52,46 @@ pub fn validate_room_pattern(pattern: &str) -> Result<(), RoomNameError> {
     }
 }
 
+/// Most rooms a reader reads over one connection besides its own
+/// (`?also=` on the subscribe URL, `also` in a join).
+pub const MAX_ADDITIONAL_ROOMS: usize = 8;
+/// The subscribe URL's query parameter naming the additional rooms,
+/// comma-separated.
+pub const ADDITIONAL_ROOMS_PARAM: &str = "also";
+
+/// Why a list of additional rooms is refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum AdditionalRoomsError {
+    #[error("at most {MAX_ADDITIONAL_ROOMS} additional rooms can be read over one connection")]
+    TooMany,
+    #[error("additional room {room:?}: {error}")]
+    BadRoom { room: String, error: RoomNameError },
+}
+
+/// The rooms a reader of `room` reads besides it, from `names`: each a
+/// valid room name; empty names, repeats and `room` itself are left out
+/// (a client that lists its own room reads it once).
+pub fn additional_rooms<'a>(
+    room: &str,
+    names: impl IntoIterator<Item = &'a str>,
+) -> Result<Vec<String>, AdditionalRoomsError> {
+    let mut rooms: Vec<String> = Vec::new();
+    for name in names {
+        if name.is_empty() || name == room || rooms.iter().any(|r| r == name) {
+            continue;
+        }
+        validate_room(name).map_err(|error| AdditionalRoomsError::BadRoom {
+            room: name.chars().take(MAX_ROOM_LEN + 1).collect(),
+            error,
+        })?;
+        if rooms.len() == MAX_ADDITIONAL_ROOMS {
+            return Err(AdditionalRoomsError::TooMany);
+        }
+        rooms.push(name.to_owned());
+    }
+    Ok(rooms)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -97,5 +137,36 @@ mod tests {
                 "{bad:?}"
             );
         }
+    }
+
+    #[test]
+    fn additional_rooms_are_valid_distinct_and_few() {
+        assert_eq!(
+            additional_rooms("lobby", ["news", "", "lobby", "news", "private-u1"]),
+            Ok(vec!["news".to_owned(), "private-u1".to_owned()])
+        );
+        assert_eq!(additional_rooms("lobby", []), Ok(vec![]));
+        assert_eq!(
+            additional_rooms("lobby", ["a b"]),
+            Err(AdditionalRoomsError::BadRoom {
+                room: "a b".into(),
+                error: RoomNameError::BadCharacter
+            })
+        );
+        let many: Vec<String> = (0..=MAX_ADDITIONAL_ROOMS)
+            .map(|i| format!("r{i}"))
+            .collect();
+        assert_eq!(
+            additional_rooms("lobby", many.iter().map(String::as_str)),
+            Err(AdditionalRoomsError::TooMany)
+        );
+        assert_eq!(
+            additional_rooms(
+                "lobby",
+                many[..MAX_ADDITIONAL_ROOMS].iter().map(String::as_str)
+            )
+            .map(|r| r.len()),
+            Ok(MAX_ADDITIONAL_ROOMS)
+        );
     }
 }

@@ -42,6 +42,9 @@ impl Counters {
 
     /// Counts `err` if it is a refusal for the request's token.
     pub fn refused(&self, err: &GateError) {
+        if let GateError::AdditionalRoom { error, .. } = err {
+            return self.refused(error);
+        }
         let slot = match err {
             GateError::MissingToken => MISSING,
             GateError::RoomNotAllowed => ROOM_NOT_ALLOWED,

@@ -43,6 +43,11 @@ pub enum GateError {
     WorkerFull(#[from] crate::readers::Full),
     #[error("internal error")]
     Internal,
+    #[error("{0}")]
+    BadAdditionalRooms(#[from] chatup_wire::AdditionalRoomsError),
+    /// A reader may not read one of its additional rooms (`?also=`).
+    #[error("additional room {room:?}: {error}")]
+    AdditionalRoom { room: String, error: Box<GateError> },
 }
 
 /// Why a token was refused, as counted by the module.
@@ -105,6 +110,8 @@ impl GateError {
             GateError::MessageTooLong { .. } | GateError::BodyTooLarge { .. } => 413,
             GateError::Unavailable | GateError::WorkerFull(_) => 503,
             GateError::Internal => 500,
+            GateError::BadAdditionalRooms(_) => 400,
+            GateError::AdditionalRoom { error, .. } => error.status(),
         }
     }
 

@@ -398,6 +398,29 @@ impl<'a> ReaderTable<'a> {
         if limit > 0 && self.readers() >= limit {
             return Err(Full::Readers { limit });
         }
+        let served = self.count_in_room(room, slot)?;
+        self.header.readers[slot] += 1;
+        let member_counted = member.is_some_and(|m| self.count_member(room, m, slot));
+        Ok(Admitted {
+            served,
+            member_counted,
+        })
+    }
+
+    /// Counts a reader of `room` (in process slot `slot`) that reads it
+    /// besides its own room, over the same connection: the room's count
+    /// goes up, the box's does not (it is one reader, counted against
+    /// `chatup_max_readers` once, by [`admit`](Self::admit)). Returns
+    /// whether the sidecar serves the room already.
+    pub fn admit_additional(&mut self, room: &str, slot: usize) -> Result<bool, Full> {
+        if slot >= MAX_PROCS {
+            return Err(Full::ProcessSlot(slot));
+        }
+        self.count_in_room(room, slot)
+    }
+
+    /// One more reader of `room` in `slot`; whether the room is served.
+    fn count_in_room(&mut self, room: &str, slot: usize) -> Result<bool, Full> {
         let index = match self.room_probe(room) {
             Probe::Found(i) => i,
             Probe::Vacant(i)
@@ -417,13 +440,7 @@ impl<'a> ReaderTable<'a> {
         let s = &mut self.rooms[index];
         s.readers[slot] += 1;
         s.seq = seq;
-        let served = s.served != 0;
-        self.header.readers[slot] += 1;
-        let member_counted = member.is_some_and(|m| self.count_member(room, m, slot));
-        Ok(Admitted {
-            served,
-            member_counted,
-        })
+        Ok(s.served != 0)
     }
 
     fn count_member(&mut self, room: &str, member: MemberRef<'_>, slot: usize) -> bool {
@@ -460,14 +477,8 @@ impl<'a> ReaderTable<'a> {
         if slot >= MAX_PROCS {
             return;
         }
-        if let Probe::Found(i) = self.room_probe(room) {
-            let seq = self.next_seq();
-            let s = &mut self.rooms[i];
-            if s.readers[slot] > 0 {
-                s.readers[slot] -= 1;
-                self.header.readers[slot] = self.header.readers[slot].saturating_sub(1);
-            }
-            s.seq = seq;
+        if self.uncount_in_room(room, slot) {
+            self.header.readers[slot] = self.header.readers[slot].saturating_sub(1);
         }
         if let Some(user) = member {
             if let Probe::Found(i) = self.member_probe(room, user) {
@@ -477,6 +488,29 @@ impl<'a> ReaderTable<'a> {
                 s.seq = seq;
             }
         }
+    }
+
+    /// A reader counted by [`admit_additional`](Self::admit_additional)
+    /// left.
+    pub fn leave_additional(&mut self, room: &str, slot: usize) {
+        if slot < MAX_PROCS {
+            self.uncount_in_room(room, slot);
+        }
+    }
+
+    /// One reader fewer of `room` in `slot`; whether there was one.
+    fn uncount_in_room(&mut self, room: &str, slot: usize) -> bool {
+        let Probe::Found(i) = self.room_probe(room) else {
+            return false;
+        };
+        let seq = self.next_seq();
+        let s = &mut self.rooms[i];
+        s.seq = seq;
+        if s.readers[slot] == 0 {
+            return false;
+        }
+        s.readers[slot] -= 1;
+        true
     }
 
     /// The sidecar serves `room` now (it answered the serve request).
@@ -795,6 +829,33 @@ mod tests {
         );
         table.leave("a", None, 0);
         assert!(table.admit("c", None, 0, 2).is_ok());
+    }
+
+    #[test]
+    fn an_additional_room_counts_its_reader_but_the_box_counts_one_connection() {
+        let mut memory = Memory::new(16, 16);
+        let mut table = memory.table();
+        table.admit("lobby", None, 0, 1).unwrap();
+        assert_eq!(table.admit_additional("news", 0), Ok(false));
+        table.mark_served("news");
+        assert_eq!(table.admit_additional("news", 1), Ok(true));
+        assert_eq!(table.readers(), 1, "one connection, one reader of the box");
+        let rooms = table.changes("", 0).rooms;
+        let news = rooms.iter().find(|r| r.room == "news").unwrap();
+        assert_eq!(news.readers, 2);
+        // Not released while read as an additional room.
+        assert!(!table.release("news"));
+        table.leave_additional("news", 0);
+        table.leave_additional("news", 1);
+        table.leave_additional("news", 1);
+        assert!(table.release("news"));
+        assert_eq!(table.readers(), 1);
+        table.leave("lobby", None, 0);
+        assert_eq!(table.readers(), 0);
+        assert_eq!(
+            table.admit_additional("x", MAX_PROCS),
+            Err(Full::ProcessSlot(MAX_PROCS))
+        );
     }
 
     #[test]

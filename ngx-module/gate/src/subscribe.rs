@@ -62,6 +62,34 @@ pub fn reader_identity(
     }))
 }
 
+/// The additional rooms a subscribe request's URL names (`?also=a,b`),
+/// checked: valid names, at most `MAX_ADDITIONAL_ROOMS`, each one the
+/// reader may read with its ticket (`access` says which need one). The
+/// reader is counted in them as a reader, never as a member: reading a
+/// site-wide announcement channel is not joining it.
+pub fn additional_rooms(
+    tickets: &TokenVerifier,
+    uri: &[u8],
+    room: &str,
+    access: impl Fn(&str) -> ReadAccess,
+) -> Result<Vec<String>, GateError> {
+    let Some(list) = query_param(uri, chatup_wire::ADDITIONAL_ROOMS_PARAM) else {
+        return Ok(Vec::new());
+    };
+    let rooms = chatup_wire::additional_rooms(room, list.split(','))?;
+    for extra in &rooms {
+        if access(extra) == ReadAccess::TokenOnly {
+            reader_identity(tickets, uri, extra, ReadAccess::TokenOnly).map_err(|error| {
+                GateError::AdditionalRoom {
+                    room: extra.clone(),
+                    error: Box::new(error),
+                }
+            })?;
+        }
+    }
+    Ok(rooms)
+}
+
 /// Who reads `room` with `token` (if any), or why they may not.
 pub fn reader(
     verifier: &TokenVerifier,
@@ -76,5 +104,68 @@ pub fn reader(
         (Some(Err(e)), ReadAccess::TokenOnly) => Err(e),
         (None, ReadAccess::TokenOnly) => Err(GateError::MissingToken),
         (_, ReadAccess::Anyone) => Ok(None),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ticket::{verifier, TicketSigner};
+    use crate::Identity;
+
+    const SECRET: &[u8] = b"0123456789abcdef0123456789abcdef";
+
+    fn access(room: &str) -> ReadAccess {
+        ReadAccess::of(room, &["private-*".to_owned()], ReadAccess::Anyone)
+    }
+
+    fn ticket(rooms: &[&str]) -> String {
+        let identity = Identity {
+            sub: "alice".into(),
+            public: None,
+            rooms: None,
+            role: None,
+            standing: Default::default(),
+            claims: None,
+        };
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_secs();
+        TicketSigner::new(SECRET, 60)
+            .unwrap()
+            .issue(&identity, rooms, now)
+            .token
+    }
+
+    #[test]
+    fn additional_rooms_come_from_also_and_private_ones_need_the_ticket() {
+        let tickets = verifier(SECRET).unwrap();
+        let t = ticket(&["lobby", "private-alice"]);
+        let uri = format!("/sub/lobby?also=news,private-alice,news,lobby&ticket={t}");
+        assert_eq!(
+            additional_rooms(&tickets, uri.as_bytes(), "lobby", access),
+            Ok(vec!["news".to_owned(), "private-alice".to_owned()])
+        );
+        assert_eq!(
+            additional_rooms(&tickets, b"/sub/lobby", "lobby", access),
+            Ok(vec![])
+        );
+        // Percent-encoded as browsers' URLSearchParams sends it.
+        assert_eq!(
+            additional_rooms(&tickets, b"/sub/lobby?also=news%2Cm%3A1", "lobby", access),
+            Ok(vec!["news".to_owned(), "m:1".to_owned()])
+        );
+        let other = ticket(&["lobby"]);
+        let uri = format!("/sub/lobby?also=private-alice&ticket={other}");
+        let refused = additional_rooms(&tickets, uri.as_bytes(), "lobby", access).unwrap_err();
+        assert_eq!(refused.status(), 403);
+        assert!(refused.to_string().contains("private-alice"), "{refused}");
+        let refused = additional_rooms(&tickets, b"/sub/lobby?also=private-bob", "lobby", access)
+            .unwrap_err();
+        assert_eq!(refused.status(), 401);
+        let refused =
+            additional_rooms(&tickets, b"/sub/lobby?also=a%20b", "lobby", access).unwrap_err();
+        assert_eq!(refused.status(), 400);
     }
 }

@@ -8,13 +8,14 @@
 //! (`Authorization` on the dispatcher and on posts). The dispatcher trades
 //! it for a ticket: signed with a secret only the dispatchers and workers
 //! share (`ticket_secret_file` / `chatup_ticket_secret_file`), valid for
-//! one room, for reading only, for a few minutes (`ticket_lifetime_secs`).
-//! A ticket read from a log lets someone read that one room as that user
-//! until it expires, and nothing else: it cannot post (the post handler
-//! checks the site's key, never this one) and it cannot open another room.
+//! one room (and the additional rooms read with it), for reading only, for
+//! a few minutes (`ticket_lifetime_secs`). A ticket read from a log lets
+//! someone read those rooms as that user until it expires, and nothing
+//! else: it cannot post (the post handler checks the site's key, never
+//! this one) and it cannot open another room.
 //!
 //! A ticket is a JWT (HS256) with `iss: "chatup"`, `aud: "chatup-read"`,
-//! `sub` and `public` copied from the user's token, `rooms: [room]`, `iat`
+//! `sub` and `public` copied from the user's token, `rooms: [room, ...]`, `iat`
 //! and `exp`.
 
 use jsonwebtoken::{Algorithm, EncodingKey, Header};
@@ -84,7 +85,7 @@ struct TicketClaims<'a> {
     sub: &'a str,
     #[serde(skip_serializing_if = "Option::is_none")]
     public: Option<&'a Map<String, Value>>,
-    rooms: [&'a str; 1],
+    rooms: &'a [&'a str],
     iat: u64,
     exp: u64,
 }
@@ -116,16 +117,17 @@ impl TicketSigner {
         self.lifetime_secs
     }
 
-    /// A ticket for `identity` to read `room`, issued at `now` (Unix
-    /// seconds). The caller has checked that the identity may read it.
-    pub fn issue(&self, identity: &Identity, room: &str, now: u64) -> Ticket {
+    /// A ticket for `identity` to read `rooms` (a room and the additional
+    /// rooms it reads over the same connection), issued at `now` (Unix
+    /// seconds). The caller has checked that the identity may read them.
+    pub fn issue(&self, identity: &Identity, rooms: &[&str], now: u64) -> Ticket {
         let expires_at = now + self.lifetime_secs;
         let claims = TicketClaims {
             iss: TICKET_ISSUER,
             aud: TICKET_AUDIENCE,
             sub: &identity.sub,
             public: identity.public.as_ref(),
-            rooms: [room],
+            rooms,
             iat: now,
             exp: expires_at,
         };
@@ -177,7 +179,7 @@ mod tests {
     fn a_ticket_names_its_user_for_its_room_only() {
         let signer = TicketSigner::new(SECRET, 300).unwrap();
         let tickets = verifier(SECRET).unwrap();
-        let ticket = signer.issue(&alice(), "lobby", now());
+        let ticket = signer.issue(&alice(), &["lobby"], now());
         let uri = format!("/sub/lobby?ticket={}", ticket.token);
         let reader = reader_identity(&tickets, uri.as_bytes(), "lobby", ReadAccess::TokenOnly)
             .unwrap()
@@ -219,10 +221,10 @@ mod tests {
     fn an_expired_or_foreign_ticket_is_refused() {
         let signer = TicketSigner::new(SECRET, 60).unwrap();
         let tickets = verifier(SECRET).unwrap();
-        let old = signer.issue(&alice(), "lobby", now() - 3600);
+        let old = signer.issue(&alice(), &["lobby"], now() - 3600);
         assert!(tickets.verify(&old.token).is_err());
         let other = TicketSigner::new(b"another secret, also 32 bytes long!", 60).unwrap();
-        let forged = other.issue(&alice(), "lobby", now());
+        let forged = other.issue(&alice(), &["lobby"], now());
         assert!(tickets.verify(&forged.token).is_err());
     }
 

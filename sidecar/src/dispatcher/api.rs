@@ -118,14 +118,62 @@ impl ReadRule {
         self.tickets.as_ref().map_or(0, |t| t.lifetime_secs())
     }
 
-    /// A read ticket for `identity` in `room`, if tickets are configured.
-    fn ticket(&self, identity: &Identity, room: &str) -> Option<Ticket> {
+    /// A read ticket for `identity` in `rooms`, if tickets are configured.
+    fn ticket(&self, identity: &Identity, rooms: &[&str]) -> Option<Ticket> {
         let now = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map(|d| d.as_secs())
             .unwrap_or(0);
-        Some(self.tickets.as_ref()?.issue(identity, room, now))
+        Some(self.tickets.as_ref()?.issue(identity, rooms, now))
     }
+
+    /// The rooms a reader asks to read over one connection (`room` and
+    /// its additional rooms), checked as the workers will: refused (400,
+    /// 401, 403) if the list is not valid or one of them may not be read.
+    /// Also who the reader is, and the rooms its ticket names: those where
+    /// its token makes it the member it is.
+    fn readable(
+        &self,
+        room: &str,
+        also: &[String],
+        headers: &HeaderMap,
+    ) -> Result<Readable, ApiError> {
+        let also = chatup_wire::additional_rooms(room, also.iter().map(String::as_str))
+            .map_err(|e| ApiError::bad_request(e.to_string()))?;
+        let mut identity = self.reader(room, headers)?;
+        let mut ticket_rooms = Vec::new();
+        if identity.is_some() {
+            ticket_rooms.push(room.to_owned());
+        }
+        for extra in &also {
+            let reader = self.reader(extra, headers).map_err(|e| {
+                let message = format!("additional room {extra:?}: {}", e.message());
+                ApiError::new(e.status(), message)
+            })?;
+            if let Some(reader) = reader {
+                ticket_rooms.push(extra.clone());
+                identity.get_or_insert(reader);
+            }
+        }
+        Ok(Readable {
+            identity,
+            also,
+            ticket_rooms,
+        })
+    }
+
+    /// The ticket of a reader `readable` let in, if it is signed in.
+    fn ticket_of(&self, readable: &Readable) -> Option<Ticket> {
+        let rooms: Vec<&str> = readable.ticket_rooms.iter().map(String::as_str).collect();
+        self.ticket(readable.identity.as_ref()?, &rooms)
+    }
+}
+
+/// A reader's rooms, checked (`ReadRule::readable`).
+struct Readable {
+    identity: Option<Identity>,
+    also: Vec<String>,
+    ticket_rooms: Vec<String>,
 }
 
 pub fn router(state: AppState, server: ServerApi, original: Option<OriginalSettings>) -> Router {
@@ -203,6 +251,19 @@ struct JoinRequest {
     /// worker): the history answered is everything stored after it; ""
     /// when it has none but read the room before (everything stored).
     after: Option<String>,
+    /// Rooms read besides this one over the same connection (at most
+    /// `MAX_ADDITIONAL_ROOMS`): each is checked like the room, the ticket
+    /// covers them, and the answer carries their recent history.
+    #[serde(default)]
+    also: Vec<String>,
+}
+
+/// The body of `POST /tickets/{room}`: empty, or the additional rooms the
+/// ticket must cover too.
+#[derive(Debug, Default, Deserialize)]
+struct TicketRequest {
+    #[serde(default)]
+    also: Vec<String>,
 }
 
 /// The history a join answers: the last `count` messages, or, with
@@ -251,16 +312,16 @@ async fn assign_worker(
     headers: HeaderMap,
     body: Bytes,
 ) -> Result<Json<Value>, ApiError> {
-    let reader = state.read.reader(&room, &headers)?;
     let request: JoinRequest = if body.iter().all(u8::is_ascii_whitespace) {
         JoinRequest::default()
     } else {
         serde_json::from_slice(&body).map_err(|e| {
             ApiError::bad_request(format!(
-                "body must be empty or {{\"exclude\": \"<worker id>\", \"after\": \"<message id>\"}}: {e}"
+                "body must be empty or {{\"exclude\": \"<worker id>\", \"after\": \"<message id>\", \"also\": [\"<room>\", ...]}}: {e}"
             ))
         })?
     };
+    let readable = state.read.readable(&room, &request.also, &headers)?;
     if let Some(after) = &request.after {
         if after.len() > 64 || !after.bytes().all(|b| b.is_ascii_alphanumeric()) {
             return Err(ApiError::bad_request("after must be a message id"));
@@ -280,19 +341,7 @@ async fn assign_worker(
             )
         }
     };
-    let snapshot = state
-        .join_cache
-        .get(&room, || async {
-            let live = live_ids(&state).await?;
-            Ok::<_, ApiError>(RoomSnapshot {
-                counts: room_counts(&state, &room, &live).await?,
-                history: Arc::new(stored_history(&state.db, &room).await?),
-                settings: crate::bans::room_settings(&state.db, &room)
-                    .await
-                    .map_err(unavailable)?,
-            })
-        })
-        .await?;
+    let snapshot = room_snapshot(&state, &room).await?;
     let after = request.after.as_deref();
     let (history, gap) = match join_history(&snapshot.history, state.join_history, after) {
         Some(history) => (history, false),
@@ -323,7 +372,20 @@ async fn assign_worker(
     if let Some(rule) = &snapshot.settings.rule {
         answer["rule"] = json!(rule);
     }
-    if let Some(ticket) = reader.and_then(|identity| state.read.ticket(&identity, &room)) {
+    if !readable.also.is_empty() {
+        let mut also = Vec::with_capacity(readable.also.len());
+        for extra in &readable.also {
+            let snapshot = room_snapshot(&state, extra).await?;
+            let history = join_history(&snapshot.history, state.join_history, None);
+            also.push(json!({
+                "room": extra,
+                "counts": snapshot.counts,
+                "history": history.unwrap_or_default(),
+            }));
+        }
+        answer["also"] = json!(also);
+    }
+    if let Some(ticket) = state.read.ticket_of(&readable) {
         answer["ticket"] = json!(ticket.token);
         answer["ticket_expires_at"] = json!(ticket.expires_at);
         // Relative too: a browser's clock may be off.
@@ -332,12 +394,32 @@ async fn assign_worker(
     Ok(Json(answer))
 }
 
+/// What a join tells about `room`, shared by the joins of the next moment
+/// (`join_cache`).
+async fn room_snapshot(state: &AppState, room: &str) -> Result<RoomSnapshot, ApiError> {
+    state
+        .join_cache
+        .get(room, || async {
+            let live = live_ids(state).await?;
+            Ok::<_, ApiError>(RoomSnapshot {
+                counts: room_counts(state, room, &live).await?,
+                history: Arc::new(stored_history(&state.db, room).await?),
+                settings: crate::bans::room_settings(&state.db, room)
+                    .await
+                    .map_err(unavailable)?,
+            })
+        })
+        .await
+}
+
 /// `POST /tickets/{room}`: a fresh read ticket for the signed-in reader
-/// (before the last one expires, or to reconnect after it did).
+/// (before the last one expires, or to reconnect after it did); with a
+/// body `{"also": [...]}`, for its additional rooms too.
 async fn ticket(
     State(state): State<AppState>,
     RoomRequest { room, .. }: RoomRequest,
     headers: HeaderMap,
+    body: Bytes,
 ) -> Result<impl IntoResponse, ApiError> {
     if state.read.tickets.is_none() {
         return Err(ApiError::new(
@@ -345,7 +427,21 @@ async fn ticket(
             "read tickets are off on this dispatcher (no ticket_secret_file)",
         ));
     }
-    let Some(identity) = state.read.reader(&room, &headers)? else {
+    let request: TicketRequest = if body.iter().all(u8::is_ascii_whitespace) {
+        TicketRequest::default()
+    } else {
+        serde_json::from_slice(&body).map_err(|e| {
+            ApiError::bad_request(format!(
+                "body must be empty or {{\"also\": [\"<room>\", ...]}}: {e}"
+            ))
+        })?
+    };
+    let readable = state.read.readable(&room, &request.also, &headers)?;
+    let Some(identity) = readable
+        .identity
+        .as_ref()
+        .filter(|_| !readable.ticket_rooms.is_empty())
+    else {
         // A public room: a valid token that leaves it out is a 403 (the
         // client must not take it for an expired token).
         return Err(if state.read.has_valid_token(&headers) {
@@ -360,9 +456,10 @@ async fn ticket(
             )
         });
     };
+    let rooms: Vec<&str> = readable.ticket_rooms.iter().map(String::as_str).collect();
     let ticket = state
         .read
-        .ticket(&identity, &room)
+        .ticket(identity, &rooms)
         .ok_or_else(|| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "no ticket"))?;
     Ok(Json(json!({
         "ticket": ticket.token,

@@ -119,7 +119,9 @@ impl Heartbeat {
     async fn beat(&self) -> Vec<String> {
         let readers = self.parts.rooms.census();
         metrics::gauge!(names::ROOMS_SERVED).set(self.parts.rooms.served() as f64);
-        metrics::gauge!(names::READERS).set(readers.iter().map(|(_, n)| *n).sum::<u64>() as f64);
+        // Connections: a reader of additional rooms is in several rooms.
+        let connections = self.parts.rooms.connections();
+        metrics::gauge!(names::READERS).set(connections as f64);
         let refreshed = self
             .parts
             .presence
@@ -143,7 +145,7 @@ impl Heartbeat {
         let record = WorkerRecord {
             id: self.parts.worker_id.clone(),
             url: url.clone(),
-            subscribers: readers.iter().map(|(_, n)| n).sum(),
+            subscribers: connections,
             rooms: readers.len() as u64,
             draining: self.parts.drain.is_draining(),
         };

@@ -122,6 +122,7 @@ impl ReaderFeed {
         let respawned =
             self.boot.as_ref() == Some(&changes.boot) && changes.respawns != self.respawns;
         self.respawns = changes.respawns;
+        self.rooms.set_connections(changes.readers);
         match &self.boot {
             None => self.start_from(changes).await,
             Some(known) if *known != changes.boot => self.nginx_restarted(changes).await,

@@ -55,6 +55,9 @@ pub struct Rooms {
     settings: RoomSettings,
     /// Readers arrived since the last heartbeat took the count.
     opened: AtomicU64,
+    /// Readers of this nginx (connections: one that reads additional rooms
+    /// is counted in each room, and once here).
+    connections: AtomicU64,
 }
 
 impl Rooms {
@@ -71,6 +74,7 @@ impl Rooms {
             store,
             settings,
             opened: AtomicU64::new(0),
+            connections: AtomicU64::new(0),
         }
     }
 
@@ -223,13 +227,22 @@ impl Rooms {
     /// with at least one; every other room served has none).
     pub fn sync_readers(&self, readers: &HashMap<String, u64>) {
         for (room, entry) in self.lock().iter_mut() {
-            let now = readers.get(room).copied().unwrap_or(0);
-            if now > entry.readers {
-                self.opened
-                    .fetch_add(now - entry.readers, Ordering::Relaxed);
-            }
-            entry.readers = now;
+            entry.readers = readers.get(room).copied().unwrap_or(0);
         }
+    }
+
+    /// Records the module's count of readers of this nginx, all rooms
+    /// together (each connection once).
+    pub fn set_connections(&self, now: u64) {
+        let before = self.connections.swap(now, Ordering::Relaxed);
+        if now > before {
+            self.opened.fetch_add(now - before, Ordering::Relaxed);
+        }
+    }
+
+    /// Readers of this nginx (connections), as last recorded.
+    pub fn connections(&self) -> u64 {
+        self.connections.load(Ordering::Relaxed)
     }
 
     /// Readers arrived since the last call.
