@@ -128,36 +128,48 @@ impl ReadRule {
     }
 
     /// The rooms a reader asks to read over one connection (`room` and
-    /// its additional rooms), checked as the workers will: refused (400,
-    /// 401, 403) if the list is not valid or one of them may not be read.
-    /// Also who the reader is, and the rooms its ticket names: those where
-    /// its token makes it the member it is.
+    /// its additional rooms), checked as the workers will. A list that is
+    /// not valid (names, too many) is refused (400), and so is a reader
+    /// who may not read `room` (401, 403); an additional room it may not
+    /// read is left out and said so (`refused`): it does not keep the
+    /// reader from its room. Also who the reader is, and the rooms its
+    /// ticket names: those where its token makes it the member it is.
     fn readable(
         &self,
         room: &str,
         also: &[String],
         headers: &HeaderMap,
     ) -> Result<Readable, ApiError> {
-        let also = chatup_wire::additional_rooms(room, also.iter().map(String::as_str))
+        let asked = chatup_wire::additional_rooms(room, also.iter().map(String::as_str))
             .map_err(|e| ApiError::bad_request(e.to_string()))?;
         let mut identity = self.reader(room, headers)?;
         let mut ticket_rooms = Vec::new();
         if identity.is_some() {
             ticket_rooms.push(room.to_owned());
         }
-        for extra in &also {
-            let reader = self.reader(extra, headers).map_err(|e| {
-                let message = format!("additional room {extra:?}: {}", e.message());
-                ApiError::new(e.status(), message)
-            })?;
-            if let Some(reader) = reader {
-                ticket_rooms.push(extra.clone());
-                identity.get_or_insert(reader);
+        let (mut also, mut refused) = (Vec::new(), Vec::new());
+        for extra in asked {
+            match self.reader(&extra, headers) {
+                Ok(reader) => {
+                    if let Some(reader) = reader {
+                        ticket_rooms.push(extra.clone());
+                        identity.get_or_insert(reader);
+                    }
+                    let token_only = ReadAccess::of(&extra, &self.token_rooms, ReadAccess::Anyone)
+                        == ReadAccess::TokenOnly;
+                    also.push((extra, token_only));
+                }
+                Err(e) => refused.push(json!({
+                    "room": extra,
+                    "status": e.status().as_u16(),
+                    "error": e.message(),
+                })),
             }
         }
         Ok(Readable {
             identity,
             also,
+            refused,
             ticket_rooms,
         })
     }
@@ -172,7 +184,10 @@ impl ReadRule {
 /// A reader's rooms, checked (`ReadRule::readable`).
 struct Readable {
     identity: Option<Identity>,
-    also: Vec<String>,
+    /// The additional rooms it may read, and whether each needs a ticket.
+    also: Vec<(String, bool)>,
+    /// `{room, status, error}` of those it may not.
+    refused: Vec<Value>,
     ticket_rooms: Vec<String>,
 }
 
@@ -374,16 +389,25 @@ async fn assign_worker(
     }
     if !readable.also.is_empty() {
         let mut also = Vec::with_capacity(readable.also.len());
-        for extra in &readable.also {
+        for (extra, token_only) in &readable.also {
             let snapshot = room_snapshot(&state, extra).await?;
             let history = join_history(&snapshot.history, state.join_history, None);
-            also.push(json!({
+            let mut entry = json!({
                 "room": extra,
                 "counts": snapshot.counts,
                 "history": history.unwrap_or_default(),
-            }));
+            });
+            if *token_only {
+                // Read with a ticket only: a reader whose token expired
+                // subscribes without it.
+                entry["token_only"] = json!(true);
+            }
+            also.push(entry);
         }
         answer["also"] = json!(also);
+    }
+    if !readable.refused.is_empty() {
+        answer["also_refused"] = json!(readable.refused);
     }
     if let Some(ticket) = state.read.ticket_of(&readable) {
         answer["ticket"] = json!(ticket.token);
@@ -461,11 +485,16 @@ async fn ticket(
         .read
         .ticket(identity, &rooms)
         .ok_or_else(|| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "no ticket"))?;
-    Ok(Json(json!({
+    let mut answer = json!({
         "ticket": ticket.token,
         "ticket_expires_at": ticket.expires_at,
         "ticket_expires_in": state.read.ticket_lifetime(),
-    })))
+        "rooms": readable.ticket_rooms,
+    });
+    if !readable.refused.is_empty() {
+        answer["also_refused"] = json!(readable.refused);
+    }
+    Ok(Json(answer))
 }
 
 pub(crate) async fn live_ids(state: &AppState) -> Result<Vec<String>, ApiError> {
