@@ -6,6 +6,7 @@ import { parseFrame, type Item } from "./core/frames";
 import { surelyOlder } from "./core/ulid";
 import { claimsOf, expiresAt, newIdempotencyKey } from "./core/token";
 import type {
+  AdditionalRoomAnswer,
   JoinAnswer,
   Message,
   RoomCounts,
@@ -46,8 +47,25 @@ export interface ProtocolOptions {
    * here: they are statuses and rejected `say()` promises.
    */
   onError?: (error: unknown, context: string) => void;
+  /**
+   * More rooms read over the same connection (site-wide announcements, a
+   * user's notifications in a `private-*` room), at most 8. Their messages
+   * and events come as `additionalMessage` and `additionalEvent` (each
+   * names its `room`), never as this room's; one the reader may not read
+   * is left out and announced with `additionalRoomRefused`. Posting and
+   * moderating stay in `room`.
+   */
+  additionalRooms?: string[];
   /** For tests: other transport implementations. */
   transportFactories?: Partial<Record<TransportName, TransportFactory>>;
+}
+
+/** An additional room the server does not let this reader read. */
+export interface RefusedRoom {
+  room: string;
+  /** The HTTP status the server gave (401: a token is needed, 403: this token may not). */
+  status: number;
+  error: string;
 }
 
 export interface ProtocolEvents extends Record<string, unknown> {
@@ -65,6 +83,12 @@ export interface ProtocolEvents extends Record<string, unknown> {
   sampled: Sampled | null;
   /** The token expired (or the server refused it): reading goes on; give a new one with `setToken()` to post. */
   tokenExpired: null;
+  /** A message of one of the additional rooms (its `room` says which). */
+  additionalMessage: Message;
+  /** An event of one of the additional rooms (counts, joins, a site's events, ...). */
+  additionalEvent: RoomEvent;
+  /** An additional room this reader may not read (with its token, or without one): it is not read. */
+  additionalRoomRefused: RefusedRoom;
 }
 
 const FACTORIES: Record<TransportName, TransportFactory> = {
@@ -83,6 +107,18 @@ const FACTORIES: Record<TransportName, TransportFactory> = {
 export class ChatUpProtocol extends Emitter<ProtocolEvents> {
   private readonly dispatcherUrl: string;
   private readonly room: string;
+  /** The additional rooms asked for. */
+  private readonly additionalAsked: string[];
+  /**
+   * The additional rooms the last join let this reader read: whether each
+   * needs a ticket (left out of a subscription without one, so that an
+   * expired token does not stop the reading), and its `floor` (see `floor`).
+   */
+  private readonly additional = new Map<string, { tokenOnly: boolean; floor?: string }>();
+  /** Additional rooms refused already (announced once). */
+  private readonly refusedRooms = new Set<string>();
+  /** The rooms of the last subscription: nchan's frame ids are only good for the same ones. */
+  private subscribedRooms = "";
   private token: string | undefined;
   private readonly transports: TransportName[];
   private readonly factories: Record<TransportName, TransportFactory>;
@@ -157,6 +193,7 @@ export class ChatUpProtocol extends Emitter<ProtocolEvents> {
     super();
     this.dispatcherUrl = options.dispatcherUrl.replace(/\/+$/, "");
     this.room = options.room;
+    this.additionalAsked = [...new Set(options.additionalRooms ?? [])].filter((r) => r && r !== options.room);
     this.token = options.token;
     this.transports = options.transports?.length
       ? options.transports
@@ -181,6 +218,11 @@ export class ChatUpProtocol extends Emitter<ProtocolEvents> {
   /** The worker in use, if any. */
   get currentWorker(): WorkerRef | null {
     return this.worker;
+  }
+
+  /** The additional rooms being read (those the server lets this reader read). */
+  get additionalRooms(): string[] {
+    return [...this.additional.keys()];
   }
 
   /** The transport in use (or being tried) on the current worker. */
@@ -447,8 +489,32 @@ export class ChatUpProtocol extends Emitter<ProtocolEvents> {
     // reader who joins (or moves) learns it again, and misses no end.
     this.setSampled(null);
     this.takeTicket(answer);
+    this.takeAdditional(answer.also ?? [], answer.also_refused ?? []);
     for (const message of answer.history ?? []) this.deliver({ kind: "message", message });
+    for (const extra of answer.also ?? []) {
+      for (const message of extra.history ?? []) this.deliver({ kind: "message", message });
+    }
     this.subscribe();
+  }
+
+  /** The additional rooms a join lets this reader read, and those it does not. */
+  private takeAdditional(also: AdditionalRoomAnswer[], refused: RefusedRoom[]): void {
+    this.additional.clear();
+    for (const extra of also) {
+      if (typeof extra?.room !== "string") continue;
+      this.additional.set(extra.room, { tokenOnly: extra.token_only === true, floor: extra.history?.[0]?.id });
+    }
+    this.refuseAdditional(refused);
+  }
+
+  private refuseAdditional(refused: RefusedRoom[]): void {
+    for (const room of refused) {
+      if (typeof room?.room !== "string") continue;
+      this.additional.delete(room.room);
+      if (this.refusedRooms.has(room.room)) continue;
+      this.refusedRooms.add(room.room);
+      this.emit("additionalRoomRefused", { room: room.room, status: Number(room.status), error: String(room.error) });
+    }
   }
 
   /** Back in a room it read: everything after its newest message ("" for all that is stored). */
@@ -458,8 +524,13 @@ export class ChatUpProtocol extends Emitter<ProtocolEvents> {
 
   private joinBody(): string {
     const after = this.after();
-    if (!this.exclude && after === undefined) return "";
-    return JSON.stringify({ ...(this.exclude ? { exclude: this.exclude } : {}), ...(after !== undefined ? { after } : {}) });
+    const also = this.additionalAsked;
+    if (!this.exclude && after === undefined && also.length === 0) return "";
+    return JSON.stringify({
+      ...(this.exclude ? { exclude: this.exclude } : {}),
+      ...(after !== undefined ? { after } : {}),
+      ...(also.length ? { also } : {}),
+    });
   }
 
   // --- read tickets -----------------------------------------------------------
@@ -494,14 +565,19 @@ export class ChatUpProtocol extends Emitter<ProtocolEvents> {
     const token = this.token;
     this.ticket = undefined;
     try {
+      const also = [...this.additional.keys()];
       const response = await fetch(`${this.dispatcherUrl}/tickets/${encodeURIComponent(this.room)}`, {
         method: "POST",
-        headers: this.authorization(),
+        headers: { ...this.authorization(), ...(also.length ? { "Content-Type": "application/json" } : {}) },
+        ...(also.length ? { body: JSON.stringify({ also }) } : {}),
       });
       const body = await response.json().catch(() => null);
       // The page changed the token meanwhile: this ticket names the old user.
       if (this.token !== token) return;
-      if (response.ok && body?.ticket) this.takeTicket(body as TicketAnswer);
+      if (response.ok && body?.ticket) {
+        this.takeTicket(body as TicketAnswer);
+        this.refuseAdditional((body as TicketAnswer).also_refused ?? []);
+      }
       else if (response.status === 401) this.emit("tokenExpired", null);
       else if (response.status === 501) this.ticketsOff = true;
     } catch {
@@ -543,7 +619,18 @@ export class ChatUpProtocol extends Emitter<ProtocolEvents> {
     // An expired ticket would make the reader anonymous anyway, and so
     // does an expired token (as it does for posting).
     const ticket = this.tokenValid() ? this.ticket : undefined;
-    if (ticket && ticket.expiresAtMs > Date.now()) params.set("ticket", ticket.value);
+    const ticketed = Boolean(ticket && ticket.expiresAtMs > Date.now());
+    if (ticket && ticketed) params.set("ticket", ticket.value);
+    // Rooms that need a ticket are left out without one: the others
+    // (this one first) go on being read.
+    const also = [...this.additional].filter(([, room]) => ticketed || !room.tokenOnly).map(([name]) => name);
+    if (also.length) params.set("also", also.join(","));
+    // nchan's frame ids name a position in each room of a subscription:
+    // one for other rooms would be misread. Starting over from the
+    // channels' oldest frames instead repeats only what was seen (dropped).
+    const rooms = also.join(",");
+    if (rooms !== this.subscribedRooms) this.lastId = undefined;
+    this.subscribedRooms = rooms;
     if (this.lastId) params.set("last_event_id", this.lastId);
     const query = params.toString();
     return `${worker.url}/sub/${encodeURIComponent(this.room)}${query ? `?${query}` : ""}`;
@@ -581,7 +668,10 @@ export class ChatUpProtocol extends Emitter<ProtocolEvents> {
         const malformed = (e: unknown) => this.reportError(e, "a frame from the server is not JSON");
         for (const item of parseFrame(data, malformed)) {
           // Older than the join's history: not asked for (see `floor`).
-          if (item.kind === "message" && this.floor && surelyOlder(item.message.id, this.floor)) continue;
+          if (item.kind === "message") {
+            const floor = this.isAdditional(item.message.room) ? this.additional.get(item.message.room)?.floor : this.floor;
+            if (floor && surelyOlder(item.message.id, floor)) continue;
+          }
           this.deliver(item);
         }
       },
@@ -659,8 +749,29 @@ export class ChatUpProtocol extends Emitter<ProtocolEvents> {
 
   // --- delivery ---------------------------------------------------------------
 
+  /** Whether `room` is one of the additional rooms, not this one. */
+  private isAdditional(room: string | undefined): room is string {
+    return typeof room === "string" && room !== this.room && this.additional.has(room);
+  }
+
   private deliver(item: Item): void {
     const id = item.kind === "message" ? item.message.id : item.event.id;
+    const room = item.kind === "message" ? item.message.room : item.event.room;
+    if (room !== undefined && room !== this.room) {
+      // Another room's item: not this room's state. Only rooms asked for
+      // arrive; one that is not (any more) read is dropped.
+      if (!this.isAdditional(room) || !this.seen.add(id)) return;
+      if (item.kind === "message") {
+        this.emit("additionalMessage", item.message);
+        return;
+      }
+      const event = item.event;
+      // A drain moves the whole connection, whichever room said it.
+      if (event.ev === "migrate") this.migrateLater(event);
+      else if (event.ev === "rmMsg" && typeof event.msg_id === "string") this.seen.add(event.msg_id);
+      this.emit("additionalEvent", event);
+      return;
+    }
     if (!this.seen.add(id)) return;
     if (item.kind === "message") {
       if (!this.newestMessageId || id > this.newestMessageId) this.newestMessageId = id;

@@ -504,6 +504,15 @@ const originalScenarios = {
       const context = await browser.newContext({ viewport: { width: 760, height: 700 } });
       const opened = await context.newPage();
       opened.on("pageerror", (e) => console.log(`[${name}] page error: ${e.message}`));
+      // The room and its additional channel are read over one connection.
+      opened.subscriptions = { urls: [], open: 0, mostOpen: 0 };
+      opened.on("websocket", (ws) => {
+        if (!ws.url().includes("/sub/")) return;
+        const subs = opened.subscriptions;
+        subs.urls.push(ws.url());
+        subs.mostOpen = Math.max(subs.mostOpen, ++subs.open);
+        ws.on("close", () => subs.open--);
+      });
       await opened.goto(`${dispatcher}/demo/original.html?room=${room}&extra=e2e-news${fragment}`);
       return opened;
     };
@@ -531,6 +540,14 @@ const originalScenarios = {
     };
     await send("/post", [{ channel: "e2e-news", msg: "Site news", user: { name: "Server" } }]);
     await waitForLine(guest, "Server: Site news #e2e-news");
+    for (const [name, p] of [["ann", ann], ["guest", guest]]) {
+      // (Signing in renews the subscription: one after the other.)
+      const subs = p.subscriptions;
+      const both = subs.urls.every((url) => new URL(url).searchParams.get("also")?.split(",").includes("e2e-news"));
+      if (subs.mostOpen !== 1 || !both) {
+        throw new Error(`${name} should read both channels over one WebSocket: ${JSON.stringify(subs)}`);
+      }
+    }
     await send("/ban", [{ name: "ann", channel: room, expire: 60 }]);
     await guest.waitForFunction(() => !Array.from(document.querySelectorAll("#messages li")).some((i) => i.dataset.user === "ann"), null, {
       timeout: 15000,

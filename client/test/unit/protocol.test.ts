@@ -805,3 +805,86 @@ test("signing in while reading renews the subscription from its last frame with 
   assert.equal(protocol.status, "connected");
   protocol.close();
 });
+
+test("additional rooms: one subscription reads them all, their items stay out of the room's state, and those needing a ticket are left out without one", async () => {
+  const w = world(["w1"], 300);
+  const joins: Array<Record<string, unknown>> = [];
+  const ticketBodies: unknown[] = [];
+  const plainFetch = globalThis.fetch;
+  globalThis.fetch = (async (url: string, init?: { body?: string; headers?: Record<string, string> }) => {
+    if (String(url).includes("/tickets/")) ticketBodies.push(init?.body ? JSON.parse(init.body) : null);
+    if (!String(url).includes("/join/")) return plainFetch(url, init as RequestInit);
+    joins.push(init?.body ? JSON.parse(init.body) : {});
+    return new Response(
+      JSON.stringify({
+        worker: { id: "w1", url: "http://w1" },
+        room: { subscribers: 2, members: 1 },
+        history: [message("h1")],
+        also: [
+          { room: "news", history: [{ ...message("n0"), room: "news" }] },
+          { room: "private-u", token_only: true, history: [] },
+        ],
+        also_refused: [{ room: "private-x", status: 403, error: "this token does not give access to this room" }],
+        ticket: "tk1",
+        ticket_expires_in: 300,
+      }),
+      { status: 200 },
+    );
+  }) as typeof fetch;
+  const protocol = new ChatUpProtocol({
+    dispatcherUrl: "http://d",
+    room: "r",
+    token: "t",
+    additionalRooms: ["news", "private-u", "private-x", "r"],
+    backoff: { baseMs: 1, capMs: 2 },
+    transportFactories: w.factories,
+  });
+  const mine: string[] = [];
+  const others: string[] = [];
+  const refused: string[] = [];
+  const counts: number[] = [];
+  protocol.on("message", (m) => mine.push(m.id));
+  protocol.on("additionalMessage", (m) => others.push(`${m.room}/${m.id}`));
+  protocol.on("additionalEvent", (e) => others.push(`${e.room}/${e.ev}`));
+  protocol.on("additionalRoomRefused", (r) => refused.push(`${r.room} ${r.status}`));
+  protocol.on("users", (c) => counts.push(c.subscribers));
+  void protocol.connect();
+  await tick();
+  assert.deepEqual(joins[0], { also: ["news", "private-u", "private-x"] }, "its own room is not asked twice");
+  assert.deepEqual(refused, ["private-x 403"]);
+  assert.deepEqual(protocol.additionalRooms, ["news", "private-u"]);
+  assert.equal(w.opened[0].url, "http://w1/sub/r?ticket=tk1&also=news%2Cprivate-u");
+  const first = w.opened[0].handlers;
+  first.onOpen();
+  first.onFrame(
+    "10:[0],-,-",
+    JSON.stringify([
+      message("m1"),
+      { ...message("n1"), room: "news" },
+      { id: "c1", room: "news", ev: "count", subscribers: 99, members: 0, ts: 2 },
+      { ...message("x1"), room: "elsewhere" },
+    ]),
+  );
+  assert.deepEqual(mine, ["h1", "m1"]);
+  assert.deepEqual(others, ["news/n0", "news/n1", "news/count"]);
+  assert.ok(!counts.includes(99), "another room's count is not this room's");
+  // The token expires: the next subscription has no ticket, so the room
+  // that needs one is left out, and the frame id (for other rooms) too.
+  const realNow = Date.now;
+  Date.now = () => realNow() + 3_600_000;
+  try {
+    protocol.setToken(undefined);
+    first.onClose(true);
+    await tick(20);
+    assert.equal(w.opened.length, 2);
+    assert.equal(w.opened[1].url, "http://w1/sub/r?also=news");
+  } finally {
+    Date.now = realNow;
+  }
+  // Signed in again: a fresh ticket is asked for the additional rooms too.
+  protocol.setToken(tokenWith({ sub: "u2", exp: Date.now() / 1000 + 600 }));
+  await until("resubscribed with a ticket", () => /ticket=/.test(w.opened.at(-1)!.url));
+  assert.deepEqual(ticketBodies.at(-1), { also: ["news", "private-u"] });
+  assert.match(w.opened.at(-1)!.url, /ticket=tk\d&also=news%2Cprivate-u$/);
+  protocol.close();
+});
