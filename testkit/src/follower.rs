@@ -5,9 +5,10 @@
 //! drop, moves to another worker after three failed attempts (`exclude`),
 //! backs off with jitter, obeys `Retry-After`, and moves at once, at a
 //! random moment within the window, on a `migrate` event (a drain). Every
-//! message id is kept once, in the order it first arrived.
+//! message id is kept once, in the order it first arrived. It may read an
+//! additional room over the same connection (`also`), as the client does.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -25,11 +26,17 @@ const BACKOFF_MIN: Duration = Duration::from_millis(100);
 
 #[derive(Debug, Default)]
 struct State {
+    /// Its room (the additional one's messages are told apart by theirs).
+    room: String,
     ids: Vec<String>,
     seen: HashSet<String>,
+    /// The newest message of its own room kept: where a new join starts.
+    newest_own: Option<String>,
     /// Stream messages older than this were not asked for: the join's
     /// history starts after it (see `follow`).
     floor: Option<String>,
+    /// The same for the additional room, from its history in the join.
+    additional_floors: HashMap<String, String>,
     /// Joins whose history said more was missed than history keeps.
     gaps: usize,
     /// The worker it reads, while it does.
@@ -62,18 +69,24 @@ impl Follower {
     /// the subscription after it hold a permit of `gate`: thousands of
     /// followers in one process must not open more sockets at once than
     /// it may (browsers are on machines of their own).
+    /// With `also`, it reads that room too, over the same connection.
     pub fn start(
         http: reqwest::Client,
         gate: Arc<Semaphore>,
         dispatcher: &str,
         room: &str,
+        also: Option<&str>,
     ) -> Self {
-        let state = Arc::new(Mutex::new(State::default()));
+        let state = Arc::new(Mutex::new(State {
+            room: room.to_owned(),
+            ..State::default()
+        }));
         let task = tokio::spawn(follow(
             http,
             gate,
             dispatcher.to_owned(),
             room.to_owned(),
+            also.map(str::to_owned),
             state.clone(),
         ));
         Self { state, task }
@@ -133,6 +146,8 @@ struct Joined {
     url: String,
     history: Vec<Value>,
     gap: bool,
+    /// Each additional room's recent history.
+    also: Vec<(String, Vec<Value>)>,
 }
 
 enum JoinOutcome {
@@ -148,6 +163,7 @@ async fn join(
     room: &str,
     exclude: Option<&str>,
     after: Option<&str>,
+    also: Option<&str>,
 ) -> JoinOutcome {
     let mut request = http
         .post(format!("{dispatcher}/join/{room}"))
@@ -158,6 +174,9 @@ async fn join(
     }
     if let Some(id) = after {
         body.insert("after".into(), id.into());
+    }
+    if let Some(room) = also {
+        body.insert("also".into(), serde_json::json!([room]));
     }
     if !body.is_empty() {
         request = request.json(&body);
@@ -181,6 +200,18 @@ async fn join(
             url: url.to_owned(),
             history: body["history"].as_array().cloned().unwrap_or_default(),
             gap: body["history_gap"] == true,
+            also: body["also"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter_map(|extra| {
+                    let room = extra["room"].as_str()?.to_owned();
+                    Some((
+                        room,
+                        extra["history"].as_array().cloned().unwrap_or_default(),
+                    ))
+                })
+                .collect(),
         }),
         _ => match retry_after {
             Some(secs) => JoinOutcome::RetryAfter(Duration::from_secs(secs)),
@@ -206,6 +237,9 @@ impl State {
         if let Some(id) = item["id"].as_str() {
             if self.seen.insert(id.to_owned()) {
                 self.ids.push(id.to_owned());
+                if item["room"] == self.room.as_str() {
+                    self.newest_own = Some(id.to_owned());
+                }
             }
         }
     }
@@ -216,10 +250,11 @@ impl State {
     fn keep_streamed(&mut self, item: &Value) {
         // Older by more than servers' clocks may differ (as the client).
         let made = |id: &str| chatup_wire::id::made_at_millis(id);
-        let older = match (
-            item["id"].as_str().and_then(made),
-            self.floor.as_deref().and_then(made),
-        ) {
+        let floor = match item["room"].as_str() {
+            Some(room) if room != self.room => self.additional_floors.get(room).map(String::as_str),
+            _ => self.floor.as_deref(),
+        };
+        let older = match (item["id"].as_str().and_then(made), floor.and_then(made)) {
             (Some(at), Some(floor)) => at + chatup_wire::id::CLOCK_SKEW_MS < floor,
             _ => false,
         };
@@ -230,7 +265,7 @@ impl State {
 
     /// Where the next join starts: after the newest message kept.
     fn newest(&self) -> Option<String> {
-        self.ids.last().cloned()
+        self.newest_own.clone()
     }
 
     fn reading(&mut self, worker: &str) {
@@ -273,6 +308,7 @@ async fn follow(
     gate: Arc<Semaphore>,
     dispatcher: String,
     room: String,
+    also: Option<String>,
     state: Arc<Mutex<State>>,
 ) {
     let mut exclude: Option<String> = None;
@@ -291,6 +327,7 @@ async fn follow(
                 &room,
                 exclude.as_deref(),
                 after.as_deref(),
+                also.as_deref(),
             )
             .await
         };
@@ -321,13 +358,26 @@ async fn follow(
             for message in &joined.history {
                 s.keep(message);
             }
+            for (extra, history) in &joined.also {
+                if let Some(first) = history.first().and_then(|m| m["id"].as_str()) {
+                    s.additional_floors.insert(extra.clone(), first.to_owned());
+                }
+                for message in history {
+                    s.keep(message);
+                }
+            }
         }
+        // The additional room, if the dispatcher let it be read.
+        let reading_also = also
+            .as_deref()
+            .filter(|extra| joined.also.iter().any(|(room, _)| room == extra));
         let mut failures = 0;
         let mut last_id: Option<String> = None;
         let moved = loop {
             let options = SubscribeOptions {
                 last_id: last_id.as_deref(),
                 events: true,
+                also: reading_also,
                 ..Default::default()
             };
             let subscription = {

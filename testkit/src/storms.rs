@@ -36,6 +36,9 @@ pub struct StormCluster {
     /// load generator's sockets are bounded; `ulimit -n`).
     pub gate: Arc<Semaphore>,
     pub redis: Redis,
+    /// A room every follower reads besides its own, over the same
+    /// connection (site-wide announcements), if set.
+    pub also: Option<String>,
 }
 
 /// Joins and handshakes the load generator has in flight at once (as the
@@ -65,6 +68,7 @@ impl StormCluster {
                 .build()?,
             gate: Arc::new(Semaphore::new(IN_FLIGHT)),
             redis,
+            also: None,
         })
     }
 
@@ -77,6 +81,7 @@ impl StormCluster {
                     self.gate.clone(),
                     &self.dispatcher.base_url(),
                     &rooms[n % rooms.len()],
+                    self.also.as_deref(),
                 )
             })
             .collect()
@@ -93,6 +98,13 @@ impl StormCluster {
             .iter()
             .map(|room| Poster::start(bases.clone(), room, interval))
             .collect()
+    }
+
+    /// A poster in the additional room (`also`), if there is one.
+    pub fn also_poster(&self, through: &[usize], interval: Duration) -> Option<Poster> {
+        let room = self.also.as_ref()?;
+        self.posters(std::slice::from_ref(room), through, interval)
+            .pop()
     }
 
     /// The workers as the dispatcher's operator API lists them.
@@ -157,12 +169,14 @@ pub async fn until_all_read(
     None
 }
 
-/// Stops the posters; waits (`timeout` at most) until every follower has
-/// every acknowledged message of its room; returns the messages
-/// acknowledged and, per follower, how many of its room's it missed and
-/// whether it got them in the order they were acknowledged.
+/// Stops the posters (`also`: the additional room's, read by every
+/// follower); waits (`timeout` at most) until every follower has every
+/// acknowledged message of its rooms; returns the messages acknowledged
+/// and, per follower, how many of its rooms' it missed and whether it got
+/// each room's in the order they were acknowledged.
 pub async fn settle(
     posters: Vec<Poster>,
+    also: Option<Poster>,
     rooms: &[String],
     followers: &[Follower],
     timeout: Duration,
@@ -171,10 +185,22 @@ pub async fn settle(
     for poster in posters {
         acked.push(poster.stop().await);
     }
-    let of = |n: usize| &acked[n % rooms.len()].acked;
+    let also = match also {
+        Some(poster) => Some(poster.stop().await),
+        None => None,
+    };
+    // Each follower's rooms' acknowledged messages, a list per room.
+    let of = |n: usize| {
+        std::iter::once(&acked[n % rooms.len()].acked)
+            .chain(also.as_ref().map(|p| &p.acked))
+            .collect::<Vec<_>>()
+    };
     let started = Instant::now();
     while started.elapsed() < timeout
-        && !followers.iter().enumerate().all(|(n, f)| f.has_all(of(n)))
+        && !followers
+            .iter()
+            .enumerate()
+            .all(|(n, f)| of(n).iter().all(|ids| f.has_all(ids)))
     {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
@@ -183,25 +209,26 @@ pub async fn settle(
         .enumerate()
         .map(|(n, f)| {
             let ids = f.ids();
-            of(n).iter().filter(|id| !ids.contains(id)).count()
+            of(n)
+                .iter()
+                .map(|acked| acked.iter().filter(|id| !ids.contains(id)).count())
+                .sum()
         })
         .collect();
     let out_of_order = followers
         .iter()
         .enumerate()
         .filter(|(n, f)| {
-            let acked = of(*n);
-            let got: Vec<String> = f
-                .ids()
-                .into_iter()
-                .filter(|id| acked.contains(id))
-                .collect();
-            &got != acked
+            let ids = f.ids();
+            of(*n).iter().any(|acked| {
+                let got: Vec<&String> = ids.iter().filter(|id| acked.contains(id)).collect();
+                !got.iter().copied().eq(acked.iter())
+            })
         })
         .count();
     Delivery {
-        acked: acked.iter().map(|p| p.acked.len()).sum(),
-        given_up: acked.iter().map(|p| p.given_up).sum(),
+        acked: acked.iter().chain(&also).map(|p| p.acked.len()).sum(),
+        given_up: acked.iter().chain(&also).map(|p| p.given_up).sum(),
         missed,
         out_of_order,
     }
@@ -291,10 +318,11 @@ pub async fn stream_start(
     let rooms = vec!["stream-start".to_owned()];
     let all: Vec<usize> = (0..cluster.workers.len()).collect();
     let posters = cluster.posters(&rooms, &all, Duration::from_millis(100));
+    let also = cluster.also_poster(&all, Duration::from_millis(100));
     let followers = cluster.followers(&rooms, readers);
     let all_reading = until_all_read(&followers, |_| true, timeout).await;
     let spread = spread(cluster, &followers, &all);
-    let delivery = settle(posters, &rooms, &followers, timeout).await;
+    let delivery = settle(posters, also, &rooms, &followers, timeout).await;
     StreamStart {
         readers,
         all_reading,
@@ -344,6 +372,7 @@ pub async fn worker_death(
         .collect();
     let survivors: Vec<usize> = (1..cluster.workers.len()).collect();
     let posters = cluster.posters(&rooms, &survivors, Duration::from_millis(100));
+    let also = cluster.also_poster(&survivors, Duration::from_millis(100));
     let (stop_sampling, peak) = sample_peak_cpu(cluster.pids_of(&survivors));
     cluster.workers[0].kill();
     let died = Instant::now();
@@ -359,7 +388,7 @@ pub async fn worker_death(
         .await
         .unwrap_or(0.0);
     let spread = spread(cluster, &followers, &survivors);
-    let delivery = settle(posters, &rooms, &followers, timeout).await;
+    let delivery = settle(posters, also, &rooms, &followers, timeout).await;
     WorkerDeath {
         orphaned: orphans.len(),
         p99_back: percentile(back, 99.0),
@@ -441,6 +470,7 @@ pub async fn rolling_drain(
     );
     let all: Vec<usize> = (0..cluster.workers.len()).collect();
     let posters = cluster.posters(&rooms, &all, Duration::from_millis(100));
+    let also = cluster.also_poster(&all, Duration::from_millis(100));
     let mut steps = Vec::new();
     for i in 0..cluster.workers.len() {
         let id = cluster.workers[i].id.clone();
@@ -508,7 +538,7 @@ pub async fn rolling_drain(
             output,
         });
     }
-    let delivery = settle(posters, &rooms, &followers, timeout).await;
+    let delivery = settle(posters, also, &rooms, &followers, timeout).await;
     RollingDrain {
         rate,
         steps,

@@ -322,3 +322,113 @@ async fn additional_rooms_are_refused_with_json_errors_when_they_may_not_be_read
     assert_eq!(got[0]["id"], id.as_str());
     assert_eq!(got[0]["room"], "private-alice");
 }
+
+/// A rolling deploy (every worker drained in turn, then restarted) whose
+/// readers read a site-wide room besides their own over the same
+/// connection: drains delete channels under nchan's multiplexed
+/// subscribers, which must then move on without losing a message of
+/// either room.
+#[tokio::test]
+async fn a_rolling_deploy_loses_no_message_of_a_room_or_of_its_additional_room() {
+    use chatup_testkit::storms::{self, StormCluster};
+    let timeout = Duration::from_secs(60);
+    let mut cluster = StormCluster::start(2, None).await.unwrap();
+    cluster.also = Some("announcements".into());
+    let rolling = storms::rolling_drain(&mut cluster, 40, 4, 20, timeout).await;
+    println!("rolling drain with an additional room: {rolling:#?}");
+    for step in &rolling.steps {
+        assert!(step.drained, "{step:?}");
+        assert_eq!(step.migrated + step.switched, step.readers, "{step:?}");
+    }
+    let delivery = &rolling.delivery;
+    assert!(delivery.acked > 0);
+    assert_eq!(delivery.total_missed(), 0, "{}", delivery.line());
+    assert_eq!(delivery.out_of_order, 0, "{}", delivery.line());
+    assert_eq!(delivery.given_up, 0, "{}", delivery.line());
+    for worker in &cluster.workers {
+        assert!(
+            !worker.nginx_log().contains("exited on signal"),
+            "{}",
+            worker.nginx_log()
+        );
+    }
+}
+
+/// Deletes `room`'s nchan channel through the worker's internal socket, as
+/// the sidecar does when it drains or lets a room go.
+async fn delete_channel(worker: &ChatWorker, room: &str) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut socket = tokio::net::UnixStream::connect(worker.dir().join("nginx-internal.sock"))
+        .await
+        .unwrap();
+    let request =
+        format!("DELETE /pub/{room} HTTP/1.1\r\nHost: chatup\r\nConnection: close\r\n\r\n");
+    socket.write_all(request.as_bytes()).await.unwrap();
+    let mut answer = String::new();
+    socket.read_to_string(&mut answer).await.unwrap();
+    answer
+}
+
+/// nchan's multiplexed subscribers have a history of trouble when one of
+/// their channels is deleted (slact/nchan#591: messages stop arriving,
+/// then a worker crashes). A deletion closes the multiplexed reader (the
+/// client then comes back), leaves the room's other readers alone, and
+/// the next multiplexed reader gets every room's messages.
+#[tokio::test]
+async fn a_deleted_channel_closes_its_multiplexed_readers_and_the_next_ones_read_every_room() {
+    let redis = Redis::start().unwrap();
+    let worker = ChatWorker::start(&redis).unwrap();
+    let both = || SubscribeOptions {
+        also: Some("news"),
+        ..Default::default()
+    };
+    let mut multiplexed = Subscriber::open(Transport::WebSocket, &worker, "lobby", both())
+        .await
+        .unwrap();
+    let mut single = Subscriber::connect(Transport::WebSocket, &worker, "lobby", None)
+        .await
+        .unwrap();
+    let first = post_acked(&worker, "news", "first").await;
+    assert_eq!(
+        items(&multiplexed.frames_until(1, WAIT).await)[0]["id"],
+        first.as_str()
+    );
+
+    let answer = delete_channel(&worker, "news").await;
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    let closed =
+        tokio::time::timeout(WAIT, async { while multiplexed.next().await.is_some() {} }).await;
+    assert!(closed.is_ok(), "the multiplexed reader was not closed");
+
+    let mut next = Subscriber::open(Transport::WebSocket, &worker, "lobby", both())
+        .await
+        .unwrap();
+    let mut acked = Vec::new();
+    for n in 0..3 {
+        for room in ["lobby", "news"] {
+            acked.push(post_acked(&worker, room, &format!("{room} {n}")).await);
+        }
+    }
+    let mut got = Vec::new();
+    let deadline = tokio::time::Instant::now() + WAIT;
+    while !acked.iter().all(|id| got.contains(id)) && tokio::time::Instant::now() < deadline {
+        for item in items(&next.frames_until(1, Duration::from_millis(200)).await) {
+            got.push(item["id"].as_str().unwrap().to_owned());
+        }
+    }
+    got.retain(|id| acked.contains(id));
+    assert_eq!(got, acked, "every message of both rooms, in order");
+    let lobby: Vec<String> = items(&single.frames_until(3, WAIT).await)
+        .iter()
+        .map(|i| i["id"].as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(
+        lobby,
+        [acked[0].clone(), acked[2].clone(), acked[4].clone()]
+    );
+    let log = worker.nginx_log();
+    assert!(
+        !log.contains("exited on signal") && !log.contains("[alert]"),
+        "{log}"
+    );
+}
