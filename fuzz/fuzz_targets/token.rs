@@ -4,7 +4,7 @@
 //! of any shape). Nothing may panic, and nothing unsigned may pass.
 #![no_main]
 
-use chatup_gate::subscribe::{reader_identity, ReadAccess};
+use chatup_gate::subscribe::{additional_rooms, reader_identity, ReadAccess};
 use chatup_gate::token::KeyMaterial;
 use chatup_gate::{TokenVerifier, VerifierConfig};
 use libfuzzer_sys::fuzz_target;
@@ -65,5 +65,12 @@ fuzz_target!(|data: &[u8]| {
     for access in [ReadAccess::Anyone, ReadAccess::TokenOnly] {
         let reader = reader_identity(&v.tickets, data, "lobby", access);
         assert!(!matches!(reader, Ok(Some(_))), "a forged ticket passed");
+        // Additional rooms (`?also=`): valid names only, and none that
+        // needs a token gets past a forged ticket.
+        if let Ok(rooms) = additional_rooms(&v.tickets, data, "lobby", |_| access) {
+            assert!(rooms.len() <= chatup_wire::MAX_ADDITIONAL_ROOMS);
+            assert!(rooms.iter().all(|r| chatup_wire::validate_room(r).is_ok()));
+            assert!(access == ReadAccess::Anyone || rooms.is_empty(), "{rooms:?}");
+        }
     }
 });
