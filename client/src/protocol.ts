@@ -115,6 +115,8 @@ export class ChatUpProtocol extends Emitter<ProtocolEvents> {
    * expired token does not stop the reading), and its `floor` (see `floor`).
    */
   private readonly additional = new Map<string, { tokenOnly: boolean; floor?: string }>();
+  /** The newest message delivered of each additional room: a new join asks for what followed. */
+  private readonly newestAdditional = new Map<string, string>();
   /** Additional rooms refused already (announced once). */
   private readonly refusedRooms = new Set<string>();
   /** The rooms of the last subscription: nchan's frame ids are only good for the same ones. */
@@ -220,9 +222,9 @@ export class ChatUpProtocol extends Emitter<ProtocolEvents> {
     return this.worker;
   }
 
-  /** The additional rooms being read (those the server lets this reader read). */
+  /** The additional rooms the current subscription reads. */
   get additionalRooms(): string[] {
-    return [...this.additional.keys()];
+    return this.subscribedRooms ? this.subscribedRooms.split(",") : [];
   }
 
   /** The transport in use (or being tried) on the current worker. */
@@ -265,7 +267,15 @@ export class ChatUpProtocol extends Emitter<ProtocolEvents> {
     if (this.reader() !== before && this.transport && this.worker && !this.closed) {
       this.transport.close();
       this.transport = null;
-      this.subscribe();
+      // Additional rooms refused to the previous reader (a private room
+      // before signing in) are asked for again, through a join: it
+      // answers which this user may read, and their history.
+      if (this.additionalAsked.some((room) => !this.additional.has(room))) {
+        this.refusedRooms.clear();
+        void this.join();
+      } else {
+        this.subscribe();
+      }
     }
   }
 
@@ -502,7 +512,13 @@ export class ChatUpProtocol extends Emitter<ProtocolEvents> {
     this.additional.clear();
     for (const extra of also) {
       if (typeof extra?.room !== "string") continue;
-      this.additional.set(extra.room, { tokenOnly: extra.token_only === true, floor: extra.history?.[0]?.id });
+      // As for the room (see `floor`): after what this reader had, else
+      // the history's first message.
+      const floor = this.newestAdditional.get(extra.room) ?? extra.history?.[0]?.id;
+      this.additional.set(extra.room, { tokenOnly: extra.token_only === true, floor });
+      if (extra.history_gap) {
+        this.reportError(new Error(`more messages were posted in ${extra.room} while reconnecting than the history keeps: some were missed`), "history");
+      }
     }
     this.refuseAdditional(refused);
   }
@@ -526,10 +542,12 @@ export class ChatUpProtocol extends Emitter<ProtocolEvents> {
     const after = this.after();
     const also = this.additionalAsked;
     if (!this.exclude && after === undefined && also.length === 0) return "";
+    const alsoAfter = Object.fromEntries(this.newestAdditional);
     return JSON.stringify({
       ...(this.exclude ? { exclude: this.exclude } : {}),
       ...(after !== undefined ? { after } : {}),
       ...(also.length ? { also } : {}),
+      ...(this.newestAdditional.size ? { also_after: alsoAfter } : {}),
     });
   }
 
@@ -762,6 +780,8 @@ export class ChatUpProtocol extends Emitter<ProtocolEvents> {
       // arrive; one that is not (any more) read is dropped.
       if (!this.isAdditional(room) || !this.seen.add(id)) return;
       if (item.kind === "message") {
+        const newest = this.newestAdditional.get(room);
+        if (!newest || id > newest) this.newestAdditional.set(room, id);
         this.emit("additionalMessage", item.message);
         return;
       }

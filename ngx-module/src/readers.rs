@@ -22,7 +22,11 @@
 //! multiplexed subscriber) go through the same steps: each needs the
 //! ticket where a room needs a token, each is counted (as a reader of the
 //! room, not as a member, and not as one more reader of the box) and
-//! served. `$chatup_channels` gives nchan the admitted rooms,
+//! served. A worker that cannot take one of them (its rooms table full,
+//! the sidecar not serving it) refuses the connection with the 503 it
+//! gives for its room, and the client tries another worker: leaving the
+//! room out would drop it silently (the dispatcher, not the worker, tells
+//! the client which rooms it may not read). `$chatup_channels` gives nchan the admitted rooms,
 //! comma-separated (`nchan_channel_id $chatup_channels;` with
 //! `nchan_channel_id_split_delimiter ",";`).
 //!
@@ -443,7 +447,7 @@ unsafe extern "C" fn channels_variable(
             Module::location_conf(request).is_some_and(|conf| conf.readers.is_some());
         let ctx = *(*main).ctx.add(Module::module().ctx_index) as *mut ReaderCtx;
         match ctx.as_mut().filter(|_| readers_location) {
-            Some(ctx) if !ctx.channels.is_empty() => {
+            Some(ctx) if matches!(ctx.stage, Stage::Admitted) && !ctx.channels.is_empty() => {
                 v.data = ctx.channels.as_mut_ptr();
                 v.set_len(ctx.channels.len() as _);
                 v.set_valid(1);

@@ -35,8 +35,10 @@ struct State {
     /// Stream messages older than this were not asked for: the join's
     /// history starts after it (see `follow`).
     floor: Option<String>,
-    /// The same for the additional room, from its history in the join.
+    /// The same for the additional room: after the newest message of it
+    /// kept (which the join asks to start after), else its history's first.
     additional_floors: HashMap<String, String>,
+    newest_additional: HashMap<String, String>,
     /// Joins whose history said more was missed than history keeps.
     gaps: usize,
     /// The worker it reads, while it does.
@@ -164,6 +166,7 @@ async fn join(
     exclude: Option<&str>,
     after: Option<&str>,
     also: Option<&str>,
+    also_after: Option<(&str, &str)>,
 ) -> JoinOutcome {
     let mut request = http
         .post(format!("{dispatcher}/join/{room}"))
@@ -177,6 +180,9 @@ async fn join(
     }
     if let Some(room) = also {
         body.insert("also".into(), serde_json::json!([room]));
+    }
+    if let Some((room, id)) = also_after {
+        body.insert("also_after".into(), serde_json::json!({ room: id }));
     }
     if !body.is_empty() {
         request = request.json(&body);
@@ -237,8 +243,12 @@ impl State {
         if let Some(id) = item["id"].as_str() {
             if self.seen.insert(id.to_owned()) {
                 self.ids.push(id.to_owned());
-                if item["room"] == self.room.as_str() {
-                    self.newest_own = Some(id.to_owned());
+                match item["room"].as_str() {
+                    Some(room) if room != self.room => {
+                        self.newest_additional
+                            .insert(room.to_owned(), id.to_owned());
+                    }
+                    _ => self.newest_own = Some(id.to_owned()),
                 }
             }
         }
@@ -319,6 +329,12 @@ async fn follow(
         let after = exclude
             .as_ref()
             .map(|_| state.lock().unwrap().newest().unwrap_or_default());
+        let also_after = also.as_deref().and_then(|extra| {
+            let s = state.lock().unwrap();
+            s.newest_additional
+                .get(extra)
+                .map(|id| (extra.to_owned(), id.clone()))
+        });
         let outcome = {
             let _permit = gate.acquire().await;
             join(
@@ -328,6 +344,9 @@ async fn follow(
                 exclude.as_deref(),
                 after.as_deref(),
                 also.as_deref(),
+                also_after
+                    .as_ref()
+                    .map(|(room, id)| (room.as_str(), id.as_str())),
             )
             .await
         };
@@ -359,8 +378,14 @@ async fn follow(
                 s.keep(message);
             }
             for (extra, history) in &joined.also {
-                if let Some(first) = history.first().and_then(|m| m["id"].as_str()) {
-                    s.additional_floors.insert(extra.clone(), first.to_owned());
+                let floor = s.newest_additional.get(extra).cloned().or_else(|| {
+                    history
+                        .first()
+                        .and_then(|m| m["id"].as_str())
+                        .map(str::to_owned)
+                });
+                if let Some(floor) = floor {
+                    s.additional_floors.insert(extra.clone(), floor);
                 }
                 for message in history {
                     s.keep(message);

@@ -256,7 +256,7 @@ async fn additional_rooms_are_refused_with_json_errors_when_they_may_not_be_read
         assert_eq!(status, expected, "{query}: {body}");
         assert!(body["error"].is_string(), "{query}: {body}");
     }
-    // Nothing of a refused reader stays counted.
+    // Nothing of a refused reader is counted (refused before counting).
     for room in ["lobby", "news"] {
         eventually("nobody counted", WAIT, async || {
             (stats(&dispatcher, room).await["subscribers"] == 0).then_some(())
@@ -296,6 +296,45 @@ async fn additional_rooms_are_refused_with_json_errors_when_they_may_not_be_read
     assert_eq!(status, 400, "{body}");
     let (status, body) = join(&dispatcher, "lobby", None, json!({ "also": "news" })).await;
     assert_eq!(status, 400, "{body}");
+
+    // Joining again, a reader asks each additional room for what followed
+    // the last message it has of it; one trimmed from history is a gap.
+    let mut posted = Vec::new();
+    for n in 0..3 {
+        posted.push(post_acked(&worker, "news", &format!("news {n}")).await);
+    }
+    let (status, body) = join(
+        &dispatcher,
+        "lobby",
+        None,
+        json!({ "also": ["news"], "also_after": { "news": posted[0] } }),
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    let history: Vec<&str> = body["also"][0]["history"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["id"].as_str().unwrap())
+        .collect();
+    assert_eq!(history, [posted[1].as_str(), posted[2].as_str()], "{body}");
+    assert!(body["also"][0].get("history_gap").is_none(), "{body}");
+    let (_, body) = join(
+        &dispatcher,
+        "lobby",
+        None,
+        json!({ "also": ["news"], "also_after": { "news": "01AAAAAAAAAAAAAAAAAAAAAAAA" } }),
+    )
+    .await;
+    assert_eq!(body["also"][0]["history_gap"], true, "{body}");
+    let (status, _) = join(
+        &dispatcher,
+        "lobby",
+        None,
+        json!({ "also": ["news"], "also_after": { "news": "not an id!" } }),
+    )
+    .await;
+    assert_eq!(status, 400);
 
     // A fresh ticket covers the additional rooms asked for.
     let response = reqwest::Client::new()

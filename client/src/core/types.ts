@@ -110,6 +110,8 @@ export interface AdditionalRoomAnswer {
   history?: Message[];
   /** Read with a ticket only (a `private-*` room). */
   token_only?: boolean;
+  /** More was posted since the join's `also_after` message than history keeps. */
+  history_gap?: boolean;
 }
 
 /** The answer of `POST /tickets/{room}`. */

@@ -881,10 +881,72 @@ test("additional rooms: one subscription reads them all, their items stay out of
   } finally {
     Date.now = realNow;
   }
-  // Signed in again: a fresh ticket is asked for the additional rooms too.
+  // Signed in again: a join asks again for the room refused before
+  // (private-x), and its ticket covers the additional rooms.
   protocol.setToken(tokenWith({ sub: "u2", exp: Date.now() / 1000 + 600 }));
   await until("resubscribed with a ticket", () => /ticket=/.test(w.opened.at(-1)!.url));
-  assert.deepEqual(ticketBodies.at(-1), { also: ["news", "private-u"] });
-  assert.match(w.opened.at(-1)!.url, /ticket=tk\d&also=news%2Cprivate-u$/);
+  assert.equal(joins.length, 2);
+  assert.deepEqual(joins[1].also, ["news", "private-u", "private-x"]);
+  assert.match(w.opened.at(-1)!.url, /ticket=tk1&also=news%2Cprivate-u$/);
+  // A ticket renewal names the additional rooms.
+  w.opened.at(-1)!.handlers.onOpen();
+  const realNow2 = Date.now;
+  Date.now = () => realNow2() + 290_000;
+  try {
+    w.opened.at(-1)!.handlers.onClose(true);
+    await until("a ticket asked for", () => ticketBodies.length > 0);
+    assert.deepEqual(ticketBodies[0], { also: ["news", "private-u"] });
+  } finally {
+    Date.now = realNow2;
+  }
+  protocol.close();
+});
+
+test("an additional room refused before signing in is read once a token signs the reader in; a rejoin asks each room for what followed", async () => {
+  const w = world(["w1"], 300);
+  const joins: Array<Record<string, unknown>> = [];
+  const plainFetch = globalThis.fetch;
+  globalThis.fetch = (async (url: string, init?: { body?: string; headers?: Record<string, string> }) => {
+    if (!String(url).includes("/join/")) return plainFetch(url, init as RequestInit);
+    joins.push(init?.body ? JSON.parse(init.body) : {});
+    const signedIn = Boolean(init?.headers?.Authorization);
+    return new Response(
+      JSON.stringify({
+        worker: { id: "w1", url: "http://w1" },
+        room: { subscribers: 1, members: 0 },
+        history: [],
+        also: [
+          { room: "news", history: [{ ...message("n1"), room: "news" }] },
+          ...(signedIn ? [{ room: "private-u", token_only: true, history: [{ ...message("p1"), room: "private-u" }] }] : []),
+        ],
+        ...(signedIn ? { ticket: "tk9", ticket_expires_in: 300 } : { also_refused: [{ room: "private-u", status: 401, error: "missing bearer token" }] }),
+      }),
+      { status: 200 },
+    );
+  }) as typeof fetch;
+  const protocol = new ChatUpProtocol({
+    dispatcherUrl: "http://d",
+    room: "r",
+    additionalRooms: ["news", "private-u"],
+    transportFactories: w.factories,
+  });
+  const others: string[] = [];
+  const refused: string[] = [];
+  protocol.on("additionalMessage", (m) => others.push(m.id));
+  protocol.on("additionalRoomRefused", (r) => refused.push(r.room));
+  void protocol.connect();
+  await tick();
+  assert.deepEqual(refused, ["private-u"]);
+  assert.equal(w.opened[0].url, "http://w1/sub/r?also=news");
+  assert.deepEqual(protocol.additionalRooms, ["news"]);
+  w.opened[0].handlers.onOpen();
+  w.opened[0].handlers.onFrame("7:-,[0]", JSON.stringify([{ ...message("n2"), room: "news" }]));
+  protocol.setToken(tokenWith({ sub: "u", exp: Date.now() / 1000 + 600 }));
+  await until("joined again", () => joins.length === 2);
+  assert.deepEqual(joins[1], { after: "", also: ["news", "private-u"], also_after: { news: "n2" } });
+  await until("subscribed to both", () => w.opened.length === 2);
+  assert.equal(w.opened[1].url, "http://w1/sub/r?ticket=tk9&also=news%2Cprivate-u");
+  assert.deepEqual(protocol.additionalRooms, ["news", "private-u"]);
+  assert.deepEqual(others, ["n1", "n2", "p1"]);
   protocol.close();
 });

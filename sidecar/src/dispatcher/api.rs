@@ -271,6 +271,10 @@ struct JoinRequest {
     /// covers them, and the answer carries their recent history.
     #[serde(default)]
     also: Vec<String>,
+    /// The last message the client has of each additional room it read
+    /// before (as `after`).
+    #[serde(default)]
+    also_after: std::collections::HashMap<String, String>,
 }
 
 /// The body of `POST /tickets/{room}`: empty, or the additional rooms the
@@ -337,10 +341,16 @@ async fn assign_worker(
         })?
     };
     let readable = state.read.readable(&room, &request.also, &headers)?;
-    if let Some(after) = &request.after {
-        if after.len() > 64 || !after.bytes().all(|b| b.is_ascii_alphanumeric()) {
-            return Err(ApiError::bad_request("after must be a message id"));
-        }
+    let message_id = |id: &str| id.len() <= 64 && id.bytes().all(|b| b.is_ascii_alphanumeric());
+    if !request.after.as_deref().is_none_or(message_id) {
+        return Err(ApiError::bad_request("after must be a message id"));
+    }
+    if request.also_after.len() > chatup_wire::MAX_ADDITIONAL_ROOMS
+        || !request.also_after.values().all(|id| message_id(id))
+    {
+        return Err(ApiError::bad_request(
+            "also_after must map additional rooms to message ids",
+        ));
     }
     let worker = match state
         .registry
@@ -357,19 +367,7 @@ async fn assign_worker(
         }
     };
     let snapshot = room_snapshot(&state, &room).await?;
-    let after = request.after.as_deref();
-    let (history, gap) = match join_history(&snapshot.history, state.join_history, after) {
-        Some(history) => (history, false),
-        // The shared snapshot may be a moment older than the message the
-        // client has: read history afresh before looking further.
-        None => {
-            let fresh = stored_history(&state.db, &room).await?;
-            match join_history(&fresh, 0, after) {
-                Some(history) => (history, false),
-                None => history_without(&fresh, after.unwrap_or_default()),
-            }
-        }
-    };
+    let (history, gap) = history_for(&state, &room, &snapshot, request.after.as_deref()).await?;
     let mut answer = json!({
         "worker": { "id": worker.id, "url": worker.url },
         "room": snapshot.counts,
@@ -391,12 +389,16 @@ async fn assign_worker(
         let mut also = Vec::with_capacity(readable.also.len());
         for (extra, token_only) in &readable.also {
             let snapshot = room_snapshot(&state, extra).await?;
-            let history = join_history(&snapshot.history, state.join_history, None);
+            let after = request.also_after.get(extra).map(String::as_str);
+            let (history, gap) = history_for(&state, extra, &snapshot, after).await?;
             let mut entry = json!({
                 "room": extra,
                 "counts": snapshot.counts,
-                "history": history.unwrap_or_default(),
+                "history": history,
             });
+            if gap {
+                entry["history_gap"] = json!(true);
+            }
             if *token_only {
                 // Read with a ticket only: a reader whose token expired
                 // subscribes without it.
@@ -416,6 +418,26 @@ async fn assign_worker(
         answer["ticket_expires_in"] = json!(state.read.ticket_lifetime());
     }
     Ok(Json(answer))
+}
+
+/// The history a join answers for `room` (see `join_history`), and
+/// whether `after` was trimmed from it (a gap).
+async fn history_for(
+    state: &AppState,
+    room: &str,
+    snapshot: &RoomSnapshot,
+    after: Option<&str>,
+) -> Result<(Vec<Value>, bool), ApiError> {
+    if let Some(history) = join_history(&snapshot.history, state.join_history, after) {
+        return Ok((history, false));
+    }
+    // The shared snapshot may be a moment older than the message the
+    // client has: read history afresh before looking further.
+    let fresh = stored_history(&state.db, room).await?;
+    Ok(match join_history(&fresh, 0, after) {
+        Some(history) => (history, false),
+        None => history_without(&fresh, after.unwrap_or_default()),
+    })
 }
 
 /// What a join tells about `room`, shared by the joins of the next moment

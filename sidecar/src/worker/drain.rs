@@ -107,12 +107,13 @@ impl Drain {
         self.state.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Readers on this nginx: the module's count now (the polled census
-    /// lags behind readers that just arrived), else the census.
+    /// Readers on this nginx: the module's count now (the last poll lags
+    /// behind readers that just arrived), else the last poll's. Not the
+    /// sum over rooms: a reader of additional rooms is in several.
     async fn readers(&self) -> u64 {
         match self.nchan.drain_state().await {
             Ok(state) => state.readers,
-            Err(_) => self.rooms.census().iter().map(|(_, n)| n).sum(),
+            Err(_) => self.rooms.connections(),
         }
     }
 
@@ -262,7 +263,9 @@ impl Drain {
 
     /// Disconnects the readers that did not move, a room at a time,
     /// pausing a second whenever the next room would pass `rate` readers
-    /// in that second (a room bigger than the rate goes at once).
+    /// in that second (a room bigger than the rate goes at once). Readers
+    /// of additional rooms count in each of their rooms here, and leave
+    /// with the first of them to go.
     async fn disconnect_stragglers(&self, rate: u64, stop: &CancellationToken) {
         let mut rooms: Vec<(String, u64)> = self
             .rooms
@@ -270,13 +273,12 @@ impl Drain {
             .into_iter()
             .filter(|(_, n)| *n > 0)
             .collect();
-        let left: u64 = rooms.iter().map(|(_, n)| n).sum();
-        if left == 0 {
+        if rooms.is_empty() {
             tracing::info!("drained: no reader left");
             return;
         }
         tracing::warn!(
-            readers = left,
+            readers = self.rooms.connections(),
             rooms = rooms.len(),
             "drain: disconnecting the readers that did not move"
         );
