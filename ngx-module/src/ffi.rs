@@ -3,7 +3,10 @@
 
 use std::panic::{catch_unwind, AssertUnwindSafe};
 
-use ngx::ffi::{ngx_http_request_t, ngx_int_t, ngx_str_t, ngx_table_elt_t, NGX_LOG_ALERT};
+use ngx::ffi::{
+    ngx_conf_t, ngx_http_add_variable, ngx_http_get_variable_pt, ngx_http_request_t, ngx_int_t,
+    ngx_str_t, ngx_table_elt_t, NGX_HTTP_VAR_NOCACHEABLE, NGX_LOG_ALERT,
+};
 use ngx::ngx_log_error;
 
 /// Runs `f`, turning a panic into `fallback` so that it never unwinds into
@@ -24,6 +27,29 @@ pub fn contain_panic<R>(log: *mut ngx::ffi::ngx_log_t, fallback: R, f: impl FnOn
             fallback
         }
     }
+}
+
+/// Adds the variable `$name` (not cached: its value is read anew each
+/// time), read by `get`.
+///
+/// # Safety
+/// `cf` is nginx's configuration being parsed (preconfiguration), and
+/// `name` a `'static` nginx string.
+pub unsafe fn add_variable(
+    cf: *mut ngx_conf_t,
+    mut name: ngx_str_t,
+    get: ngx_http_get_variable_pt,
+) -> ngx_int_t {
+    // SAFETY: nginx copies nothing it needs later from `name` but the
+    // bytes, which are static; the variable lives in the configuration.
+    unsafe {
+        let var = ngx_http_add_variable(cf, &mut name, NGX_HTTP_VAR_NOCACHEABLE as _);
+        if var.is_null() {
+            return ERROR;
+        }
+        (*var).get_handler = get;
+    }
+    OK
 }
 
 /// The bytes of an nginx string.

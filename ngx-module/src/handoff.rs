@@ -16,13 +16,13 @@ use chatup_gate::GateError;
 use chatup_wire::Envelope;
 use ngx::core::Pool;
 use ngx::ffi::{
-    ngx_conf_t, ngx_http_add_variable, ngx_http_finalize_request, ngx_http_request_t,
-    ngx_http_variable_value_t, ngx_int_t, NGX_HTTP_VAR_NOCACHEABLE, NGX_LOG_WARN,
+    ngx_conf_t, ngx_http_finalize_request, ngx_http_request_t, ngx_http_variable_value_t,
+    ngx_int_t, NGX_LOG_WARN,
 };
 use ngx::http::{HttpModule, HttpModuleLocationConf, Request};
 use ngx::{ngx_log_error, ngx_string};
 
-use crate::ffi::{contain_panic, find_response_header, ERROR, INTERNAL_SERVER_ERROR, OK};
+use crate::ffi::{add_variable, contain_panic, find_response_header, INTERNAL_SERVER_ERROR, OK};
 use crate::{respond, subrequest, Module};
 
 /// A refusal decided by the sidecar, passed on to the client as it is.
@@ -212,22 +212,17 @@ unsafe extern "C" fn answer_client(r: *mut ngx_http_request_t) {
 /// # Safety
 /// Called by nginx during preconfiguration.
 pub unsafe fn register_variables(cf: *mut ngx_conf_t) -> ngx_int_t {
-    // SAFETY: adds variables to the configuration being parsed.
+    // SAFETY: nginx's configuration being parsed; static names.
     unsafe {
-        let mut name = ngx_string!("chatup_envelope");
-        let var = ngx_http_add_variable(cf, &mut name, NGX_HTTP_VAR_NOCACHEABLE as _);
-        if var.is_null() {
-            return ERROR;
+        match add_variable(cf, ngx_string!("chatup_envelope"), Some(envelope_variable)) {
+            OK => add_variable(
+                cf,
+                ngx_string!("chatup_message_id"),
+                Some(message_id_variable),
+            ),
+            rc => rc,
         }
-        (*var).get_handler = Some(envelope_variable);
-        let mut name = ngx_string!("chatup_message_id");
-        let var = ngx_http_add_variable(cf, &mut name, NGX_HTTP_VAR_NOCACHEABLE as _);
-        if var.is_null() {
-            return ERROR;
-        }
-        (*var).get_handler = Some(message_id_variable);
     }
-    OK
 }
 
 /// `$chatup_message_id`: the id given to the main request's message, if it

@@ -41,14 +41,15 @@ use chatup_gate::GateError;
 use chatup_wire::readers::LAST_ID_HEADER;
 use ngx::core::Pool;
 use ngx::ffi::{
-    ngx_conf_t, ngx_http_add_variable, ngx_http_finalize_request, ngx_http_get_indexed_variable,
-    ngx_http_request_t, ngx_http_variable_value_t, ngx_int_t, ngx_shm_zone_t, ngx_str_t,
-    ngx_uint_t, NGX_HTTP_VAR_NOCACHEABLE, NGX_LOG_WARN,
+    ngx_conf_t, ngx_http_finalize_request, ngx_http_get_indexed_variable, ngx_http_request_t,
+    ngx_http_variable_value_t, ngx_int_t, ngx_shm_zone_t, ngx_str_t, ngx_uint_t, NGX_LOG_WARN,
 };
 use ngx::http::{HttpModule, HttpModuleLocationConf, Request};
 use ngx::{ngx_log_error, ngx_string};
 
-use crate::ffi::{bytes, contain_panic, find_header, AGAIN, DECLINED, DONE, ERROR, OK};
+use crate::ffi::{
+    add_variable, bytes, contain_panic, find_header, AGAIN, DECLINED, DONE, ERROR, OK,
+};
 use crate::{respond, subrequest, zone, Module};
 
 /// A reader counted in one room of the zone; dropped with its request's
@@ -415,16 +416,8 @@ unsafe extern "C" fn serve_done(
 /// # Safety
 /// `cf` is nginx's configuration being parsed.
 pub unsafe fn register_variables(cf: *mut ngx_conf_t) -> ngx_int_t {
-    // SAFETY: adds a variable to the configuration being parsed.
-    unsafe {
-        let mut name = ngx_string!("chatup_channels");
-        let var = ngx_http_add_variable(cf, &mut name, NGX_HTTP_VAR_NOCACHEABLE as _);
-        if var.is_null() {
-            return ERROR;
-        }
-        (*var).get_handler = Some(channels_variable);
-    }
-    OK
+    // SAFETY: nginx's configuration being parsed; a static name.
+    unsafe { add_variable(cf, ngx_string!("chatup_channels"), Some(channels_variable)) }
 }
 
 /// `$chatup_channels`: the rooms a reader was admitted to, its own first,

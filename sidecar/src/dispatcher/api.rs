@@ -331,15 +331,10 @@ async fn assign_worker(
     headers: HeaderMap,
     body: Bytes,
 ) -> Result<Json<Value>, ApiError> {
-    let request: JoinRequest = if body.iter().all(u8::is_ascii_whitespace) {
-        JoinRequest::default()
-    } else {
-        serde_json::from_slice(&body).map_err(|e| {
-            ApiError::bad_request(format!(
-                "body must be empty or {{\"exclude\": \"<worker id>\", \"after\": \"<message id>\", \"also\": [\"<room>\", ...]}}: {e}"
-            ))
-        })?
-    };
+    let request: JoinRequest = optional_body(
+        &body,
+        r#"{"exclude": "<worker id>", "after": "<message id>", "also": ["<room>", ...]}"#,
+    )?;
     let readable = state.read.readable(&room, &request.also, &headers)?;
     let message_id = |id: &str| id.len() <= 64 && id.bytes().all(|b| b.is_ascii_alphanumeric());
     if !request.after.as_deref().is_none_or(message_id) {
@@ -420,6 +415,19 @@ async fn assign_worker(
     Ok(Json(answer))
 }
 
+/// A request body that may be empty (the defaults) or JSON of `shape`
+/// (said in the 400 when it is neither).
+fn optional_body<T: Default + serde::de::DeserializeOwned>(
+    body: &[u8],
+    shape: &str,
+) -> Result<T, ApiError> {
+    if body.iter().all(u8::is_ascii_whitespace) {
+        return Ok(T::default());
+    }
+    serde_json::from_slice(body)
+        .map_err(|e| ApiError::bad_request(format!("body must be empty or {shape}: {e}")))
+}
+
 /// The history a join answers for `room` (see `join_history`), and
 /// whether `after` was trimmed from it (a gap).
 async fn history_for(
@@ -473,15 +481,7 @@ async fn ticket(
             "read tickets are off on this dispatcher (no ticket_secret_file)",
         ));
     }
-    let request: TicketRequest = if body.iter().all(u8::is_ascii_whitespace) {
-        TicketRequest::default()
-    } else {
-        serde_json::from_slice(&body).map_err(|e| {
-            ApiError::bad_request(format!(
-                "body must be empty or {{\"also\": [\"<room>\", ...]}}: {e}"
-            ))
-        })?
-    };
+    let request: TicketRequest = optional_body(&body, r#"{"also": ["<room>", ...]}"#)?;
     let readable = state.read.readable(&room, &request.also, &headers)?;
     let Some(identity) = readable
         .identity
