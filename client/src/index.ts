@@ -6,7 +6,7 @@
  * - `ChatUp`: a ready chat widget on top of it.
  */
 export { ChatUpProtocol } from "./protocol";
-export type { ProtocolOptions, ProtocolEvents, RefusedRoom } from "./protocol";
+export type { ProtocolOptions, ProtocolEvents } from "./protocol";
 export { ChatUp } from "./widget/widget";
 export type { WidgetOptions } from "./widget/widget";
 export { ChatUpError } from "./core/errors";

@@ -6,7 +6,6 @@ import { parseFrame, type Item } from "./core/frames";
 import { surelyOlder } from "./core/ulid";
 import { claimsOf, expiresAt, newIdempotencyKey } from "./core/token";
 import type {
-  AdditionalRoomAnswer,
   JoinAnswer,
   Message,
   RoomCounts,
@@ -47,25 +46,8 @@ export interface ProtocolOptions {
    * here: they are statuses and rejected `say()` promises.
    */
   onError?: (error: unknown, context: string) => void;
-  /**
-   * More rooms read over the same connection (site-wide announcements, a
-   * user's notifications in a `private-*` room), at most 8. Their messages
-   * and events come as `additionalMessage` and `additionalEvent` (each
-   * names its `room`), never as this room's; one the reader may not read
-   * is left out and announced with `additionalRoomRefused`. Posting and
-   * moderating stay in `room`.
-   */
-  additionalRooms?: string[];
   /** For tests: other transport implementations. */
   transportFactories?: Partial<Record<TransportName, TransportFactory>>;
-}
-
-/** An additional room the server does not let this reader read. */
-export interface RefusedRoom {
-  room: string;
-  /** The HTTP status the server gave (401: a token is needed, 403: this token may not). */
-  status: number;
-  error: string;
 }
 
 export interface ProtocolEvents extends Record<string, unknown> {
@@ -83,12 +65,6 @@ export interface ProtocolEvents extends Record<string, unknown> {
   sampled: Sampled | null;
   /** The token expired (or the server refused it): reading goes on; give a new one with `setToken()` to post. */
   tokenExpired: null;
-  /** A message of one of the additional rooms (its `room` says which). */
-  additionalMessage: Message;
-  /** An event of one of the additional rooms (counts, joins, a site's events, ...). */
-  additionalEvent: RoomEvent;
-  /** An additional room this reader may not read (with its token, or without one): it is not read. */
-  additionalRoomRefused: RefusedRoom;
 }
 
 const FACTORIES: Record<TransportName, TransportFactory> = {
@@ -107,20 +83,6 @@ const FACTORIES: Record<TransportName, TransportFactory> = {
 export class ChatUpProtocol extends Emitter<ProtocolEvents> {
   private readonly dispatcherUrl: string;
   private readonly room: string;
-  /** The additional rooms asked for. */
-  private readonly additionalAsked: string[];
-  /**
-   * The additional rooms the last join let this reader read: whether each
-   * needs a ticket (left out of a subscription without one, so that an
-   * expired token does not stop the reading), and its `floor` (see `floor`).
-   */
-  private readonly additional = new Map<string, { tokenOnly: boolean; floor?: string }>();
-  /** The newest message delivered of each additional room: a new join asks for what followed. */
-  private readonly newestAdditional = new Map<string, string>();
-  /** Additional rooms refused already (announced once). */
-  private readonly refusedRooms = new Set<string>();
-  /** The rooms of the last subscription: nchan's frame ids are only good for the same ones. */
-  private subscribedRooms = "";
   private token: string | undefined;
   private readonly transports: TransportName[];
   private readonly factories: Record<TransportName, TransportFactory>;
@@ -195,7 +157,6 @@ export class ChatUpProtocol extends Emitter<ProtocolEvents> {
     super();
     this.dispatcherUrl = options.dispatcherUrl.replace(/\/+$/, "");
     this.room = options.room;
-    this.additionalAsked = [...new Set(options.additionalRooms ?? [])].filter((r) => r && r !== options.room);
     this.token = options.token;
     this.transports = options.transports?.length
       ? options.transports
@@ -220,11 +181,6 @@ export class ChatUpProtocol extends Emitter<ProtocolEvents> {
   /** The worker in use, if any. */
   get currentWorker(): WorkerRef | null {
     return this.worker;
-  }
-
-  /** The additional rooms the current subscription reads. */
-  get additionalRooms(): string[] {
-    return this.subscribedRooms ? this.subscribedRooms.split(",") : [];
   }
 
   /** The transport in use (or being tried) on the current worker. */
@@ -267,15 +223,7 @@ export class ChatUpProtocol extends Emitter<ProtocolEvents> {
     if (this.reader() !== before && this.transport && this.worker && !this.closed) {
       this.transport.close();
       this.transport = null;
-      // Additional rooms refused to the previous reader (a private room
-      // before signing in) are asked for again, through a join: it
-      // answers which this user may read, and their history.
-      if (this.additionalAsked.some((room) => !this.additional.has(room))) {
-        this.refusedRooms.clear();
-        void this.join();
-      } else {
-        this.subscribe();
-      }
+      this.subscribe();
     }
   }
 
@@ -499,38 +447,8 @@ export class ChatUpProtocol extends Emitter<ProtocolEvents> {
     // reader who joins (or moves) learns it again, and misses no end.
     this.setSampled(null);
     this.takeTicket(answer);
-    this.takeAdditional(answer.also ?? [], answer.also_refused ?? []);
     for (const message of answer.history ?? []) this.deliver({ kind: "message", message });
-    for (const extra of answer.also ?? []) {
-      for (const message of extra.history ?? []) this.deliver({ kind: "message", message });
-    }
     this.subscribe();
-  }
-
-  /** The additional rooms a join lets this reader read, and those it does not. */
-  private takeAdditional(also: AdditionalRoomAnswer[], refused: RefusedRoom[]): void {
-    this.additional.clear();
-    for (const extra of also) {
-      if (typeof extra?.room !== "string") continue;
-      // As for the room (see `floor`): after what this reader had, else
-      // the history's first message.
-      const floor = this.newestAdditional.get(extra.room) ?? extra.history?.[0]?.id;
-      this.additional.set(extra.room, { tokenOnly: extra.token_only === true, floor });
-      if (extra.history_gap) {
-        this.reportError(new Error(`more messages were posted in ${extra.room} while reconnecting than the history keeps: some were missed`), "history");
-      }
-    }
-    this.refuseAdditional(refused);
-  }
-
-  private refuseAdditional(refused: RefusedRoom[]): void {
-    for (const room of refused) {
-      if (typeof room?.room !== "string") continue;
-      this.additional.delete(room.room);
-      if (this.refusedRooms.has(room.room)) continue;
-      this.refusedRooms.add(room.room);
-      this.emit("additionalRoomRefused", { room: room.room, status: Number(room.status), error: String(room.error) });
-    }
   }
 
   /** Back in a room it read: everything after its newest message ("" for all that is stored). */
@@ -540,15 +458,8 @@ export class ChatUpProtocol extends Emitter<ProtocolEvents> {
 
   private joinBody(): string {
     const after = this.after();
-    const also = this.additionalAsked;
-    if (!this.exclude && after === undefined && also.length === 0) return "";
-    const alsoAfter = Object.fromEntries(this.newestAdditional);
-    return JSON.stringify({
-      ...(this.exclude ? { exclude: this.exclude } : {}),
-      ...(after !== undefined ? { after } : {}),
-      ...(also.length ? { also } : {}),
-      ...(this.newestAdditional.size ? { also_after: alsoAfter } : {}),
-    });
+    if (!this.exclude && after === undefined) return "";
+    return JSON.stringify({ ...(this.exclude ? { exclude: this.exclude } : {}), ...(after !== undefined ? { after } : {}) });
   }
 
   // --- read tickets -----------------------------------------------------------
@@ -583,19 +494,14 @@ export class ChatUpProtocol extends Emitter<ProtocolEvents> {
     const token = this.token;
     this.ticket = undefined;
     try {
-      const also = [...this.additional.keys()];
       const response = await fetch(`${this.dispatcherUrl}/tickets/${encodeURIComponent(this.room)}`, {
         method: "POST",
-        headers: { ...this.authorization(), ...(also.length ? { "Content-Type": "application/json" } : {}) },
-        ...(also.length ? { body: JSON.stringify({ also }) } : {}),
+        headers: this.authorization(),
       });
       const body = await response.json().catch(() => null);
       // The page changed the token meanwhile: this ticket names the old user.
       if (this.token !== token) return;
-      if (response.ok && body?.ticket) {
-        this.takeTicket(body as TicketAnswer);
-        this.refuseAdditional((body as TicketAnswer).also_refused ?? []);
-      }
+      if (response.ok && body?.ticket) this.takeTicket(body as TicketAnswer);
       else if (response.status === 401) this.emit("tokenExpired", null);
       else if (response.status === 501) this.ticketsOff = true;
     } catch {
@@ -637,18 +543,7 @@ export class ChatUpProtocol extends Emitter<ProtocolEvents> {
     // An expired ticket would make the reader anonymous anyway, and so
     // does an expired token (as it does for posting).
     const ticket = this.tokenValid() ? this.ticket : undefined;
-    const ticketed = Boolean(ticket && ticket.expiresAtMs > Date.now());
-    if (ticket && ticketed) params.set("ticket", ticket.value);
-    // Rooms that need a ticket are left out without one: the others
-    // (this one first) go on being read.
-    const also = [...this.additional].filter(([, room]) => ticketed || !room.tokenOnly).map(([name]) => name);
-    if (also.length) params.set("also", also.join(","));
-    // nchan's frame ids name a position in each room of a subscription:
-    // one for other rooms would be misread. Starting over from the
-    // channels' oldest frames instead repeats only what was seen (dropped).
-    const rooms = also.join(",");
-    if (rooms !== this.subscribedRooms) this.lastId = undefined;
-    this.subscribedRooms = rooms;
+    if (ticket && ticket.expiresAtMs > Date.now()) params.set("ticket", ticket.value);
     if (this.lastId) params.set("last_event_id", this.lastId);
     const query = params.toString();
     return `${worker.url}/sub/${encodeURIComponent(this.room)}${query ? `?${query}` : ""}`;
@@ -686,10 +581,7 @@ export class ChatUpProtocol extends Emitter<ProtocolEvents> {
         const malformed = (e: unknown) => this.reportError(e, "a frame from the server is not JSON");
         for (const item of parseFrame(data, malformed)) {
           // Older than the join's history: not asked for (see `floor`).
-          if (item.kind === "message") {
-            const floor = this.isAdditional(item.message.room) ? this.additional.get(item.message.room)?.floor : this.floor;
-            if (floor && surelyOlder(item.message.id, floor)) continue;
-          }
+          if (item.kind === "message" && this.floor && surelyOlder(item.message.id, this.floor)) continue;
           this.deliver(item);
         }
       },
@@ -767,31 +659,8 @@ export class ChatUpProtocol extends Emitter<ProtocolEvents> {
 
   // --- delivery ---------------------------------------------------------------
 
-  /** Whether `room` is one of the additional rooms, not this one. */
-  private isAdditional(room: string | undefined): room is string {
-    return typeof room === "string" && room !== this.room && this.additional.has(room);
-  }
-
   private deliver(item: Item): void {
     const id = item.kind === "message" ? item.message.id : item.event.id;
-    const room = item.kind === "message" ? item.message.room : item.event.room;
-    if (room !== undefined && room !== this.room) {
-      // Another room's item: not this room's state. Only rooms asked for
-      // arrive; one that is not (any more) read is dropped.
-      if (!this.isAdditional(room) || !this.seen.add(id)) return;
-      if (item.kind === "message") {
-        const newest = this.newestAdditional.get(room);
-        if (!newest || id > newest) this.newestAdditional.set(room, id);
-        this.emit("additionalMessage", item.message);
-        return;
-      }
-      const event = item.event;
-      // A drain moves the whole connection, whichever room said it.
-      if (event.ev === "migrate") this.migrateLater(event);
-      else if (event.ev === "rmMsg" && typeof event.msg_id === "string") this.seen.add(event.msg_id);
-      this.emit("additionalEvent", event);
-      return;
-    }
     if (!this.seen.add(id)) return;
     if (item.kind === "message") {
       if (!this.newestMessageId || id > this.newestMessageId) this.newestMessageId = id;

@@ -108,7 +108,35 @@ struct ReaderCtx {
 pub unsafe extern "C" fn access_handler(r: *mut ngx_http_request_t) -> ngx_int_t {
     // SAFETY: `r` is live for the duration of the call.
     let log = unsafe { (*(*r).connection).log };
-    contain_panic(log, ERROR, || unsafe { admit(r) })
+    contain_panic(log, ERROR, || unsafe {
+        note_channel_reset(r);
+        admit(r)
+    })
+}
+
+/// In `chatup_track_published` locations (nchan's publisher): a DELETE
+/// is about to empty the room's channel and disconnect its readers, who
+/// come back with the id of the last frame they had. That id names a
+/// frame of the old channel, which nchan misreads (see
+/// `ReaderTable::is_stale_resume_id`): the time is recorded first, so that
+/// the module drops such ids. Recorded before nchan acts, so that no reader
+/// can come back before it is.
+unsafe fn note_channel_reset(r: *mut ngx_http_request_t) {
+    // SAFETY: `r` is the live request; its configuration and variables
+    // with it.
+    unsafe {
+        if r != (*r).main || (*r).method != ngx::ffi::NGX_HTTP_DELETE as ngx_uint_t {
+            return;
+        }
+        let request = Request::from_ngx_http_request(r);
+        let Some(index) = Module::location_conf(request).and_then(|c| c.track_published) else {
+            return;
+        };
+        if let (Some(room), Some(zone)) = (variable(r, index), zone::current()) {
+            let now = ngx::ffi::ngx_time() as u64;
+            zone::with_region(zone.as_ptr(), |table| table.record_reset(&room, now));
+        }
+    }
 }
 
 unsafe fn admit(r: *mut ngx_http_request_t) -> ngx_int_t {
@@ -253,8 +281,9 @@ unsafe fn serve_next(
 ) -> ngx_int_t {
     let Some(next) = ctx.rooms.iter().position(|room| !room.served) else {
         ctx.stage = Stage::Admitted;
+        let rooms: Vec<&str> = ctx.rooms.iter().map(|room| room.room.as_str()).collect();
         // SAFETY: `r` is the live main request.
-        unsafe { forget_stale_resume_id(r, ctx.rooms[0].zone) };
+        unsafe { forget_stale_resume_id(r, ctx.rooms[0].zone, &rooms) };
         return OK;
     };
     ctx.stage = Stage::Serving(next);
@@ -296,15 +325,20 @@ unsafe fn refuse(r: *mut ngx_http_request_t, err: &GateError) -> ngx_int_t {
 }
 
 /// Removes the reader's resume id (`Last-Event-ID`, `?last_event_id=`) if
-/// it is from before this nginx started (see
-/// `ReaderTable::is_stale_resume_id`): nchan then starts it from the
-/// oldest frame of the refilled channel instead of skipping messages.
-unsafe fn forget_stale_resume_id(r: *mut ngx_http_request_t, zone: NonNull<ngx_shm_zone_t>) {
+/// it is from before this nginx started, or before the channel of one of
+/// its `rooms` was deleted (see `ReaderTable::is_stale_resume_id`): nchan
+/// then starts it from the oldest frame of each channel instead of
+/// skipping messages.
+unsafe fn forget_stale_resume_id(
+    r: *mut ngx_http_request_t,
+    zone: NonNull<ngx_shm_zone_t>,
+    rooms: &[&str],
+) {
     // SAFETY: `r` is the live main request; the header list and the new
     // arguments live in its pool.
     unsafe {
         let stale = |id: &str| {
-            zone::with_region(zone.as_ptr(), |t| t.is_stale_resume_id(id)).unwrap_or(false)
+            zone::with_region(zone.as_ptr(), |t| t.is_stale_resume_id(id, rooms)).unwrap_or(false)
         };
         let mut part = &mut (*r).headers_in.headers.part as *mut ngx::ffi::ngx_list_part_t;
         while !part.is_null() {

@@ -209,10 +209,20 @@ pub async fn settle(
         .enumerate()
         .map(|(n, f)| {
             let ids = f.ids();
-            of(n)
+            let missing: Vec<Vec<&String>> = of(n)
                 .iter()
-                .map(|acked| acked.iter().filter(|id| !ids.contains(id)).count())
-                .sum()
+                .map(|acked| acked.iter().filter(|id| !ids.contains(id)).collect())
+                .collect();
+            let count = missing.iter().map(Vec::len).sum();
+            if count > 0 {
+                // For the test's failure message: which room, which ids.
+                eprintln!(
+                    "reader {n} (room {}) missed, per room (its own, then the additional one): {missing:?}; it has {} ids",
+                    rooms[n % rooms.len()],
+                    ids.len()
+                );
+            }
+            count
         })
         .collect();
     let out_of_order = followers

@@ -16,7 +16,7 @@ export interface CompatConf {
   jwt?: string;
   /** How often the reader and member counts are refreshed, in ms. */
   userCountRefreshTimeout?: number;
-  /** More rooms read over the same connection (announcements, notifications), at most 8. */
+  /** More rooms to read over the same client (announcements, notifications). */
   additionalChannels?: string[];
   /** The original's socket.io settings: accepted and ignored (no socket.io here). */
   socketIO?: unknown;
@@ -93,7 +93,7 @@ export class ChatUpProtocol {
   readonly _conf: CompatConf & typeof DEFAULTS;
   readonly stats: CompatStats = { msgSent: 0, msgReceived: 0, latency: Infinity, pubCount: 0, subCount: 0 };
   private currentStatus = "disconnected";
-  private protocol: Protocol | null = null;
+  private readonly rooms: Protocol[] = [];
   private started: Promise<unknown> | null = null;
   private closed = false;
   private authenticated = false;
@@ -122,7 +122,7 @@ export class ChatUpProtocol {
 
   /** The worker of the main room (`host`: its URL), once connected. */
   get _worker(): { id: string; host: string } | null {
-    const worker = this.protocol?.currentWorker;
+    const worker = this.rooms[0]?.currentWorker;
     return worker ? { id: worker.id, host: worker.url } : null;
   }
 
@@ -143,28 +143,33 @@ export class ChatUpProtocol {
   }
 
   /**
-   * Connects to the room and the additional channels (one connection):
-   * resolves once reading, with this object (signed in first when `jwt`
-   * was set). Never rejects: it keeps trying, and says so through the
-   * status. An additional channel the reader may not read is left out.
+   * Connects to the room (and the additional channels): resolves once
+   * reading the room, with this object (signed in first when `jwt` was
+   * set).
+   * Never rejects: it keeps trying, and says so through the status.
    */
   init(): Promise<unknown> {
     if (this.started) return this.started;
     this.setStatus("connecting");
-    const protocol = new Protocol({
-      dispatcherUrl: this._conf.dispatcherURL,
-      room: this._conf.room,
-      additionalRooms: this._conf.additionalChannels,
-      transportFactories: this._conf.transportFactories,
-    });
-    protocol.on("message", (message) => this.deliver(message, this._conf.room));
-    protocol.on("event", (event) => this.deliverEvent(event, this._conf.room));
-    protocol.on("additionalMessage", (message) => this.deliver(message, message.room));
-    protocol.on("additionalEvent", (event) => this.deliverEvent(event, event.room));
-    protocol.on("status", (status) => this.setStatus(STATUS_NAMES[status]));
-    protocol.on("users", ({ subscribers, members }) => this.setCounts(subscribers, members));
-    this.protocol = protocol;
-    this.started = protocol.connect().then(async () => {
+    const channels = [this._conf.room, ...this._conf.additionalChannels];
+    for (const [index, channel] of channels.entries()) {
+      const room = new Protocol({
+        dispatcherUrl: this._conf.dispatcherURL,
+        room: channel,
+        transportFactories: this._conf.transportFactories,
+      });
+      room.on("message", (message) => this.deliver(message, channel));
+      room.on("event", (event) => this.deliverEvent(event, channel));
+      if (index === 0) {
+        room.on("status", (status) => this.setStatus(STATUS_NAMES[status]));
+        room.on("users", ({ subscribers, members }) => this.setCounts(subscribers, members));
+      }
+      this.rooms.push(room);
+    }
+    // The extra channels connect on their own: one that cannot be read
+    // (a token room, say) does not hold up the main one.
+    for (const extra of this.rooms.slice(1)) void extra.connect();
+    this.started = this.rooms[0].connect().then(async () => {
       if (!this.closed) {
         this.countTimer = setInterval(() => void this.refreshCounts(), this._conf.userCountRefreshTimeout);
       }
@@ -207,7 +212,7 @@ export class ChatUpProtocol {
       this.setStatus("authError");
       throw { status: "error", err: status === 401 ? "Wrong JWT" : "unavailable" } satisfies CompatError;
     }
-    this.protocol?.setToken(jwt);
+    for (const room of this.rooms) room.setToken(jwt);
     this.authenticated = true;
     this.setStatus("authenticated");
     const ban = answer.banned as { ttl?: number | null } | false | undefined;
@@ -218,7 +223,7 @@ export class ChatUpProtocol {
   unauthenticate(): void {
     const was = this.authenticated;
     this.authenticated = false;
-    this.protocol?.setToken(undefined);
+    for (const room of this.rooms) room.setToken(undefined);
     if (was && this.currentStatus === "authenticated") this.setStatus("connected");
   }
 
@@ -230,7 +235,7 @@ export class ChatUpProtocol {
    */
   async say(text: string): Promise<void> {
     await this.init();
-    const room = this.protocol!;
+    const room = this.rooms[0];
     if (!this.authenticated) {
       throw { status: "error", err: "You need to be authenticated to join a room" } satisfies CompatError;
     }
@@ -251,7 +256,7 @@ export class ChatUpProtocol {
     subCount: number;
   }> {
     await this.init();
-    const page = await this.protocol!.getUsers(options);
+    const page = await this.rooms[0].getUsers(options);
     return { clients: page.users.map((user) => publicOf(user)), pubCount: page.members, subCount: page.subscribers };
   }
 
@@ -274,7 +279,7 @@ export class ChatUpProtocol {
 
   private async refreshCounts(): Promise<void> {
     try {
-      const page = await this.protocol!.getUsers({ limit: 1 });
+      const page = await this.rooms[0].getUsers({ limit: 1 });
       this.setCounts(page.subscribers, page.members);
     } catch {
       // The next refresh tries again; events keep the counts meanwhile.
@@ -312,7 +317,7 @@ export class ChatUpProtocol {
   close(): void {
     this.closed = true;
     if (this.countTimer !== null) clearInterval(this.countTimer);
-    this.protocol?.close();
+    for (const room of this.rooms) room.close();
   }
 }
 

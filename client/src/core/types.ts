@@ -96,22 +96,6 @@ export interface JoinAnswer {
   ticket_expires_at?: number;
   /** Seconds the ticket is valid for (preferred: the browser's clock may be off). */
   ticket_expires_in?: number;
-  /** The additional rooms asked for that this reader may read. */
-  also?: AdditionalRoomAnswer[];
-  /** Those it may not. */
-  also_refused?: Array<{ room: string; status: number; error: string }>;
-}
-
-/** An additional room in a join's answer. */
-export interface AdditionalRoomAnswer {
-  room: string;
-  counts?: RoomCounts;
-  /** Its last messages. */
-  history?: Message[];
-  /** Read with a ticket only (a `private-*` room). */
-  token_only?: boolean;
-  /** More was posted since the join's `also_after` message than history keeps. */
-  history_gap?: boolean;
 }
 
 /** The answer of `POST /tickets/{room}`. */
@@ -119,9 +103,6 @@ export interface TicketAnswer {
   ticket: string;
   ticket_expires_at: number;
   ticket_expires_in?: number;
-  /** The rooms the ticket names. */
-  rooms?: string[];
-  also_refused?: Array<{ room: string; status: number; error: string }>;
 }
 
 /** One page of `GET /rooms/{room}/stats`. */

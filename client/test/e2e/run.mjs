@@ -504,15 +504,6 @@ const originalScenarios = {
       const context = await browser.newContext({ viewport: { width: 760, height: 700 } });
       const opened = await context.newPage();
       opened.on("pageerror", (e) => console.log(`[${name}] page error: ${e.message}`));
-      // The room and its additional channel are read over one connection.
-      opened.subscriptions = { urls: [], open: 0 };
-      opened.on("websocket", (ws) => {
-        if (!ws.url().includes("/sub/")) return;
-        const subs = opened.subscriptions;
-        subs.urls.push(ws.url());
-        subs.open++;
-        ws.on("close", () => subs.open--);
-      });
       await opened.goto(`${dispatcher}/demo/original.html?room=${room}&extra=e2e-news${fragment}`);
       return opened;
     };
@@ -540,15 +531,6 @@ const originalScenarios = {
     };
     await send("/post", [{ channel: "e2e-news", msg: "Site news", user: { name: "Server" } }]);
     await waitForLine(guest, "Server: Site news #e2e-news");
-    for (const [name, p] of [["ann", ann], ["guest", guest]]) {
-      // (Signing in renews the subscription, so a reader may have made
-      // two, one after the other; now one is open.)
-      const subs = p.subscriptions;
-      const both = subs.urls.every((url) => new URL(url).searchParams.get("also")?.split(",").includes("e2e-news"));
-      if (subs.open !== 1 || subs.urls.length > 2 || !both) {
-        throw new Error(`${name} should read both channels over one WebSocket: ${JSON.stringify(subs)}`);
-      }
-    }
     await send("/ban", [{ name: "ann", channel: room, expire: 60 }]);
     await guest.waitForFunction(() => !Array.from(document.querySelectorAll("#messages li")).some((i) => i.dataset.user === "ann"), null, {
       timeout: 15000,

@@ -64,7 +64,10 @@ pub struct RoomSlot {
     served: u8,
     name_len: u8,
     id_len: u8,
-    _pad: [u8; 4],
+    /// When the room's channel was last deleted (its frames and their
+    /// ids gone), in seconds after the table was made, plus one; 0: not
+    /// since it was made. (Was padding: a zone kept by a reload reads 0.)
+    reset_secs: u32,
     seq: u64,
     name: [u8; ROOM_MAX],
     last_id: [u8; ID_MAX],
@@ -173,6 +176,7 @@ impl Slot for RoomSlot {
         self.served = 0;
         self.name_len = 0;
         self.id_len = 0;
+        self.reset_secs = 0;
         self.seq = 0;
         self.readers = [0; MAX_PROCS];
     }
@@ -181,6 +185,7 @@ impl Slot for RoomSlot {
         self.served = o.served;
         self.name_len = o.name_len;
         self.id_len = o.id_len;
+        self.reset_secs = o.reset_secs;
         self.seq = o.seq;
         self.name = o.name;
         self.last_id = o.last_id;
@@ -592,15 +597,40 @@ impl<'a> ReaderTable<'a> {
         self.header.readers[slot] = 0;
     }
 
-    /// Whether a reader's resume id (nchan's `<seconds>:<tag>`) is from
-    /// before this nginx started or a worker process was last respawned:
-    /// the channel was refilled since, and nchan mishandles such an id
-    /// ("previous message id tags don't match": it skips messages, or
-    /// sends nothing). The reader must start from the oldest frame instead
-    /// (and drop the ids it has, as the client does). An id from that very
-    /// second counts as stale: a few duplicates are harmless, a gap is not.
-    pub fn is_stale_resume_id(&self, id: &str) -> bool {
-        let refilled = self.header.started_secs.max(self.header.respawned_secs);
+    /// Records that `room`'s channel was deleted at `now_secs`: resume ids
+    /// from before name frames that are gone (see `is_stale_resume_id`).
+    pub fn record_reset(&mut self, room: &str, now_secs: u64) {
+        if let Probe::Found(i) = self.room_probe(room) {
+            let since_start = now_secs.saturating_sub(self.header.started_secs);
+            self.rooms[i].reset_secs = u32::try_from(since_start + 1).unwrap_or(u32::MAX);
+        }
+    }
+
+    /// Whether a reader's resume id (nchan's `<seconds>:<tag>`, one time
+    /// for all the rooms of a multiplexed id) is from before this nginx
+    /// started, a worker process was last respawned, or the channel of one
+    /// of `rooms` was deleted: the channel was refilled or restarted
+    /// since, and nchan mishandles such an id ("previous message id tags
+    /// don't match": it skips messages, or sends nothing). The reader must
+    /// start from the oldest frame instead (and drop the ids it has, as the
+    /// client does). An id from that very second counts as stale: a few
+    /// duplicates are harmless, a gap is not.
+    pub fn is_stale_resume_id(&self, id: &str, rooms: &[&str]) -> bool {
+        let reset = rooms
+            .iter()
+            .filter_map(|room| match self.room_probe(room) {
+                Probe::Found(i) if self.rooms[i].reset_secs > 0 => {
+                    Some(self.header.started_secs + u64::from(self.rooms[i].reset_secs) - 1)
+                }
+                _ => None,
+            })
+            .max()
+            .unwrap_or(0);
+        let refilled = self
+            .header
+            .started_secs
+            .max(self.header.respawned_secs)
+            .max(reset);
         id.split(':')
             .next()
             .and_then(|secs| secs.trim().parse::<u64>().ok())
@@ -960,11 +990,32 @@ mod tests {
     fn resume_ids_from_before_this_nginx_started_are_stale() {
         let mut memory = Memory::new(1, 1);
         let table = memory.table();
-        assert!(table.is_stale_resume_id("999:3"));
-        assert!(table.is_stale_resume_id("1000:0"), "the same second");
-        assert!(!table.is_stale_resume_id("1001:0"));
-        assert!(!table.is_stale_resume_id("garbage"));
-        assert!(!table.is_stale_resume_id(""));
+        assert!(table.is_stale_resume_id("999:3", &[]));
+        assert!(table.is_stale_resume_id("1000:0", &[]), "the same second");
+        assert!(!table.is_stale_resume_id("1001:0", &[]));
+        assert!(!table.is_stale_resume_id("garbage", &[]));
+        assert!(!table.is_stale_resume_id("", &[]));
+    }
+
+    #[test]
+    fn a_deleted_channel_makes_older_resume_ids_of_its_room_stale() {
+        let mut memory = Memory::new(16, 16);
+        let mut table = memory.table();
+        table.init(1, 1_000);
+        table.admit("lobby", None, 0, 0).unwrap();
+        table.admit_additional("news", 0).unwrap();
+        assert!(!table.is_stale_resume_id("1500:[2],3", &["lobby", "news"]));
+        table.record_reset("news", 1_500);
+        // Multiplexed ids carry one time for all their rooms.
+        assert!(table.is_stale_resume_id("1500:[2],3", &["lobby", "news"]));
+        assert!(table.is_stale_resume_id("1499:1", &["news"]));
+        assert!(!table.is_stale_resume_id("1501:0", &["lobby", "news"]));
+        assert!(
+            !table.is_stale_resume_id("1500:1", &["lobby"]),
+            "another room's reset"
+        );
+        table.record_reset("never-read", 1_600);
+        assert!(!table.is_stale_resume_id("1550:0", &["never-read"]));
     }
 
     #[test]
@@ -974,11 +1025,11 @@ mod tests {
         table.process_started(0, 1_000);
         table.process_started(1, 1_000);
         assert_eq!(table.changes("", 0).respawns, 0, "first starts");
-        assert!(!table.is_stale_resume_id("1500:1"));
+        assert!(!table.is_stale_resume_id("1500:1", &[]));
         table.process_started(1, 2_000);
         assert_eq!(table.changes("", 0).respawns, 1);
-        assert!(table.is_stale_resume_id("1500:1"));
-        assert!(!table.is_stale_resume_id("2001:0"));
+        assert!(table.is_stale_resume_id("1500:1", &[]));
+        assert!(!table.is_stale_resume_id("2001:0", &[]));
     }
 
     #[test]
