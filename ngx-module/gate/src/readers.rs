@@ -599,8 +599,16 @@ impl<'a> ReaderTable<'a> {
 
     /// Records that `room`'s channel was deleted at `now_secs`: resume ids
     /// from before name frames that are gone (see `is_stale_resume_id`).
+    /// Only while the room is served: the sidecar also empties a channel
+    /// before it serves the room (its first readers wait for that, and
+    /// have no frame of it yet) and after it let the room go (nobody reads
+    /// it); those must not make the ids of the new channel's first second
+    /// stale.
     pub fn record_reset(&mut self, room: &str, now_secs: u64) {
         if let Probe::Found(i) = self.room_probe(room) {
+            if self.rooms[i].served == 0 {
+                return;
+            }
             let since_start = now_secs.saturating_sub(self.header.started_secs);
             self.rooms[i].reset_secs = u32::try_from(since_start + 1).unwrap_or(u32::MAX);
         }
@@ -1004,6 +1012,10 @@ mod tests {
         table.init(1, 1_000);
         table.admit("lobby", None, 0, 0).unwrap();
         table.admit_additional("news", 0).unwrap();
+        // Emptied before it is served: its first readers have no frame yet.
+        table.record_reset("news", 1_400);
+        assert!(!table.is_stale_resume_id("1400:0", &["news"]));
+        table.mark_served("news");
         assert!(!table.is_stale_resume_id("1500:[2],3", &["lobby", "news"]));
         table.record_reset("news", 1_500);
         // Multiplexed ids carry one time for all their rooms.
