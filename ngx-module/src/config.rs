@@ -66,6 +66,9 @@ pub struct LocConf {
     original_claims: Option<bool>,
     /// `chatup_jwt_require_exp off`: tokens without `exp` are accepted.
     require_exp: Option<bool>,
+    /// `chatup_readers_additional_rooms on`: readers may read more rooms
+    /// over one connection (`?also=`; off by default, docs/operations.md).
+    additional_rooms: Option<bool>,
     max_message_chars: Option<usize>,
     handoff_uri: Option<String>,
     /// Rooms whose readers need a token even where anyone may read.
@@ -99,6 +102,11 @@ impl LocConf {
     }
 
     /// Readers the box takes at most (0: no limit but connections).
+    /// Whether readers may name additional rooms (`?also=`).
+    pub fn additional_rooms(&self) -> bool {
+        self.additional_rooms.unwrap_or(false)
+    }
+
     pub fn max_readers(&self) -> u64 {
         self.max_readers.unwrap_or(0)
     }
@@ -126,6 +134,7 @@ impl LocConf {
         take(&mut self.max_lifetime_secs, &parent.max_lifetime_secs);
         take(&mut self.original_claims, &parent.original_claims);
         take(&mut self.require_exp, &parent.require_exp);
+        take(&mut self.additional_rooms, &parent.additional_rooms);
         take(&mut self.max_message_chars, &parent.max_message_chars);
         take(&mut self.handoff_uri, &parent.handoff_uri);
         take(&mut self.token_rooms, &parent.token_rooms);
@@ -597,6 +606,11 @@ directive_handler!(set_original_claims, |conf, args| set_once(
 
 directive_handler!(set_require_exp, |conf, args| set_once(
     &mut conf.require_exp,
+    parse_flag(args[0])?
+));
+
+directive_handler!(set_additional_rooms, |conf, args| set_once(
+    &mut conf.additional_rooms,
     parse_flag(args[0])?
 ));
 

@@ -23,6 +23,10 @@
 //!   expiring further away are refused
 //! - `chatup_jwt_original_claims on|off;` (default off): the original
 //!   ChatUp's `_public` (public data) and `name` (user id) claims
+//! - `chatup_readers_additional_rooms on|off;` (default off): readers may
+//!   read more rooms over one connection (`?also=`); off, such a request is
+//!   a 400 (docs/operations.md: nchan 1.3.6's multiplexed subscribers fall
+//!   behind).
 //! - `chatup_jwt_require_exp on|off;` (default on): `off` accepts tokens
 //!   without `exp` (the original ChatUp's)
 //! - `chatup_max_message_length <characters>;`
@@ -176,7 +180,7 @@ const fn command_at(
     }
 }
 
-static mut NGX_HTTP_CHATUP_COMMANDS: [ngx_command_t; 22] = [
+static mut NGX_HTTP_CHATUP_COMMANDS: [ngx_command_t; 23] = [
     command(
         ngx_string!("chatup_post"),
         NGX_HTTP_LOC_CONF | NGX_CONF_NOARGS,
@@ -267,6 +271,11 @@ static mut NGX_HTTP_CHATUP_COMMANDS: [ngx_command_t; 22] = [
         ngx_string!("chatup_jwt_require_exp"),
         ANY_LEVEL | NGX_CONF_TAKE1,
         config::set_require_exp,
+    ),
+    command(
+        ngx_string!("chatup_readers_additional_rooms"),
+        ANY_LEVEL | NGX_CONF_TAKE1,
+        config::set_additional_rooms,
     ),
     command(
         ngx_string!("chatup_max_message_length"),

@@ -191,9 +191,18 @@ unsafe fn admit(r: *mut ngx_http_request_t) -> ngx_int_t {
             Ok(identity) => identity,
             Err(err) => return refuse(r, &err),
         };
-        let extras = match additional_rooms(verifier, uri, &room, |extra| {
-            conf.read_access(extra, readers.access)
-        }) {
+        let extras = if conf.additional_rooms() {
+            additional_rooms(verifier, uri, &room, |extra| {
+                conf.read_access(extra, readers.access)
+            })
+        } else if chatup_gate::query::query_param(uri, chatup_wire::ADDITIONAL_ROOMS_PARAM)
+            .is_some_and(|v| !v.is_empty())
+        {
+            Err(chatup_wire::AdditionalRoomsError::Off.into())
+        } else {
+            Ok(Vec::new())
+        };
+        let extras = match extras {
             Ok(extras) => extras,
             Err(err) => return refuse(r, &err),
         };

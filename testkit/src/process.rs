@@ -426,6 +426,9 @@ pub struct WorkerOptions {
     /// `exp`, `iss` or `aud`): the shipped configuration's commented
     /// migration lines, turned on.
     pub original_tokens: bool,
+    /// `chatup_readers_additional_rooms on` (the shipped configuration's
+    /// commented line, turned on).
+    pub additional_rooms: bool,
     /// `hot_room_rate` (the shipped 50 is for people; the tests' and the
     /// benchmarks' load generators post faster and count every delivery:
     /// 0, off, by default).
@@ -480,6 +483,7 @@ impl Default for WorkerOptions {
             config_toml: "[rate_limit]\nrate_per_sec = 0\nuser_rate_per_sec = 0\n".into(),
             announce: true,
             original_tokens: false,
+            additional_rooms: false,
             hot_room_rate: 0,
             max_readers: 0,
             redis_url: None,
@@ -631,6 +635,14 @@ impl ChatWorker {
             let shipped = "worker_connections 16384;";
             anyhow::ensure!(conf.contains(shipped), "the template has no `{shipped}`");
             conf = conf.replace(shipped, &format!("worker_connections {n};"));
+        }
+        if self.options.additional_rooms {
+            let commented = "# chatup_readers_additional_rooms on;";
+            anyhow::ensure!(
+                conf.contains(commented),
+                "the template has no `{commented}`"
+            );
+            conf = conf.replace(commented, "chatup_readers_additional_rooms on;");
         }
         if self.options.original_tokens {
             for shipped in ["chatup_jwt_issuer ", "chatup_jwt_audience "] {

@@ -48,9 +48,18 @@ const IN_FLIGHT: usize = 256;
 impl StormCluster {
     /// Workers with the shipped heartbeat (`WorkerOptions::for_benchmarks`).
     pub async fn start(workers: usize, capacity: Option<u64>) -> anyhow::Result<Self> {
+        Self::start_with(workers, capacity, WorkerOptions::for_benchmarks()).await
+    }
+
+    /// The same with other worker options.
+    pub async fn start_with(
+        workers: usize,
+        capacity: Option<u64>,
+        options: WorkerOptions,
+    ) -> anyhow::Result<Self> {
         let redis = Redis::start()?;
         let workers = (0..workers)
-            .map(|_| ChatWorker::start_with(&redis, WorkerOptions::for_benchmarks()))
+            .map(|_| ChatWorker::start_with(&redis, options.clone()))
             .collect::<anyhow::Result<Vec<_>>>()?;
         let capacity = capacity.map(|c| c.to_string());
         let mut flags = Vec::new();

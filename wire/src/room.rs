@@ -64,6 +64,8 @@ pub const ADDITIONAL_ROOMS_PARAM: &str = "also";
 pub enum AdditionalRoomsError {
     #[error("at most {MAX_ADDITIONAL_ROOMS} additional rooms can be read over one connection")]
     TooMany,
+    #[error("additional rooms (?also=) are off on this chat worker")]
+    Off,
     #[error("additional room {room:?}: {error}")]
     BadRoom { room: String, error: RoomNameError },
 }
