@@ -42,7 +42,8 @@ pub struct ReadersConf {
 }
 
 /// The module's configuration of one location (inherited from `server` and
-/// `http` for everything but the handlers).
+/// `http` for everything but the handlers; `chatup_readers` is inherited by
+/// the blocks nested in its location, `if` blocks included).
 #[derive(Debug, Default)]
 pub struct LocConf {
     pub post: bool,
@@ -142,6 +143,12 @@ impl LocConf {
         take(&mut self.max_readers, &parent.max_readers);
         take(&mut self.reserve_connections, &parent.reserve_connections);
         take(&mut self.ticket_secret, &parent.ticket_secret);
+        // Readers are admitted in blocks nested in a readers location too:
+        // an `if` block is one (the shipped `if ($arg_also)`), and nchan
+        // serves it; without this, its readers would get in unchecked.
+        if self.readers.is_none() {
+            self.readers = parent.readers;
+        }
     }
 
     fn build_ticket_verifier(&self) -> Result<TokenVerifier, String> {

@@ -121,7 +121,13 @@ pub unsafe fn start(
     ctx.ack = serde_json_vec(&envelope.ack())?;
     // SAFETY: `ctx` lives in the main request's pool, as long as it.
     unsafe {
-        subrequest::start(r, uri, Some(subrequest_done), (ctx as *mut PostCtx).cast())?;
+        subrequest::start(
+            r,
+            uri,
+            "",
+            Some(subrequest_done),
+            (ctx as *mut PostCtx).cast(),
+        )?;
         (*r).write_event_handler = Some(answer_client);
     }
     Ok(())

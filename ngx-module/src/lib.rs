@@ -14,8 +14,9 @@
 //!   `chatup_serve <uri>;` (where to ask the sidecar to serve a new room)
 //! - `chatup_readers_status;` — content handler: the sidecar polls reader
 //!   changes and releases rooms here (`status.rs`)
-//! - `chatup_track_published $room;` — in nchan's publisher location:
-//!   records each room's last published message id (log phase)
+//! - `chatup_track_published $channel;` — in nchan's publisher location:
+//!   records the last message id published in each room's current channel
+//!   (log phase; channels: `chatup_wire::readers::channel`)
 //! - `chatup_jwt_secret_file <path>;` / `chatup_jwt_public_key <path>;`
 //! - `chatup_jwt_algorithms <alg>...;`, `chatup_jwt_issuer`, `chatup_jwt_audience`,
 //!   `chatup_jwt_leeway <seconds>;`

@@ -16,7 +16,9 @@
 //!    `chatup_serve` (default `/_chatup/serve`) + `/{room}` asks it to (it
 //!    answers once the room's Redis subscription and backfill are in
 //!    place); then the room is marked served and the reader goes on to
-//!    nchan. Readers of a served room cost no round trip at all.
+//!    nchan. Readers of a served room cost no round trip at all. The
+//!    request names the nchan channel of this serving of the room
+//!    (`?channel=`, a new one each time: `chatup_wire::readers::channel`).
 //!
 //! Additional rooms (`?also=a,b`, read over the same connection: nchan's
 //! multiplexed subscriber) go through the same steps: each needs the
@@ -26,8 +28,8 @@
 //! the sidecar not serving it) refuses the connection with the 503 it
 //! gives for its room, and the client tries another worker: leaving the
 //! room out would drop it silently (the dispatcher, not the worker, tells
-//! the client which rooms it may not read). `$chatup_channels` gives nchan the admitted rooms,
-//! comma-separated (`nchan_channel_id $chatup_channels;` with
+//! the client which rooms it may not read). `$chatup_channels` gives nchan the channels of the
+//! admitted rooms, comma-separated (`nchan_channel_id $chatup_channels;` with
 //! `nchan_channel_id_split_delimiter ",";`).
 //!
 //! Also here: the log-phase handler of `chatup_track_published`, which
@@ -96,7 +98,9 @@ struct ReaderCtx {
     /// Its own room first, then its additional rooms.
     rooms: Vec<Counted>,
     stage: Stage,
-    /// `$chatup_channels`: the rooms, comma-separated.
+    /// `$chatup_channels`: the channels of the rooms' current servings
+    /// (see `chatup_wire::readers::channel`), comma-separated; set once
+    /// admitted.
     channels: Vec<u8>,
 }
 
@@ -132,9 +136,9 @@ unsafe fn note_channel_reset(r: *mut ngx_http_request_t) {
         let Some(index) = Module::location_conf(request).and_then(|c| c.track_published) else {
             return;
         };
-        if let (Some(room), Some(zone)) = (variable(r, index), zone::current()) {
+        if let (Some(channel), Some(zone)) = (variable(r, index), zone::current()) {
             let now = ngx::ffi::ngx_time() as u64;
-            zone::with_region(zone.as_ptr(), |table| table.record_reset(&room, now));
+            zone::with_region(zone.as_ptr(), |table| table.record_reset(&channel, now));
         }
     }
 }
@@ -230,7 +234,6 @@ unsafe fn admit(r: *mut ngx_http_request_t) -> ngx_int_t {
             Some(Err(full)) => return refuse(r, &GateError::WorkerFull(full)),
             None => return refuse(r, &GateError::Internal),
         };
-        let mut channels = room.clone().into_bytes();
         let mut rooms = vec![Counted {
             zone,
             member: admitted
@@ -255,8 +258,6 @@ unsafe fn admit(r: *mut ngx_http_request_t) -> ngx_int_t {
                 Some(Err(full)) => return refuse(r, &GateError::WorkerFull(full)),
                 None => return refuse(r, &GateError::Internal),
             };
-            channels.push(b',');
-            channels.extend_from_slice(extra.as_bytes());
             rooms.push(Counted {
                 zone,
                 room: extra,
@@ -269,7 +270,7 @@ unsafe fn admit(r: *mut ngx_http_request_t) -> ngx_int_t {
         let ctx = Pool::from_ngx_pool((*r).pool).allocate(ReaderCtx {
             rooms,
             stage: Stage::Admitted,
-            channels,
+            channels: Vec::new(),
         });
         if ctx.is_null() {
             // `allocate` dropped the value, which took the reader out again.
@@ -289,10 +290,27 @@ unsafe fn serve_next(
     serve_uri: &str,
 ) -> ngx_int_t {
     let Some(next) = ctx.rooms.iter().position(|room| !room.served) else {
-        ctx.stage = Stage::Admitted;
         let rooms: Vec<&str> = ctx.rooms.iter().map(|room| room.room.as_str()).collect();
+        let zone = ctx.rooms[0].zone;
+        // SAFETY: the zone of this cycle, mapped for the life of the process.
+        let channels = unsafe {
+            zone::with_region(zone.as_ptr(), |table| {
+                rooms
+                    .iter()
+                    .map(|room| table.channel(room))
+                    .collect::<Option<Vec<_>>>()
+            })
+        };
+        // Served rooms always have a channel (the module names it before
+        // asking the sidecar, and forgets it only when nobody reads it).
+        let Some(Some(channels)) = channels else {
+            // SAFETY: `r` is the live main request.
+            return unsafe { refuse(r, &GateError::Internal) };
+        };
+        ctx.channels = channels.join(",").into_bytes();
+        ctx.stage = Stage::Admitted;
         // SAFETY: `r` is the live main request.
-        unsafe { forget_stale_resume_id(r, ctx.rooms[0].zone, &rooms) };
+        unsafe { forget_stale_resume_id(r, zone, &rooms) };
         return OK;
     };
     ctx.stage = Stage::Serving(next);
@@ -430,10 +448,33 @@ unsafe fn start_serving(
     let Stage::Serving(i) = ctx.stage else {
         return Err("no room to serve".into());
     };
-    let uri = format!("{serve_uri}/{}", ctx.rooms[i].room);
+    let counted = &ctx.rooms[i];
+    // SAFETY: the zone of this cycle, mapped for the life of the process.
+    let serving = unsafe {
+        zone::with_region(counted.zone.as_ptr(), |t| {
+            let channel = t.serving_channel(&counted.room)?;
+            Some((channel, t.last_published(&counted.room)))
+        })
+    }
+    .flatten();
+    let (channel, last_published) = serving.ok_or("the room is not in the readers zone")?;
+    let uri = format!("{serve_uri}/{}", counted.room);
+    // Channels and message ids need no escaping (see `chatup_wire`).
+    let args = match last_published {
+        Some(id) => format!("channel={channel}&after={id}"),
+        None => format!("channel={channel}"),
+    };
     // SAFETY: `ctx` lives in the request's pool, as long as the request.
-    unsafe { subrequest::start(r, &uri, Some(serve_done), (ctx as *mut ReaderCtx).cast()) }
-        .map(drop)
+    unsafe {
+        subrequest::start(
+            r,
+            &uri,
+            &args,
+            Some(serve_done),
+            (ctx as *mut ReaderCtx).cast(),
+        )
+    }
+    .map(drop)
 }
 
 /// Post-subrequest handler of the serve request: records its status; nginx
@@ -516,8 +557,8 @@ pub unsafe extern "C" fn log_handler(r: *mut ngx_http_request_t) -> ngx_int_t {
         else {
             return OK;
         };
-        if let (Some(room), Some(zone)) = (variable(r, index), zone::current()) {
-            zone::with_region(zone.as_ptr(), |table| table.record_published(&room, id));
+        if let (Some(channel), Some(zone)) = (variable(r, index), zone::current()) {
+            zone::with_region(zone.as_ptr(), |table| table.record_published(&channel, id));
         }
         OK
     })

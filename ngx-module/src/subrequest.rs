@@ -12,14 +12,16 @@ use ngx::ffi::{
 
 use crate::ffi::{ERROR, OK};
 
-/// Starts a subrequest of `r` to `uri`; nginx calls `done` with `data`
-/// when it ends, then runs `r`'s write event handler.
+/// Starts a subrequest of `r` to `uri` (with the query `args`, if not
+/// empty); nginx calls `done` with `data` when it ends, then runs `r`'s
+/// write event handler.
 ///
 /// # Safety
 /// `r` is a live main request; `data` lives as long as it.
 pub unsafe fn start(
     r: *mut ngx_http_request_t,
     uri: &str,
+    args: &str,
     done: ngx_http_post_subrequest_pt,
     data: *mut std::ffi::c_void,
 ) -> Result<*mut ngx_http_request_t, String> {
@@ -28,6 +30,12 @@ pub unsafe fn start(
     unsafe {
         let pool = Pool::from_ngx_pool((*r).pool);
         let mut uri = ngx::ffi::ngx_str_t::from_str((*r).pool, uri);
+        let mut args = ngx::ffi::ngx_str_t::from_str((*r).pool, args);
+        let args = if args.len == 0 {
+            std::ptr::null_mut()
+        } else {
+            &mut args as *mut ngx::ffi::ngx_str_t
+        };
         let ps = pool.calloc_type::<ngx_http_post_subrequest_t>();
         if ps.is_null() {
             return Err("out of memory".into());
@@ -38,7 +46,7 @@ pub unsafe fn start(
         let rc = ngx_http_subrequest(
             r,
             &mut uri,
-            std::ptr::null_mut(),
+            args,
             &mut sr,
             ps,
             NGX_HTTP_SUBREQUEST_WAITED as _,

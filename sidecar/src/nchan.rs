@@ -65,21 +65,23 @@ impl Nchan {
         }
     }
 
-    fn uri(&self, room: &str) -> hyper::Uri {
-        Uri::new(&self.socket, &format!("/pub/{room}")).into()
+    /// A channel's publisher URI (channels: see
+    /// `chatup_wire::readers::channel`).
+    fn uri(&self, channel: &str) -> hyper::Uri {
+        Uri::new(&self.socket, &format!("/pub/{channel}")).into()
     }
 
-    /// Publishes one frame to `room`'s channel; `last_id`, the id of its
-    /// last message, is recorded by the module once nchan accepted it.
+    /// Publishes one frame in `channel`; `last_id`, the id of its last
+    /// message, is recorded by the module once nchan accepted it.
     pub async fn publish(
         &self,
-        room: &str,
+        channel: &str,
         frame: String,
         last_id: Option<&str>,
     ) -> Result<(), NchanError> {
         let mut request = Request::builder()
             .method(Method::POST)
-            .uri(self.uri(room))
+            .uri(self.uri(channel))
             .header("Content-Type", "application/json")
             .header("Accept", "text/json");
         if let Some(id) = last_id {
@@ -102,12 +104,12 @@ impl Nchan {
         outcome
     }
 
-    /// The state of `room`'s channel on this nginx (all zero if the
-    /// channel does not exist).
-    pub async fn info(&self, room: &str) -> Result<ChannelInfo, NchanError> {
+    /// The state of `channel` on this nginx (all zero if it does not
+    /// exist).
+    pub async fn info(&self, channel: &str) -> Result<ChannelInfo, NchanError> {
         let request = Request::builder()
             .method(Method::GET)
-            .uri(self.uri(room))
+            .uri(self.uri(channel))
             .header("Accept", "text/json")
             .body(Full::new(Bytes::new()))
             .map_err(|e| NchanError::Unreachable(e.to_string()))?;
@@ -131,12 +133,12 @@ impl Nchan {
         self.send(request).await.map(drop)
     }
 
-    /// Deletes `room`'s channel and its buffered frames (when nobody reads
-    /// it here any more).
-    pub async fn delete(&self, room: &str) -> Result<(), NchanError> {
+    /// Deletes `channel` and its buffered frames, closing its readers
+    /// (nobody reads it again: a room served again gets a new channel).
+    pub async fn delete(&self, channel: &str) -> Result<(), NchanError> {
         let request = Request::builder()
             .method(Method::DELETE)
-            .uri(self.uri(room))
+            .uri(self.uri(channel))
             .body(Full::new(Bytes::new()))
             .map_err(|e| NchanError::Unreachable(e.to_string()))?;
         match self.send(request).await?.0 {

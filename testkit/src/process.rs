@@ -840,6 +840,29 @@ impl ChatWorker {
         }
     }
 
+    /// Sends `method path` to nginx's internal socket (nchan's publisher,
+    /// the module's `/readers`), as the sidecar does; the raw answer.
+    pub async fn internal_request(&self, method: &str, path: &str) -> String {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let socket = self.dir.path().join("nginx-internal.sock");
+        let mut socket = tokio::net::UnixStream::connect(socket).await.unwrap();
+        let request =
+            format!("{method} {path} HTTP/1.1\r\nHost: chatup\r\nConnection: close\r\n\r\n");
+        socket.write_all(request.as_bytes()).await.unwrap();
+        let mut answer = String::new();
+        socket.read_to_string(&mut answer).await.unwrap();
+        answer
+    }
+
+    /// The nchan channel of `room`'s current serving here, as the module
+    /// names it (see `chatup_wire::readers::channel`).
+    pub async fn channel_of(&self, room: &str) -> Option<String> {
+        let answer = self.internal_request("GET", "/readers?boot=&since=0").await;
+        let body = answer.split_once("\r\n\r\n").map(|(_, body)| body)?;
+        let changes: chatup_wire::readers::ReaderChanges = serde_json::from_str(body).ok()?;
+        changes.rooms.into_iter().find(|r| r.room == room)?.channel
+    }
+
     /// The sidecar's log so far.
     pub fn sidecar_log(&self) -> String {
         std::fs::read_to_string(self.dir.path().join("sidecar.log")).unwrap_or_default()

@@ -428,19 +428,13 @@ async fn a_rolling_deploy_loses_no_message_of_a_room_or_of_its_additional_room()
     }
 }
 
-/// Deletes `room`'s nchan channel through the worker's internal socket, as
-/// the sidecar does when it drains or lets a room go.
+/// Deletes the nchan channel `room` is served in, through the worker's
+/// internal socket, as the sidecar does when it drains.
 async fn delete_channel(worker: &ChatWorker, room: &str) -> String {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let mut socket = tokio::net::UnixStream::connect(worker.dir().join("nginx-internal.sock"))
+    let channel = worker.channel_of(room).await.expect("the room is served");
+    worker
+        .internal_request("DELETE", &format!("/pub/{channel}"))
         .await
-        .unwrap();
-    let request =
-        format!("DELETE /pub/{room} HTTP/1.1\r\nHost: chatup\r\nConnection: close\r\n\r\n");
-    socket.write_all(request.as_bytes()).await.unwrap();
-    let mut answer = String::new();
-    socket.read_to_string(&mut answer).await.unwrap();
-    answer
 }
 
 /// nchan's multiplexed subscribers have a history of trouble when one of
@@ -449,7 +443,7 @@ async fn delete_channel(worker: &ChatWorker, room: &str) -> String {
 /// leaves the readers of other rooms alone, nginx survives it, and the
 /// deleted room's next readers get its messages.
 #[tokio::test]
-#[ignore = "fails: after the deletion, a single-room reader of the deleted room missed a message (CI, nchan 1.3.6); run with --ignored to check a fix"]
+#[ignore = "fails about one run in ten on a loaded machine: nchan 1.3.6 can stall a reader catching up on a channel deleted and made again, with or without multiplexed subscribers (docs/operations.md, \"Channels\"); run with --ignored to check a fix"]
 async fn a_deleted_channel_closes_its_multiplexed_readers_and_the_next_ones_read_every_room() {
     let redis = Redis::start().unwrap();
     let worker = ChatWorker::start_with(&redis, on()).unwrap();

@@ -633,7 +633,8 @@ async fn local_users_cannot_reach_the_internal_sockets() {
     let forged =
         json!([{"id": "1-1", "room": "lobby", "user": {"id": "system"}, "msg": "forged", "ts": 1}])
             .to_string();
-    let publish = "http://localhost/pub/lobby";
+    // A channel of a serving of the room (see `chatup_wire::readers::channel`).
+    let publish = "http://localhost/pub/lobby~00000001.1";
     let handoff = "http://localhost/v1/messages";
     // The attack: forge a frame straight into nchan's publisher, or an
     // envelope into the sidecar. The run directory (0700) keeps both out.
@@ -773,6 +774,7 @@ async fn outsiders_get_json_errors_no_internal_location_and_no_credentialed_cors
         "/_chatup/handoff",
         "/readers",
         "/pub/lobby",
+        "/pub/lobby~00000001.1",
     ] {
         let response = client
             .get(format!("{}{path}", worker.base_url()))

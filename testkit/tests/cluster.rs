@@ -749,6 +749,108 @@ async fn an_abandoned_room_is_let_go_and_served_again_from_history() {
     assert!(back.drain_for(Duration::from_millis(300)).await.is_empty());
 }
 
+/// Each serving of a room reads a channel of its own: a room let go and
+/// served again never reuses the nchan channel deleted when it was let go
+/// (nchan 1.3.6 can stall a reader catching up on a channel deleted and
+/// made again: docs/operations.md, "Channels"). Rounds of a reader coming,
+/// reading and leaving while the room's chat goes on: each reader gets
+/// every message from its first one on, in order, with no gap, up to what
+/// was posted after it arrived.
+#[tokio::test]
+async fn a_room_let_go_and_served_again_while_its_chat_goes_on_reads_a_new_channel_each_time() {
+    use std::sync::{Arc, Mutex};
+    let redis = Redis::start().unwrap();
+    let worker = ChatWorker::start_with(
+        &redis,
+        WorkerOptions {
+            room_sweep_secs: 1,
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    let acked: Arc<Mutex<Vec<String>>> = Arc::default();
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let poster = tokio::spawn({
+        let (acked, stop, url) = (acked.clone(), stop.clone(), worker.base_url());
+        async move {
+            let token = token_for("alice", "Alice");
+            let client = reqwest::Client::new();
+            let mut n = 0;
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                let response = client
+                    .post(format!("{url}/rooms/busy/messages"))
+                    .bearer_auth(&token)
+                    .header("Content-Type", "application/json")
+                    .body(msg(&format!("m{n}")))
+                    .send()
+                    .await
+                    .unwrap();
+                assert_eq!(response.status(), 202);
+                let ack: Value = response.json().await.unwrap();
+                acked
+                    .lock()
+                    .unwrap()
+                    .push(ack["id"].as_str().unwrap().to_owned());
+                n += 1;
+                tokio::time::sleep(Duration::from_millis(40)).await;
+            }
+        }
+    });
+    let let_go = || worker.sidecar_log().matches("stopped serving").count();
+    let mut channels = Vec::new();
+    for round in 0..4 {
+        let mut reader = subscribe(&worker, "busy", None).await;
+        let channel = worker.channel_of("busy").await.expect("served");
+        assert!(
+            !channels.contains(&channel),
+            "round {round} reads {channel} again"
+        );
+        channels.push(channel);
+        // Read until a message posted a little after the reader came.
+        let target = {
+            let at_arrival = acked.lock().unwrap().len();
+            eventually("posts after the reader came", WAIT, async || {
+                acked.lock().unwrap().get(at_arrival + 5).cloned()
+            })
+            .await
+        };
+        let mut got: Vec<String> = Vec::new();
+        let deadline = Instant::now() + WAIT;
+        while !got.contains(&target) {
+            assert!(
+                Instant::now() < deadline,
+                "round {round}: {target} never came; got {got:?}"
+            );
+            let frames = reader.frames_until(1, Duration::from_millis(500)).await;
+            got.extend(
+                items(&frames)
+                    .iter()
+                    .filter(|i| i.get("msg").is_some())
+                    .filter_map(|i| i["id"].as_str().map(str::to_owned)),
+            );
+        }
+        got.truncate(got.iter().position(|id| *id == target).unwrap() + 1);
+        let all = acked.lock().unwrap().clone();
+        let first = all
+            .iter()
+            .position(|id| *id == got[0])
+            .expect("an acked message");
+        assert_eq!(
+            got,
+            all[first..first + got.len()],
+            "round {round}: a gap or a reorder"
+        );
+        drop(reader);
+        let before = let_go();
+        eventually("the room let go", Duration::from_secs(8), async || {
+            (let_go() > before).then_some(())
+        })
+        .await;
+    }
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    poster.await.unwrap();
+}
+
 #[tokio::test]
 async fn the_recently_active_list_reaches_readers_joins_and_stats_newest_poster_first() {
     let redis = Redis::start().unwrap();

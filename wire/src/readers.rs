@@ -14,6 +14,40 @@
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 
+/// The nchan channel of one serving of a room: the module names a new one
+/// each time it asks the sidecar to serve a room it does not serve (the
+/// room, `~`, the readers zone's boot and a sequence number of that zone),
+/// so a channel is never read again once let go or deleted.
+///
+/// Why: nchan 1.3.6 mishandles a channel deleted and made again under the
+/// same id. A subscriber catching up on the new channel's buffered frames
+/// in the nginx worker process that does not own the channel can get the
+/// first ones and then stall (the rest come one per later publish), about
+/// one catch-up in 30 on a loaded machine in our tests, with or without
+/// subscribers at the deletion; never on a channel that was not deleted.
+/// Fresh channel ids avoid the case instead of deleting and reusing one.
+pub mod channel {
+    /// Between the room and the serving's id: not a character of room names.
+    pub const SEPARATOR: char = '~';
+
+    /// The channel of serving `serving` of `room` in the readers zone `boot`.
+    pub fn name(room: &str, boot: u64, serving: u64) -> String {
+        format!("{room}{SEPARATOR}{:08x}.{serving}", boot as u32)
+    }
+
+    /// The room of a channel named by [`name`] (`None` for anything else).
+    pub fn room_of(channel: &str) -> Option<&str> {
+        let (room, serving) = channel.split_once(SEPARATOR)?;
+        let (boot, seq) = serving.split_once('.')?;
+        let well_formed = boot.len() == 8
+            && boot.bytes().all(|b| b.is_ascii_hexdigit())
+            && !seq.is_empty()
+            && seq.len() <= 20
+            && seq.bytes().all(|b| b.is_ascii_digit());
+        (well_formed && crate::validate_room(room).is_ok()).then_some(room)
+    }
+}
+
 /// Changes since the sidecar's last poll.
 #[derive(Debug, Serialize, Deserialize)]
 pub struct ReaderChanges {
@@ -45,6 +79,10 @@ pub struct RoomReaders {
     /// restarted sidecar resumes exactly after it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_id: Option<String>,
+    /// The nchan channel of the room's current serving (see [`channel`]),
+    /// while it is served.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub channel: Option<String>,
 }
 
 /// A signed-in reader's connections to a room on this nginx (0: it left).
@@ -94,6 +132,25 @@ pub const LAST_ID_HEADER: &str = "X-Chatup-Last-Id";
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn a_channel_names_its_room_and_serving_and_nothing_else_passes_for_one() {
+        let name = super::channel::name("lobby.fr", 0x1234_5678_9abc, 42);
+        assert_eq!(name, "lobby.fr~56789abc.42");
+        assert_eq!(super::channel::room_of(&name), Some("lobby.fr"));
+        for bad in [
+            "lobby",
+            "lobby~",
+            "lobby~56789abc",
+            "lobby~56789abc.",
+            "lobby~5678.1",
+            "~56789abc.1",
+            "lo/by~56789abc.1",
+            "lobby~56789abc.1x",
+        ] {
+            assert_eq!(super::channel::room_of(bad), None, "{bad}");
+        }
+    }
+
     use super::*;
 
     #[test]

@@ -19,7 +19,7 @@
 //! back at zero (no reader, not served) is deleted only once the sidecar
 //! has seen it at zero (its `since` passed the entry's number).
 
-use chatup_wire::readers::{MemberConnections, ReaderChanges, RoomReaders};
+use chatup_wire::readers::{channel, MemberConnections, ReaderChanges, RoomReaders};
 use serde_json::value::RawValue;
 
 /// nginx process slots counted; a process in a higher slot is refused
@@ -33,7 +33,7 @@ pub const PUBLIC_MAX: usize = crate::token::MAX_PUBLIC_LEN;
 pub const ID_MAX: usize = 32;
 /// A table is full at this share of its slots (tenths), to keep probes short.
 const MAX_LOAD_TENTHS: usize = 9;
-const MAGIC: u64 = 0x6368_6174_7570_7231; // "chatupr1"
+const MAGIC: u64 = 0x6368_6174_7570_7232; // "chatupr2"
 
 #[repr(C)]
 pub struct Header {
@@ -69,6 +69,15 @@ pub struct RoomSlot {
     /// since it was made. (Was padding: a zone kept by a reload reads 0.)
     reset_secs: u32,
     seq: u64,
+    /// Non-zero once the current serving's channel was deleted (a drain
+    /// disconnecting the readers that did not move): no reader is let
+    /// back into it (see `check_draining`).
+    channel_deleted: u8,
+    _pad: [u8; 7],
+    /// The sequence number that names the room's channel while it is
+    /// served or being served (see `chatup_wire::readers::channel`); 0:
+    /// none yet (the next serve request names a new channel).
+    serving: u64,
     name: [u8; ROOM_MAX],
     last_id: [u8; ID_MAX],
     readers: [u32; MAX_PROCS],
@@ -178,6 +187,8 @@ impl Slot for RoomSlot {
         self.id_len = 0;
         self.reset_secs = 0;
         self.seq = 0;
+        self.channel_deleted = 0;
+        self.serving = 0;
         self.readers = [0; MAX_PROCS];
     }
     fn copy_from(&mut self, o: &Self) {
@@ -187,6 +198,8 @@ impl Slot for RoomSlot {
         self.id_len = o.id_len;
         self.reset_secs = o.reset_secs;
         self.seq = o.seq;
+        self.serving = o.serving;
+        self.channel_deleted = o.channel_deleted;
         self.name = o.name;
         self.last_id = o.last_id;
         self.readers = o.readers;
@@ -370,12 +383,15 @@ impl<'a> ReaderTable<'a> {
     /// While draining, only a reader resuming in a room served here gets
     /// in (a long-poll reader's next poll, an EventSource reconnecting):
     /// it moves on the room's `migrate` event like the others. A new
-    /// reader goes to another worker.
+    /// reader goes to another worker, and so does one whose room's channel
+    /// the drain deleted (nchan would make it again for it, and can stall
+    /// readers of a channel made again: see `chatup_wire::readers::channel`).
     pub fn check_draining(&self, room: &str, resuming: bool) -> Result<(), Full> {
         if self.header.draining == 0 {
             return Ok(());
         }
-        let served = matches!(self.room_probe(room), Probe::Found(i) if self.rooms[i].served != 0);
+        let served = matches!(self.room_probe(room),
+            Probe::Found(i) if self.rooms[i].served != 0 && self.rooms[i].channel_deleted == 0);
         if resuming && served {
             Ok(())
         } else {
@@ -528,12 +544,62 @@ impl<'a> ReaderTable<'a> {
         }
     }
 
-    /// Records the last message nchan accepted for `room`.
-    pub fn record_published(&mut self, room: &str, id: &str) {
+    /// The channel the sidecar is to serve `room` in (a reader of it is
+    /// counted and the room is not served): the one named for the room's
+    /// current serving, or a new one if it has none (see
+    /// `chatup_wire::readers::channel`).
+    pub fn serving_channel(&mut self, room: &str) -> Option<String> {
+        let Probe::Found(i) = self.room_probe(room) else {
+            return None;
+        };
+        if self.rooms[i].serving == 0 {
+            let serving = self.next_seq();
+            self.rooms[i].serving = serving;
+        }
+        self.channel_at(i)
+    }
+
+    /// The last message nchan accepted in `room`'s current channel, if
+    /// any (a serve request asked again, after a sidecar failed while
+    /// filling the channel: the next one resumes after it).
+    pub fn last_published(&self, room: &str) -> Option<String> {
+        match self.room_probe(room) {
+            Probe::Found(i) if self.rooms[i].serving != 0 && self.rooms[i].id_len > 0 => {
+                let s = &self.rooms[i];
+                Some(String::from_utf8_lossy(&s.last_id[..usize::from(s.id_len)]).into_owned())
+            }
+            _ => None,
+        }
+    }
+
+    /// The channel of `room`'s current serving, if it has one.
+    pub fn channel(&self, room: &str) -> Option<String> {
+        match self.room_probe(room) {
+            Probe::Found(i) => self.channel_at(i),
+            _ => None,
+        }
+    }
+
+    fn channel_at(&self, i: usize) -> Option<String> {
+        let s = &self.rooms[i];
+        (s.serving != 0).then(|| channel::name(s.name(), self.header.boot, s.serving))
+    }
+
+    /// The room slot whose current channel is `channel`.
+    fn channel_probe(&self, channel: &str) -> Option<usize> {
+        match self.room_probe(channel::room_of(channel)?) {
+            Probe::Found(i) if self.channel_at(i).as_deref() == Some(channel) => Some(i),
+            _ => None,
+        }
+    }
+
+    /// Records the last message nchan accepted in `channel` (ignored for
+    /// a channel the room no longer reads: a let-go task's last frame).
+    pub fn record_published(&mut self, channel: &str, id: &str) {
         if id.len() > ID_MAX {
             return;
         }
-        if let Probe::Found(i) = self.room_probe(room) {
+        if let Some(i) = self.channel_probe(channel) {
             let s = &mut self.rooms[i];
             s.id_len = copy_str(&mut s.last_id, id) as u8;
         }
@@ -553,6 +619,9 @@ impl<'a> ReaderTable<'a> {
         let seq = self.next_seq();
         let s = &mut self.rooms[i];
         s.served = 0;
+        s.serving = 0;
+        s.channel_deleted = 0;
+        s.id_len = 0;
         s.seq = seq;
         true
     }
@@ -604,13 +673,14 @@ impl<'a> ReaderTable<'a> {
     /// have no frame of it yet) and after it let the room go (nobody reads
     /// it); those must not make the ids of the new channel's first second
     /// stale.
-    pub fn record_reset(&mut self, room: &str, now_secs: u64) {
-        if let Probe::Found(i) = self.room_probe(room) {
+    pub fn record_reset(&mut self, channel: &str, now_secs: u64) {
+        if let Some(i) = self.channel_probe(channel) {
             if self.rooms[i].served == 0 {
                 return;
             }
             let since_start = now_secs.saturating_sub(self.header.started_secs);
             self.rooms[i].reset_secs = u32::try_from(since_start + 1).unwrap_or(u32::MAX);
+            self.rooms[i].channel_deleted = 1;
         }
     }
 
@@ -668,6 +738,8 @@ impl<'a> ReaderTable<'a> {
                 last_id: (s.id_len > 0).then(|| {
                     String::from_utf8_lossy(&s.last_id[..usize::from(s.id_len)]).into_owned()
                 }),
+                channel: (s.serving != 0)
+                    .then(|| channel::name(s.name(), self.header.boot, s.serving)),
             })
             .collect();
         let members = self
@@ -844,15 +916,50 @@ mod tests {
         let mut memory = Memory::new(16, 16);
         let mut table = memory.table();
         table.admit("stage", None, 0, 0).unwrap();
+        let channel = table.serving_channel("stage").unwrap();
         table.mark_served("stage");
-        table.record_published("stage", "01JABC");
+        table.record_published(&channel, "01JABC");
         table.leave("stage", None, 0);
         let seen = table.changes("", 0);
         let again = table.changes(&seen.boot, seen.seq);
         assert!(again.rooms.is_empty());
         let all = table.changes("", 0);
         assert_eq!(all.rooms[0].last_id.as_deref(), Some("01JABC"));
+        assert_eq!(all.rooms[0].channel.as_deref(), Some(channel.as_str()));
         assert!(all.rooms[0].served);
+    }
+
+    #[test]
+    fn each_serving_of_a_room_reads_a_channel_of_its_own() {
+        let mut memory = Memory::new(16, 16);
+        let mut table = memory.table();
+        table.init(0xabc, 1_000);
+        table.admit("stage", None, 0, 0).unwrap();
+        assert_eq!(table.channel("stage"), None, "not asked to serve yet");
+        let first = table.serving_channel("stage").unwrap();
+        assert_eq!(
+            chatup_wire::readers::channel::room_of(&first),
+            Some("stage")
+        );
+        // Readers waiting for the same serving ask for the same channel.
+        table.admit("stage", None, 1, 0).unwrap();
+        assert_eq!(table.serving_channel("stage").as_ref(), Some(&first));
+        table.record_published(&first, "01JABC");
+        assert_eq!(table.last_published("stage").as_deref(), Some("01JABC"));
+        table.mark_served("stage");
+        table.leave("stage", None, 0);
+        table.leave("stage", None, 1);
+        assert!(table.release("stage"));
+        assert_eq!(table.channel("stage"), None);
+        // A let-go task's last frame is not the next serving's.
+        table.record_published(&first, "01JABD");
+        assert_eq!(table.last_published("stage"), None);
+        table.admit("stage", None, 0, 0).unwrap();
+        let second = table.serving_channel("stage").unwrap();
+        assert_ne!(first, second);
+        let all = table.changes("", 0);
+        assert_eq!(all.rooms[0].last_id, None);
+        assert_eq!(all.rooms[0].channel.as_deref(), Some(second.as_str()));
     }
 
     #[test]
@@ -901,6 +1008,7 @@ mod tests {
         let mut memory = Memory::new(16, 16);
         let mut table = memory.table();
         table.admit("a", Some(ANNA), 0, 0).unwrap();
+        let channel = table.serving_channel("a").unwrap();
         table.mark_served("a");
         table.set_draining(true);
         assert!(table.draining());
@@ -909,6 +1017,12 @@ mod tests {
             table.check_draining("a", true),
             Ok(()),
             "a resume in a served room"
+        );
+        table.record_reset(&channel, 1);
+        assert_eq!(
+            table.check_draining("a", true),
+            Err(Full::Draining),
+            "a resume in a channel the drain deleted"
         );
         assert_eq!(
             table.check_draining("b", true),
@@ -1012,12 +1126,18 @@ mod tests {
         table.init(1, 1_000);
         table.admit("lobby", None, 0, 0).unwrap();
         table.admit_additional("news", 0).unwrap();
+        let news = table.serving_channel("news").unwrap();
         // Emptied before it is served: its first readers have no frame yet.
-        table.record_reset("news", 1_400);
+        table.record_reset(&news, 1_400);
         assert!(!table.is_stale_resume_id("1400:0", &["news"]));
         table.mark_served("news");
         assert!(!table.is_stale_resume_id("1500:[2],3", &["lobby", "news"]));
-        table.record_reset("news", 1_500);
+        table.record_reset("news~00000001.999", 1_500);
+        assert!(
+            !table.is_stale_resume_id("1500:[2],3", &["lobby", "news"]),
+            "another serving's channel"
+        );
+        table.record_reset(&news, 1_500);
         // Multiplexed ids carry one time for all their rooms.
         assert!(table.is_stale_resume_id("1500:[2],3", &["lobby", "news"]));
         assert!(table.is_stale_resume_id("1499:1", &["news"]));
@@ -1026,7 +1146,7 @@ mod tests {
             !table.is_stale_resume_id("1500:1", &["lobby"]),
             "another room's reset"
         );
-        table.record_reset("never-read", 1_600);
+        table.record_reset("never-read~00000001.1", 1_600);
         assert!(!table.is_stale_resume_id("1550:0", &["never-read"]));
     }
 

@@ -293,7 +293,10 @@ impl Drain {
                 budget = rate;
             }
             budget = budget.saturating_sub(readers);
-            if let Err(e) = self.nchan.delete(&room).await {
+            let Some(channel) = self.rooms.channel(&room) else {
+                continue;
+            };
+            if let Err(e) = self.nchan.delete(&channel).await {
                 tracing::warn!(room, error = %e, "drain: cannot disconnect a room's readers");
             }
         }

@@ -10,8 +10,10 @@
 //!   `X-Chatup-Refusal` (and `Retry-After`), which the module passes on to
 //!   the client. These answers have empty bodies: see [`header_only`]
 //!   (other errors say what went wrong in `X-Chatup-Error`).
-//! - `POST /v1/serve/{room}`: the module has a reader for a room it does
-//!   not know to be served: answered `204` once this worker's Redis
+//! - `POST /v1/serve/{room}?channel=C[&after=ID]`: the module has a reader
+//!   for a room it does not know to be served, to be served in nchan
+//!   channel `C` (which holds messages up to `ID` if given): answered
+//!   `204` once this worker's Redis
 //!   subscription for the room is in place and nchan backfilled, `503` if
 //!   that takes too long (the reader is refused and tries again).
 //! - `GET /healthz`: `200` when Redis answers, `503` otherwise.
@@ -23,7 +25,7 @@ use chatup_gate::token::MODERATOR;
 use serde_json::json;
 
 use axum::body::Bytes;
-use axum::extract::{Path, RawQuery, State};
+use axum::extract::{Path, Query, RawQuery, State};
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
@@ -430,15 +432,39 @@ fn replayed(first: String) -> Response {
     header_only(StatusCode::ACCEPTED, headers)
 }
 
+/// `?channel=` (required) and `?after=` of a serve request.
+#[derive(serde::Deserialize)]
+struct ServeQuery {
+    channel: Option<String>,
+    after: Option<String>,
+}
+
 async fn serve_room(
     State(state): State<IngestState>,
     Path(room): Path<String>,
+    Query(query): Query<ServeQuery>,
 ) -> Result<StatusCode, ApiError> {
     validate_room(&room).map_err(|e| ApiError::bad_request(e.to_string()))?;
+    let channel = query
+        .channel
+        .filter(|channel| chatup_wire::readers::channel::room_of(channel) == Some(room.as_str()))
+        .ok_or_else(|| ApiError::bad_request("?channel= must name a channel of this room"))?;
     if state.draining.is_cancelled() {
         return Err(ApiError::unavailable("worker is shutting down"));
     }
-    if state.rooms.ensure(&room, SERVE_WAIT, Origin::Fresh).await {
+    // A channel filled before (the module recorded its last message):
+    // resume after it rather than publish the history twice.
+    let origin = match query.after.filter(|id| !id.is_empty()) {
+        Some(last_id) => Origin::Recovered {
+            last_id: Some(last_id),
+        },
+        None => Origin::Fresh,
+    };
+    if state
+        .rooms
+        .ensure(&room, &channel, SERVE_WAIT, origin)
+        .await
+    {
         Ok(StatusCode::NO_CONTENT)
     } else {
         tracing::warn!(

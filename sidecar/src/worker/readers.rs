@@ -178,11 +178,18 @@ impl ReaderFeed {
     fn serve_served_rooms(&self, changes: &ReaderChanges) {
         for room in changes.rooms.iter().filter(|r| r.served) {
             let (rooms, name) = (self.rooms.clone(), room.room.clone());
+            let Some(channel) = room.channel.clone() else {
+                tracing::warn!(
+                    room = name,
+                    "nginx serves a room without naming its channel: not taken over"
+                );
+                continue;
+            };
             let origin = Origin::Recovered {
                 last_id: room.last_id.clone(),
             };
             tokio::spawn(async move {
-                if !rooms.ensure(&name, RECOVER_WAIT, origin).await {
+                if !rooms.ensure(&name, &channel, RECOVER_WAIT, origin).await {
                     tracing::warn!(room = name, "a room nginx serves is not ready yet");
                 }
             });

@@ -95,44 +95,42 @@ struct Stamp {
 
 /// Where a room task puts its frames: the local nchan (a fake in tests).
 pub trait Channels: Send + Sync + 'static {
-    /// Publishes one frame; `last_id` names its last message.
+    /// Publishes one frame in `channel`; `last_id` names its last message.
     fn publish(
         &self,
-        room: &str,
+        channel: &str,
         frame: String,
         last_id: Option<&str>,
     ) -> impl Future<Output = Result<(), NchanError>> + Send;
-    /// Deletes the room's channel and its buffered frames.
-    fn delete(&self, room: &str) -> impl Future<Output = Result<(), NchanError>> + Send;
 }
 
 impl Channels for Nchan {
     fn publish(
         &self,
-        room: &str,
+        channel: &str,
         frame: String,
         last_id: Option<&str>,
     ) -> impl Future<Output = Result<(), NchanError>> + Send {
-        Nchan::publish(self, room, frame, last_id)
-    }
-
-    fn delete(&self, room: &str) -> impl Future<Output = Result<(), NchanError>> + Send {
-        Nchan::delete(self, room)
+        Nchan::publish(self, channel, frame, last_id)
     }
 }
 
 /// Why a room is served.
 #[derive(Debug, Clone)]
 pub enum Origin {
-    /// On a reader's request: nobody reads its channel yet.
+    /// On a reader's request: its channel is new (the module names a new
+    /// one for each serving), nobody reads it yet.
     Fresh,
-    /// nginx served it before this sidecar started: readers are in its
+    /// nginx served it before this sidecar started, or this channel was
+    /// filled before (a serve request asked again): readers may be in the
     /// channel, which holds everything up to `last_id`.
     Recovered { last_id: Option<String> },
 }
 
 struct RoomTask<C> {
-    room: String,
+    /// The nchan channel of this serving of the room, which names the room
+    /// too (one string, not two: see `run` on the size of idle rooms).
+    channel: String,
     nchan: C,
     store: Store,
     settings: RoomSettings,
@@ -155,7 +153,9 @@ struct RoomTask<C> {
 
 /// What a room task starts from.
 pub struct RoomStart<C> {
-    pub room: String,
+    /// The nchan channel of this serving, which names the room (see
+    /// `chatup_wire::readers::channel`).
+    pub channel: String,
     pub inputs: mpsc::Receiver<RoomInput>,
     pub nchan: C,
     pub store: Store,
@@ -176,7 +176,7 @@ pub struct RoomStart<C> {
 /// `an_idle_room_task_is_small` keeps it small).
 pub async fn run<C: Channels>(start: RoomStart<C>) {
     let RoomStart {
-        room,
+        channel,
         mut inputs,
         nchan,
         store,
@@ -189,7 +189,7 @@ pub async fn run<C: Channels>(start: RoomStart<C>) {
     let recent = RecentIds::new(settings.history_length * RECENT_IDS_PER_HISTORY_MESSAGE);
     let settings_rate = settings.hot_room_rate;
     let mut task = RoomTask {
-        room,
+        channel,
         nchan,
         store,
         settings,
@@ -207,7 +207,7 @@ pub async fn run<C: Channels>(start: RoomStart<C>) {
         .await
         .is_err()
     {
-        tracing::warn!(room = %task.room, "redis subscription not confirmed, backfilling anyway");
+        tracing::warn!(room = %task.room(), "redis subscription not confirmed, backfilling anyway");
     }
     task.start(origin).await;
     task.send_active_if_due();
@@ -236,7 +236,7 @@ pub async fn run<C: Channels>(start: RoomStart<C>) {
             _ = sleep_until(wake_at.unwrap_or_else(Instant::now)), if wake_at.is_some() => {}
         }
         if overflowed.swap(false, Ordering::Relaxed) {
-            tracing::warn!(room = %task.room, "room queue overflowed: catching up from history");
+            tracing::warn!(room = %task.room(), "room queue overflowed: catching up from history");
             task.resync().await;
         }
         // Collect until the window after the previous send closes (at once
@@ -265,16 +265,21 @@ pub async fn run<C: Channels>(start: RoomStart<C>) {
     }
     // Inputs closed (room dropped or shutdown): send what is left.
     task.flush().await;
-    tracing::debug!(room = %task.room, "room task ended");
+    tracing::debug!(room = %task.room(), "room task ended");
 }
 
 impl<C: Channels> RoomTask<C> {
+    /// The room served.
+    fn room(&self) -> &str {
+        chatup_wire::readers::channel::room_of(&self.channel).unwrap_or(&self.channel)
+    }
+
     async fn take(&mut self, input: RoomInput) {
         match input {
             RoomInput::Item(item) => self.queue(item, true),
             RoomInput::Resync => Box::pin(self.resync()).await,
             RoomInput::Refill => {
-                tracing::info!(room = %self.room, "nchan lost frames: publishing the history again");
+                tracing::info!(room = %self.room(), "nchan lost frames: publishing the history again");
                 self.recent =
                     RecentIds::new(self.settings.history_length * RECENT_IDS_PER_HISTORY_MESSAGE);
                 self.last_published = None;
@@ -287,7 +292,7 @@ impl<C: Channels> RoomTask<C> {
     /// channel (a hot room's are sampled), not from history.
     fn queue(&mut self, text: String, live: bool) {
         let Ok(stamp) = serde_json::from_str::<Stamp>(&text) else {
-            tracing::warn!(room = %self.room, "dropping an item without id from redis");
+            tracing::warn!(room = %self.room(), "dropping an item without id from redis");
             return;
         };
         if self.recent.contains(&stamp.id) {
@@ -338,7 +343,7 @@ impl<C: Channels> RoomTask<C> {
         let made = std::time::SystemTime::now();
         let event = RoomEvent {
             id: self.event_ids.next_id(made),
-            room: self.room.clone(),
+            room: self.room().to_owned(),
             kind,
             ts: chatup_wire::id::unix_millis(made),
         };
@@ -363,7 +368,7 @@ impl<C: Channels> RoomTask<C> {
         };
         self.next_sampled = now + self.settings.active_every;
         if state.on {
-            tracing::info!(room = %self.room, rate = state.rate, share = state.keep, "hot room: readers get a sample");
+            tracing::info!(room = %self.room(), rate = state.rate, share = state.keep, "hot room: readers get a sample");
         }
         self.queue_own_event(EventKind::Sampled {
             on: state.on,
@@ -374,16 +379,11 @@ impl<C: Channels> RoomTask<C> {
 
     async fn start(&mut self, origin: Origin) {
         match origin {
-            Origin::Fresh => {
-                // A channel left from before (frames published by a task
-                // that was let go a moment ago) would make the backfill
-                // appear twice: start from an empty one.
-                if let Err(e) = Box::pin(self.nchan.delete(&self.room)).await {
-                    tracing::warn!(room = %self.room, error = %e, "cannot empty the channel of a new room");
-                }
-            }
+            // A new channel (never deleted: see
+            // `chatup_wire::readers::channel`): the whole history goes in.
+            Origin::Fresh => {}
             Origin::Recovered { last_id } => {
-                tracing::info!(room = %self.room, last_id = ?last_id, "resuming a room nginx still serves");
+                tracing::info!(room = %self.room(), channel = %self.channel, last_id = ?last_id, "resuming a room nginx still serves");
                 self.last_published = last_id;
             }
         }
@@ -393,12 +393,12 @@ impl<C: Channels> RoomTask<C> {
     /// Queues what Redis history holds after the last message published
     /// (all of it if none was, or if that one is no longer in history).
     async fn resync(&mut self) {
-        let history = match Box::pin(self.store.recent(&self.room, self.settings.history_length))
+        let history = match Box::pin(self.store.recent(self.room(), self.settings.history_length))
             .await
         {
             Ok(history) => history,
             Err(e) => {
-                tracing::warn!(room = %self.room, error = %e, "resync: cannot read history, retrying");
+                tracing::warn!(room = %self.room(), error = %e, "resync: cannot read history, retrying");
                 self.behind_since = Some(Instant::now());
                 return;
             }
@@ -415,7 +415,7 @@ impl<C: Channels> RoomTask<C> {
                     // In a hot room the last message shown here may be far
                     // back: the history's sample follows the share.
                     if history.len() >= self.settings.history_length && !self.sampler.state().on {
-                        tracing::error!(room = %self.room, last = %last,
+                        tracing::error!(room = %self.room(), last = %last,
                             "the last message published here is no longer in history: readers here may miss messages older than the history");
                     }
                     0
@@ -438,7 +438,7 @@ impl<C: Channels> RoomTask<C> {
             self.pending.push(item);
         }
         if recovered > 0 {
-            tracing::info!(room = %self.room, recovered, "delivering messages from history that this worker had not broadcast");
+            tracing::info!(room = %self.room(), recovered, "delivering messages from history that this worker had not broadcast");
         }
     }
 
@@ -461,7 +461,7 @@ impl<C: Channels> RoomTask<C> {
                 }
                 Err(e) => {
                     metrics::counter!(names::FRAMES_UNDELIVERED).increment(1);
-                    tracing::error!(room = %self.room, error = %e,
+                    tracing::error!(room = %self.room(), error = %e,
                         "nchan refused a frame: catching up from history once it is back");
                     self.behind_since = Some(Instant::now());
                 }
@@ -476,13 +476,13 @@ impl<C: Channels> RoomTask<C> {
             let last_id = frame.last_message_id.as_deref();
             match self
                 .nchan
-                .publish(&self.room, frame.text.clone(), last_id)
+                .publish(&self.channel, frame.text.clone(), last_id)
                 .await
             {
                 Ok(()) => return Ok(()),
                 Err(e) if attempt == PUBLISH_ATTEMPTS => return Err(e),
                 Err(e) => {
-                    tracing::warn!(room = %self.room, attempt, error = %e, "publishing to nchan failed, retrying");
+                    tracing::warn!(room = %self.room(), attempt, error = %e, "publishing to nchan failed, retrying");
                     tokio::time::sleep(delay).await;
                     delay *= 3;
                     attempt += 1;
@@ -532,9 +532,11 @@ mod tests {
         /// The user ids of each `active` event.
         active: Mutex<Vec<Vec<String>>>,
         refuse: Mutex<u32>,
-        deletes: Mutex<u32>,
         changed: Notify,
     }
+
+    /// The channel of the rooms served in these tests.
+    const CHANNEL: &str = "r~00000001.1";
 
     #[derive(Clone, Default)]
     struct FakeNchan(Arc<Fake>);
@@ -542,7 +544,7 @@ mod tests {
     impl Channels for FakeNchan {
         async fn publish(
             &self,
-            _room: &str,
+            channel: &str,
             frame: String,
             last_id: Option<&str>,
         ) -> Result<(), NchanError> {
@@ -553,6 +555,7 @@ mod tests {
                     return Err(NchanError::Unreachable("refused by the test".into()));
                 }
             }
+            assert_eq!(channel, CHANNEL);
             let items: Vec<serde_json::Value> = serde_json::from_str(&frame).unwrap();
             // Recently active lists apart: the tests of delivery follow
             // messages and the events they send.
@@ -575,11 +578,6 @@ mod tests {
                     .push((ids, last_id.map(str::to_owned)));
             }
             self.0.changed.notify_waiters();
-            Ok(())
-        }
-
-        async fn delete(&self, _room: &str) -> Result<(), NchanError> {
-            *self.0.deletes.lock().unwrap() += 1;
             Ok(())
         }
     }
@@ -676,7 +674,7 @@ mod tests {
         let (ready_tx, mut ready) = watch::channel(false);
         let overflowed = Arc::new(AtomicBool::new(false));
         tokio::spawn(run(RoomStart {
-            room: "r".into(),
+            channel: CHANNEL.into(),
             inputs: rx,
             nchan: nchan.clone(),
             store: store.clone(),
@@ -713,7 +711,7 @@ mod tests {
         let (_subscribed_tx, subscribed) = oneshot::channel();
         let (ready, _) = watch::channel(false);
         let task = run(RoomStart {
-            room: "r".into(),
+            channel: CHANNEL.into(),
             inputs: rx,
             nchan: Nchan::new("/nonexistent.sock".into()),
             store,
@@ -765,9 +763,8 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn a_fresh_room_empties_its_channel_publishes_the_history_then_live_items_once() {
+    async fn a_fresh_room_publishes_the_history_then_live_items_once() {
         let (room, stored) = start(Origin::Fresh, 3).await;
-        assert_eq!(*room.nchan.0.deletes.lock().unwrap(), 1);
         assert_eq!(room.nchan.until(3).await, ids_of(&stored));
         let live = store(&room.store, 3..4).await;
         for (_, text) in stored.iter().skip(2).chain(&live) {
@@ -801,11 +798,6 @@ mod tests {
         )
         .await;
         assert_eq!(room.nchan.until(2).await, ids_of(&stored[3..]));
-        assert_eq!(
-            *room.nchan.0.deletes.lock().unwrap(),
-            0,
-            "readers are in it"
-        );
     }
 
     #[tokio::test]

@@ -32,6 +32,8 @@ const ROOM_QUEUE: usize = 65_536;
 const IDLE_SWEEPS_BEFORE_DROP: u32 = 2;
 
 struct RoomEntry {
+    /// The nchan channel of this serving (see `chatup_wire::readers::channel`).
+    channel: String,
     inputs: mpsc::Sender<RoomInput>,
     /// Turns true once the room task has backfilled nchan.
     ready: watch::Receiver<bool>,
@@ -84,16 +86,28 @@ impl Rooms {
             .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
-    /// Makes sure `room` is served here and waits up to `wait` for its
-    /// task to have backfilled nchan (every caller, not only the one that
-    /// created it), so that a reader let in afterwards misses nothing.
-    /// Returns whether the room is ready.
-    pub async fn ensure(&self, room: &str, wait: Duration, origin: Origin) -> bool {
+    /// Makes sure `room` is served here in `channel` and waits up to
+    /// `wait` for its task to have backfilled nchan (every caller, not
+    /// only the one that created it), so that a reader let in afterwards
+    /// misses nothing. Returns whether the room is ready.
+    ///
+    /// The module names the channel readers read: a task publishing in
+    /// another one (the module forgot a serving this sidecar still has, as
+    /// when a serve request timed out and its readers left) is replaced.
+    pub async fn ensure(&self, room: &str, channel: &str, wait: Duration, origin: Origin) -> bool {
         let deadline = tokio::time::Instant::now() + wait;
         let mut ready = loop {
             let releasing = {
                 let mut rooms = self.lock();
                 match rooms.get_mut(room) {
+                    Some(entry) if entry.channel != channel && entry.releasing.is_none() => {
+                        tracing::warn!(room, old = %entry.channel, new = channel, "the module serves the room in a new channel: starting over in it");
+                        if let Some(old) = rooms.remove(room) {
+                            old.task.abort();
+                            let _ = self.fanin.send(FaninCommand::Unsubscribe(room.to_owned()));
+                        }
+                        break self.start_room(&mut rooms, room, channel, origin.clone());
+                    }
                     Some(entry) => match &entry.releasing {
                         Some(releasing) => releasing.clone(),
                         None => {
@@ -101,7 +115,7 @@ impl Rooms {
                             break entry.ready.clone();
                         }
                     },
-                    None => break self.start_room(&mut rooms, room, origin.clone()),
+                    None => break self.start_room(&mut rooms, room, channel, origin.clone()),
                 }
             };
             // Being let go: wait for the module's answer, then look again.
@@ -119,6 +133,7 @@ impl Rooms {
         &self,
         rooms: &mut HashMap<String, RoomEntry>,
         room: &str,
+        channel: &str,
         origin: Origin,
     ) -> watch::Receiver<bool> {
         let (subscribed_tx, subscribed) = oneshot::channel();
@@ -126,7 +141,7 @@ impl Rooms {
         let (inputs, rx) = mpsc::channel(ROOM_QUEUE);
         let overflowed = Arc::new(AtomicBool::new(false));
         let task = tokio::spawn(room::run(room::RoomStart {
-            room: room.to_owned(),
+            channel: channel.to_owned(),
             inputs: rx,
             nchan: self.nchan.clone(),
             store: self.store.clone(),
@@ -139,6 +154,7 @@ impl Rooms {
         rooms.insert(
             room.to_owned(),
             RoomEntry {
+                channel: channel.to_owned(),
                 inputs,
                 ready: ready.clone(),
                 overflowed,
@@ -152,7 +168,7 @@ impl Rooms {
         let _ = self
             .fanin
             .send(FaninCommand::Subscribe(room.to_owned(), subscribed_tx));
-        tracing::info!(room, "serving room");
+        tracing::info!(room, channel, "serving room");
         ready
     }
 
@@ -320,7 +336,7 @@ impl Rooms {
                 Vec::new()
             }
         };
-        let dropped: Vec<(String, JoinHandle<()>)> = {
+        let dropped: Vec<(String, String, JoinHandle<()>)> = {
             let mut rooms = self.lock();
             candidates
                 .iter()
@@ -328,7 +344,7 @@ impl Rooms {
                     if released.contains(room) {
                         let entry = rooms.remove(room)?;
                         let _ = self.fanin.send(FaninCommand::Unsubscribe(room.clone()));
-                        Some((room.clone(), entry.task))
+                        Some((room.clone(), entry.channel, entry.task))
                     } else {
                         if let Some(entry) = rooms.get_mut(room) {
                             entry.releasing = None;
@@ -343,14 +359,15 @@ impl Rooms {
                 .collect()
         };
         if !dropped.is_empty() {
-            let names: Vec<&String> = dropped.iter().map(|(room, _)| room).collect();
+            let names: Vec<&String> = dropped.iter().map(|(room, _, _)| room).collect();
             tracing::info!(rooms = ?names, "no readers left here, stopped serving");
         }
         let mut names = Vec::new();
-        for (room, task) in dropped {
+        for (room, channel, task) in dropped {
             // The task ends once its inputs are gone, after a last flush.
             let _ = tokio::time::timeout(Duration::from_secs(5), task).await;
-            if let Err(e) = self.nchan.delete(&room).await {
+            // Frees its frames now; nobody reads this channel again.
+            if let Err(e) = self.nchan.delete(&channel).await {
                 tracing::warn!(room, error = %e, "cannot delete the channel of a dropped room");
             }
             // A serve request waiting on this room looks again: it finds
@@ -361,6 +378,11 @@ impl Rooms {
             names.push(room);
         }
         names
+    }
+
+    /// The channel `room` is served in here, if it is.
+    pub fn channel(&self, room: &str) -> Option<String> {
+        self.lock().get(room).map(|entry| entry.channel.clone())
     }
 
     /// nginx restarted: its channels are gone with every reader. Room
