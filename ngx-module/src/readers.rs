@@ -491,6 +491,7 @@ unsafe extern "C" fn serve_done(
         if let Stage::Serving(i) = ctx.stage {
             ctx.stage = Stage::Served(i, subrequest::status(sr, rc));
         }
+        subrequest::free_response_buffer(sr);
     }
     rc
 }

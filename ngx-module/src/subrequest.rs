@@ -82,3 +82,35 @@ pub unsafe fn status(sr: *mut ngx_http_request_t, rc: ngx_int_t) -> ngx_int_t {
         unsafe { (*sr).headers_out.status as ngx_int_t }
     }
 }
+
+/// Frees the buffer the subrequest's upstream read the answer's head into
+/// (`proxy_buffer_size`, a page): once its status is taken, nothing reads
+/// it again. It comes from the main request's pool, which a reader keeps
+/// for as long as it reads: without this, the first reader of each room
+/// held 4 KB more for the room's serve request (docs/operations.md,
+/// memory per idle reader). Only for subrequests whose headers are not
+/// read afterwards (the serve request; the hand-off reads its headers).
+///
+/// # Safety
+/// `sr` is the finishing subrequest, in its post-subrequest handler (its
+/// upstream is finalized: the buffer is no longer used by nginx).
+pub unsafe fn free_response_buffer(sr: *mut ngx_http_request_t) {
+    // SAFETY: `sr` is live while its post handler runs; its upstream, if
+    // any, was allocated from its pool and is finalized. `ngx_pfree` only
+    // frees a large allocation of that pool (a page is one) and leaves
+    // anything else alone; the buffer's pointers are cleared so nothing
+    // can read the freed memory through them.
+    unsafe {
+        let u = (*sr).upstream;
+        if u.is_null() || (*u).buffer.start.is_null() {
+            return;
+        }
+        if ngx::ffi::ngx_pfree((*sr).pool, (*u).buffer.start.cast()) == OK {
+            let buffer = &mut (*u).buffer;
+            buffer.start = std::ptr::null_mut();
+            buffer.pos = std::ptr::null_mut();
+            buffer.last = std::ptr::null_mut();
+            buffer.end = std::ptr::null_mut();
+        }
+    }
+}
