@@ -429,6 +429,9 @@ pub struct WorkerOptions {
     /// `chatup_readers_additional_rooms on` (the shipped configuration's
     /// commented line, turned on).
     pub additional_rooms: bool,
+    /// Edits of the shipped nginx configuration: each `(from, to)`
+    /// replaces every `from` (which must be there) with `to`.
+    pub nginx_conf_edits: Vec<(String, String)>,
     /// `hot_room_rate` (the shipped 50 is for people; the tests' and the
     /// benchmarks' load generators post faster and count every delivery:
     /// 0, off, by default).
@@ -484,6 +487,7 @@ impl Default for WorkerOptions {
             announce: true,
             original_tokens: false,
             additional_rooms: false,
+            nginx_conf_edits: Vec::new(),
             hot_room_rate: 0,
             max_readers: 0,
             redis_url: None,
@@ -635,6 +639,10 @@ impl ChatWorker {
             let shipped = "worker_connections 16384;";
             anyhow::ensure!(conf.contains(shipped), "the template has no `{shipped}`");
             conf = conf.replace(shipped, &format!("worker_connections {n};"));
+        }
+        for (from, to) in &self.options.nginx_conf_edits {
+            anyhow::ensure!(conf.contains(from.as_str()), "the template has no `{from}`");
+            conf = conf.replace(from.as_str(), to);
         }
         if self.options.additional_rooms {
             let commented = "# chatup_readers_additional_rooms on;";

@@ -881,3 +881,41 @@ async fn a_message_id_can_be_followed_from_nginx_access_log_to_the_sidecar_log()
     let sub = log.lines().find(|l| l.contains("/sub/lobby"));
     assert!(sub.is_none_or(|l| l.ends_with(" -")), "{log}");
 }
+
+/// `chatup_readers` holds in the blocks nested in its location: an `if`
+/// block is one, and nchan serves it like the location itself, so a
+/// reader whose request matches the block must be admitted there too (it
+/// once got to nchan unchecked).
+#[tokio::test]
+async fn readers_are_admitted_in_an_if_block_of_a_subscribe_location() {
+    let redis = Redis::start().unwrap();
+    let shipped = "nchan_subscriber_first_message oldest;";
+    let options = chatup_testkit::process::WorkerOptions {
+        nginx_conf_edits: vec![(
+            shipped.to_owned(),
+            format!("{shipped}\n            if ($arg_newest) {{ nchan_subscriber_first_message newest; }}"),
+        )],
+        ..Default::default()
+    };
+    let worker = ChatWorker::start_with(&redis, options).unwrap();
+    let client = reqwest::Client::new();
+    let get = |path: &str| {
+        client
+            .get(format!("{}{path}", worker.base_url()))
+            .header("Accept", "text/event-stream")
+            .send()
+    };
+    // A room that needs a token, without a ticket.
+    let refused = get("/sub/private-alice?newest=1").await.unwrap();
+    assert_eq!(refused.status(), 401);
+    let body: serde_json::Value = refused.json().await.unwrap();
+    assert!(body["error"].is_string(), "{body}");
+    // An admitted reader is counted, and its room served.
+    let reading = get("/sub/lobby?newest=1").await.unwrap();
+    assert_eq!(reading.status(), 200);
+    assert!(
+        worker.channel_of("lobby").await.is_some(),
+        "lobby is served"
+    );
+    drop(reading);
+}
