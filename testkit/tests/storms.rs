@@ -187,3 +187,70 @@ async fn a_draining_worker_takes_no_new_reader_is_sent_no_client_and_can_be_canc
     )
     .await;
 }
+
+/// A drain disconnects the readers that did not move by deleting their
+/// rooms' nchan channels. Cancelled afterwards, the worker serves those
+/// rooms afresh in new channels: nchan 1.3.6 can stall a reader catching
+/// up on a channel deleted and made again (docs/operations.md,
+/// "Channels"). The next reader reads a new channel, with every message.
+#[tokio::test]
+async fn a_cancelled_drain_serves_the_rooms_it_emptied_in_new_channels() {
+    let redis = Redis::start().unwrap();
+    let worker = ChatWorker::start_with(&redis, WorkerOptions::default()).unwrap();
+    let token = chatup_testkit::token_for("poster", "Poster");
+    let mut acked = Vec::new();
+    let mut post = async |text: &str| {
+        let body = serde_json::json!({ "msg": text }).to_string();
+        let (status, ack) = chatup_testkit::post_message(&worker, "r", Some(&token), &body).await;
+        assert_eq!(status, 202, "{ack}");
+        acked.push(ack["id"].as_str().unwrap().to_owned());
+    };
+    let mut straggler = Subscriber::open(
+        Transport::WebSocket,
+        &worker,
+        "r",
+        SubscribeOptions::default(),
+    )
+    .await
+    .unwrap();
+    let drained = worker.channel_of("r").await.expect("served");
+    post("before").await;
+    assert_eq!(
+        straggler
+            .frames_until(1, Duration::from_secs(5))
+            .await
+            .len(),
+        1
+    );
+
+    let (ok, output) = chatup_drain(&worker, &["--rate", "100", "--no-wait"]);
+    assert!(ok, "{output}");
+    let closed = tokio::time::timeout(Duration::from_secs(10), async {
+        while straggler.next().await.is_some() {}
+    })
+    .await;
+    assert!(closed.is_ok(), "the straggler was not disconnected");
+    let (ok, output) = chatup_drain(&worker, &["--cancel"]);
+    assert!(ok, "{output}");
+    for n in 0..3 {
+        post(&format!("after {n}")).await;
+    }
+
+    let mut next = Subscriber::open(
+        Transport::WebSocket,
+        &worker,
+        "r",
+        SubscribeOptions::default(),
+    )
+    .await
+    .unwrap();
+    let channel = worker.channel_of("r").await.expect("served");
+    assert_ne!(channel, drained, "the deleted channel is read again");
+    let got: Vec<String> = chatup_testkit::clients::items(
+        &next.frames_until(acked.len(), Duration::from_secs(5)).await,
+    )
+    .iter()
+    .map(|m| m["id"].as_str().unwrap().to_owned())
+    .collect();
+    assert_eq!(got, acked, "every message, once, in order");
+}

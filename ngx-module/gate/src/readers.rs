@@ -372,8 +372,27 @@ impl<'a> ReaderTable<'a> {
     }
 
     /// Starts or stops refusing new readers (the sidecar drains this nginx).
+    ///
+    /// Stopped (a drain cancelled, or a sidecar starting): the rooms whose
+    /// channel the drain deleted are no longer served, so that their next
+    /// reader has the room served afresh in a new channel rather than read
+    /// the deleted one made again (see `chatup_wire::readers::channel`).
     pub fn set_draining(&mut self, draining: bool) {
         self.header.draining = u64::from(draining);
+        if draining {
+            return;
+        }
+        for i in 0..self.rooms.len() {
+            if self.rooms[i].used() && self.rooms[i].channel_deleted != 0 {
+                let seq = self.next_seq();
+                let s = &mut self.rooms[i];
+                s.served = 0;
+                s.serving = 0;
+                s.channel_deleted = 0;
+                s.id_len = 0;
+                s.seq = seq;
+            }
+        }
     }
 
     pub fn draining(&self) -> bool {
@@ -1024,6 +1043,13 @@ mod tests {
             Err(Full::Draining),
             "a resume in a channel the drain deleted"
         );
+        // Cancelled: that room is served afresh, in a new channel.
+        table.set_draining(false);
+        assert_eq!(table.channel("a"), None);
+        assert!(!table.admit("a", None, 0, 0).unwrap().served);
+        assert_ne!(table.serving_channel("a"), Some(channel));
+        table.leave("a", None, 0);
+        table.set_draining(true);
         assert_eq!(
             table.check_draining("b", true),
             Err(Full::Draining),
