@@ -37,7 +37,7 @@ struct Layout {
 /// same size). A reload that keeps the zone but loads a module that lays
 /// it out otherwise is refused: nginx must be restarted for that.
 const LAYOUT_MAGIC: u64 = 0xC4A7_0000_0000_0000
-    | (2 << 32)
+    | (3 << 32)
     | std::mem::size_of::<Layout>() as u64
     | (std::mem::size_of::<Header>() as u64) << 16;
 

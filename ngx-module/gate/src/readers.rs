@@ -384,15 +384,23 @@ impl<'a> ReaderTable<'a> {
         }
         for i in 0..self.rooms.len() {
             if self.rooms[i].used() && self.rooms[i].channel_deleted != 0 {
-                let seq = self.next_seq();
-                let s = &mut self.rooms[i];
-                s.served = 0;
-                s.serving = 0;
-                s.channel_deleted = 0;
-                s.id_len = 0;
-                s.seq = seq;
+                self.retire_serving(i);
             }
         }
+    }
+
+    /// The room in slot `i` is no longer served: its next reader has it
+    /// served afresh, in a new channel (the sidecar replaces the room's
+    /// task, and deletes the old channel, which closes whoever still
+    /// reads it: they come back to the new one).
+    fn retire_serving(&mut self, i: usize) {
+        let seq = self.next_seq();
+        let s = &mut self.rooms[i];
+        s.served = 0;
+        s.serving = 0;
+        s.channel_deleted = 0;
+        s.id_len = 0;
+        s.seq = seq;
     }
 
     pub fn draining(&self) -> bool {
@@ -685,13 +693,12 @@ impl<'a> ReaderTable<'a> {
         self.header.readers[slot] = 0;
     }
 
-    /// Records that `room`'s channel was deleted at `now_secs`: resume ids
-    /// from before name frames that are gone (see `is_stale_resume_id`).
-    /// Only while the room is served: the sidecar also empties a channel
-    /// before it serves the room (its first readers wait for that, and
-    /// have no frame of it yet) and after it let the room go (nobody reads
-    /// it); those must not make the ids of the new channel's first second
-    /// stale.
+    /// Records that `channel`, a room's current one, was deleted at
+    /// `now_secs`: resume ids from before name frames that are gone (see
+    /// `is_stale_resume_id`). Only while the room is served (a channel
+    /// let go is nobody's). During a drain, readers may not come back into
+    /// it (`check_draining`); outside one, the room is served afresh in a
+    /// new channel (`retire_serving`).
     pub fn record_reset(&mut self, channel: &str, now_secs: u64) {
         if let Some(i) = self.channel_probe(channel) {
             if self.rooms[i].served == 0 {
@@ -700,6 +707,12 @@ impl<'a> ReaderTable<'a> {
             let since_start = now_secs.saturating_sub(self.header.started_secs);
             self.rooms[i].reset_secs = u32::try_from(since_start + 1).unwrap_or(u32::MAX);
             self.rooms[i].channel_deleted = 1;
+            // Outside a drain (an operator's DELETE, or a drain's last one
+            // arriving after it was cancelled), nothing keeps readers out
+            // of the channel nchan makes again: serve the room afresh.
+            if self.header.draining == 0 {
+                self.retire_serving(i);
+            }
         }
     }
 
@@ -1212,6 +1225,19 @@ mod tests {
         );
         table.record_reset("never-read~00000001.1", 1_600);
         assert!(!table.is_stale_resume_id("1550:0", &["never-read"]));
+    }
+
+    #[test]
+    fn a_channel_deleted_outside_a_drain_has_its_room_served_afresh() {
+        let mut memory = Memory::new(16, 16);
+        let mut table = memory.table();
+        table.admit("news", None, 0, 0).unwrap();
+        let deleted = table.serving_channel("news").unwrap();
+        table.mark_served("news");
+        table.record_reset(&deleted, 1);
+        assert_eq!(table.channel("news"), None);
+        assert!(!table.admit("news", None, 1, 0).unwrap().served);
+        assert_ne!(table.serving_channel("news"), Some(deleted));
     }
 
     #[test]

@@ -293,6 +293,12 @@ impl Drain {
                 budget = rate;
             }
             budget = budget.saturating_sub(readers);
+            // Cancelled during the pause: the room stays as it is (the
+            // module also serves afresh a room whose channel is deleted
+            // outside a drain).
+            if stop.is_cancelled() {
+                return;
+            }
             let Some(channel) = self.rooms.channel(&room) else {
                 continue;
             };

@@ -432,7 +432,7 @@ fn replayed(first: String) -> Response {
     header_only(StatusCode::ACCEPTED, headers)
 }
 
-/// `?channel=` (required) and `?after=` of a serve request.
+/// `?channel=` and `?after=` of a serve request.
 #[derive(serde::Deserialize)]
 struct ServeQuery {
     channel: Option<String>,
@@ -445,10 +445,21 @@ async fn serve_room(
     Query(query): Query<ServeQuery>,
 ) -> Result<StatusCode, ApiError> {
     validate_room(&room).map_err(|e| ApiError::bad_request(e.to_string()))?;
-    let channel = query
-        .channel
-        .filter(|channel| chatup_wire::readers::channel::room_of(channel) == Some(room.as_str()))
-        .ok_or_else(|| ApiError::bad_request("?channel= must name a channel of this room"))?;
+    let channel = match query.channel {
+        Some(channel)
+            if chatup_wire::readers::channel::room_of(&channel) == Some(room.as_str()) =>
+        {
+            channel
+        }
+        Some(_) => {
+            return Err(ApiError::bad_request(
+                "?channel= must name a channel of this room",
+            ))
+        }
+        // A module from before channels were named per serving (nginx not
+        // restarted yet after an upgrade): its channel is the room's name.
+        None => room.clone(),
+    };
     if state.draining.is_cancelled() {
         return Err(ApiError::unavailable("worker is shutting down"));
     }

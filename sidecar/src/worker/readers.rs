@@ -178,13 +178,9 @@ impl ReaderFeed {
     fn serve_served_rooms(&self, changes: &ReaderChanges) {
         for room in changes.rooms.iter().filter(|r| r.served) {
             let (rooms, name) = (self.rooms.clone(), room.room.clone());
-            let Some(channel) = room.channel.clone() else {
-                tracing::warn!(
-                    room = name,
-                    "nginx serves a room without naming its channel: not taken over"
-                );
-                continue;
-            };
+            // A module from before channels were named per serving (nginx
+            // not restarted yet after an upgrade) reads the room's name.
+            let channel = room.channel.clone().unwrap_or_else(|| name.clone());
             let origin = Origin::Recovered {
                 last_id: room.last_id.clone(),
             };

@@ -271,6 +271,8 @@ pub async fn run<C: Channels>(start: RoomStart<C>) {
 impl<C: Channels> RoomTask<C> {
     /// The room served.
     fn room(&self) -> &str {
+        // A channel named by a module from before channels were named per
+        // serving is the room's name itself.
         chatup_wire::readers::channel::room_of(&self.channel).unwrap_or(&self.channel)
     }
 

@@ -105,6 +105,14 @@ impl Rooms {
                         if let Some(old) = rooms.remove(room) {
                             old.task.abort();
                             let _ = self.fanin.send(FaninCommand::Unsubscribe(room.to_owned()));
+                            // Whoever still reads the old channel is closed,
+                            // and comes back to the new one.
+                            let nchan = self.nchan.clone();
+                            tokio::spawn(async move {
+                                if let Err(e) = nchan.delete(&old.channel).await {
+                                    tracing::warn!(channel = %old.channel, error = %e, "cannot delete a replaced channel");
+                                }
+                            });
                         }
                         break self.start_room(&mut rooms, room, channel, origin.clone());
                     }
@@ -310,6 +318,9 @@ impl Rooms {
         // room the module keeps goes on at once, one for a room let go
         // once its channel is deleted.
         let mut settled: HashMap<String, watch::Sender<bool>> = HashMap::new();
+        // Each candidate's channel: the entry let go must still be that
+        // serving (nginx restarting meanwhile starts rooms over).
+        let mut channels: HashMap<String, String> = HashMap::new();
         {
             let mut rooms = self.lock();
             for (room, entry) in rooms.iter_mut() {
@@ -322,6 +333,7 @@ impl Rooms {
                     let (done, waiting) = watch::channel(false);
                     entry.releasing = Some(waiting);
                     settled.insert(room.clone(), done);
+                    channels.insert(room.clone(), entry.channel.clone());
                 }
             }
         }
@@ -341,7 +353,10 @@ impl Rooms {
             candidates
                 .iter()
                 .filter_map(|room| {
-                    if released.contains(room) {
+                    let same_serving = rooms
+                        .get(room)
+                        .is_some_and(|entry| channels.get(room) == Some(&entry.channel));
+                    if released.contains(room) && same_serving {
                         let entry = rooms.remove(room)?;
                         let _ = self.fanin.send(FaninCommand::Unsubscribe(room.clone()));
                         Some((room.clone(), entry.channel, entry.task))
