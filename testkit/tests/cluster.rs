@@ -49,6 +49,38 @@ async fn stats(dispatcher: &Dispatcher, room: &str, query: &str) -> Value {
 }
 
 /// Subscribes to `room`, as the member `ticket` names if given.
+/// Posts `text` in `room` at the chat worker at `url` (from a task that
+/// cannot borrow the worker); the acknowledged id.
+async fn post_at(
+    client: &reqwest::Client,
+    url: &str,
+    room: &str,
+    token: &str,
+    text: &str,
+) -> String {
+    let response = client
+        .post(format!("{url}/rooms/{room}/messages"))
+        .bearer_auth(token)
+        .header("Content-Type", "application/json")
+        .body(msg(text))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 202);
+    let ack: Value = response.json().await.unwrap();
+    ack["id"].as_str().unwrap().to_owned()
+}
+
+/// A worker that checks its rooms for readers every second (a room
+/// without any for two checks is let go).
+fn worker_letting_rooms_go_quickly(redis: &Redis) -> ChatWorker {
+    let options = WorkerOptions {
+        room_sweep_secs: 1,
+        ..Default::default()
+    };
+    ChatWorker::start_with(redis, options).unwrap()
+}
+
 async fn subscribe(worker: &ChatWorker, room: &str, ticket: Option<&str>) -> Subscriber {
     let options = SubscribeOptions {
         ticket,
@@ -583,17 +615,7 @@ async fn joiner_history_and_live_stream_meet_without_gap_or_duplicate() {
             let client = reqwest::Client::new();
             let mut sent = Vec::new();
             for n in 0..120 {
-                let response = client
-                    .post(format!("{url}/rooms/flow/messages"))
-                    .bearer_auth(&token)
-                    .header("Content-Type", "application/json")
-                    .body(msg(&format!("m{n}")))
-                    .send()
-                    .await
-                    .unwrap();
-                assert_eq!(response.status(), 202);
-                let ack: Value = response.json().await.unwrap();
-                sent.push(ack["id"].as_str().unwrap().to_string());
+                sent.push(post_at(&client, &url, "flow", &token, &format!("m{n}")).await);
                 tokio::time::sleep(Duration::from_millis(10)).await;
             }
             sent
@@ -705,14 +727,7 @@ async fn bad_requests_to_the_dispatcher_get_json_errors() {
 #[tokio::test]
 async fn an_abandoned_room_is_let_go_and_served_again_from_history() {
     let redis = Redis::start().unwrap();
-    let worker = ChatWorker::start_with(
-        &redis,
-        WorkerOptions {
-            room_sweep_secs: 1,
-            ..Default::default()
-        },
-    )
-    .unwrap();
+    let worker = worker_letting_rooms_go_quickly(&redis);
     let dispatcher = Dispatcher::start(&redis).unwrap();
     let token = token_for("alice", "Alice");
     let mut sent = Vec::new();
@@ -760,14 +775,7 @@ async fn an_abandoned_room_is_let_go_and_served_again_from_history() {
 async fn a_room_let_go_and_served_again_while_its_chat_goes_on_reads_a_new_channel_each_time() {
     use std::sync::{Arc, Mutex};
     let redis = Redis::start().unwrap();
-    let worker = ChatWorker::start_with(
-        &redis,
-        WorkerOptions {
-            room_sweep_secs: 1,
-            ..Default::default()
-        },
-    )
-    .unwrap();
+    let worker = worker_letting_rooms_go_quickly(&redis);
     let acked: Arc<Mutex<Vec<String>>> = Arc::default();
     let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let poster = tokio::spawn({
@@ -777,20 +785,8 @@ async fn a_room_let_go_and_served_again_while_its_chat_goes_on_reads_a_new_chann
             let client = reqwest::Client::new();
             let mut n = 0;
             while !stop.load(std::sync::atomic::Ordering::Relaxed) {
-                let response = client
-                    .post(format!("{url}/rooms/busy/messages"))
-                    .bearer_auth(&token)
-                    .header("Content-Type", "application/json")
-                    .body(msg(&format!("m{n}")))
-                    .send()
-                    .await
-                    .unwrap();
-                assert_eq!(response.status(), 202);
-                let ack: Value = response.json().await.unwrap();
-                acked
-                    .lock()
-                    .unwrap()
-                    .push(ack["id"].as_str().unwrap().to_owned());
+                let id = post_at(&client, &url, "busy", &token, &format!("m{n}")).await;
+                acked.lock().unwrap().push(id);
                 n += 1;
                 tokio::time::sleep(Duration::from_millis(40)).await;
             }

@@ -205,14 +205,15 @@ async fn a_cancelled_drain_serves_the_rooms_it_emptied_in_new_channels() {
         assert_eq!(status, 202, "{ack}");
         acked.push(ack["id"].as_str().unwrap().to_owned());
     };
-    let mut straggler = Subscriber::open(
-        Transport::WebSocket,
-        &worker,
-        "r",
-        SubscribeOptions::default(),
-    )
-    .await
-    .unwrap();
+    let open_reader = || {
+        Subscriber::open(
+            Transport::WebSocket,
+            &worker,
+            "r",
+            SubscribeOptions::default(),
+        )
+    };
+    let mut straggler = open_reader().await.unwrap();
     let drained = worker.channel_of("r").await.expect("served");
     post("before").await;
     assert_eq!(
@@ -236,14 +237,7 @@ async fn a_cancelled_drain_serves_the_rooms_it_emptied_in_new_channels() {
         post(&format!("after {n}")).await;
     }
 
-    let mut next = Subscriber::open(
-        Transport::WebSocket,
-        &worker,
-        "r",
-        SubscribeOptions::default(),
-    )
-    .await
-    .unwrap();
+    let mut next = open_reader().await.unwrap();
     let channel = worker.channel_of("r").await.expect("served");
     assert_ne!(channel, drained, "the deleted channel is read again");
     let got: Vec<String> = chatup_testkit::clients::items(

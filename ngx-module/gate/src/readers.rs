@@ -643,13 +643,7 @@ impl<'a> ReaderTable<'a> {
         if self.rooms[i].total() > 0 {
             return false;
         }
-        let seq = self.next_seq();
-        let s = &mut self.rooms[i];
-        s.served = 0;
-        s.serving = 0;
-        s.channel_deleted = 0;
-        s.id_len = 0;
-        s.seq = seq;
+        self.retire_serving(i);
         true
     }
 
