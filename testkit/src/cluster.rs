@@ -112,6 +112,23 @@ impl RedisCluster {
                     }
                 })
             })?;
+            // And acknowledging: a replica online may still be loading
+            // what it was sent (a CI run saw a `WAIT 1` of a worker's first
+            // post answer 0 after a second, three seconds after the start).
+            wait_until(
+                "every master's replicas acknowledging",
+                Duration::from_secs(30),
+                || {
+                    ports.iter().all(|&p| {
+                        let info = cluster.cli(p, &["INFO", "replication"]);
+                        !info.contains("role:master")
+                            || cluster
+                                .cli(p, &["WAIT", &replicas_per_master.to_string(), "1000"])
+                                .trim()
+                                == replicas_per_master.to_string()
+                    })
+                },
+            )?;
         }
         Ok(cluster)
     }
