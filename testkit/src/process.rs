@@ -447,6 +447,10 @@ pub struct WorkerOptions {
     /// Serve HTTPS and WSS with this certificate and key (as
     /// docs/operations.md says to), and announce an `https://` URL.
     pub https: Option<(PathBuf, PathBuf)>,
+    /// The sidecar's `CHATUP_LOG` filter: the tests read its debug lines;
+    /// the benchmarks run the shipped default (`info`), as writing a line
+    /// per message is a cost of its own.
+    pub log_filter: String,
 }
 
 impl WorkerOptions {
@@ -458,6 +462,7 @@ impl WorkerOptions {
         Self {
             heartbeat_interval_ms: 1000,
             heartbeat_ttl_ms: 3000,
+            log_filter: "info".into(),
             ..Self::default()
         }
     }
@@ -494,6 +499,7 @@ impl Default for WorkerOptions {
             module: None,
             worker_connections: None,
             https: None,
+            log_filter: "info,chatup=debug".into(),
         }
     }
 }
@@ -758,7 +764,7 @@ impl ChatWorker {
                 &options.count_interval_ms.to_string(),
             ])
             .args(["--history-ttl-secs", &options.history_ttl_secs.to_string()])
-            .env("CHATUP_LOG", "info,chatup=debug")
+            .env("CHATUP_LOG", &options.log_filter)
             .stdout(Stdio::null())
             .stderr(log_file(dir, "sidecar.log")?);
         if options.announce {
