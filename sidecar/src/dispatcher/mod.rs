@@ -123,7 +123,7 @@ pub async fn run(
             if let Ok(address) = listener.local_addr() {
                 tracing::info!(listen = %address, "operator API ready (/workers, /healthz)");
             }
-            axum::serve(listener, app)
+            axum::serve(listener, app.into_make_service())
                 .with_graceful_shutdown(stop.cancelled_owned())
                 .await
         })
@@ -153,7 +153,7 @@ pub async fn run(
     }
     let app = app.layer(cors(&config.cors_origins));
     tracing::info!(listen = %listener.local_addr()?, "chatup dispatcher ready");
-    axum::serve(listener, app)
+    axum::serve(listener, app.into_make_service())
         .with_graceful_shutdown(shutdown.cancelled_owned())
         .await
         .context("serving the dispatcher API")?;

@@ -94,7 +94,7 @@ pub async fn serve(listener: TcpListener, shutdown: CancellationToken) -> std::i
             }),
         )
         .fallback(|| async { crate::api_error::ApiError::not_found() });
-    axum::serve(listener, app)
+    axum::serve(listener, app.into_make_service())
         .with_graceful_shutdown(shutdown.cancelled_owned())
         .await
 }
