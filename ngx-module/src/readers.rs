@@ -102,6 +102,8 @@ struct ReaderCtx {
     /// (see `chatup_wire::readers::channel`), comma-separated; set once
     /// admitted.
     channels: Vec<u8>,
+    /// The serve request in flight or last made, in a pool of its own.
+    serving: subrequest::Detached,
 }
 
 /// nginx access-phase handler (registered for every location; only acts in
@@ -158,6 +160,9 @@ unsafe fn admit(r: *mut ngx_http_request_t) -> ngx_int_t {
         };
         let ctx = *request.as_mut().ctx.add(Module::module().ctx_index) as *mut ReaderCtx;
         if let Some(ctx) = ctx.as_mut() {
+            if matches!(ctx.stage, Stage::Served(..)) {
+                ctx.serving.release(r);
+            }
             return match ctx.stage {
                 Stage::Serving(_) => AGAIN,
                 Stage::Admitted => OK,
@@ -271,6 +276,7 @@ unsafe fn admit(r: *mut ngx_http_request_t) -> ngx_int_t {
             rooms,
             stage: Stage::Admitted,
             channels: Vec::new(),
+            serving: subrequest::Detached::none(),
         });
         if ctx.is_null() {
             // `allocate` dropped the value, which took the reader out again.
@@ -466,12 +472,13 @@ unsafe fn start_serving(
     };
     // SAFETY: `ctx` lives in the request's pool, as long as the request.
     unsafe {
-        subrequest::start(
+        subrequest::start_detached(
             r,
             &uri,
             &args,
             Some(serve_done),
             (ctx as *mut ReaderCtx).cast(),
+            &mut ctx.serving,
         )
     }
     .map(drop)
@@ -491,7 +498,6 @@ unsafe extern "C" fn serve_done(
         if let Stage::Serving(i) = ctx.stage {
             ctx.stage = Stage::Served(i, subrequest::status(sr, rc));
         }
-        subrequest::free_response_buffer(sr);
     }
     rc
 }

@@ -899,7 +899,30 @@ impl Drop for ChatWorker {
             // SIGTERM: nginx's fast shutdown, master and workers.
             stop(&mut child, Signal::SIGTERM);
         }
+        // nginx's master replaces a worker process that crashed, and the
+        // clients reconnect: a test could pass over a crash in the module
+        // (or in nchan) without this.
+        let error_log = self.nginx_log();
+        let crashes = nginx_crashes(&error_log);
+        if !crashes.is_empty() && !std::thread::panicking() {
+            panic!("nginx worker processes crashed:\n{}", crashes.join("\n"));
+        }
     }
+}
+
+/// The lines of an nginx error log that tell of a worker process killed
+/// by a crash (not by a test's SIGKILL, signal 9).
+pub fn nginx_crashes(error_log: &str) -> Vec<&str> {
+    error_log
+        .lines()
+        .filter(|line| {
+            line.split_once("exited on signal ")
+                .is_some_and(|(_, rest)| {
+                    let signal: String = rest.chars().take_while(char::is_ascii_digit).collect();
+                    signal != "9"
+                })
+        })
+        .collect()
 }
 
 /// The child processes of `pid` (nginx's worker processes, for its master).
@@ -1253,5 +1276,21 @@ impl Drop for DispatcherTlsFront {
             // nginx's master stops its workers on SIGTERM (fast shutdown).
             stop(&mut child, Signal::SIGTERM);
         }
+    }
+}
+
+#[cfg(test)]
+mod crash_tests {
+    use super::nginx_crashes;
+
+    #[test]
+    fn crashes_are_worker_exits_on_a_signal_other_than_sigkill() {
+        let log = "2026/11/30 13:00:00 [alert] 10#10: worker process 12 exited on signal 11 (core dumped)\n\
+                   2026/11/30 13:00:01 [alert] 10#10: worker process 13 exited on signal 9\n\
+                   2026/11/30 13:00:02 [notice] 10#10: signal 17 (SIGCHLD) received from 14\n\
+                   2026/11/30 13:00:03 [alert] 10#10: worker process 14 exited on signal 6\n";
+        let crashes = nginx_crashes(log);
+        assert_eq!(crashes.len(), 2, "{crashes:?}");
+        assert!(crashes[0].contains("signal 11") && crashes[1].contains("signal 6"));
     }
 }
