@@ -19,6 +19,7 @@ pub mod drain;
 pub mod drain_command;
 mod fanin;
 mod heartbeat;
+mod inbox;
 mod ingest;
 mod membership;
 mod module_metrics;

@@ -10,8 +10,8 @@
 //! room served afresh. Not released (a reader came): it stays as it was.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Mutex;
 use std::time::Duration;
 
 use tokio::sync::{mpsc, oneshot, watch};
@@ -22,6 +22,7 @@ use crate::presence::RoomCounts;
 use crate::store::Store;
 use crate::telemetry::names;
 use crate::worker::fanin::FaninCommand;
+use crate::worker::inbox::{self, Full, Mailbox, Readiness};
 use crate::worker::room::{self, Origin, RoomInput, RoomSettings};
 
 /// Items queued for one room task; past it the room catches up from
@@ -34,10 +35,8 @@ const IDLE_SWEEPS_BEFORE_DROP: u32 = 2;
 struct RoomEntry {
     /// The nchan channel of this serving (see `chatup_wire::readers::channel`).
     channel: String,
-    inputs: mpsc::Sender<RoomInput>,
-    /// Turns true once the room task has backfilled nchan.
-    ready: watch::Receiver<bool>,
-    overflowed: Arc<AtomicBool>,
+    /// The room task's inputs, and whether it has backfilled nchan.
+    inputs: Mailbox,
     task: JoinHandle<()>,
     idle_sweeps: u32,
     /// Readers on this nginx, as the module last counted them.
@@ -96,7 +95,7 @@ impl Rooms {
     /// when a serve request timed out and its readers left) is replaced.
     pub async fn ensure(&self, room: &str, channel: &str, wait: Duration, origin: Origin) -> bool {
         let deadline = tokio::time::Instant::now() + wait;
-        let mut ready = loop {
+        let ready = loop {
             let releasing = {
                 let mut rooms = self.lock();
                 match rooms.get_mut(room) {
@@ -120,7 +119,7 @@ impl Rooms {
                         Some(releasing) => releasing.clone(),
                         None => {
                             entry.idle_sweeps = 0;
-                            break entry.ready.clone();
+                            break entry.inputs.readiness();
                         }
                     },
                     None => break self.start_room(&mut rooms, room, channel, origin.clone()),
@@ -133,8 +132,8 @@ impl Rooms {
                 return false;
             }
         };
-        let outcome = tokio::time::timeout_at(deadline, ready.wait_for(|ready| *ready)).await;
-        matches!(outcome, Ok(Ok(_)))
+        let outcome = tokio::time::timeout_at(deadline, ready.wait()).await;
+        matches!(outcome, Ok(true))
     }
 
     fn start_room(
@@ -143,29 +142,24 @@ impl Rooms {
         room: &str,
         channel: &str,
         origin: Origin,
-    ) -> watch::Receiver<bool> {
+    ) -> Readiness {
         let (subscribed_tx, subscribed) = oneshot::channel();
-        let (ready_tx, ready) = watch::channel(false);
-        let (inputs, rx) = mpsc::channel(ROOM_QUEUE);
-        let overflowed = Arc::new(AtomicBool::new(false));
+        let (inputs, inbox) = inbox::inbox(ROOM_QUEUE);
+        let ready = inputs.readiness();
         let task = tokio::spawn(room::run(room::RoomStart {
             channel: channel.to_owned(),
-            inputs: rx,
+            inbox,
             nchan: self.nchan.clone(),
             store: self.store.clone(),
             settings: self.settings.clone(),
             origin,
-            overflowed: overflowed.clone(),
             subscribed,
-            ready: ready_tx,
         }));
         rooms.insert(
             room.to_owned(),
             RoomEntry {
                 channel: channel.to_owned(),
                 inputs,
-                ready: ready.clone(),
-                overflowed,
                 task,
                 idle_sweeps: 0,
                 readers: 0,
@@ -185,9 +179,7 @@ impl Rooms {
     pub fn deliver(&self, room: &str, item: String) {
         let rooms = self.lock();
         let Some(entry) = rooms.get(room) else { return };
-        if entry.inputs.try_send(RoomInput::Item(item)).is_err()
-            && !entry.overflowed.swap(true, Ordering::Relaxed)
-        {
+        if let Err(Full { first: true }) = entry.inputs.push(RoomInput::Item(item)) {
             tracing::warn!(
                 room,
                 "room queue full (nchan is not keeping up): the room catches up from history"
@@ -199,9 +191,8 @@ impl Rooms {
     pub fn resync_all(&self) {
         metrics::counter!(names::ROOM_RESYNCS).increment(1);
         for entry in self.lock().values() {
-            if entry.inputs.try_send(RoomInput::Resync).is_err() {
-                entry.overflowed.store(true, Ordering::Relaxed);
-            }
+            // A full queue catches up anyway.
+            let _ = entry.inputs.push(RoomInput::Resync);
         }
     }
 
@@ -237,9 +228,7 @@ impl Rooms {
         for entry in self.lock().values() {
             // A full queue catches up anyway; a refill then follows the
             // next input.
-            if entry.inputs.try_send(RoomInput::Refill).is_err() {
-                entry.overflowed.store(true, Ordering::Relaxed);
-            }
+            let _ = entry.inputs.push(RoomInput::Refill);
         }
     }
 

@@ -107,12 +107,6 @@ pub async fn run(args: Args, reference: bool) -> anyhow::Result<()> {
             let base = target.bases().remove(0);
             let (took, sockets, failed) =
                 connect_all(&base, &format!("r{round}"), &args, source).await;
-            if std::env::var_os("EXPERIMENT_ONE_FRAME").is_some() && target.name() == "raw nchan" {
-                let client = reqwest::Client::new();
-                for room in 0..args.rooms {
-                    let _ = client.post(format!("{base}/pub/r{round}-{room}")).body("[{\"ev\":\"count\",\"subscribers\":10,\"members\":0,\"ts\":1796042819578,\"id\":\"01M8P7X1ZTXMPA0G01SKEZX728\"}]").send().await;
-                }
-            }
             // Idle readers: give the server a moment to settle (rooms
             // served, counts sent) before its memory is taken.
             tokio::time::sleep(Duration::from_secs(2)).await;
@@ -156,7 +150,7 @@ pub async fn run(args: Args, reference: bool) -> anyhow::Result<()> {
     // readers left allocated, and show next to nothing.
     for (target, bytes) in targets.iter().zip(memory) {
         println!(
-            "{}: memory per idle reader (server PSS, all processes, first round): {:.1} KB",
+            "{}: memory per idle reader (server PSS, all processes, first round): {:.2} KB",
             target.name(),
             bytes[0] / 1000.0
         );
