@@ -34,12 +34,31 @@ struct Shared {
 #[derive(Default)]
 struct Queue {
     inputs: VecDeque<RoomInput>,
-    /// An input was dropped (the queue was full): the task catches up
-    /// from history.
-    overflowed: bool,
+    /// What was dropped because the queue was full, for the task to make
+    /// up for.
+    lost: Lost,
     /// The mailbox is gone: the task sends what it holds and ends.
     closed: bool,
+    /// The task is gone: inputs are dropped, not kept for nobody.
+    task_gone: bool,
 }
+
+/// What a room task lost to a full queue since it last looked.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub enum Lost {
+    #[default]
+    Nothing,
+    /// Items or resync requests: the task catches up from history.
+    Items,
+    /// A refill request too (nchan lost the room's frames): the task
+    /// publishes the whole history again, which covers the items.
+    Refill,
+}
+
+/// Inputs kept at most this long (capacity) once a backlog is gone: a
+/// room that once queued thousands of items does not keep the room for
+/// them while it is idle.
+const KEPT_CAPACITY: usize = 64;
 
 impl Shared {
     fn queue(&self) -> MutexGuard<'_, Queue> {
@@ -62,12 +81,15 @@ pub fn inbox(capacity: usize) -> (Mailbox, Inbox) {
     (mailbox, Inbox { shared })
 }
 
-/// The queue was full: the input was dropped, and the task will catch up
-/// from history.
+/// The input was dropped.
 #[derive(Debug, PartialEq, Eq)]
-pub struct Full {
-    /// The first input dropped since the task last caught up.
-    pub first: bool,
+pub enum Dropped {
+    /// The queue was full: the task will catch up from history. `first`:
+    /// the first input dropped since it last did.
+    Full { first: bool },
+    /// The task is gone (it panicked; its room is dropped at the next
+    /// sweep or serve request).
+    TaskGone,
 }
 
 /// The sending half, in the room's entry. Dropping it closes the inbox.
@@ -78,16 +100,23 @@ pub struct Mailbox {
 
 impl Mailbox {
     /// Queues `input` for the task, or drops it if `capacity` inputs wait
-    /// already (the task then catches up from history).
-    pub fn push(&self, input: RoomInput) -> Result<(), Full> {
+    /// already (the task then catches up from history) or the task is
+    /// gone.
+    pub fn push(&self, input: RoomInput) -> Result<(), Dropped> {
         {
             let mut queue = self.shared.queue();
+            if queue.task_gone {
+                return Err(Dropped::TaskGone);
+            }
             if queue.inputs.len() >= self.capacity {
-                let first = !queue.overflowed;
-                queue.overflowed = true;
+                let first = queue.lost == Lost::Nothing;
+                queue.lost = match (queue.lost, &input) {
+                    (_, RoomInput::Refill) | (Lost::Refill, _) => Lost::Refill,
+                    _ => Lost::Items,
+                };
                 drop(queue);
                 self.shared.input.notify_one();
-                return Err(Full { first });
+                return Err(Dropped::Full { first });
             }
             queue.inputs.push_back(input);
         }
@@ -106,7 +135,7 @@ impl Mailbox {
     /// Makes the task catch up from history, as after an overflow.
     #[cfg(test)]
     pub fn mark_overflowed(&self) {
-        self.shared.queue().overflowed = true;
+        self.shared.queue().lost = Lost::Items;
     }
 }
 
@@ -129,7 +158,7 @@ impl Inbox {
         loop {
             {
                 let mut queue = self.shared.queue();
-                if let Some(input) = queue.inputs.pop_front() {
+                if let Some(input) = pop(&mut queue) {
                     return Some(input);
                 }
                 if queue.closed {
@@ -142,12 +171,12 @@ impl Inbox {
 
     /// The next input, if one waits.
     pub fn try_recv(&mut self) -> Option<RoomInput> {
-        self.shared.queue().inputs.pop_front()
+        pop(&mut self.shared.queue())
     }
 
-    /// Whether an input was dropped since the last call.
-    pub fn take_overflowed(&self) -> bool {
-        std::mem::take(&mut self.shared.queue().overflowed)
+    /// What was dropped since the last call.
+    pub fn take_lost(&self) -> Lost {
+        std::mem::take(&mut self.shared.queue().lost)
     }
 
     /// The task has backfilled nchan.
@@ -157,8 +186,22 @@ impl Inbox {
     }
 }
 
+/// The next input; gives a drained backlog's room back.
+fn pop(queue: &mut Queue) -> Option<RoomInput> {
+    let input = queue.inputs.pop_front();
+    if queue.inputs.is_empty() && queue.inputs.capacity() > KEPT_CAPACITY {
+        queue.inputs = VecDeque::new();
+    }
+    input
+}
+
 impl Drop for Inbox {
     fn drop(&mut self) {
+        {
+            let mut queue = self.shared.queue();
+            queue.task_gone = true;
+            queue.inputs = VecDeque::new();
+        }
         // A task that ends (or is aborted) before it was ready never will
         // be: whoever waits is told at once.
         let _ = self.shared.readiness.compare_exchange(
@@ -237,10 +280,10 @@ mod tests {
         let (mailbox, mut inbox) = inbox(2);
         mailbox.push(item(1)).unwrap();
         mailbox.push(item(2)).unwrap();
-        assert_eq!(mailbox.push(item(3)), Err(Full { first: true }));
-        assert_eq!(mailbox.push(item(4)), Err(Full { first: false }));
-        assert!(inbox.take_overflowed());
-        assert!(!inbox.take_overflowed());
+        assert_eq!(mailbox.push(item(3)), Err(Dropped::Full { first: true }));
+        assert_eq!(mailbox.push(item(4)), Err(Dropped::Full { first: false }));
+        assert_eq!(inbox.take_lost(), Lost::Items);
+        assert_eq!(inbox.take_lost(), Lost::Nothing);
         assert_eq!(text(inbox.recv().await), "1");
         mailbox.push(item(5)).unwrap();
         assert_eq!(text(inbox.recv().await), "2");
@@ -268,5 +311,55 @@ mod tests {
         drop(inbox);
         let seen = tokio::time::timeout(Duration::from_secs(5), waiting).await;
         assert!(!seen.unwrap().unwrap());
+    }
+
+    #[tokio::test]
+    async fn a_dropped_refill_is_made_up_by_a_refill() {
+        let (mailbox, inbox) = inbox(1);
+        mailbox.push(item(1)).unwrap();
+        assert!(mailbox.push(RoomInput::Refill).is_err());
+        assert!(mailbox.push(item(2)).is_err());
+        assert_eq!(inbox.take_lost(), Lost::Refill);
+    }
+
+    #[tokio::test]
+    async fn closing_the_mailbox_ends_a_task_waiting_for_input() {
+        let (mailbox, mut inbox) = inbox(8);
+        let task = tokio::spawn(async move { inbox.recv().await.is_none() });
+        tokio::task::yield_now().await;
+        drop(mailbox);
+        let ended = tokio::time::timeout(Duration::from_secs(5), task).await;
+        assert!(ended.unwrap().unwrap());
+    }
+
+    #[tokio::test]
+    async fn a_receive_given_up_loses_nothing() {
+        let (mailbox, mut inbox) = inbox(8);
+        // Polled once (waiting), then dropped, as a select! does when
+        // another branch wins.
+        let given_up = tokio::time::timeout(Duration::from_millis(10), inbox.recv()).await;
+        assert!(given_up.is_err());
+        mailbox.push(item(3)).unwrap();
+        let got = tokio::time::timeout(Duration::from_secs(5), inbox.recv()).await;
+        assert_eq!(text(got.unwrap()), "3");
+    }
+
+    #[tokio::test]
+    async fn a_task_that_ends_after_it_was_ready_stays_ready_and_takes_no_more_inputs() {
+        let (mailbox, inbox) = inbox(8);
+        inbox.set_ready();
+        drop(inbox);
+        assert!(mailbox.readiness().wait().await);
+        assert_eq!(mailbox.push(item(1)), Err(Dropped::TaskGone));
+    }
+
+    #[tokio::test]
+    async fn a_drained_backlog_gives_its_room_back() {
+        let (mailbox, mut inbox) = inbox(10_000);
+        for n in 0..1000 {
+            mailbox.push(item(n)).unwrap();
+        }
+        while inbox.try_recv().is_some() {}
+        assert_eq!(mailbox.shared.queue().inputs.capacity(), 0);
     }
 }

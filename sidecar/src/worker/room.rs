@@ -31,7 +31,7 @@ use crate::store::Store;
 use crate::telemetry::names;
 use crate::worker::active::RecentlyActive;
 use crate::worker::batch::{Frame, FrameLimits, Item, Pending, RecentIds};
-use crate::worker::inbox::Inbox;
+use crate::worker::inbox::{Inbox, Lost};
 use crate::worker::sampler::Sampler;
 use chatup_wire::{EventKind, MessageIdGenerator, RoomEvent, User};
 use std::future::Future;
@@ -230,9 +230,16 @@ pub async fn run<C: Channels>(start: RoomStart<C>) {
             }
             _ = sleep_until(wake_at.unwrap_or_else(Instant::now)), if wake_at.is_some() => {}
         }
-        if inbox.take_overflowed() {
-            tracing::warn!(room = %task.room(), "room queue overflowed: catching up from history");
-            task.resync().await;
+        match inbox.take_lost() {
+            Lost::Nothing => {}
+            Lost::Items => {
+                tracing::warn!(room = %task.room(), "room queue overflowed: catching up from history");
+                task.resync().await;
+            }
+            Lost::Refill => {
+                tracing::warn!(room = %task.room(), "room queue overflowed, a refill among what it dropped");
+                task.take(RoomInput::Refill).await;
+            }
         }
         // Collect until the window after the previous send closes (at once
         // if the room was quiet) or the frame is full.

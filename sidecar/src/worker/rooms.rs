@@ -22,7 +22,7 @@ use crate::presence::RoomCounts;
 use crate::store::Store;
 use crate::telemetry::names;
 use crate::worker::fanin::FaninCommand;
-use crate::worker::inbox::{self, Full, Mailbox, Readiness};
+use crate::worker::inbox::{self, Dropped, Mailbox, Readiness};
 use crate::worker::room::{self, Origin, RoomInput, RoomSettings};
 
 /// Items queued for one room task; past it the room catches up from
@@ -179,7 +179,7 @@ impl Rooms {
     pub fn deliver(&self, room: &str, item: String) {
         let rooms = self.lock();
         let Some(entry) = rooms.get(room) else { return };
-        if let Err(Full { first: true }) = entry.inputs.push(RoomInput::Item(item)) {
+        if let Err(Dropped::Full { first: true }) = entry.inputs.push(RoomInput::Item(item)) {
             tracing::warn!(
                 room,
                 "room queue full (nchan is not keeping up): the room catches up from history"
@@ -226,8 +226,7 @@ impl Rooms {
     /// it owned; every room publishes its history again.
     pub fn refill_all(&self) {
         for entry in self.lock().values() {
-            // A full queue catches up anyway; a refill then follows the
-            // next input.
+            // A full queue has the task refill once it looked at it.
             let _ = entry.inputs.push(RoomInput::Refill);
         }
     }
