@@ -25,10 +25,34 @@ pub unsafe fn start(
     done: ngx_http_post_subrequest_pt,
     data: *mut std::ffi::c_void,
 ) -> Result<*mut ngx_http_request_t, String> {
-    // SAFETY: every allocation comes from the request pool and lives as
-    // long as the request; nginx copies nothing it is given here.
+    // SAFETY: the caller's guarantees; the subrequest lives in the
+    // request's own pool, as long as the request.
+    unsafe { start_in(r, uri, args, done, data, (*r).pool) }
+}
+
+/// Starts the subrequest with everything nginx allocates for it (the
+/// request itself, its module contexts and header lists, and later its
+/// upstream and proxy state) taken from `pool`: `r`'s own, or one that
+/// outlives the subrequest. The URI and arguments come from `r`'s pool.
+///
+/// # Safety
+/// `r` is a live main request; `data` and `pool` live as long as the
+/// subrequest.
+unsafe fn start_in(
+    r: *mut ngx_http_request_t,
+    uri: &str,
+    args: &str,
+    done: ngx_http_post_subrequest_pt,
+    data: *mut std::ffi::c_void,
+    pool: *mut ngx_pool_t,
+) -> Result<*mut ngx_http_request_t, String> {
+    // SAFETY: allocations come from `r`'s pool or `pool`, both outliving
+    // the subrequest; nginx copies nothing it is given here. `r->pool` is
+    // swapped for `pool` only for the duration of `ngx_http_subrequest`,
+    // which takes the subrequest's pool from it, and restored before
+    // anything else runs.
     unsafe {
-        let pool = Pool::from_ngx_pool((*r).pool);
+        let alloc = Pool::from_ngx_pool(pool);
         let mut uri = ngx::ffi::ngx_str_t::from_str((*r).pool, uri);
         let mut args = ngx::ffi::ngx_str_t::from_str((*r).pool, args);
         let args = if args.len == 0 {
@@ -36,13 +60,18 @@ pub unsafe fn start(
         } else {
             &mut args as *mut ngx::ffi::ngx_str_t
         };
-        let ps = pool.calloc_type::<ngx_http_post_subrequest_t>();
-        if ps.is_null() {
+        let ps = alloc.calloc_type::<ngx_http_post_subrequest_t>();
+        // An empty body of its own, so the upstream never reads or resends
+        // the client's body; the location sets what the sidecar gets.
+        let rb = alloc.calloc_type::<ngx_http_request_body_t>();
+        if ps.is_null() || rb.is_null() {
             return Err("out of memory".into());
         }
         (*ps).handler = done;
         (*ps).data = data;
         let mut sr: *mut ngx_http_request_t = std::ptr::null_mut();
+        let main_pool = (*r).pool;
+        (*r).pool = pool;
         let rc = ngx_http_subrequest(
             r,
             &mut uri,
@@ -51,14 +80,9 @@ pub unsafe fn start(
             ps,
             NGX_HTTP_SUBREQUEST_WAITED as _,
         );
+        (*r).pool = main_pool;
         if rc != OK || sr.is_null() {
             return Err(format!("ngx_http_subrequest returned {rc}"));
-        }
-        // An empty body of its own, so the upstream never reads or resends
-        // the client's body; the location sets what the sidecar gets.
-        let rb = pool.calloc_type::<ngx_http_request_body_t>();
-        if rb.is_null() {
-            return Err("out of memory".into());
         }
         (*sr).request_body = rb;
         // Only the status matters: nothing of the sidecar's response is
@@ -154,10 +178,8 @@ pub unsafe fn start_detached(
     detached: &mut Detached,
 ) -> Result<*mut ngx_http_request_t, String> {
     // SAFETY: `r` is live; the new pool is owned by `detached`, which
-    // outlives the subrequest (see `Detached`). `r->pool` is swapped only
-    // for the duration of `ngx_http_subrequest`, which takes the
-    // subrequest's pool from it, and is restored before anything else
-    // runs.
+    // outlives the subrequest (see `Detached`); the main configuration is
+    // the one `r` and its subrequest share.
     unsafe {
         if !detached.pool.is_null() {
             // The last one could not be freed yet (never so in the access
@@ -170,56 +192,23 @@ pub unsafe fn start_detached(
             return Err("out of memory".into());
         }
         detached.pool = own;
-        let own_pool = Pool::from_ngx_pool(own);
-        let mut uri = ngx::ffi::ngx_str_t::from_str((*r).pool, uri);
-        let mut args = ngx::ffi::ngx_str_t::from_str((*r).pool, args);
-        let args = if args.len == 0 {
-            std::ptr::null_mut()
-        } else {
-            &mut args as *mut ngx::ffi::ngx_str_t
-        };
-        let ps = own_pool.calloc_type::<ngx_http_post_subrequest_t>();
-        let rb = own_pool.calloc_type::<ngx_http_request_body_t>();
-        if ps.is_null() || rb.is_null() {
-            return Err("out of memory".into());
-        }
-        (*ps).handler = done;
-        (*ps).data = data;
-        let mut sr: *mut ngx_http_request_t = std::ptr::null_mut();
-        let main_pool = (*r).pool;
-        (*r).pool = own;
-        let rc = ngx_http_subrequest(
-            r,
-            &mut uri,
-            args,
-            &mut sr,
-            ps,
-            NGX_HTTP_SUBREQUEST_WAITED as _,
-        );
-        (*r).pool = main_pool;
-        if rc != OK || sr.is_null() {
-            return Err(format!("ngx_http_subrequest returned {rc}"));
-        }
-        detached.sr = sr;
         // Variables of its own: nginx shares the parent's array with a
         // subrequest, so values the subrequest computes (`$proxy_host`,
         // `$status`, any cacheable variable a configuration adds) would
         // stay in the reader's array pointing into this pool once it is
         // freed. The serve location computes all it uses itself.
-        let cmcf = *(*sr)
-            .main_conf
-            .add(ngx::ffi::ngx_http_core_module.ctx_index)
+        let cmcf = *(*r).main_conf.add(ngx::ffi::ngx_http_core_module.ctx_index)
             as *mut ngx::ffi::ngx_http_core_main_conf_t;
         let count = (*cmcf).variables.nelts;
-        let variables = own_pool
+        let variables = Pool::from_ngx_pool(own)
             .calloc(count.max(1) * std::mem::size_of::<ngx::ffi::ngx_http_variable_value_t>())
             as *mut ngx::ffi::ngx_http_variable_value_t;
         if variables.is_null() {
             return Err("out of memory".into());
         }
+        let sr = start_in(r, uri, args, done, data, own)?;
+        detached.sr = sr;
         (*sr).variables = variables;
-        (*sr).request_body = rb;
-        (*sr).set_header_only(1);
         Ok(sr)
     }
 }
