@@ -23,6 +23,7 @@ pub const ROOMS_SERVED: &str = "chatup_rooms_served";
 pub const READERS: &str = "chatup_readers";
 pub const SUBSCRIPTION_RECONNECTS: &str = "chatup_redis_subscription_reconnects_total";
 pub const ROOM_RESYNCS: &str = "chatup_room_resyncs_total";
+pub const ROOM_TASK_RESTARTS: &str = "chatup_room_task_restarts_total";
 pub const HEARTBEATS: &str = "chatup_heartbeats_total";
 pub const NGINX_POSTS: &str = "chatup_nginx_posts_total";
 pub const NGINX_TOKEN_FAILURES: &str = "chatup_nginx_token_failures_total";
@@ -59,6 +60,7 @@ pub const ALL: &[&str] = &[
     READERS,
     SUBSCRIPTION_RECONNECTS,
     ROOM_RESYNCS,
+    ROOM_TASK_RESTARTS,
     HEARTBEATS,
     NGINX_POSTS,
     NGINX_TOKEN_FAILURES,
@@ -196,6 +198,10 @@ pub fn describe() {
     describe_counter!(
         ROOM_RESYNCS,
         "Times every room caught up from history (after a subscription loss or a master change)"
+    );
+    describe_counter!(
+        ROOM_TASK_RESTARTS,
+        "Room tasks that ended on their own (a bug: a panic) and were started again from the whole history"
     );
     describe_counter!(
         HEARTBEATS,

@@ -299,6 +299,39 @@ impl Rooms {
         })
     }
 
+    /// Starts again, in the same channel, the room tasks that ended while
+    /// their room is still served here; returns those rooms. A task ends
+    /// on its own only by panicking (otherwise it ends once its entry is
+    /// gone), and its room's readers would read a silent chat until they
+    /// left. The new task publishes the whole history: readers drop the
+    /// messages they have (by id) and get the ones they missed.
+    pub fn restart_dead_tasks(&self) -> Vec<String> {
+        let mut rooms = self.lock();
+        let dead: Vec<String> = rooms
+            .iter()
+            .filter(|(_, entry)| entry.task.is_finished() && entry.releasing.is_none())
+            .map(|(room, _)| room.clone())
+            .collect();
+        for room in &dead {
+            let Some(old) = rooms.remove(room) else {
+                continue;
+            };
+            tracing::error!(room, channel = %old.channel, "a room task ended on its own (a bug): serving the room again in its channel, from the whole history");
+            metrics::counter!(names::ROOM_TASK_RESTARTS).increment(1);
+            self.start_room(
+                &mut rooms,
+                room,
+                &old.channel,
+                Origin::Recovered { last_id: None },
+            );
+            if let Some(entry) = rooms.get_mut(room) {
+                entry.readers = old.readers;
+                entry.totals = old.totals;
+            }
+        }
+        dead
+    }
+
     /// Lets go of the rooms that had no reader here for a few sweeps and
     /// that the module agrees to release; returns them.
     pub async fn sweep(&self) -> Vec<String> {
@@ -407,5 +440,90 @@ impl Rooms {
         for task in tasks {
             let _ = task.await;
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use std::sync::Arc;
+
+    use chatup_testkit::process::Redis;
+
+    use super::*;
+    use crate::db::Db;
+    use crate::worker::batch::FrameLimits;
+
+    const WAIT: Duration = Duration::from_secs(10);
+
+    fn settings() -> RoomSettings {
+        RoomSettings {
+            window: Duration::from_millis(10),
+            limits: FrameLimits {
+                max_items: 100,
+                max_bytes: 1 << 20,
+            },
+            history_length: 100,
+            active_every: Duration::from_millis(50),
+            hot_room_rate: 0,
+        }
+    }
+
+    /// Subscriptions asked of the fan-in, each confirmed at once.
+    async fn next_subscription(commands: &mut mpsc::UnboundedReceiver<FaninCommand>) -> String {
+        loop {
+            let command = tokio::time::timeout(WAIT, commands.recv())
+                .await
+                .expect("a subscription within the wait")
+                .expect("the fan-in channel open");
+            if let FaninCommand::Subscribe(room, ack) = command {
+                let _ = ack.send(());
+                return room;
+            }
+        }
+    }
+
+    #[tokio::test]
+    async fn a_room_task_that_died_is_started_again_in_its_channel() {
+        let redis = Redis::start().unwrap();
+        let client = redis::Client::open(redis.url()).unwrap();
+        let db = Db::connect_lazy(
+            crate::topology::Topology::Server(Box::new(client)),
+            Duration::from_secs(2),
+        )
+        .unwrap();
+        let (fanin, mut commands) = mpsc::unbounded_channel();
+        let rooms = Arc::new(Rooms::new(
+            fanin,
+            Nchan::new("/nonexistent/nginx.sock".into()),
+            Store::new(db, 100, 3600),
+            settings(),
+        ));
+        let channel = "lobby~0000abcd.1";
+        let serving = {
+            let rooms = rooms.clone();
+            tokio::spawn(async move { rooms.ensure("lobby", channel, WAIT, Origin::Fresh).await })
+        };
+        assert_eq!(next_subscription(&mut commands).await, "lobby");
+        assert!(serving.await.unwrap(), "the room is served (empty history)");
+        assert!(
+            rooms.restart_dead_tasks().is_empty(),
+            "a live task is left alone"
+        );
+
+        // A panic ends a task as an abort does.
+        rooms.lock().get("lobby").unwrap().task.abort();
+        let deadline = tokio::time::Instant::now() + WAIT;
+        while !rooms.lock().get("lobby").unwrap().task.is_finished() {
+            assert!(tokio::time::Instant::now() < deadline, "the task ends");
+            tokio::task::yield_now().await;
+        }
+
+        assert_eq!(rooms.restart_dead_tasks(), ["lobby"]);
+        assert_eq!(next_subscription(&mut commands).await, "lobby");
+        assert_eq!(rooms.channel("lobby").as_deref(), Some(channel));
+        assert!(!rooms.lock().get("lobby").unwrap().task.is_finished());
+        assert!(rooms.restart_dead_tasks().is_empty());
     }
 }

@@ -29,6 +29,7 @@ impl Sweeper {
             }
             self.checks.rate_limiter.forget_idle(Instant::now());
             self.checks.slow_mode.forget_old(Instant::now());
+            self.rooms.restart_dead_tasks();
             for room in self.rooms.sweep().await {
                 if let Err(e) = self.presence.forget(&room, &self.worker_id).await {
                     tracing::warn!(room, error = %e, "cannot forget a dropped room's members; they expire");
