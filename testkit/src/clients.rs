@@ -309,6 +309,48 @@ pub async fn post_message(
     (status, json)
 }
 
+/// Like [`post_message`], as the JS client posts: with an
+/// `Idempotency-Key`, sent again while the worker answers 503 (after its
+/// `Retry-After`, for up to 20 s), so a write the worker could not yet
+/// confirm on Redis replicas (a replica slow to acknowledge on a loaded
+/// machine) is answered for sure, and stored once.
+pub async fn post_message_retrying(
+    worker: &ChatWorker,
+    room: &str,
+    token: Option<&str>,
+    body: &str,
+) -> (u16, Value) {
+    let key = format!(
+        "test-{}",
+        chatup_wire::MessageIdGenerator::new().next_id(std::time::SystemTime::now())
+    );
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        let mut request = reqwest::Client::new()
+            .post(format!("{}/rooms/{room}/messages", worker.base_url()))
+            .header("Content-Type", "application/json")
+            .header("Idempotency-Key", &key)
+            .body(body.to_string());
+        if let Some(token) = token {
+            request = request.bearer_auth(token);
+        }
+        let response = request.send().await.expect("POST");
+        let status = response.status().as_u16();
+        let retry_after = response
+            .headers()
+            .get("Retry-After")
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse::<u64>().ok())
+            .unwrap_or(1)
+            .min(5);
+        let json = response.json().await.unwrap_or(Value::Null);
+        if status != 503 || std::time::Instant::now() >= deadline {
+            return (status, json);
+        }
+        tokio::time::sleep(Duration::from_secs(retry_after)).await;
+    }
+}
+
 /// GETs `url`; returns the status and the JSON body (Null if not JSON).
 pub async fn get_json(url: &str) -> (u16, Value) {
     let response = reqwest::Client::new()

@@ -18,6 +18,8 @@ pub mod sentinel;
 pub mod storms;
 pub mod token;
 
-pub use clients::{post_message, Frame, SubscribeOptions, Subscriber, Transport};
+pub use clients::{
+    post_message, post_message_retrying, Frame, SubscribeOptions, Subscriber, Transport,
+};
 pub use process::{ChatWorker, Dispatcher, RawNchan, Redis};
 pub use token::{rs256_token, rs256_token_exactly, token_for};

@@ -12,7 +12,8 @@ use chatup_testkit::cluster::RedisCluster;
 use chatup_testkit::load::{check_acknowledged_delivered, readers_on, Poster};
 use chatup_testkit::token::{server_token, ticket_for};
 use chatup_testkit::{
-    post_message, token_for, ChatWorker, Dispatcher, SubscribeOptions, Subscriber, Transport,
+    post_message, post_message_retrying, token_for, ChatWorker, Dispatcher, SubscribeOptions,
+    Subscriber, Transport,
 };
 use serde_json::{json, Value};
 
@@ -111,7 +112,9 @@ async fn rooms_spread_over_the_shards_and_everything_works_as_on_one_server() {
     }
     let token = token_for("bob", "Bob");
     for room in &rooms {
-        let (status, ack) = post_message(&a, room, Some(&token), &msg(room)).await;
+        // As the client posts: a worker's first writes can wait on a
+        // replica still catching up (503, then a retry with the same key).
+        let (status, ack) = post_message_retrying(&a, room, Some(&token), &msg(room)).await;
         assert_eq!(status, 202, "{room}: {ack}");
     }
     for (room, reader) in rooms.iter().zip(readers.iter_mut()) {
