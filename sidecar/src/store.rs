@@ -44,6 +44,19 @@ return false
 "#;
 
 impl Store {
+    /// A store on the Redis at `url` (which need not run), as the tests
+    /// use it: 100 messages of history, kept an hour.
+    #[cfg(test)]
+    pub fn for_tests(url: &str) -> Self {
+        let client = redis::Client::open(url).expect("a Redis URL");
+        let db = Db::connect_lazy(
+            crate::topology::Topology::Server(Box::new(client)),
+            std::time::Duration::from_secs(2),
+        )
+        .expect("a lazy connection");
+        Self::new(db, 100, 3600)
+    }
+
     pub fn new(db: Db, history_length: usize, history_ttl_secs: u64) -> Self {
         Self {
             writer: db.clone(),

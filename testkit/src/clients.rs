@@ -296,17 +296,30 @@ pub async fn post_message(
     token: Option<&str>,
     body: &str,
 ) -> (u16, Value) {
-    let mut request = reqwest::Client::new()
-        .post(format!("{}/rooms/{room}/messages", worker.base_url()))
-        .header("Content-Type", "application/json")
-        .body(body.to_string());
-    if let Some(token) = token {
-        request = request.bearer_auth(token);
-    }
-    let response = request.send().await.expect("POST");
+    let response = post_request(worker, room, token, body)
+        .send()
+        .await
+        .expect("POST");
     let status = response.status().as_u16();
     let json = response.json().await.unwrap_or(Value::Null);
     (status, json)
+}
+
+/// A chat POST of `body` to `room`, with `token` as a bearer token.
+fn post_request(
+    worker: &ChatWorker,
+    room: &str,
+    token: Option<&str>,
+    body: &str,
+) -> reqwest::RequestBuilder {
+    let request = reqwest::Client::new()
+        .post(format!("{}/rooms/{room}/messages", worker.base_url()))
+        .header("Content-Type", "application/json")
+        .body(body.to_string());
+    match token {
+        Some(token) => request.bearer_auth(token),
+        None => request,
+    }
 }
 
 /// Like [`post_message`], as the JS client posts: with an
@@ -326,15 +339,11 @@ pub async fn post_message_retrying(
     );
     let deadline = std::time::Instant::now() + Duration::from_secs(20);
     loop {
-        let mut request = reqwest::Client::new()
-            .post(format!("{}/rooms/{room}/messages", worker.base_url()))
-            .header("Content-Type", "application/json")
+        let response = post_request(worker, room, token, body)
             .header("Idempotency-Key", &key)
-            .body(body.to_string());
-        if let Some(token) = token {
-            request = request.bearer_auth(token);
-        }
-        let response = request.send().await.expect("POST");
+            .send()
+            .await
+            .expect("POST");
         let status = response.status().as_u16();
         let retry_after = response
             .headers()

@@ -80,6 +80,23 @@ pub struct RoomSettings {
     pub hot_room_rate: u64,
 }
 
+#[cfg(test)]
+impl RoomSettings {
+    /// Small windows, so that tests wait little.
+    pub fn for_tests() -> Self {
+        Self {
+            window: Duration::from_millis(10),
+            limits: FrameLimits {
+                max_items: 100,
+                max_bytes: 1 << 20,
+            },
+            history_length: 100,
+            active_every: Duration::from_millis(50),
+            hot_room_rate: 0,
+        }
+    }
+}
+
 /// The fields of an item a room task needs: its id, and `ev` for events
 /// (which are not kept in history).
 #[derive(Deserialize)]
@@ -526,7 +543,6 @@ mod tests {
     use tokio::sync::Notify;
 
     use super::*;
-    use crate::db::Db;
     use crate::worker::inbox::{inbox, Mailbox};
     use std::sync::Arc;
 
@@ -637,29 +653,12 @@ mod tests {
         stored
     }
 
-    /// A store on the Redis at `url` (which need not run).
     fn store_at(url: &str) -> Store {
-        let client = redis::Client::open(url).unwrap();
-        let db = Db::connect_lazy(
-            crate::topology::Topology::Server(Box::new(client)),
-            Duration::from_secs(2),
-        )
-        .unwrap();
-        Store::new(db, 100, 3600)
+        Store::for_tests(url)
     }
 
-    /// Small windows, so that tests wait little.
     fn settings() -> RoomSettings {
-        RoomSettings {
-            window: Duration::from_millis(10),
-            limits: FrameLimits {
-                max_items: 100,
-                max_bytes: 1 << 20,
-            },
-            history_length: 100,
-            active_every: Duration::from_millis(50),
-            hot_room_rate: 0,
-        }
+        RoomSettings::for_tests()
     }
 
     async fn start(origin: Origin, history: usize) -> (Room, Vec<(String, String)>) {

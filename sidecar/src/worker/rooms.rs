@@ -452,23 +452,8 @@ mod tests {
     use chatup_testkit::process::Redis;
 
     use super::*;
-    use crate::db::Db;
-    use crate::worker::batch::FrameLimits;
 
     const WAIT: Duration = Duration::from_secs(10);
-
-    fn settings() -> RoomSettings {
-        RoomSettings {
-            window: Duration::from_millis(10),
-            limits: FrameLimits {
-                max_items: 100,
-                max_bytes: 1 << 20,
-            },
-            history_length: 100,
-            active_every: Duration::from_millis(50),
-            hot_room_rate: 0,
-        }
-    }
 
     /// Subscriptions asked of the fan-in, each confirmed at once.
     async fn next_subscription(commands: &mut mpsc::UnboundedReceiver<FaninCommand>) -> String {
@@ -487,18 +472,12 @@ mod tests {
     #[tokio::test]
     async fn a_room_task_that_died_is_started_again_in_its_channel() {
         let redis = Redis::start().unwrap();
-        let client = redis::Client::open(redis.url()).unwrap();
-        let db = Db::connect_lazy(
-            crate::topology::Topology::Server(Box::new(client)),
-            Duration::from_secs(2),
-        )
-        .unwrap();
         let (fanin, mut commands) = mpsc::unbounded_channel();
         let rooms = Arc::new(Rooms::new(
             fanin,
             Nchan::new("/nonexistent/nginx.sock".into()),
-            Store::new(db, 100, 3600),
-            settings(),
+            Store::for_tests(&redis.url()),
+            RoomSettings::for_tests(),
         ));
         let channel = "lobby~0000abcd.1";
         let serving = {
