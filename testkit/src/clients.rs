@@ -323,10 +323,10 @@ fn post_request(
 }
 
 /// Like [`post_message`], as the JS client posts: with an
-/// `Idempotency-Key`, sent again while the worker answers 503 (after its
-/// `Retry-After`, for up to 20 s), so a write the worker could not yet
-/// confirm on Redis replicas (a replica slow to acknowledge on a loaded
-/// machine) is answered for sure, and stored once.
+/// `Idempotency-Key`, sent again while the worker answers 503 (for up to
+/// 20 s), so a write the worker could not yet confirm on Redis replicas
+/// (a replica slow to acknowledge on a loaded machine) is answered for
+/// sure, and stored once.
 pub async fn post_message_retrying(
     worker: &ChatWorker,
     room: &str,
@@ -337,27 +337,21 @@ pub async fn post_message_retrying(
         "test-{}",
         chatup_wire::MessageIdGenerator::new().next_id(std::time::SystemTime::now())
     );
-    let deadline = std::time::Instant::now() + Duration::from_secs(20);
-    loop {
-        let response = post_request(worker, room, token, body)
-            .header("Idempotency-Key", &key)
-            .send()
-            .await
-            .expect("POST");
-        let status = response.status().as_u16();
-        let retry_after = response
-            .headers()
-            .get("Retry-After")
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.parse::<u64>().ok())
-            .unwrap_or(1)
-            .min(5);
-        let json = response.json().await.unwrap_or(Value::Null);
-        if status != 503 || std::time::Instant::now() >= deadline {
-            return (status, json);
-        }
-        tokio::time::sleep(Duration::from_secs(retry_after)).await;
-    }
+    eventually(
+        "a post answered other than 503",
+        Duration::from_secs(20),
+        async || {
+            let response = post_request(worker, room, token, body)
+                .header("Idempotency-Key", &key)
+                .send()
+                .await
+                .expect("POST");
+            let status = response.status().as_u16();
+            let json = response.json().await.unwrap_or(Value::Null);
+            (status != 503).then_some((status, json))
+        },
+    )
+    .await
 }
 
 /// GETs `url`; returns the status and the JSON body (Null if not JSON).
