@@ -146,7 +146,10 @@ async fn once(target: &Target, args: &Args) -> anyhow::Result<Outcome> {
                     let arrived = now_micros();
                     latencies.extend(bench::latencies(&frame, arrived));
                 }
-                (want, latencies)
+                // The reader goes back to the caller, still connected: its
+                // leaving is a storm's cost, not this chat's, and must not
+                // fall into the CPU measured here.
+                (want, latencies, reader)
             })
         })
         .collect();
@@ -156,10 +159,12 @@ async fn once(target: &Target, args: &Args) -> anyhow::Result<Outcome> {
     let posting = started.elapsed();
     let mut delivery = Vec::new();
     let mut short = 0;
+    let mut connected = Vec::with_capacity(collectors.len());
     for collector in collectors {
-        let (want, latencies) = collector.await?;
+        let (want, latencies, reader) = collector.await?;
         short += want.saturating_sub(latencies.len());
         delivery.extend(latencies);
+        connected.push(reader);
     }
     let cpu_per_process: Vec<u64> = pids
         .iter()
@@ -167,6 +172,7 @@ async fn once(target: &Target, args: &Args) -> anyhow::Result<Outcome> {
         .map(|(&p, before)| cpu_ms(p) - before)
         .collect();
     let cpu_micros = cpu_per_process.iter().sum::<u64>() * 1000;
+    drop(connected);
     println!(
         "  posted {total} messages in {:.2} s ({:.0}/s), {} deliveries",
         posting.as_secs_f64(),
