@@ -988,6 +988,9 @@ http {{
             nchan_subscriber websocket eventsource longpoll;
             nchan_channel_id $room;
             nchan_subscriber_first_message oldest;
+            nchan_websocket_ping_interval 30;
+            nchan_eventsource_ping_interval 30;
+            nchan_access_control_allow_credentials off;
         }}
         location ~ "^/pub/(?<room>[A-Za-z0-9][A-Za-z0-9_.:-]{{0,63}})$" {{
             nchan_publisher http;
